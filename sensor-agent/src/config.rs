@@ -1,0 +1,538 @@
+//! Agent configuration: the embedded defaults (`default-config.toml`), then the user's file,
+//! which adds watches and owners, overrides `[agent]` keys one by one, removes default
+//! watches with `unwatch`, or starts from nothing with `default_watches = false`.
+//!
+//! Every error names the file and the key (`watch[2].path`) and says what is wrong.
+//! Documented in `docs/configuration.md`.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::attribution::OwnerRule;
+use crate::watch::Rule;
+
+/// The embedded defaults.
+pub const DEFAULT_CONFIG: &str = include_str!("../default-config.toml");
+const DEFAULTS_NAME: &str = "<embedded defaults>";
+
+/// A procfs file of other processes whose opening is reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcFile {
+    Environ,
+    Mem,
+    Maps,
+    Cmdline,
+}
+
+impl ProcFile {
+    /// The `PROC_*` bit the kernel programs test.
+    pub const fn bit(self) -> u32 {
+        match self {
+            ProcFile::Environ => sensor_common::PROC_ENVIRON,
+            ProcFile::Mem => sensor_common::PROC_MEM,
+            ProcFile::Maps => sensor_common::PROC_MAPS,
+            ProcFile::Cmdline => sensor_common::PROC_CMDLINE,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub state_dir: PathBuf,
+    /// Size of the kernel → agent ring buffer: a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+    pub proc_files: Vec<ProcFile>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub agent: AgentConfig,
+    /// The rule table: rule id `n` is `watches[n - 1]`.
+    pub watches: Vec<Rule>,
+    pub owners: Vec<OwnerRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("config {file}: line {line}, column {column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("config {file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// One file as written; every key optional so the user's file can be partial.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    agent: RawAgent,
+    default_watches: Option<bool>,
+    #[serde(default)]
+    unwatch: Vec<String>,
+    #[serde(default)]
+    watch: Vec<RawWatch>,
+    #[serde(default)]
+    owner: Vec<RawOwner>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    state_dir: Option<PathBuf>,
+    ring_buffer_bytes: Option<u32>,
+    proc_files: Option<Vec<ProcFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    path: String,
+    kind: String,
+    owner: Option<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwner {
+    owner: String,
+    unit: Option<String>,
+    user: Option<String>,
+    container: Option<String>,
+    exe: Option<String>,
+}
+
+/// A file after validation.
+struct Parsed {
+    raw: RawFile,
+    watches: Vec<Rule>,
+    owners: Vec<OwnerRule>,
+}
+
+impl Config {
+    /// `SensorConfig.proc_files`: the `PROC_*` bits of `agent.proc_files`.
+    pub fn proc_files_mask(&self) -> u32 {
+        self.agent
+            .proc_files
+            .iter()
+            .fold(0, |bits, f| bits | f.bit())
+    }
+
+    /// The rule table (rule id `n` is `rules()[n - 1]`).
+    pub fn rules(&self) -> &[Rule] {
+        &self.watches
+    }
+
+    /// The embedded defaults, amended by the file at `path` when given.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let defaults = parse(DEFAULT_CONFIG, DEFAULTS_NAME)?;
+        let user = match path {
+            Some(p) => {
+                let file = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    file: file.clone(),
+                    source,
+                })?;
+                Some((parse(&text, &file)?, file))
+            }
+            None => None,
+        };
+        merge(defaults, user)
+    }
+}
+
+fn invalid(file: &str, key: impl Display, message: impl Display) -> ConfigError {
+    ConfigError::Invalid {
+        file: file.to_owned(),
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
+    let raw: RawFile =
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            let message = inner.message().trim_end().replace('\n', "; ");
+            if key == "." {
+                ConfigError::Syntax {
+                    file: file.to_owned(),
+                    line,
+                    column,
+                    message,
+                }
+            } else {
+                invalid(file, key, format!("{message} (line {line})"))
+            }
+        })?;
+    validate_agent(&raw.agent, file)?;
+    let mut watches = Vec::with_capacity(raw.watch.len());
+    for (i, w) in raw.watch.iter().enumerate() {
+        if !is_kind(&w.kind) {
+            return Err(invalid(
+                file,
+                format_args!("watch[{i}].kind"),
+                format_args!(
+                    "`{}` is not a kind: use lowercase letters, digits and `-`",
+                    w.kind
+                ),
+            ));
+        }
+        if w.owner.as_deref().is_some_and(|o| o.trim().is_empty()) {
+            return Err(invalid(file, format_args!("watch[{i}].owner"), "is empty"));
+        }
+        let rule = Rule::new(&w.path, &w.kind, w.owner.clone(), w.exclude.clone())
+            .map_err(|e| invalid(file, format_args!("watch[{i}].{}", e.field), e.message))?;
+        watches.push(rule);
+    }
+    let mut owners = Vec::with_capacity(raw.owner.len());
+    for (i, o) in raw.owner.iter().enumerate() {
+        let rule = OwnerRule::new(
+            &o.owner,
+            o.unit.as_deref(),
+            o.user.as_deref(),
+            o.container.as_deref(),
+            o.exe.as_deref(),
+        )
+        .map_err(|e| {
+            let key = if e.field == "owner" && o.owner.trim().is_empty() {
+                format!("owner[{i}].owner")
+            } else if e.field == "owner" {
+                format!("owner[{i}]")
+            } else {
+                format!("owner[{i}].{}", e.field)
+            };
+            invalid(file, key, e.message)
+        })?;
+        owners.push(rule);
+    }
+    for (i, pattern) in raw.unwatch.iter().enumerate() {
+        globset::Glob::new(pattern).map_err(|e| {
+            invalid(
+                file,
+                format_args!("unwatch[{i}]"),
+                format_args!("`{pattern}`: bad glob: {e}"),
+            )
+        })?;
+    }
+    Ok(Parsed {
+        raw,
+        watches,
+        owners,
+    })
+}
+
+fn is_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn validate_agent(agent: &RawAgent, file: &str) -> Result<(), ConfigError> {
+    if let Some(dir) = &agent.state_dir {
+        if !dir.is_absolute() {
+            return Err(invalid(
+                file,
+                "agent.state_dir",
+                format_args!("`{}` is not an absolute path", dir.display()),
+            ));
+        }
+    }
+    if let Some(bytes) = agent.ring_buffer_bytes {
+        // SAFETY: sysconf has no preconditions.
+        let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        if !bytes.is_power_of_two() {
+            return Err(invalid(
+                file,
+                "agent.ring_buffer_bytes",
+                format_args!("`{bytes}` is not a power of two"),
+            ));
+        }
+        if bytes < page {
+            return Err(invalid(
+                file,
+                "agent.ring_buffer_bytes",
+                format_args!("`{bytes}` is smaller than the page size ({page})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn merge(defaults: Parsed, user: Option<(Parsed, String)>) -> Result<Config, ConfigError> {
+    let required = |key: &str| invalid(DEFAULTS_NAME, key, "missing");
+    let mut agent = AgentConfig {
+        state_dir: defaults
+            .raw
+            .agent
+            .state_dir
+            .ok_or_else(|| required("agent.state_dir"))?,
+        ring_buffer_bytes: defaults
+            .raw
+            .agent
+            .ring_buffer_bytes
+            .ok_or_else(|| required("agent.ring_buffer_bytes"))?,
+        proc_files: defaults
+            .raw
+            .agent
+            .proc_files
+            .ok_or_else(|| required("agent.proc_files"))?,
+    };
+    let mut watches = defaults.watches;
+    let mut owners = defaults.owners;
+    if let Some((user, file)) = user {
+        let a = user.raw.agent;
+        agent.state_dir = a.state_dir.unwrap_or(agent.state_dir);
+        agent.ring_buffer_bytes = a.ring_buffer_bytes.unwrap_or(agent.ring_buffer_bytes);
+        agent.proc_files = a.proc_files.unwrap_or(agent.proc_files);
+        if user.raw.default_watches == Some(false) {
+            if !user.raw.unwatch.is_empty() {
+                return Err(invalid(
+                    &file,
+                    "unwatch",
+                    "has no effect with `default_watches = false`",
+                ));
+            }
+            watches.clear();
+        }
+        for (i, pattern) in user.raw.unwatch.iter().enumerate() {
+            // Validated in `parse`.
+            let Ok(glob) = globset::Glob::new(pattern) else {
+                continue;
+            };
+            let glob = glob.compile_matcher();
+            let before = watches.len();
+            watches.retain(|r| r.path != *pattern && !glob.is_match(&r.path));
+            if watches.len() == before {
+                return Err(invalid(
+                    &file,
+                    format_args!("unwatch[{i}]"),
+                    format_args!("`{pattern}` matches no default watch path"),
+                ));
+            }
+        }
+        watches.extend(user.watches);
+        owners.extend(user.owners);
+    }
+    Ok(Config {
+        agent,
+        watches,
+        owners,
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path))
+    }
+
+    /// The error message with the temp file's path cut off.
+    fn error(text: &str) -> String {
+        let e = load_text(text).unwrap_err().to_string();
+        e.split_once("agent.toml: ")
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or(e)
+    }
+
+    #[test]
+    fn defaults_load_and_cover_the_field_notes() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.agent.state_dir, Path::new("/var/lib/sensor-agent"));
+        assert_eq!(c.agent.ring_buffer_bytes, 32 << 20);
+        assert_eq!(
+            c.proc_files_mask(),
+            sensor_common::PROC_ENVIRON | sensor_common::PROC_MEM
+        );
+        let covered = |path: &str| c.watches.iter().any(|r| r.matches_path(path));
+        for path in [
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/security/opasswd",
+            "/etc/sudoers",
+            "/etc/sudoers.d/90-cloud",
+            "/etc/pam.conf",
+            "/etc/pam.d/sshd",
+            "/root/.ssh/id_ed25519",
+            "/home/alice/.ssh/id_rsa",
+            "/home/alice/.ssh/authorized_keys",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/home/alice/.aws/credentials",
+            "/root/.aws/config",
+            "/home/alice/.aws/sso/cache/abc.json",
+            "/home/alice/.azure/msal_token_cache.json",
+            "/home/alice/.config/gcloud/application_default_credentials.json",
+            "/root/.config/gcloud/access_tokens.db",
+            "/home/alice/.docker/config.json",
+            "/home/alice/.kube/config",
+            "/home/alice/.git-credentials",
+            "/root/.netrc",
+            "/home/alice/.vault-token",
+            "/home/alice/.pgpass",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            "/var/lib/kubelet/pki/kubelet-client-current.pem",
+            "/var/lib/kubelet/kubeconfig",
+            "/etc/kubernetes/admin.conf",
+            "/etc/kubernetes/pki/ca.key",
+            "/etc/rancher/k3s/k3s.yaml",
+            "/etc/ssl/private/server.key",
+            "/etc/letsencrypt/live/example.org/privkey.pem",
+        ] {
+            assert!(covered(path), "{path} is not watched by default");
+        }
+        for path in [
+            "/home/alice/.ssh/id_rsa.pub",
+            "/etc/kubernetes/pki/ca.crt",
+            "/etc/ssh/ssh_host_rsa_key.pub",
+        ] {
+            assert!(!covered(path), "{path} should not be watched");
+        }
+    }
+
+    #[test]
+    fn user_file_adds_overrides_and_removes() {
+        let c = load_text(
+            r#"
+unwatch = ["/etc/pam.d/*", "/home/*/.aws/*"]
+
+[agent]
+ring_buffer_bytes = 8388608
+proc_files = ["environ", "mem", "maps"]
+
+[[watch]]
+path = "/srv/app/secrets/*.key"
+kind = "tls-key"
+owner = "payments"
+exclude = ["test-*"]
+
+[[owner]]
+unit = "nginx.service"
+owner = "web"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.agent.ring_buffer_bytes, 8 << 20);
+        assert_eq!(c.agent.state_dir, Path::new("/var/lib/sensor-agent"));
+        assert_eq!(
+            c.proc_files_mask() & sensor_common::PROC_MAPS,
+            sensor_common::PROC_MAPS
+        );
+        assert!(!c.watches.iter().any(|r| r.path == "/etc/pam.d/*"));
+        assert!(!c
+            .watches
+            .iter()
+            .any(|r| r.path.starts_with("/home/*/.aws/")));
+        assert!(c.watches.iter().any(|r| r.path == "/etc/shadow"));
+        let last = c.watches.last().unwrap();
+        assert_eq!(
+            (last.kind.as_str(), last.owner.as_deref()),
+            ("tls-key", Some("payments"))
+        );
+        assert_eq!(c.owners.len(), 1);
+    }
+
+    #[test]
+    fn default_watches_false_starts_empty() {
+        let c = load_text(
+            "default_watches = false\n[[watch]]\npath = \"/etc/shadow\"\nkind = \"password-db\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.watches.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[watch]]\npath = \"/etc/shadow\"\nkind = \"x\"\n[[watch]]\npath = \"etc/shadow\"\nkind = \"password-db\"\n",
+                "watch[1].path: `etc/shadow` is not an absolute path",
+            ),
+            ("[[watch]]\npath = \"/etc/[x\"\nkind = \"x\"\n", "watch[0].path: `/etc/[x`: bad glob"),
+            ("[[watch]]\npath = \"/etc/../shadow\"\nkind = \"x\"\n", "watch[0].path: `/etc/../shadow` contains a `..`"),
+            ("[[watch]]\npath = \"/etc/**/key\"\nkind = \"x\"\n", "watch[0].path: `/etc/**/key`: `**` is not supported"),
+            ("[[watch]]\npath = \"/k/*\"\nkind = \"x\"\nexclude = [\"a/b\"]\n", "watch[0].exclude[0]: `a/b` contains `/`"),
+            ("[[watch]]\npath = \"/k\"\nkind = \"Bad Kind\"\n", "watch[0].kind: `Bad Kind` is not a kind"),
+            ("[[watch]]\npath = \"/k\"\nkind = 3\n", "watch[0].kind: invalid type: integer `3`, expected a string"),
+            ("[[watch]]\npath = \"/k\"\n", "watch[0]: missing field `kind`"),
+            ("[[watch]]\npth = \"/k\"\nkind = \"x\"\n", "watch[0].pth: unknown field `pth`"),
+            ("[agent]\nring_buffer_bytes = 1000\n", "agent.ring_buffer_bytes: `1000` is not a power of two"),
+            ("[agent]\nring_buffer_bytes = 1024\n", "agent.ring_buffer_bytes: `1024` is smaller than the page size"),
+            ("[agent]\nring_buffer_bytes = \"big\"\n", "agent.ring_buffer_bytes: invalid type: string \"big\""),
+            ("[agent]\nproc_files = [\"environ\", \"stack\"]\n", "agent.proc_files[1]: unknown variant `stack`"),
+            ("[agent]\nstate_dir = \"var/lib\"\n", "agent.state_dir: `var/lib` is not an absolute path"),
+            ("[agnt]\n", "agnt: unknown field `agnt`"),
+            ("unwatch = [\"/etc/nothing\"]\n", "unwatch[0]: `/etc/nothing` matches no default watch path"),
+            ("default_watches = false\nunwatch = [\"/etc/shadow\"]\n", "unwatch: has no effect"),
+            ("[[owner]]\nowner = \"web\"\n", "owner[0]: needs at least one of"),
+            ("[[owner]]\nowner = \"web\"\nexe = \"/usr/bin/[\"\n", "owner[0].exe: `/usr/bin/[`: bad glob"),
+            ("[[owner]]\nunit = \"a\"\nowner = \" \"\n", "owner[0].owner: is empty"),
+            ("[[watch]\n", "line 1, column"),
+        ];
+        for (text, expected) in cases {
+            let e = error(text);
+            assert!(
+                e.starts_with(expected),
+                "for {text:?}\n got: {e}\nwant: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let e = Config::load(Some(Path::new("/nonexistent/x.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config /nonexistent/x.toml: cannot read:"),
+            "{e}"
+        );
+        let e = load_text("[[watch]]\npath = \"etc/shadow\"\nkind = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config /")
+                && e.contains("agent.toml: watch[0].path: `etc/shadow` is not an absolute path"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! The agent's error type: each variant says what is wrong and how to fix it.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+
+    #[error(
+        "the agent needs root, or CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN), \
+         to load its kernel probes: run it as root (e.g. `sudo sensor-agent run`) or as the \
+         packaged systemd service"
+    )]
+    NotPrivileged,
+
+    #[error(
+        "this kernel exposes no BTF type information at /sys/kernel/btf/vmlinux, which the \
+         agent needs to read kernel structures portably: use a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y (the default on current Debian, Ubuntu, RHEL and Fedora)"
+    )]
+    NoBtf,
+
+    #[error("reading kernel type information from {path}: {reason}")]
+    Btf { path: PathBuf, reason: String },
+
+    #[error("the running kernel's BTF has no {what}, which the probes read: {hint}")]
+    MissingKernelField { what: String, hint: &'static str },
+
+    #[error("the kernel refused to load the eBPF programs: {0}")]
+    Load(String),
+
+    #[error("attaching probe {probe} to {hook}: {reason}")]
+    Attach {
+        probe: &'static str,
+        hook: &'static str,
+        reason: String,
+    },
+
+    #[error(
+        "eBPF map {0} is missing from the object: the agent and its eBPF object are out of step"
+    )]
+    MissingMap(&'static str),
+
+    #[error("eBPF map {map}: {reason}")]
+    Map { map: &'static str, reason: String },
+
+    #[error("watching the credential paths: {0}")]
+    Watch(String),
+
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

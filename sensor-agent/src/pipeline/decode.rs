@@ -1,0 +1,104 @@
+//! Decode stage: ring-buffer bytes → typed kernel events, by checked conversion.
+//!
+//! The kind byte is converted with `EventKind::try_from` and the length is checked against
+//! the kind's struct before the bytes are read as that struct; a record that fails either
+//! check is rejected and counted, never reinterpreted.
+
+use std::mem::size_of;
+
+use sensor_common::{
+    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, SyscallEvent,
+    UnknownKind,
+};
+
+/// A kernel event after decoding.
+#[derive(Clone, Copy)]
+pub enum Decoded {
+    /// `file_open` or `proc_access` (see `header.kind`).
+    File(FileEvent),
+    Syscall(SyscallEvent),
+    IoUring(IoUringEvent),
+    Exec(ExecEvent),
+    Fork(ForkEvent),
+    Exit(ExitEvent),
+}
+
+impl Decoded {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Decoded::File(e) => &e.header,
+            Decoded::Syscall(e) => &e.header,
+            Decoded::IoUring(e) => &e.header,
+            Decoded::Exec(e) => &e.header,
+            Decoded::Fork(e) => &e.header,
+            Decoded::Exit(e) => &e.header,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than the event header")]
+    NoHeader(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u8),
+    #[error("{kind:?} record of {len} bytes is shorter than its {need}-byte layout")]
+    Short {
+        kind: EventKind,
+        len: usize,
+        need: usize,
+    },
+}
+
+impl From<UnknownKind> for DecodeError {
+    fn from(e: UnknownKind) -> Self {
+        DecodeError::UnknownKind(e.0)
+    }
+}
+
+/// Reads `T` from the front of `bytes` after checking the length.
+fn read<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: the length was checked; T is a #[repr(C)] struct of integers and byte arrays
+    // for which every bit pattern is valid; read_unaligned makes no alignment assumption.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    if bytes.len() < size_of::<EventHeader>() {
+        return Err(DecodeError::NoHeader(bytes.len()));
+    }
+    let kind = EventKind::try_from(bytes[0])?;
+    Ok(match kind {
+        EventKind::FileOpen | EventKind::ProcAccess => Decoded::File(read(kind, bytes)?),
+        EventKind::Ptrace
+        | EventKind::ProcessVmReadv
+        | EventKind::ProcessVmWritev
+        | EventKind::PidfdGetfd
+        | EventKind::Keyctl
+        | EventKind::AddKey
+        | EventKind::RequestKey => Decoded::Syscall(read(kind, bytes)?),
+        EventKind::IoUring => Decoded::IoUring(read(kind, bytes)?),
+        EventKind::Exec => Decoded::Exec(read(kind, bytes)?),
+        EventKind::Fork => Decoded::Fork(read(kind, bytes)?),
+        EventKind::Exit => Decoded::Exit(read(kind, bytes)?),
+    })
+}
+
+/// The bytes of a NUL-terminated kernel string buffer, up to the first NUL.
+pub fn c_bytes(buf: &[u8]) -> &[u8] {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    &buf[..end]
+}
+
+/// A NUL-terminated kernel string buffer as text (invalid UTF-8 replaced).
+pub fn c_string(buf: &[u8]) -> String {
+    String::from_utf8_lossy(c_bytes(buf)).into_owned()
+}

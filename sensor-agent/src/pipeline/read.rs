@@ -1,0 +1,85 @@
+//! Read stage: drains the kernel ring buffer and hands decoded batches downstream.
+//!
+//! When downstream is slower than the kernel, this stage waits on the bounded channel, the
+//! ring buffer fills, and the kernel counts what it cannot reserve: loss is always counted
+//! at one place (see [`super::loss`]), never dropped silently here.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::{mpsc, watch},
+};
+
+use super::{decode, Batch, Counters, BATCH_LEN};
+use crate::Error;
+
+pub struct ReadStage {
+    ring: AsyncFd<RingBuf<MapData>>,
+    counters: Arc<Counters>,
+}
+
+impl ReadStage {
+    pub fn new(ring: RingBuf<MapData>, counters: Arc<Counters>) -> Result<ReadStage, Error> {
+        // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf,
+        // and always reports that same fd.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| Error::Io(e.into()))?;
+        Ok(ReadStage { ring, counters })
+    }
+
+    /// Runs until `stop` fires (after the programs were detached), then drains what is
+    /// left in the ring buffer, so a clean stop loses nothing.
+    pub async fn run(
+        mut self,
+        out: mpsc::Sender<Batch<decode::Decoded>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), Error> {
+        loop {
+            tokio::select! {
+                ready = self.ring.readable_mut() => {
+                    let mut guard = ready?;
+                    if !drain(guard.get_inner_mut(), &self.counters, &out).await {
+                        return Ok(());
+                    }
+                    guard.clear_ready();
+                }
+                _ = stop.changed() => {
+                    drain(self.ring.get_mut(), &self.counters, &out).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Reads until the ring buffer is empty; false when downstream has gone.
+async fn drain(
+    ring: &mut RingBuf<MapData>,
+    counters: &Counters,
+    out: &mpsc::Sender<Batch<decode::Decoded>>,
+) -> bool {
+    loop {
+        let mut batch = Vec::with_capacity(BATCH_LEN);
+        while batch.len() < BATCH_LEN {
+            let Some(item) = ring.next() else { break };
+            match decode::decode(&item) {
+                Ok(event) => batch.push(event),
+                Err(e) => {
+                    counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("rejected a kernel record: {e}");
+                }
+            }
+        }
+        if batch.is_empty() {
+            return true;
+        }
+        counters
+            .kernel_events
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if out.send(batch).await.is_err() {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Loading the kernel programs, attaching them, and keeping the watched-set maps in sync.
+//!
+//! Each probe is a row of [`PROBES`]: what it reports and the hook that implements it. Today
+//! every probe has one implementation, on raw tracepoints, which every BTF kernel accepts.
+//! Stronger hooks (BPF LSM `file_open`, fentry, kprobes) are added later as further
+//! candidates per row, chosen by probing the running kernel.
+
+pub mod offsets;
+pub mod preflight;
+pub mod sync;
+
+use std::path::Path;
+
+use aya::{
+    programs::{BtfTracePoint, ProgramError, RawTracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use sensor_common::{SensorConfig, CONFIG_GLOBAL, EVENTS, OFFSETS_GLOBAL};
+use serde::Serialize;
+
+use crate::Error;
+
+/// The eBPF object, built by `cargo xtask build` and embedded at compile time.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENSOR_EBPF_OBJECT"));
+
+/// A probe: what it reports, the program that implements it and where that attaches.
+pub struct Probe {
+    /// What the probe reports, as shown in the start-up log and `status`.
+    pub reports: &'static str,
+    pub program: &'static str,
+    pub hook: Hook,
+    pub tracepoint: &'static str,
+    /// Whether the agent can run without it (a kernel without io_uring has nothing to flag).
+    pub optional: bool,
+}
+
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// `tp_btf`: typed arguments, read with plain loads; used where the program runs often.
+    BtfTracepoint,
+    RawTracepoint,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::BtfTracepoint => "tp_btf",
+            Hook::RawTracepoint => "raw_tracepoint",
+        }
+    }
+}
+
+pub const PROBES: &[Probe] = &[
+    Probe {
+        reports: "file_open, proc_access and credential syscalls",
+        program: "syscalls_sys_exit",
+        hook: Hook::BtfTracepoint,
+        tracepoint: "sys_exit",
+        optional: false,
+    },
+    Probe {
+        reports: "exec",
+        program: "lifecycle_sched_process_exec",
+        hook: Hook::RawTracepoint,
+        tracepoint: "sched_process_exec",
+        optional: false,
+    },
+    Probe {
+        reports: "fork",
+        program: "lifecycle_sched_process_fork",
+        hook: Hook::RawTracepoint,
+        tracepoint: "sched_process_fork",
+        optional: false,
+    },
+    Probe {
+        reports: "exit",
+        program: "lifecycle_sched_process_exit",
+        hook: Hook::RawTracepoint,
+        tracepoint: "sched_process_exit",
+        optional: false,
+    },
+    Probe {
+        reports: "io_uring opens",
+        program: "io_uring_submit_req",
+        hook: Hook::RawTracepoint,
+        tracepoint: "io_uring_submit_req",
+        optional: true,
+    },
+];
+
+/// How one probe is running, for the start-up log and `sensorctl status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeStatus {
+    pub probe: &'static str,
+    pub reports: &'static str,
+    /// `tracepoint` when attached, `unavailable` when an optional probe could not attach.
+    pub mode: &'static str,
+    pub hook: String,
+    pub note: Option<String>,
+}
+
+/// Settings that are fixed when the programs load.
+pub struct LoadOptions {
+    pub ring_buffer_bytes: u32,
+    /// `PROC_*` bits.
+    pub proc_files: u32,
+    /// In-kernel aya-log level (0 = off): kernel diagnostics stay off the hot path by default.
+    pub kernel_log_level: u8,
+}
+
+/// The loaded and attached programs.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub status: Vec<ProbeStatus>,
+}
+
+impl Probes {
+    pub fn load(options: &LoadOptions) -> Result<Probes, Error> {
+        preflight::check()?;
+        let offsets = offsets::from_btf(Path::new(offsets::VMLINUX_BTF))?;
+        let config = SensorConfig {
+            agent_tgid: std::process::id(),
+            proc_files: options.proc_files,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(OFFSETS_GLOBAL, &offsets, true)
+            .override_global(CONFIG_GLOBAL, &config, true)
+            .override_global(aya_log::LEVEL, &options.kernel_log_level, false)
+            .map_max_entries(EVENTS, options.ring_buffer_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| Error::Load(format!("{e:#}")))?;
+        let btf = Btf::from_sys_fs().map_err(|e| Error::Btf {
+            path: offsets::VMLINUX_BTF.into(),
+            reason: e.to_string(),
+        })?;
+        let mut status = Vec::with_capacity(PROBES.len());
+        for probe in PROBES {
+            let hook = format!("{}/{}", probe.hook.name(), probe.tracepoint);
+            match attach(&mut ebpf, &btf, probe) {
+                Ok(()) => status.push(ProbeStatus {
+                    probe: probe.program,
+                    reports: probe.reports,
+                    mode: "tracepoint",
+                    hook,
+                    note: None,
+                }),
+                Err(e) if probe.optional => status.push(ProbeStatus {
+                    probe: probe.program,
+                    reports: probe.reports,
+                    mode: "unavailable",
+                    hook,
+                    note: Some(e.to_string()),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Probes { ebpf, status })
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, btf: &Btf, probe: &Probe) -> Result<(), Error> {
+    let fail = |reason: String| Error::Attach {
+        probe: probe.program,
+        hook: probe.tracepoint,
+        reason,
+    };
+    let refused = |e: ProgramError| fail(format!("the kernel refused it: {}", describe(&e)));
+    let program = ebpf
+        .program_mut(probe.program)
+        .ok_or_else(|| fail("the program is missing from the eBPF object".into()))?;
+    match probe.hook {
+        Hook::BtfTracepoint => {
+            let program: &mut BtfTracePoint = program.try_into().map_err(refused)?;
+            program.load(probe.tracepoint, btf).map_err(refused)?;
+            program.attach().map_err(refused)?;
+        }
+        Hook::RawTracepoint => {
+            let program: &mut RawTracePoint = program.try_into().map_err(refused)?;
+            program.load().map_err(refused)?;
+            program.attach(probe.tracepoint).map_err(refused)?;
+        }
+    }
+    Ok(())
+}
+
+/// The error with the verifier's last lines when it refused a program.
+fn describe(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(8).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("{io_error}; verifier: {}", tail.join(" | "))
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,159 @@
+//! Kernel struct offsets from the running kernel's BTF, so no layout of one kernel's headers
+//! is compiled into the probes.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use sensor_common::KernelOffsets;
+
+use crate::Error;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Reads every offset the programs need from `path` (normally [`VMLINUX_BTF`]).
+pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
+    if !path.exists() {
+        return Err(Error::NoBtf);
+    }
+    let btf = Btf::from_file(path).map_err(|e| Error::Btf {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let r = Resolver { btf: &btf };
+    let proc_inode = r.offset("proc_inode", &["vfs_inode"]);
+    Ok(KernelOffsets {
+        task_struct_tgid: r.offset("task_struct", &["tgid"])?,
+        task_struct_pid: r.offset("task_struct", &["pid"])?,
+        task_struct_real_parent: r.offset("task_struct", &["real_parent"])?,
+        task_struct_files: r.offset("task_struct", &["files"])?,
+        task_struct_cred: r.offset("task_struct", &["cred"])?,
+        task_struct_loginuid: r.offset("task_struct", &["loginuid"]).map_err(|_| {
+            Error::MissingKernelField {
+                what: "task_struct.loginuid".into(),
+                hint: "the kernel lacks CONFIG_AUDIT, so login uids cannot be reported",
+            }
+        })?,
+        task_struct_mm: r.offset("task_struct", &["mm"])?,
+        task_struct_exit_code: r.offset("task_struct", &["exit_code"])?,
+        task_struct_thread_status: r.offset("task_struct", &["thread_info", "status"])?,
+        cred_euid: r.offset("cred", &["euid"])?,
+        files_struct_fdt: r.offset("files_struct", &["fdt"])?,
+        fdtable_max_fds: r.offset("fdtable", &["max_fds"])?,
+        fdtable_fd: r.offset("fdtable", &["fd"])?,
+        file_f_inode: r.offset("file", &["f_inode"])?,
+        file_f_path_dentry: r.offset("file", &["f_path", "dentry"])?,
+        file_private_data: r.offset("file", &["private_data"])?,
+        dentry_d_parent: r.offset("dentry", &["d_parent"])?,
+        dentry_d_name_name: r.offset("dentry", &["d_name", "name"])?,
+        dentry_d_inode: r.offset("dentry", &["d_inode"])?,
+        inode_i_ino: r.offset("inode", &["i_ino"])?,
+        inode_i_sb: r.offset("inode", &["i_sb"])?,
+        inode_i_private: r.offset("inode", &["i_private"])?,
+        super_block_s_dev: r.offset("super_block", &["s_dev"])?,
+        super_block_s_magic: r.offset("super_block", &["s_magic"])?,
+        proc_inode_vfs_inode: proc_inode?,
+        proc_inode_pid: r.offset("proc_inode", &["pid"])?,
+        pid_numbers_nr: r.offset("pid", &["numbers", "nr"])?,
+        linux_binprm_filename: r.offset("linux_binprm", &["filename"])?,
+        mm_struct_arg_start: r.offset("mm_struct", &["arg_start"])?,
+        mm_struct_arg_end: r.offset("mm_struct", &["arg_end"])?,
+        io_kiocb_opcode: r.offset("io_kiocb", &["opcode"])?,
+    })
+}
+
+struct Resolver<'a> {
+    btf: &'a Btf,
+}
+
+impl Resolver<'_> {
+    /// Byte offset of `path` (nested members, arrays stepping into element 0) in `strukt`.
+    fn offset(&self, strukt: &str, path: &[&str]) -> Result<u32, Error> {
+        let missing = |reason: String| Error::MissingKernelField {
+            what: format!("{strukt}.{} ({reason})", path.join(".")),
+            hint: "this kernel's layout is not supported yet; please report it with `uname -r`",
+        };
+        let mut ty = self
+            .btf
+            .resolve_types_by_name(strukt)
+            .map_err(|e| missing(e.to_string()))?
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+            .ok_or_else(|| missing("struct not found".into()))?;
+        let mut bits = 0u32;
+        for field in path {
+            let composite = self.strip(ty).map_err(|e| missing(e.to_string()))?;
+            let (member_bits, member_ty) = self
+                .find_member(&composite, field)
+                .map_err(|e| missing(e.to_string()))?
+                .ok_or_else(|| missing(format!("no member `{field}`")))?;
+            bits += member_bits;
+            ty = member_ty;
+        }
+        if bits % 8 != 0 {
+            return Err(missing("member is a bit field".into()));
+        }
+        Ok(bits / 8)
+    }
+
+    /// Looks through typedefs, qualifiers and arrays (element 0) to the underlying type.
+    fn strip(&self, mut ty: Type) -> btf_rs::Result<Type> {
+        loop {
+            ty = match &ty {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_)
+                | Type::Array(_) => self
+                    .btf
+                    .resolve_chained_type(ty.as_btf_type().expect("chained type"))?,
+                _ => return Ok(ty),
+            };
+        }
+    }
+
+    /// Finds `name` among the members of a struct or union, descending into anonymous
+    /// members; returns its bit offset and type.
+    fn find_member(&self, ty: &Type, name: &str) -> btf_rs::Result<Option<(u32, Type)>> {
+        let (Type::Struct(s) | Type::Union(s)) = ty else {
+            return Ok(None);
+        };
+        for member in &s.members {
+            let member_name = self.btf.resolve_name(member).unwrap_or_default();
+            let member_ty = self.btf.resolve_chained_type(member)?;
+            if member_name == name {
+                return Ok(Some((member.bit_offset(), member_ty)));
+            }
+            if member_name.is_empty() {
+                let inner = self.strip(member_ty)?;
+                if let Some((bits, t)) = self.find_member(&inner, name)? {
+                    return Ok(Some((member.bit_offset() + bits, t)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the real BTF of the kernel the tests run on.
+    #[test]
+    fn offsets_of_the_running_kernel() {
+        let o = from_btf(Path::new(VMLINUX_BTF)).expect("this kernel has BTF");
+        // Layouts that are stable enough to pin: thread_info is first in task_struct on x86
+        // and status follows flags and syscall_work; qstr.name follows the 8-byte hash_len.
+        assert_eq!(o.task_struct_thread_status, 16);
+        assert_eq!(o.dentry_d_name_name % 8, 0);
+        assert!(o.task_struct_tgid > 0 && o.task_struct_files > o.task_struct_tgid);
+        assert!(o.proc_inode_vfs_inode > o.proc_inode_pid);
+    }
+
+    #[test]
+    fn missing_btf_is_one_clear_sentence() {
+        let err = from_btf(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+}

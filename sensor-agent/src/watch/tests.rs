@@ -1,0 +1,399 @@
+//! Resolution against real files in temporary directories.
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::Path;
+
+use super::*;
+
+fn rule(path: &Path, kind: &str, exclude: &[&str]) -> Rule {
+    Rule::new(
+        path.to_str().unwrap(),
+        kind,
+        None,
+        exclude.iter().map(|s| s.to_string()).collect(),
+    )
+    .unwrap()
+}
+
+fn key_of(path: &Path) -> InodeKey {
+    inode_key(&fs::metadata(path).unwrap())
+}
+
+fn write(path: &Path) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, b"secret").unwrap();
+}
+
+#[test]
+fn exact_path_gets_inode_dir_and_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let shadow = root.join("etc/shadow");
+    write(&shadow);
+    let set = WatchSet::resolve(&[rule(&shadow, "password-db", &[])]);
+    let etc = key_of(&root.join("etc"));
+    assert_eq!(
+        set.inodes().get(&key_of(&shadow)),
+        Some(&WatchValue { rule: 1, flags: 0 })
+    );
+    assert_eq!(set.dirs().get(&etc).map(|v| v.flags), Some(DIR_NAMED));
+    assert_eq!(
+        set.names().get(&name_key(etc, b"shadow")).map(|v| v.rule),
+        Some(1)
+    );
+    assert_eq!(
+        set.by_inode(&key_of(&shadow)).unwrap().path,
+        shadow.to_str().unwrap()
+    );
+    assert!(set.inotify_dirs().contains(&root.join("etc")));
+    // A file created later under the watched name is located by the name entry.
+    let located = set.locate(1, etc.dev, 0, b"shadow").unwrap();
+    assert_eq!(located.path, shadow.to_str().unwrap());
+}
+
+#[test]
+fn missing_exact_path_watches_the_name_and_nearest_dirs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    let set = WatchSet::resolve(&[rule(&root.join("etc/gshadow"), "password-db", &[])]);
+    assert!(set.inodes().is_empty());
+    assert_eq!(set.names().len(), 1);
+    // A rule under a directory that does not exist yet watches its existing ancestors.
+    let set = WatchSet::resolve(&[rule(
+        &root.join("var/lib/kubelet/pki/*"),
+        "k8s-credential",
+        &[],
+    )]);
+    assert!(set.dirs().is_empty());
+    assert!(set.inotify_dirs().contains(&root));
+}
+
+#[test]
+fn globs_expand_dirs_and_match_names_with_excludes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    for f in [
+        "home/alice/.ssh/id_rsa",
+        "home/alice/.ssh/id_rsa.pub",
+        "home/bob/.ssh/id_ed25519",
+        "home/bob/.ssh/known_hosts",
+    ] {
+        write(&root.join(f));
+    }
+    fs::create_dir_all(root.join("home/carol")).unwrap();
+    let set = WatchSet::resolve(&[rule(&root.join("home/*/.ssh/id_*"), "ssh-key", &["*.pub"])]);
+    let alice = key_of(&root.join("home/alice/.ssh"));
+    let bob = key_of(&root.join("home/bob/.ssh"));
+    assert_eq!(set.dirs().get(&alice).map(|v| v.flags), Some(DIR_ANY_NAME));
+    assert_eq!(set.dirs().get(&bob).map(|v| v.flags), Some(DIR_ANY_NAME));
+    assert!(set
+        .inodes()
+        .contains_key(&key_of(&root.join("home/alice/.ssh/id_rsa"))));
+    assert!(set
+        .inodes()
+        .contains_key(&key_of(&root.join("home/bob/.ssh/id_ed25519"))));
+    assert!(!set
+        .inodes()
+        .contains_key(&key_of(&root.join("home/alice/.ssh/id_rsa.pub"))));
+    assert_eq!(set.inodes().len(), 2);
+    // /home (new users) and carol's home (a new .ssh) are watched for changes.
+    assert!(set.inotify_dirs().contains(&root.join("home")));
+    assert!(set.inotify_dirs().contains(&root.join("home/carol")));
+    // DirAny events: the name decides, and the directory is found by the inode.
+    let bob_key = key_of(&root.join("home/bob/.ssh/id_ed25519"));
+    let found = set.locate(1, bob.dev, bob_key.ino, b"id_ed25519").unwrap();
+    assert_eq!(
+        found.path,
+        root.join("home/bob/.ssh/id_ed25519").to_str().unwrap()
+    );
+    assert_eq!(set.locate(1, bob.dev, 0, b"id_rsa.pub"), None);
+    assert_eq!(set.locate(1, bob.dev, 0, b"known_hosts"), None);
+    // A key created after resolution in alice's dir matches by name.
+    assert_eq!(set.rule_in_dir(&alice, b"id_new"), Some(1));
+}
+
+#[test]
+fn rules_sharing_a_directory_are_all_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    write(&root.join("r/.ssh/id_rsa"));
+    write(&root.join("r/.ssh/authorized_keys"));
+    let set = WatchSet::resolve(&[
+        rule(&root.join("r/.ssh/id_*"), "ssh-key", &["*.pub"]),
+        rule(
+            &root.join("r/.ssh/authorized_keys"),
+            "ssh-authorized-keys",
+            &[],
+        ),
+    ]);
+    let dir = key_of(&root.join("r/.ssh"));
+    assert_eq!(
+        set.dirs()[&dir],
+        WatchValue {
+            rule: 1,
+            flags: DIR_ANY_NAME | DIR_NAMED
+        }
+    );
+    // The kernel reports DirAny with the directory's rule (1); the name picks rule 2.
+    let found = set.locate(1, dir.dev, 0, b"authorized_keys").unwrap();
+    assert_eq!(found.rule, 2);
+    assert_eq!(set.rule(found.rule).unwrap().kind, "ssh-authorized-keys");
+}
+
+#[test]
+fn symlinks_are_canonicalized() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let real = root.join("archive/example/privkey1.pem");
+    write(&real);
+    fs::create_dir_all(root.join("live/example")).unwrap();
+    symlink(
+        "../../archive/example/privkey1.pem",
+        root.join("live/example/privkey.pem"),
+    )
+    .unwrap();
+    // A symlinked directory in the rule path resolves to the real directory.
+    symlink(root.join("live"), root.join("live-link")).unwrap();
+    let set = WatchSet::resolve(&[rule(&root.join("live-link/*/privkey.pem"), "tls-key", &[])]);
+    let found = set.by_inode(&key_of(&real)).unwrap();
+    assert_eq!(found.path, real.to_str().unwrap());
+    let real_dir = key_of(&root.join("archive/example"));
+    assert_eq!(
+        set.names()
+            .get(&name_key(real_dir, b"privkey1.pem"))
+            .map(|v| v.rule),
+        Some(1)
+    );
+    let live_dir = key_of(&root.join("live/example"));
+    assert_eq!(
+        set.dir_info[&live_dir].path,
+        root.join("live/example").to_str().unwrap()
+    );
+    assert!(set.inotify_dirs().contains(&root.join("archive/example")));
+}
+
+#[test]
+fn hard_links_share_the_watched_inode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let shadow = root.join("etc/shadow");
+    write(&shadow);
+    let link = root.join("tmp-link");
+    fs::hard_link(&shadow, &link).unwrap();
+    let set = WatchSet::resolve(&[rule(&shadow, "password-db", &[])]);
+    let via_link = set.by_inode(&key_of(&link)).unwrap();
+    assert_eq!(via_link.path, shadow.to_str().unwrap());
+}
+
+#[test]
+fn kernel_dev_encoding() {
+    let meta = fs::metadata("/").unwrap();
+    let dev = kernel_dev(meta.dev());
+    assert_eq!(dev >> 20, libc::major(meta.dev()));
+    assert_eq!(dev & 0xfffff, libc::minor(meta.dev()));
+}
+
+#[test]
+fn rule_validation_and_lexical_match() {
+    let r = Rule::new("/home/*/.ssh/id_*", "ssh-key", None, vec!["*.pub".into()]).unwrap();
+    assert!(r.matches_path("/home/a/.ssh/id_rsa"));
+    assert!(!r.matches_path("/home/a/.ssh/id_rsa.pub"));
+    assert!(!r.matches_path("/home/a/b/.ssh/id_rsa"));
+    assert_eq!(
+        Rule::new("etc/shadow", "x", None, vec![])
+            .unwrap_err()
+            .field,
+        "path"
+    );
+    assert_eq!(
+        Rule::new("/", "x", None, vec![]).unwrap_err().message,
+        "`/` names no file"
+    );
+    assert_eq!(
+        Rule::new("/a/*", "x", None, vec!["[".into()])
+            .unwrap_err()
+            .field,
+        "exclude[0]"
+    );
+}
+
+#[test]
+fn long_names_are_cut_like_the_kernel() {
+    let long = [b'a'; 100];
+    let key = name_key(InodeKey::default(), &long);
+    assert_eq!(key.name[NAME_LEN - 2], b'a');
+    assert_eq!(key.name[NAME_LEN - 1], 0);
+}
+
+mod denied {
+    use super::*;
+    use crate::watch::resolve_denied;
+    use sensor_common::syscall::AT_FDCWD;
+
+    /// A container-like root with /etc/shadow and a fake procfs entry for pid 42 whose
+    /// root, cwd and fd 5 point into it.
+    fn setup() -> (tempfile::TempDir, WatchSet, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(tmp.path()).unwrap();
+        let root = base.join("root");
+        write(&root.join("etc/shadow"));
+        write(&root.join("etc/ssh/ssh_host_ed25519_key"));
+        fs::create_dir_all(root.join("home/u")).unwrap();
+        let proc = base.join("proc/42");
+        fs::create_dir_all(proc.join("fd")).unwrap();
+        symlink(&root, proc.join("root")).unwrap();
+        symlink(root.join("home/u"), proc.join("cwd")).unwrap();
+        symlink(root.join("etc"), proc.join("fd/5")).unwrap();
+        let set = WatchSet::resolve(&[
+            rule(&root.join("etc/shadow"), "password-db", &[]),
+            rule(&root.join("etc/ssh/ssh_host_*_key"), "ssh-host-key", &[]),
+        ]);
+        (tmp, set, base)
+    }
+
+    #[test]
+    fn absolute_paths_resolve_in_the_callers_root() {
+        let (_tmp, set, base) = setup();
+        let proc = base.join("proc");
+        let shadow = base.join("root/etc/shadow");
+        let want = Some(Located {
+            path: shadow.to_str().unwrap().into(),
+            rule: 1,
+        });
+        // The caller's root is `base/root`: its `/etc/shadow` is ours `base/root/etc/shadow`.
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, AT_FDCWD, b"/etc/shadow", None),
+            want
+        );
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, AT_FDCWD, b"//etc//shadow", None),
+            want
+        );
+        // `..` cannot climb above the caller's root.
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, AT_FDCWD, b"/../../../etc/./shadow", None),
+            want
+        );
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, AT_FDCWD, b"/etc/passwd", None),
+            None
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_from_cwd_or_dfd() {
+        let (_tmp, set, base) = setup();
+        let proc = base.join("proc");
+        let shadow = base.join("root/etc/shadow");
+        let want = Some(Located {
+            path: shadow.to_str().unwrap().into(),
+            rule: 1,
+        });
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, AT_FDCWD, b"../../etc/shadow", None),
+            want
+        );
+        assert_eq!(resolve_denied(&set, &proc, 42, 5, b"shadow", None), want);
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, 5, b"./ssh/../shadow", None),
+            want
+        );
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, AT_FDCWD, b"shadow", None),
+            None
+        );
+        // A glob-matched name, including one that does not exist (yet).
+        let key = resolve_denied(&set, &proc, 42, 5, b"ssh/ssh_host_rsa_key", None).unwrap();
+        assert_eq!(
+            (
+                key.path.ends_with("root/etc/ssh/ssh_host_rsa_key"),
+                key.rule
+            ),
+            (true, 2)
+        );
+        assert_eq!(
+            resolve_denied(&set, &proc, 42, 5, b"ssh/ssh_host_rsa_key.pub", None),
+            None
+        );
+    }
+
+    #[test]
+    fn gone_process_falls_back_to_lexical_match() {
+        let set =
+            WatchSet::resolve(&[Rule::new("/etc/shadow", "password-db", None, vec![]).unwrap()]);
+        let proc = Path::new("/nonexistent-proc");
+        let found = resolve_denied(&set, proc, 42, AT_FDCWD, b"/etc/../etc//shadow", None).unwrap();
+        assert_eq!(
+            found,
+            Located {
+                path: "/etc/shadow".into(),
+                rule: 1
+            }
+        );
+        assert_eq!(
+            resolve_denied(&set, proc, 42, AT_FDCWD, b"etc/shadow", None),
+            None
+        );
+    }
+}
+
+/// Waits for the refresher to publish a set satisfying `ok`.
+fn wait_for(
+    rx: &mut tokio::sync::watch::Receiver<Arc<WatchSet>>,
+    ok: impl Fn(&WatchSet) -> bool,
+) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if ok(&rx.borrow_and_update()) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn refresher_follows_new_and_replaced_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let shadow = root.join("etc/shadow");
+    write(&shadow);
+    fs::create_dir_all(root.join("home/a")).unwrap();
+    let rules = [
+        rule(&shadow, "password-db", &[]),
+        rule(&root.join("home/*/.ssh/id_*"), "ssh-key", &["*.pub"]),
+    ];
+    let mut rx = Watcher::spawn(&rules).unwrap();
+
+    // A key created after start, in a .ssh directory that did not exist either.
+    let key = root.join("home/a/.ssh/id_ed25519");
+    write(&key);
+    let key_inode = key_of(&key);
+    assert!(
+        wait_for(&mut rx, |s| s.inodes().contains_key(&key_inode)),
+        "new key not picked up"
+    );
+
+    // write-temp-then-rename over the watched file: the new inode is watched.
+    let tmp_file = root.join("etc/nshadow");
+    fs::write(&tmp_file, b"new").unwrap();
+    fs::rename(&tmp_file, &shadow).unwrap();
+    let new_inode = key_of(&shadow);
+    assert!(
+        wait_for(&mut rx, |s| s
+            .by_inode(&new_inode)
+            .is_some_and(|l| l.rule == 1)),
+        "replacement not picked up"
+    );
+
+    // A new user's home appears under /home.
+    let other = root.join("home/b/.ssh/id_rsa");
+    write(&other);
+    let other_inode = key_of(&other);
+    assert!(
+        wait_for(&mut rx, |s| s.inodes().contains_key(&other_inode)),
+        "new home not picked up"
+    );
+}

@@ -1,0 +1,281 @@
+//! Kernel → user-space event records.
+
+/// Longest path string copied from the caller's memory (the `requested` field).
+pub const REQUESTED_LEN: usize = 256;
+/// Longest dentry name copied (the opened file's last component).
+pub const NAME_LEN: usize = 64;
+/// Bytes of `argv` copied at exec.
+pub const ARGS_LEN: usize = 256;
+/// Longest key type (`add_key`, `request_key`).
+pub const KEY_TYPE_LEN: usize = 32;
+/// Longest key description.
+pub const KEY_DESC_LEN: usize = 128;
+pub const COMM_LEN: usize = 16;
+
+/// The kind byte at offset 0 of every kernel event.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    FileOpen = 1,
+    ProcAccess = 2,
+    Ptrace = 3,
+    ProcessVmReadv = 4,
+    ProcessVmWritev = 5,
+    PidfdGetfd = 6,
+    Keyctl = 7,
+    AddKey = 8,
+    RequestKey = 9,
+    IoUring = 10,
+    Exec = 11,
+    Fork = 12,
+    Exit = 13,
+}
+
+impl EventKind {
+    /// One past the largest kind: the size of per-kind counter arrays.
+    pub const COUNT: u32 = 14;
+
+    pub const ALL: [EventKind; 13] = [
+        EventKind::FileOpen,
+        EventKind::ProcAccess,
+        EventKind::Ptrace,
+        EventKind::ProcessVmReadv,
+        EventKind::ProcessVmWritev,
+        EventKind::PidfdGetfd,
+        EventKind::Keyctl,
+        EventKind::AddKey,
+        EventKind::RequestKey,
+        EventKind::IoUring,
+        EventKind::Exec,
+        EventKind::Fork,
+        EventKind::Exit,
+    ];
+
+    /// The name used in JSON output and loss reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::FileOpen => "file_open",
+            EventKind::ProcAccess => "proc_access",
+            EventKind::Ptrace => "ptrace",
+            EventKind::ProcessVmReadv => "process_vm_readv",
+            EventKind::ProcessVmWritev => "process_vm_writev",
+            EventKind::PidfdGetfd => "pidfd_getfd",
+            EventKind::Keyctl => "keyctl",
+            EventKind::AddKey => "add_key",
+            EventKind::RequestKey => "request_key",
+            EventKind::IoUring => "io_uring",
+            EventKind::Exec => "exec",
+            EventKind::Fork => "fork",
+            EventKind::Exit => "exit",
+        }
+    }
+}
+
+/// The byte was not a known kind: the record is rejected, never reinterpreted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownKind(pub u8);
+
+impl TryFrom<u8> for EventKind {
+    type Error = UnknownKind;
+    fn try_from(v: u8) -> Result<Self, UnknownKind> {
+        EventKind::ALL
+            .iter()
+            .copied()
+            .find(|k| *k as u8 == v)
+            .ok_or(UnknownKind(v))
+    }
+}
+
+/// Common header at offset 0 of every kernel event: who did it, and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] byte.
+    pub kind: u8,
+    pub _pad0: [u8; 3],
+    /// CPU the event was produced on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_boot_ns`: monotonic, counts suspend, comparable across CPUs.
+    pub boot_ns: u64,
+    /// Thread-group id (what user space calls the pid).
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread-group id of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    /// Login uid (`u32::MAX` when the process has no login session).
+    pub auid: u32,
+    pub _pad1: u32,
+    /// cgroup v2 id of the task (inode number of its cgroup directory).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// How an opened file matched the watched set.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchKind {
+    /// The opened inode is in `WATCHED_INODES`.
+    Inode = 1,
+    /// The file's name in its parent directory is in `WATCHED_NAMES`.
+    DirName = 2,
+    /// The parent directory is in `WATCHED_DIRS`: user space matches the name against the glob.
+    DirAny = 3,
+    /// The open failed with EACCES/EPERM: user space resolves the requested path.
+    Denied = 4,
+    /// A procfs file of another process (`environ`, `mem`, ...) or `/proc/kcore`.
+    Proc = 5,
+}
+
+impl TryFrom<u8> for MatchKind {
+    type Error = UnknownKind;
+    fn try_from(v: u8) -> Result<Self, UnknownKind> {
+        Ok(match v {
+            1 => MatchKind::Inode,
+            2 => MatchKind::DirName,
+            3 => MatchKind::DirAny,
+            4 => MatchKind::Denied,
+            5 => MatchKind::Proc,
+            other => return Err(UnknownKind(other)),
+        })
+    }
+}
+
+/// Which open-family syscall produced a [`FileEvent`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenSyscall {
+    Open = 1,
+    Openat = 2,
+    Openat2 = 3,
+    Creat = 4,
+    OpenByHandleAt = 5,
+}
+
+impl OpenSyscall {
+    pub const fn name(self) -> &'static str {
+        match self {
+            OpenSyscall::Open => "open",
+            OpenSyscall::Openat => "openat",
+            OpenSyscall::Openat2 => "openat2",
+            OpenSyscall::Creat => "creat",
+            OpenSyscall::OpenByHandleAt => "open_by_handle_at",
+        }
+    }
+}
+
+impl TryFrom<u8> for OpenSyscall {
+    type Error = UnknownKind;
+    fn try_from(v: u8) -> Result<Self, UnknownKind> {
+        Ok(match v {
+            1 => OpenSyscall::Open,
+            2 => OpenSyscall::Openat,
+            3 => OpenSyscall::Openat2,
+            4 => OpenSyscall::Creat,
+            5 => OpenSyscall::OpenByHandleAt,
+            other => return Err(UnknownKind(other)),
+        })
+    }
+}
+
+/// `file_open` and `proc_access`: an open-family syscall that touched a watched file.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileEvent {
+    pub header: EventHeader,
+    /// Syscall return: the new fd, or `-errno`.
+    pub ret: i64,
+    /// Open flags as passed (`O_*`; `open_how.flags` for openat2).
+    pub flags: u64,
+    /// Inode number of the opened file (0 when the open failed).
+    pub ino: u64,
+    /// Kernel `s_dev` of the file's superblock (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    /// Value of the watched-set entry that matched (the rule id), or 0.
+    pub rule: u32,
+    /// For `proc_access`: the thread-group id owning the procfs file.
+    pub target_tgid: u32,
+    /// Directory fd argument (`AT_FDCWD` = -100 for plain `open`/`creat`).
+    pub dfd: i32,
+    /// An [`OpenSyscall`] byte.
+    pub syscall: u8,
+    /// A [`MatchKind`] byte.
+    pub matched: u8,
+    /// Set when `requested` was cut to fit.
+    pub requested_truncated: u8,
+    pub _pad: [u8; 5],
+    /// The opened dentry's name (for procfs: `environ`, `mem`, ...).
+    pub name: [u8; NAME_LEN],
+    /// The path string the process passed, as it passed it.
+    pub requested: [u8; REQUESTED_LEN],
+}
+
+/// `ptrace`, `process_vm_readv`, `process_vm_writev`, `pidfd_getfd`, `keyctl`, `add_key`,
+/// `request_key`: the raw arguments and result, plus what the kernel resolved.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallEvent {
+    pub header: EventHeader,
+    pub ret: i64,
+    /// Syscall arguments in ABI order (already mapped from the ia32 registers for compat calls).
+    pub args: [u64; 6],
+    /// Thread-group id of the target process: resolved from the pidfd for `pidfd_getfd`,
+    /// the pid argument otherwise (0 when none).
+    pub target_tgid: u32,
+    /// 1 when the call came through the 32-bit compat entry.
+    pub compat: u8,
+    pub _pad: [u8; 3],
+    /// Key type for `add_key`/`request_key`.
+    pub key_type: [u8; KEY_TYPE_LEN],
+    /// Key description for `add_key`/`request_key`.
+    pub key_desc: [u8; KEY_DESC_LEN],
+}
+
+/// An open submitted through io_uring, which bypasses the syscall tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoUringEvent {
+    pub header: EventHeader,
+    /// `IORING_OP_*` of the submitted request.
+    pub opcode: u8,
+    pub _pad: [u8; 7],
+    pub user_data: u64,
+}
+
+/// A successful exec: new image of `header.tgid`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Length of the valid bytes in `args` (NUL-separated argv).
+    pub args_len: u32,
+    pub _pad: u32,
+    pub filename: [u8; REQUESTED_LEN],
+    pub args: [u8; ARGS_LEN],
+}
+
+/// A new process (not a new thread): `header` describes the parent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_tgid: u32,
+    pub _pad: u32,
+}
+
+/// A thread-group leader exited.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task->exit_code` (`status << 8 | signal`).
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// The `IORING_OP_*` codes flagged as opens.
+pub const IORING_OP_OPENAT: u8 = 18;
+pub const IORING_OP_OPENAT2: u8 = 28;

@@ -1,0 +1,51 @@
+//! Kernel struct field offsets, computed by the agent from the running kernel's BTF
+//! (`/sys/kernel/btf/vmlinux`) and handed to the programs as a read-only global, so no
+//! layout from one kernel's headers is compiled in.
+
+/// Byte offsets of the fields the programs read. Each name is `<struct>_<field>`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_struct_tgid: u32,
+    pub task_struct_pid: u32,
+    pub task_struct_real_parent: u32,
+    pub task_struct_files: u32,
+    pub task_struct_cred: u32,
+    pub task_struct_loginuid: u32,
+    pub task_struct_mm: u32,
+    pub task_struct_exit_code: u32,
+    /// `task_struct.thread_info.status` (holds `TS_COMPAT` on x86).
+    pub task_struct_thread_status: u32,
+    pub cred_euid: u32,
+    pub files_struct_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_f_inode: u32,
+    pub file_f_path_dentry: u32,
+    pub file_private_data: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_name: u32,
+    pub dentry_d_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_private: u32,
+    pub super_block_s_dev: u32,
+    pub super_block_s_magic: u32,
+    /// Offset of `vfs_inode` inside `proc_inode` (to go from an inode to its `proc_inode`).
+    pub proc_inode_vfs_inode: u32,
+    pub proc_inode_pid: u32,
+    /// `pid.numbers[0].nr`: the pid in the initial namespace.
+    pub pid_numbers_nr: u32,
+    pub linux_binprm_filename: u32,
+    pub mm_struct_arg_start: u32,
+    pub mm_struct_arg_end: u32,
+    pub io_kiocb_opcode: u32,
+}
+
+impl KernelOffsets {
+    /// The value compiled into the eBPF object; the agent overwrites it before loading.
+    pub const fn zeroed() -> Self {
+        // SAFETY: all fields are integers.
+        unsafe { core::mem::zeroed() }
+    }
+}

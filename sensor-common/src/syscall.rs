@@ -1,0 +1,69 @@
+//! Syscall numbers the programs dispatch on, for the x86-64 native and ia32 compat entries.
+//! A 64-bit process can still enter through `int 0x80` with 32-bit numbers, so both tables
+//! are checked: skipping compat would be an evasion route.
+
+/// A syscall the sensor reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    Open,
+    Openat,
+    Openat2,
+    Creat,
+    OpenByHandleAt,
+    Ptrace,
+    ProcessVmReadv,
+    ProcessVmWritev,
+    PidfdGetfd,
+    Keyctl,
+    AddKey,
+    RequestKey,
+}
+
+/// Maps a native x86-64 syscall number.
+#[inline(always)]
+pub fn native(nr: u64) -> Option<Watched> {
+    Some(match nr {
+        2 => Watched::Open,
+        85 => Watched::Creat,
+        101 => Watched::Ptrace,
+        248 => Watched::AddKey,
+        249 => Watched::RequestKey,
+        250 => Watched::Keyctl,
+        257 => Watched::Openat,
+        304 => Watched::OpenByHandleAt,
+        310 => Watched::ProcessVmReadv,
+        311 => Watched::ProcessVmWritev,
+        437 => Watched::Openat2,
+        438 => Watched::PidfdGetfd,
+        _ => return None,
+    })
+}
+
+/// Maps an ia32 compat syscall number.
+#[inline(always)]
+pub fn compat(nr: u64) -> Option<Watched> {
+    Some(match nr {
+        5 => Watched::Open,
+        8 => Watched::Creat,
+        26 => Watched::Ptrace,
+        286 => Watched::AddKey,
+        287 => Watched::RequestKey,
+        288 => Watched::Keyctl,
+        295 => Watched::Openat,
+        342 => Watched::OpenByHandleAt,
+        347 => Watched::ProcessVmReadv,
+        348 => Watched::ProcessVmWritev,
+        437 => Watched::Openat2,
+        438 => Watched::PidfdGetfd,
+        _ => return None,
+    })
+}
+
+/// `TS_COMPAT` in x86 `thread_info.status`.
+pub const TS_COMPAT: u32 = 0x0002;
+/// `PROC_SUPER_MAGIC`.
+pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+/// `AT_FDCWD`.
+pub const AT_FDCWD: i32 = -100;
+pub const EACCES: i64 = 13;
+pub const EPERM: i64 = 1;

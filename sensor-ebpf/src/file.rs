@@ -1,0 +1,206 @@
+//! Open-family syscalls: which file did the new descriptor actually open, and is it watched?
+
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+    bpf_probe_read_user_str_bytes,
+};
+use sensor_common::{
+    syscall::{Watched, AT_FDCWD, EACCES, EPERM, PROC_SUPER_MAGIC},
+    EventKind, FileEvent, InodeKey, MatchKind, NameKey, OpenSyscall, WatchValue, DIR_ANY_NAME,
+    NAME_LEN, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM, REQUESTED_LEN,
+};
+
+use crate::{
+    kernel::{fd_file, off, pid_nr, read, BtfPtr, SyscallArgs},
+    output::{fill_header, reserve},
+    CONFIG, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
+};
+
+/// `creat(path, mode)` is `open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)`.
+const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
+
+/// The "error" that ends processing of an open that is not watched. Returning it through
+/// `Result` keeps the verifier away from half-initialised `Option<Match>` copies.
+pub const NOT_WATCHED: i64 = 0;
+
+struct Match {
+    kind: MatchKind,
+    rule: u32,
+    dev: u32,
+    ino: u64,
+    target_tgid: u32,
+    /// The opened dentry, for its name; 0 when the open failed.
+    dentry: u64,
+}
+
+/// A successful open is classified from its new descriptor alone; the arguments are read
+/// only for an open that matched.
+pub fn on_open(
+    task: BtfPtr,
+    regs: BtfPtr,
+    compat: bool,
+    watched: Watched,
+    ret: i64,
+) -> Result<(), i64> {
+    let m = if ret >= 0 {
+        classify(fd_file(task, ret as u64)?)?
+    } else if ret == -EACCES || ret == -EPERM {
+        // No file was opened: user space resolves the requested path against the caller's
+        // root and working directory and keeps the event only if it names a watched file.
+        Match {
+            kind: MatchKind::Denied,
+            rule: 0,
+            dev: 0,
+            ino: 0,
+            target_tgid: 0,
+            dentry: 0,
+        }
+    } else {
+        return Ok(());
+    };
+    let args = SyscallArgs::read(regs, compat);
+    let a = &args.0;
+    let (syscall, dfd, path, flags) = match watched {
+        Watched::Open => (OpenSyscall::Open, AT_FDCWD, a[0], a[1]),
+        Watched::Creat => (OpenSyscall::Creat, AT_FDCWD, a[0], CREAT_FLAGS),
+        Watched::Openat => (OpenSyscall::Openat, a[0] as i32, a[1], a[2]),
+        // open_how.flags is the first field of the caller's struct.
+        Watched::Openat2 => {
+            let how_flags = unsafe { bpf_probe_read_user(a[2] as *const u64) }.unwrap_or(0);
+            (OpenSyscall::Openat2, a[0] as i32, a[1], how_flags)
+        }
+        Watched::OpenByHandleAt => (OpenSyscall::OpenByHandleAt, a[0] as i32, 0, a[2]),
+        _ => return Ok(()),
+    };
+
+    let kind = if m.kind == MatchKind::Proc {
+        EventKind::ProcAccess
+    } else {
+        EventKind::FileOpen
+    };
+    let Some(mut entry) = reserve::<FileEvent>(kind) else {
+        return Ok(());
+    };
+    let e = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut e.header, kind);
+    e.ret = ret;
+    e.flags = flags;
+    e.ino = m.ino;
+    e.dev = m.dev;
+    e.rule = m.rule;
+    e.target_tgid = m.target_tgid;
+    e.dfd = dfd;
+    e.syscall = syscall as u8;
+    e.matched = m.kind as u8;
+    e.requested_truncated = 0;
+    e._pad = [0; 5];
+    e.name[0] = 0;
+    if m.dentry != 0 {
+        let _ = read_dentry_name(m.dentry, &mut e.name);
+    }
+    e.requested[0] = 0;
+    if path != 0 {
+        if let Ok(s) = unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut e.requested) }
+        {
+            e.requested_truncated = (s.len() >= REQUESTED_LEN - 1) as u8;
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+/// Whether `file` is watched: by inode, by procfs identity, or by its place in a watched
+/// directory. Unwatched opens end here with [`NOT_WATCHED`] and never reach user space.
+#[inline(always)]
+fn classify(file: u64) -> Result<Match, i64> {
+    let inode: u64 = read(file + off!(file_f_inode))?;
+    let ino: u64 = read(inode + off!(inode_i_ino))?;
+    let sb: u64 = read(inode + off!(inode_i_sb))?;
+    let dev: u32 = read(sb + off!(super_block_s_dev))?;
+    let dentry: u64 = read(file + off!(file_f_path_dentry))?;
+    let key = InodeKey { dev, _pad: 0, ino };
+    let hit = |kind, v: &WatchValue| Match {
+        kind,
+        rule: v.rule,
+        dev,
+        ino,
+        target_tgid: 0,
+        dentry,
+    };
+    if let Some(v) = unsafe { WATCHED_INODES.get(&key) } {
+        return Ok(hit(MatchKind::Inode, v));
+    }
+    let magic: u64 = read(sb + off!(super_block_s_magic))?;
+    if magic == PROC_SUPER_MAGIC {
+        return proc_match(inode, dentry, dev, ino);
+    }
+    let parent: u64 = read(dentry + off!(dentry_d_parent))?;
+    let parent_inode: u64 = read(parent + off!(dentry_d_inode))?;
+    let dir = InodeKey {
+        dev,
+        _pad: 0,
+        ino: read(parent_inode + off!(inode_i_ino))?,
+    };
+    let dv = unsafe { WATCHED_DIRS.get(&dir) }.ok_or(NOT_WATCHED)?;
+    if dv.flags & DIR_ANY_NAME != 0 {
+        return Ok(hit(MatchKind::DirAny, dv));
+    }
+    let mut name_key = NameKey {
+        dir,
+        name: [0; NAME_LEN],
+    };
+    read_dentry_name(dentry, &mut name_key.name)?;
+    let v = unsafe { WATCHED_NAMES.get(&name_key) }.ok_or(NOT_WATCHED)?;
+    Ok(hit(MatchKind::DirName, v))
+}
+
+/// procfs files of another process that expose its secrets, and `/proc/kcore`.
+#[inline(always)]
+fn proc_match(inode: u64, dentry: u64, dev: u32, ino: u64) -> Result<Match, i64> {
+    // 16 zeroed bytes: comparing the first 8 (NUL included) rejects longer names.
+    let mut name = [0u8; 16];
+    read_dentry_name(dentry, &mut name)?;
+    let head = u64::from_le_bytes([
+        name[0], name[1], name[2], name[3], name[4], name[5], name[6], name[7],
+    ]);
+    let bit = match &head.to_le_bytes() {
+        b"environ\0" => PROC_ENVIRON,
+        b"mem\0\0\0\0\0" => PROC_MEM,
+        b"maps\0\0\0\0" => PROC_MAPS,
+        b"cmdline\0" => PROC_CMDLINE,
+        b"kcore\0\0\0" => PROC_KCORE,
+        _ => return Err(NOT_WATCHED),
+    };
+    let enabled = unsafe { core::ptr::read_volatile(&CONFIG.proc_files) } | PROC_KCORE;
+    if enabled & bit == 0 {
+        return Err(NOT_WATCHED);
+    }
+    let proc_inode = inode - off!(proc_inode_vfs_inode);
+    let pid: u64 = read(proc_inode + off!(proc_inode_pid))?;
+    let target_tgid = if pid == 0 { 0 } else { pid_nr(pid)? };
+    if bit != PROC_KCORE {
+        if pid == 0 {
+            return Err(NOT_WATCHED);
+        }
+        // A process reading its own environment or memory is not an access to another's secrets.
+        let pid_tgid = bpf_get_current_pid_tgid();
+        if target_tgid == (pid_tgid >> 32) as u32 || target_tgid == pid_tgid as u32 {
+            return Err(NOT_WATCHED);
+        }
+    }
+    Ok(Match {
+        kind: MatchKind::Proc,
+        rule: bit,
+        dev,
+        ino,
+        target_tgid,
+        dentry,
+    })
+}
+
+#[inline(always)]
+fn read_dentry_name(dentry: u64, buf: &mut [u8]) -> Result<(), i64> {
+    let name: u64 = read(dentry + off!(dentry_d_name_name))?;
+    unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, buf) }?;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Kernel programs of the credential-access sensor.
+//!
+//! Tracepoint mode: everything here attaches to raw tracepoints, which every kernel with BPF
+//! has, so this mode is complete on its own. Syscalls are seen at `sys_exit`, where both the
+//! arguments (still in the saved user registers) and the result are known, so one program
+//! reports the outcome of each attempt. Files are identified by the inode the new descriptor
+//! points to, never by the path string the caller passed.
+#![no_std]
+#![no_main]
+
+mod file;
+mod io_uring;
+mod kernel;
+mod lifecycle;
+mod output;
+mod syscalls;
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use aya_log_ebpf::debug;
+use kernel::BtfPtr;
+use sensor_common::{
+    syscall::{self, Watched},
+    EventKind, InodeKey, KernelOffsets, NameKey, SensorConfig, WatchValue, MAX_WATCHED,
+};
+
+/// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
+#[no_mangle]
+static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
+
+/// Load-time settings written by the agent.
+#[no_mangle]
+static CONFIG: SensorConfig = SensorConfig::zeroed();
+
+/// Events to user space. The agent sizes it at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
+
+/// Watched files by identity (device, inode): catches hard links, bind mounts, symlinks.
+#[map]
+static WATCHED_INODES: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Directories holding watched names or globs.
+#[map]
+static WATCHED_DIRS: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Watched names inside watched directories: a file renamed over a watched one matches at once.
+#[map]
+static WATCHED_NAMES: HashMap<NameKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Failed ring-buffer reservations, per CPU, indexed by event kind.
+#[map]
+static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
+
+/// Runs on every syscall exit, so the common case (not a watched syscall) must return after
+/// one load and a compare. A BTF tracepoint, so the registers and the task are typed and
+/// read with plain loads.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn syscalls_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    if let Err(e) = try_sys_exit(&ctx) {
+        if e != file::NOT_WATCHED {
+            // Off unless the agent raises the in-kernel log level (`[agent] kernel_log`).
+            debug!(&ctx, "sys_exit: reading kernel state failed ({})", e);
+        }
+    }
+    0
+}
+
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    // sys_exit(struct pt_regs *regs, long ret)
+    let regs = BtfPtr::from_raw(ctx.arg::<*const u8>(0));
+    let ret: i64 = ctx.arg(1);
+    let nr = kernel::syscall_nr(regs);
+    let (native, compat) = (syscall::native(nr), syscall::compat(nr));
+    if native.is_none() && compat.is_none() {
+        return Ok(());
+    }
+    if output::is_agent() {
+        return Ok(());
+    }
+    let task = BtfPtr::current_task();
+    let is_compat = kernel::in_compat_syscall(task);
+    let watched = match if is_compat { compat } else { native } {
+        Some(w) => w,
+        None => return Ok(()),
+    };
+    match watched {
+        Watched::Open
+        | Watched::Openat
+        | Watched::Openat2
+        | Watched::Creat
+        | Watched::OpenByHandleAt => file::on_open(task, regs, is_compat, watched, ret),
+        _ => syscalls::on_syscall(
+            task,
+            watched,
+            &kernel::SyscallArgs::read(regs, is_compat),
+            ret,
+            is_compat,
+        ),
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn lifecycle_sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    let _ = lifecycle::on_exec(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn lifecycle_sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let _ = lifecycle::on_fork(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn lifecycle_sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = lifecycle::on_exit(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "io_uring_submit_req")]
+pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
+    let _ = io_uring::on_submit(&ctx);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

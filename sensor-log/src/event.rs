@@ -1,0 +1,193 @@
+//! The enriched event: what `sensor-agent run --output json` prints, one object per line,
+//! and what the log stores. Documented in `docs/events.md`.
+//!
+//! Every field is always present (absent values are `null`), so the same struct encodes
+//! deterministically with bincode for the log and reads naturally as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `kind` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    FileOpen,
+    ProcAccess,
+    Ptrace,
+    ProcessVmReadv,
+    ProcessVmWritev,
+    PidfdGetfd,
+    Keyctl,
+    AddKey,
+    RequestKey,
+    IoUring,
+    Loss,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::FileOpen,
+        Kind::ProcAccess,
+        Kind::Ptrace,
+        Kind::ProcessVmReadv,
+        Kind::ProcessVmWritev,
+        Kind::PidfdGetfd,
+        Kind::Keyctl,
+        Kind::AddKey,
+        Kind::RequestKey,
+        Kind::IoUring,
+        Kind::Loss,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::FileOpen => "file_open",
+            Kind::ProcAccess => "proc_access",
+            Kind::Ptrace => "ptrace",
+            Kind::ProcessVmReadv => "process_vm_readv",
+            Kind::ProcessVmWritev => "process_vm_writev",
+            Kind::PidfdGetfd => "pidfd_getfd",
+            Kind::Keyctl => "keyctl",
+            Kind::AddKey => "add_key",
+            Kind::RequestKey => "request_key",
+            Kind::IoUring => "io_uring",
+            Kind::Loss => "loss",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind `{s}`; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// One enriched event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: Kind,
+    /// Wall-clock time of the kernel event, RFC 3339 UTC with nanoseconds.
+    pub time: String,
+    /// Whether the syscall succeeded.
+    pub ok: bool,
+    /// The errno when `ok` is false.
+    pub errno: Option<i32>,
+    /// The acting process (null for `loss`).
+    pub process: Option<Process>,
+    /// The identity behind the process (null for `loss`).
+    pub identity: Option<Identity>,
+    /// For `file_open` and `proc_access`.
+    pub file: Option<FileAccess>,
+    /// For the kinds that act on another process.
+    pub target: Option<Target>,
+    /// Syscall-specific details.
+    pub syscall: Option<SyscallDetail>,
+    /// For `loss`.
+    pub loss: Option<Loss>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    /// Thread-group id.
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    /// Login uid; 4294967295 means no login session.
+    pub auid: u32,
+    pub comm: String,
+    /// Executable path (empty when it could not be learned).
+    pub exe: String,
+    /// Arguments joined by spaces.
+    pub cmdline: String,
+    /// Executable names of the ancestors, parent first, up to init.
+    pub ancestors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Unix user name of the effective uid (the number when it has no name).
+    pub user: String,
+    /// systemd unit from the cgroup path (`sshd.service`, `session-3.scope`).
+    pub unit: Option<String>,
+    pub container: Option<Container>,
+    /// Kubernetes pod uid when the cgroup path names one.
+    pub pod_uid: Option<String>,
+    /// Whether a person is behind this process.
+    pub human: bool,
+    /// Why `human` was decided so (`login uid 1000 set`, `no login uid, unit cron.service`...).
+    pub human_reason: String,
+    /// The owner configured for this identity.
+    pub owner: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    /// `docker`, `containerd`, `cri-o`, `podman`.
+    pub runtime: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileAccess {
+    /// The canonical path of the file that was opened (for `proc_access`, `/proc/<pid>/<name>`).
+    pub path: String,
+    /// The path string the process passed, as it passed it.
+    pub requested: String,
+    /// Credential kind of the matching rule (`password-db`, `ssh-key`, ...; `procfs` for proc_access).
+    pub kind: String,
+    /// `read`, `write`, `read-write` or `path` (O_PATH).
+    pub access: String,
+    /// Open flags, symbolic (`O_RDONLY|O_CLOEXEC`).
+    pub flags: String,
+    /// Which syscall opened it (`openat`, `openat2`, ...).
+    pub syscall: String,
+    /// Device (`major:minor`) and inode of the opened file, when it was opened.
+    pub dev: Option<String>,
+    pub inode: Option<u64>,
+    /// Who answers for this credential: the `owner` of the watch rule that matched.
+    pub owner: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub pid: u32,
+    pub exe: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyscallDetail {
+    /// `ptrace` request (`PTRACE_ATTACH`), `keyctl` operation (`KEYCTL_READ`), io_uring opcode.
+    pub operation: Option<String>,
+    /// Key serial for `keyctl` (its second argument) and the result of `add_key`/`request_key`.
+    pub key_serial: Option<i64>,
+    pub key_type: Option<String>,
+    pub key_description: Option<String>,
+    /// Bytes transferred by `process_vm_readv`/`writev`.
+    pub bytes: Option<u64>,
+    /// The descriptor number in the target (`pidfd_getfd`).
+    pub target_fd: Option<i32>,
+    /// Set when the call came through the 32-bit compat entry.
+    pub compat: bool,
+}
+
+/// Events the kernel or the agent could not deliver, counted and reported.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Loss {
+    /// Where they were lost: `kernel_ringbuf`, `agent_queue`, ...
+    pub source: String,
+    /// Lost events by kind name since the previous `loss` event from the same source.
+    pub counts: BTreeMap<String, u64>,
+    pub total: u64,
+}

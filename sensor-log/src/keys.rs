@@ -1,0 +1,120 @@
+//! Signing keys on disk: `keys/ed25519-<key epoch>.key`, the 32-byte Ed25519 seed.
+//!
+//! The directory is created 0700 and each file 0600 at creation (no window with wider modes).
+//! A superseded key is overwritten and unlinked, so a later intruder cannot re-sign old batches.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+use crate::error::{Error, Result};
+use crate::hex;
+
+pub struct KeyDir {
+    dir: PathBuf,
+}
+
+impl KeyDir {
+    pub fn open(state_dir: &Path) -> Result<KeyDir> {
+        let dir = state_dir.join("keys");
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::io(&dir)(e))
+            }
+            _ => {}
+        }
+        // An existing directory may have been created by someone else: narrow it anyway.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(Error::io(&dir))?;
+        Ok(KeyDir { dir })
+    }
+
+    fn path(&self, key_epoch: u64) -> PathBuf {
+        self.dir.join(format!("ed25519-{key_epoch}.key"))
+    }
+
+    /// Key epochs that have a private key file.
+    pub fn present(&self) -> Result<Vec<u64>> {
+        let mut epochs = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(Error::io(&self.dir))? {
+            let entry = entry.map_err(Error::io(&self.dir))?;
+            let name = entry.file_name();
+            let epoch = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("ed25519-"))
+                .and_then(|n| n.strip_suffix(".key"))
+                .and_then(|n| n.parse::<u64>().ok());
+            epochs.extend(epoch);
+        }
+        epochs.sort_unstable();
+        Ok(epochs)
+    }
+
+    /// Generates a key from the OS random source and stores it durably.
+    pub fn create(&self, key_epoch: u64) -> Result<SigningKey> {
+        let seed = random::<32>()?;
+        let path = self.path(key_epoch);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        file.write_all(&seed)
+            .and_then(|()| file.sync_all())
+            .map_err(Error::io(&path))?;
+        self.sync_dir()?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    pub fn load(&self, key_epoch: u64) -> Result<SigningKey> {
+        let path = self.path(key_epoch);
+        let mut seed = [0u8; 32];
+        let mut file = File::open(&path).map_err(Error::io(&path))?;
+        let len = file.metadata().map_err(Error::io(&path))?.len();
+        if len != 32 {
+            return Err(Error::Key(format!(
+                "{} holds {len} bytes, expected 32",
+                path.display()
+            )));
+        }
+        file.read_exact(&mut seed).map_err(Error::io(&path))?;
+        Ok(SigningKey::from_bytes(&seed))
+    }
+
+    /// Overwrites the seed with zeros, syncs, and unlinks the file.
+    pub fn destroy(&self, key_epoch: u64) -> Result<()> {
+        let path = self.path(key_epoch);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        file.write_all(&[0u8; 32])
+            .and_then(|()| file.sync_all())
+            .map_err(Error::io(&path))?;
+        fs::remove_file(&path).map_err(Error::io(&path))?;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io(&self.dir))
+    }
+}
+
+/// Parses a public key given as 64 hex digits (`sensorctl verify --public-key`).
+pub fn parse_public_key(text: &str) -> Result<VerifyingKey> {
+    let bytes = hex::decode_array::<32>(text, "public key")?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|e| Error::Key(format!("not an Ed25519 public key: {e}")))
+}
+
+/// Bytes from the OS random source (keys and the host id).
+pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(|e| Error::Random(e.to_string()))?;
+    Ok(out)
+}

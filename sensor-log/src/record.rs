@@ -1,0 +1,214 @@
+//! The record: the unit of the hash chain, and its canonical encoding.
+//!
+//! Encoding is bincode 2 through serde with one fixed configuration (little endian, fixed-width
+//! integers, a decode limit), so equal values always give equal bytes and an independent
+//! verifier can decode them from the layout in `docs/log-format.md`.
+
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+
+/// Version of the record and batch-header layouts. Bumped on any change of bytes.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Largest encoded record or header accepted, in both directions. Decoding stops before
+/// allocating past it, so a corrupt length prefix in the store cannot exhaust memory.
+pub const MAX_ENCODED_BYTES: usize = 1 << 20;
+
+pub type Hash = [u8; 32];
+pub type HostId = [u8; 16];
+
+const CONFIG: Configuration<LittleEndian, Fixint, Limit<MAX_ENCODED_BYTES>> =
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<MAX_ENCODED_BYTES>();
+
+/// Canonical bytes of any log structure.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let bytes = bincode::serde::encode_to_vec(value, CONFIG)?;
+    if bytes.len() > MAX_ENCODED_BYTES {
+        return Err(Error::malformed(
+            "record",
+            format!(
+                "{} bytes exceeds the {MAX_ENCODED_BYTES}-byte limit",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Decodes a prefix of `bytes`, returning the value and how many bytes it used.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<(T, usize)> {
+    bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| Error::malformed(what, e))
+}
+
+/// Decodes exactly `bytes`: trailing bytes are rejected, as they would not be canonical.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    let (value, used) = decode_prefix(bytes, what)?;
+    if used != bytes.len() {
+        return Err(Error::malformed(
+            what,
+            format!("{} trailing bytes", bytes.len() - used),
+        ));
+    }
+    Ok(value)
+}
+
+/// One link of the chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub header: RecordHeader,
+    pub body: Body,
+}
+
+/// The fixed-size part of a record; the verifier decodes only this for event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordHeader {
+    pub version: u16,
+    pub host_id: HostId,
+    /// Agent start this record belongs to; 1 for the first start.
+    pub epoch: u64,
+    /// Global, contiguous, never repeated; the first record is 1.
+    pub seq: u64,
+    pub wall_ns: u64,
+    pub mono_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every record is an Event; boxing would add an allocation per record"
+)]
+pub enum Body {
+    /// A credential access, or a `loss` event counting events that never reached the chain.
+    Event(Event),
+    EpochStart(EpochStart),
+    KeyRotation(KeyRotation),
+    Pruned(Pruned),
+}
+
+/// First record of every epoch: links to the previous epoch and says how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochStart {
+    /// None for the very first epoch.
+    pub previous_epoch: Option<u64>,
+    /// Chain head after the last durable record of the previous epoch (genesis for the first).
+    pub previous_head: Hash,
+    pub reason: EndReason,
+    /// `/proc/sys/kernel/random/boot_id` of this start, the evidence for `Reboot`.
+    pub boot_id: String,
+}
+
+/// How the previous epoch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    /// No previous epoch.
+    First,
+    /// The previous agent wrote its clean-stop marker.
+    CleanStop,
+    /// No marker and the same boot: the agent died; up to one batch interval of events that
+    /// were chained in memory but not yet sealed is lost, and their number is not knowable.
+    Crash,
+    /// The boot id changed since the previous epoch (the machine restarted).
+    Reboot,
+}
+
+/// Announces the next signing key. Its batch is signed by the old key, which is then destroyed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotation {
+    pub new_public_key: [u8; 32],
+    pub key_epoch: u64,
+}
+
+/// Says that retention removed the oldest batches, so nothing disappears silently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// Last sequence number removed; the oldest retained record is `up_to_seq + 1`.
+    pub up_to_seq: u64,
+    pub records: u64,
+    pub batches: u64,
+}
+
+impl Body {
+    /// The `kind` shown by queries: the event kind, or the log-internal entry's name.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Body::Event(e) => e.kind.as_str(),
+            Body::EpochStart(_) => "epoch_start",
+            Body::KeyRotation(_) => "key_rotation",
+            Body::Pruned(_) => "pruned",
+        }
+    }
+
+    /// Names accepted by `kind_name`, for error messages.
+    pub const INTERNAL_KINDS: [&'static str; 3] = ["epoch_start", "key_rotation", "pruned"];
+}
+
+/// Index of the `Event` variant in the body's u32 tag; other variants are log-internal.
+pub(crate) const BODY_TAG_EVENT: u32 = 0;
+
+/// Reads the header and the body tag without decoding the body: the verifier's fast path.
+pub(crate) fn peek(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
+    let (header, used) = decode_prefix::<RecordHeader>(bytes, "record header")?;
+    let tag = bytes
+        .get(used..used + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| Error::malformed("record", "missing body"))?;
+    Ok((header, tag))
+}
+
+impl Record {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Record> {
+        decode(bytes, "record")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::vector_records;
+
+    #[test]
+    fn round_trip_and_deterministic() {
+        for record in vector_records() {
+            let bytes = record.encode().expect("encodes");
+            assert_eq!(
+                record.encode().expect("encodes again"),
+                bytes,
+                "same value, same bytes"
+            );
+            assert_eq!(Record::decode(&bytes).expect("decodes"), record);
+            let (header, tag) = peek(&bytes).expect("peeks");
+            assert_eq!(header, record.header);
+            assert_eq!(tag == BODY_TAG_EVENT, matches!(record.body, Body::Event(_)));
+        }
+    }
+
+    #[test]
+    fn rejects_trailing_and_truncated_bytes() {
+        let mut bytes = vector_records()[1].encode().expect("encodes");
+        bytes.push(0);
+        assert!(Record::decode(&bytes).is_err());
+        bytes.truncate(bytes.len() - 2);
+        assert!(Record::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused_before_allocating() {
+        let mut bytes = vector_records()[0].encode().expect("encodes");
+        // The boot id's u64 length prefix sits 8 bytes before its 1-byte content at the end.
+        let at = bytes.len() - 9;
+        bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Record::decode(&bytes).is_err());
+    }
+}

@@ -1,0 +1,567 @@
+//! The verifier: walks every retained batch and record and reports the first failure.
+//!
+//! It starts at the oldest retained batch and trusts that batch's signed `prev_digest`,
+//! `prev_head` and `first_seq` as the starting point (older batches may have been pruned;
+//! a `Pruned` record must then account for them). Keys: the pinned key, or the store's key
+//! for the oldest batch's key epoch (trust on first use), then each `KeyRotation` in turn.
+//!
+//! Event records are hashed but their bodies are not decoded (the signed Merkle root and chain
+//! already cover every byte); log-internal records are decoded because their content (epoch
+//! links, key rotations, pruning) drives the checks.
+
+use std::fmt;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::batch::{self, BatchHeader};
+use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
+use crate::error::Error;
+use crate::merkle;
+use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT, FORMAT_VERSION};
+use crate::store::{to_u64, Store};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Bytes of a record or header differ from what was signed.
+    Modified,
+    /// A record or batch that should be there is missing.
+    Deleted,
+    /// A record or batch is there that no signed batch covers.
+    Inserted,
+    /// Records are present but not in their signed order.
+    Reordered,
+    /// A batch signature does not verify with the expected key.
+    BadSignature,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::Modified => "modified",
+            Reason::Deleted => "deleted",
+            Reason::Inserted => "inserted",
+            Reason::Reordered => "reordered",
+            Reason::BadSignature => "bad signature",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    Seq(u64),
+    Batch(u64),
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Seq(s) => write!(f, "seq {s}"),
+            Position::Batch(b) => write!(f, "batch {b}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub position: Position,
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.position, self.reason, self.detail)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub batches: u64,
+    /// Epochs with at least one retained record.
+    pub epochs: u64,
+    pub first_seq: u64,
+    pub first_batch: u64,
+    pub first_wall_ns: u64,
+    pub last_wall_ns: u64,
+    pub key_rotations: u64,
+    /// The oldest batch's key came from the store itself (no pinned key): trust on first use.
+    pub key_from_store: bool,
+    /// Set when the log starts after pruning: the first retained sequence number.
+    pub pruned_before: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Intact(Summary),
+    Tampered(Failure),
+}
+
+/// Verifies the whole store. `Err` only for I/O or store errors; tampering is a `Verdict`.
+pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, Error> {
+    match Walk::run(store, pinned) {
+        Ok(summary) => Ok(Verdict::Intact(summary)),
+        Err(Stop::Tampered(f)) => Ok(Verdict::Tampered(f)),
+        Err(Stop::Error(e)) => Err(e),
+    }
+}
+
+enum Stop {
+    Error(Error),
+    Tampered(Failure),
+}
+
+impl<E: Into<Error>> From<E> for Stop {
+    fn from(e: E) -> Stop {
+        Stop::Error(e.into())
+    }
+}
+
+fn tampered<T>(position: Position, reason: Reason, detail: impl Into<String>) -> Result<T, Stop> {
+    Err(Stop::Tampered(Failure {
+        position,
+        reason,
+        detail: detail.into(),
+    }))
+}
+
+struct Row {
+    seq: u64,
+    leaf: Vec<u8>,
+    bytes: Vec<u8>,
+}
+
+/// Record rows in seq order with one row of lookahead, which tells an inserted or swapped
+/// row from a modified one.
+struct Rows<'s> {
+    rows: rusqlite::Rows<'s>,
+    peeked: Option<Option<Row>>,
+}
+
+impl Rows<'_> {
+    fn read(&mut self) -> Result<Option<Row>, Stop> {
+        let Some(r) = self.rows.next()? else {
+            return Ok(None);
+        };
+        Ok(Some(Row {
+            seq: to_u64(r.get(0)?, "seq")?,
+            leaf: r.get(1)?,
+            bytes: r.get(2)?,
+        }))
+    }
+
+    fn next(&mut self) -> Result<Option<Row>, Stop> {
+        match self.peeked.take() {
+            Some(row) => Ok(row),
+            None => self.read(),
+        }
+    }
+
+    /// The sequence number encoded inside the next row, if it decodes.
+    fn peek_inner_seq(&mut self) -> Result<Option<u64>, Stop> {
+        if self.peeked.is_none() {
+            self.peeked = Some(self.read()?);
+        }
+        Ok(self
+            .peeked
+            .as_ref()
+            .and_then(Option::as_ref)
+            .and_then(|r| record::peek(&r.bytes).ok())
+            .map(|(h, _)| h.seq))
+    }
+}
+
+struct Walk<'s> {
+    store: &'s Store,
+    pinned: Option<&'s VerifyingKey>,
+    summary: Summary,
+    started: bool,
+    host_id: HostId,
+    key: Option<VerifyingKey>,
+    key_epoch: u64,
+    /// A key announced in the current batch, in force from the next batch.
+    rotation: Option<(u64, VerifyingKey)>,
+    next_batch: u64,
+    next_seq: u64,
+    prev_digest: Hash,
+    head: Hash,
+    epoch: Option<u64>,
+    pruning_accounted: bool,
+    leaves: Vec<Hash>,
+}
+
+impl<'s> Walk<'s> {
+    fn run(store: &'s Store, pinned: Option<&'s VerifyingKey>) -> Result<Summary, Stop> {
+        let mut walk = Walk {
+            store,
+            pinned,
+            summary: Summary::default(),
+            started: false,
+            host_id: [0; 16],
+            key: None,
+            key_epoch: 0,
+            rotation: None,
+            next_batch: 0,
+            next_seq: 0,
+            prev_digest: [0; 32],
+            head: GENESIS_HEAD,
+            epoch: None,
+            pruning_accounted: false,
+            leaves: Vec::new(),
+        };
+        let mut batches = store
+            .conn
+            .prepare("SELECT number, header, signature FROM batches ORDER BY number")?;
+        let mut records = store
+            .conn
+            .prepare("SELECT seq, leaf, bytes FROM records ORDER BY seq")?;
+        let mut rows = Rows {
+            rows: records.query([])?,
+            peeked: None,
+        };
+        let mut batch_rows = batches.query([])?;
+        while let Some(b) = batch_rows.next()? {
+            let number = to_u64(b.get(0)?, "batch number")?;
+            let header: Vec<u8> = b.get(1)?;
+            let signature: Vec<u8> = b.get(2)?;
+            walk.batch(number, &header, &signature, &mut rows)?;
+        }
+        if let Some(row) = rows.next()? {
+            return tampered(
+                Position::Seq(row.seq),
+                Reason::Inserted,
+                "no signed batch covers this record",
+            );
+        }
+        if let Some(first) = walk.summary.pruned_before {
+            if !walk.pruning_accounted {
+                return tampered(
+                    Position::Seq(first - 1),
+                    Reason::Deleted,
+                    format!("records before {first} are gone and no Pruned record says so"),
+                );
+            }
+        }
+        Ok(walk.summary)
+    }
+
+    fn start(&mut self, header: &BatchHeader) -> Result<(), Stop> {
+        let position = Position::Batch(header.number);
+        self.key = match self.pinned {
+            Some(k) => Some(*k),
+            None => {
+                self.summary.key_from_store = true;
+                self.store.public_key(header.key_epoch)?
+            }
+        };
+        if self.key.is_none() {
+            return tampered(
+                position,
+                Reason::BadSignature,
+                format!(
+                    "the store has no public key for key epoch {}",
+                    header.key_epoch
+                ),
+            );
+        }
+        if header.number == 1
+            && (header.first_seq != 1
+                || header.prev_digest != [0; 32]
+                || header.prev_head != GENESIS_HEAD)
+        {
+            return tampered(
+                position,
+                Reason::Modified,
+                "batch 1 does not start at the genesis",
+            );
+        }
+        self.started = true;
+        self.host_id = header.host_id;
+        self.key_epoch = header.key_epoch;
+        self.next_batch = header.number;
+        self.next_seq = header.first_seq;
+        self.prev_digest = header.prev_digest;
+        self.head = header.prev_head;
+        self.summary.first_seq = header.first_seq;
+        self.summary.first_batch = header.number;
+        self.summary.pruned_before = (header.first_seq > 1).then_some(header.first_seq);
+        Ok(())
+    }
+
+    fn batch(
+        &mut self,
+        number: u64,
+        header_bytes: &[u8],
+        signature: &[u8],
+        rows: &mut Rows<'_>,
+    ) -> Result<(), Stop> {
+        let here = Position::Batch(number);
+        let header = match BatchHeader::decode(header_bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                return tampered(
+                    here,
+                    Reason::Modified,
+                    format!("header does not decode: {e}"),
+                )
+            }
+        };
+        if !self.started {
+            self.start(&header)?;
+        }
+        if number != self.next_batch {
+            return tampered(
+                Position::Batch(self.next_batch),
+                Reason::Deleted,
+                format!(
+                    "batch {} is missing (next stored is {number})",
+                    self.next_batch
+                ),
+            );
+        }
+        let digest = batch::digest(header_bytes);
+        if !self
+            .key
+            .is_some_and(|k| batch::signature_valid(&k, &digest, signature))
+        {
+            return tampered(
+                here,
+                Reason::BadSignature,
+                format!(
+                    "signature does not verify with key epoch {}",
+                    self.key_epoch
+                ),
+            );
+        }
+        if header.number != number {
+            return tampered(
+                here,
+                Reason::Reordered,
+                format!("row holds the signed header of batch {}", header.number),
+            );
+        }
+        let inconsistent = if header.version != FORMAT_VERSION {
+            Some(format!("unknown format version {}", header.version))
+        } else if header.host_id != self.host_id {
+            Some("host id differs from the first batch".to_string())
+        } else if header.key_epoch != self.key_epoch {
+            Some(format!(
+                "claims key epoch {} but key epoch {} is in force",
+                header.key_epoch, self.key_epoch
+            ))
+        } else if header.prev_digest != self.prev_digest {
+            Some("does not link to the previous batch's digest".to_string())
+        } else if header.prev_head != self.head {
+            Some("does not continue the previous batch's chain head".to_string())
+        } else {
+            None
+        };
+        if let Some(detail) = inconsistent {
+            return tampered(here, Reason::Modified, detail);
+        }
+        if header.first_seq > self.next_seq {
+            return tampered(
+                Position::Seq(self.next_seq),
+                Reason::Deleted,
+                format!("batch {number} starts at seq {}", header.first_seq),
+            );
+        }
+        if header.first_seq < self.next_seq {
+            return tampered(
+                here,
+                Reason::Inserted,
+                format!("batch {number} repeats seq {}", header.first_seq),
+            );
+        }
+        let Some(end) = header.first_seq.checked_add(header.count) else {
+            return tampered(here, Reason::Modified, "record count overflows");
+        };
+        self.leaves.clear();
+        while self.next_seq < end {
+            self.record(&header, rows)?;
+        }
+        let span = format!(
+            "a record of batch {number} (seq {}..{}) changed together with its leaf column",
+            header.first_seq,
+            end.saturating_sub(1)
+        );
+        if merkle::root(&self.leaves) != header.merkle_root || self.head != header.chain_head {
+            return tampered(Position::Seq(header.first_seq), Reason::Modified, span);
+        }
+        if let Some((epoch, key)) = self.rotation.take() {
+            self.key = Some(key);
+            self.key_epoch = epoch;
+            self.summary.key_rotations += 1;
+        }
+        self.prev_digest = digest;
+        self.next_batch += 1;
+        self.summary.batches += 1;
+        Ok(())
+    }
+
+    fn record(&mut self, header: &BatchHeader, rows: &mut Rows<'_>) -> Result<(), Stop> {
+        let seq = self.next_seq;
+        let here = Position::Seq(seq);
+        let Some(row) = rows.next()? else {
+            return tampered(here, Reason::Deleted, "the store ends before this record");
+        };
+        if row.seq > seq {
+            return tampered(
+                here,
+                Reason::Deleted,
+                format!("no record between {seq} and {}", row.seq),
+            );
+        }
+        let leaf = leaf_hash(&row.bytes);
+        if leaf[..] != row.leaf[..] {
+            // A forged row slid in before the genuine one, which now sits one row later.
+            if rows.peek_inner_seq()? == Some(seq) {
+                return tampered(
+                    here,
+                    Reason::Inserted,
+                    "a forged record occupies this position",
+                );
+            }
+            return tampered(
+                here,
+                Reason::Modified,
+                "record bytes do not match their leaf hash",
+            );
+        }
+        let Ok((inner, tag)) = record::peek(&row.bytes) else {
+            return tampered(here, Reason::Modified, "record does not decode");
+        };
+        if inner.seq < seq {
+            return tampered(
+                Position::Seq(inner.seq),
+                Reason::Inserted,
+                format!("record {} was pushed to position {seq}", inner.seq),
+            );
+        }
+        if inner.seq > seq {
+            if rows.peek_inner_seq()? == Some(seq) {
+                return tampered(
+                    here,
+                    Reason::Reordered,
+                    format!(
+                        "holds record {} and the next row holds record {seq}",
+                        inner.seq
+                    ),
+                );
+            }
+            return tampered(
+                here,
+                Reason::Deleted,
+                format!(
+                    "holds record {}: records from {seq} were removed and the rest renumbered",
+                    inner.seq
+                ),
+            );
+        }
+        if inner.version != FORMAT_VERSION
+            || inner.host_id != header.host_id
+            || inner.epoch != header.epoch
+        {
+            return tampered(
+                here,
+                Reason::Modified,
+                "record header disagrees with its batch",
+            );
+        }
+        if tag == BODY_TAG_EVENT {
+            self.same_epoch(inner.epoch, here)?;
+        } else {
+            let Ok(record) = Record::decode(&row.bytes) else {
+                return tampered(
+                    here,
+                    Reason::Modified,
+                    "log-internal record does not decode",
+                );
+            };
+            self.internal(&record, here)?;
+        }
+        self.head = chain_next(&self.head, &leaf);
+        self.leaves.push(leaf);
+        self.next_seq += 1;
+        self.summary.records += 1;
+        if self.summary.records == 1 {
+            self.summary.first_wall_ns = inner.wall_ns;
+        }
+        self.summary.last_wall_ns = inner.wall_ns;
+        Ok(())
+    }
+
+    /// A record that is not an EpochStart must stay in the current epoch.
+    fn same_epoch(&mut self, epoch: u64, here: Position) -> Result<(), Stop> {
+        match self.epoch {
+            Some(e) if e != epoch => tampered(
+                here,
+                Reason::Modified,
+                format!("epoch {epoch} begins without an EpochStart"),
+            ),
+            Some(_) => Ok(()),
+            None if here == Position::Seq(1) => tampered(
+                here,
+                Reason::Modified,
+                "the log does not begin with an EpochStart",
+            ),
+            None => {
+                self.epoch = Some(epoch);
+                self.summary.epochs += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn internal(&mut self, record: &Record, here: Position) -> Result<(), Stop> {
+        let epoch = record.header.epoch;
+        match &record.body {
+            Body::EpochStart(start) => {
+                let linked = match self.epoch {
+                    Some(previous) => {
+                        epoch == previous + 1
+                            && start.previous_epoch == Some(previous)
+                            && start.previous_head == self.head
+                            && start.reason != EndReason::First
+                    }
+                    // The very first record of an unpruned log; after pruning, trust the start.
+                    None if record.header.seq == 1 => {
+                        start.previous_epoch.is_none()
+                            && start.previous_head == GENESIS_HEAD
+                            && start.reason == EndReason::First
+                    }
+                    None => true,
+                };
+                if !linked {
+                    return tampered(
+                        here,
+                        Reason::Modified,
+                        "EpochStart does not link to the previous epoch",
+                    );
+                }
+                self.epoch = Some(epoch);
+                self.summary.epochs += 1;
+            }
+            Body::KeyRotation(rotation) => {
+                self.same_epoch(epoch, here)?;
+                let key = VerifyingKey::from_bytes(&rotation.new_public_key).ok();
+                match key {
+                    Some(key)
+                        if rotation.key_epoch == self.key_epoch + 1 && self.rotation.is_none() =>
+                    {
+                        self.rotation = Some((rotation.key_epoch, key));
+                    }
+                    _ => return tampered(here, Reason::Modified, "invalid key rotation"),
+                }
+            }
+            Body::Pruned(pruned) => {
+                self.same_epoch(epoch, here)?;
+                if self.summary.pruned_before == Some(pruned.up_to_seq.saturating_add(1)) {
+                    self.pruning_accounted = true;
+                }
+            }
+            Body::Event(_) => self.same_epoch(epoch, here)?,
+        }
+        Ok(())
+    }
+}

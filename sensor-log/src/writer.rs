@@ -1,0 +1,622 @@
+//! The writer the agent calls: chains records, seals signed batches, stores them durably.
+//!
+//! Durability rule: a batch, its records and its signed header are committed in ONE SQLite
+//! transaction (WAL, `synchronous=FULL`) before `seal` returns it, so anything downstream
+//! (TPM anchor, forwarding) only ever sees batches that are already on disk. Records appended
+//! but not yet sealed live only in memory: a crash loses at most one batch interval of them,
+//! and the next start says so with an `EpochStart` whose reason is `Crash`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use rusqlite::params;
+
+use crate::batch::{self, BatchHeader, BatchSealer, SealedBatch};
+use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
+use crate::error::{Error, Result};
+use crate::event::{Event, Kind, Loss};
+use crate::hex;
+use crate::keys::{self, KeyDir};
+use crate::query::IndexColumns;
+use crate::record::{
+    Body, EndReason, EpochStart, Hash, HostId, KeyRotation, Pruned, Record, RecordHeader,
+    FORMAT_VERSION,
+};
+use crate::store::{self, to_i64, Store};
+use crate::time::{duration_ns, rfc3339, Timestamp};
+
+pub const HOST_ID_FILE: &str = "host-id";
+
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Close a batch after this many records (default 1024).
+    pub batch_max_records: usize,
+    /// Close a batch, empty or not, after this long (default 1 s).
+    pub batch_interval: Duration,
+    /// Rotate the signing key this often; `None` never rotates.
+    pub key_rotation: Option<Duration>,
+    /// Records kept in memory while sealing fails (disk full); beyond it events are counted,
+    /// not chained, and reported by a `loss` event (source `disk_full`) once sealing works.
+    pub max_pending_records: usize,
+    /// Where the kernel publishes the boot id (a setting so tests can simulate a reboot).
+    pub boot_id_path: PathBuf,
+}
+
+impl Default for WriterOptions {
+    fn default() -> WriterOptions {
+        WriterOptions {
+            batch_max_records: 1024,
+            batch_interval: Duration::from_secs(1),
+            key_rotation: None,
+            max_pending_records: 100_000,
+            boot_id_path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+        }
+    }
+}
+
+/// What `append` did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Chained with this sequence number; durable once its batch is sealed.
+    Chained(u64),
+    /// Not chained because sealing is failing and the buffer is full; counted for the
+    /// `disk_full` loss event.
+    Dropped,
+}
+
+/// A chained record waiting for its batch to be committed.
+struct Pending {
+    header: RecordHeader,
+    kind: &'static str,
+    columns: IndexColumns,
+    leaf: Hash,
+    head_after: Hash,
+    bytes: Vec<u8>,
+}
+
+/// Store changes that must commit atomically with the pending records (and are retried
+/// with them when a commit fails).
+enum Effect {
+    AddKey {
+        key_epoch: u64,
+        public_key: [u8; 32],
+        created_ns: u64,
+    },
+    Prune {
+        up_to_seq: u64,
+        up_to_batch: u64,
+    },
+    Meta {
+        name: &'static str,
+        value: Vec<u8>,
+    },
+    ClearCleanStop,
+    MarkCleanStop,
+}
+
+/// The durable end of the chain: what the last committed batch says.
+struct Durable {
+    next_batch: u64,
+    prev_digest: Hash,
+    head: Hash,
+}
+
+pub struct LogWriter {
+    store: Store,
+    keys: KeyDir,
+    options: WriterOptions,
+    host_id: HostId,
+    epoch: u64,
+    signing: SigningKey,
+    key_epoch: u64,
+    key_created_ns: u64,
+    /// A new key announced by a pending `KeyRotation` record, in use once that commits.
+    next_key: Option<(u64, SigningKey)>,
+    next_seq: u64,
+    head: Hash,
+    durable: Durable,
+    pending: Vec<Pending>,
+    effects: Vec<Effect>,
+    sealer: BatchSealer,
+    dropped: BTreeMap<String, u64>,
+}
+
+impl LogWriter {
+    /// Opens (or creates) the log in `state_dir` and starts a new epoch: its `EpochStart`
+    /// record is sealed before this returns.
+    pub fn open(state_dir: &Path, options: WriterOptions) -> Result<LogWriter> {
+        let now = Timestamp::now();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(state_dir)
+            .map_err(Error::io(state_dir))?;
+        let host_id = load_or_create_host_id(state_dir)?;
+        let store = Store::open_writable(state_dir)?;
+        if let Some(stored) = store.meta(store::META_HOST_ID)? {
+            if stored != host_id {
+                return Err(Error::HostMismatch {
+                    dir: state_dir.to_path_buf(),
+                    store: hex::encode(&stored),
+                    file: hex::encode(&host_id),
+                });
+            }
+        }
+        let mut effects = vec![Effect::Meta {
+            name: store::META_HOST_ID,
+            value: host_id.to_vec(),
+        }];
+
+        // Keep only the key the store announces; any other file is a superseded key whose
+        // deletion was interrupted, or a new key whose announcement never committed.
+        let keys = KeyDir::open(state_dir)?;
+        let current = store.current_key()?;
+        for epoch in keys.present()? {
+            if current.as_ref().map(|c| c.key_epoch) != Some(epoch) {
+                keys.destroy(epoch)?;
+            }
+        }
+        let (key_epoch, signing, key_created_ns) = match current {
+            Some(info) => {
+                let signing = keys.load(info.key_epoch)?;
+                if signing.verifying_key() != info.public_key {
+                    return Err(Error::Key(format!(
+                        "key file for key epoch {} does not match the store",
+                        info.key_epoch
+                    )));
+                }
+                (info.key_epoch, signing, info.created_ns)
+            }
+            None => {
+                let signing = keys.create(1)?;
+                effects.push(Effect::AddKey {
+                    key_epoch: 1,
+                    public_key: signing.verifying_key().to_bytes(),
+                    created_ns: now.wall_ns,
+                });
+                (1, signing, now.wall_ns)
+            }
+        };
+
+        let last = store.last_batch()?;
+        let (previous_epoch, durable, next_seq) = match &last {
+            Some(b) => (
+                Some(b.header.epoch),
+                Durable {
+                    next_batch: b.number + 1,
+                    prev_digest: batch::digest(&b.header_bytes),
+                    head: b.header.chain_head,
+                },
+                b.header.first_seq + b.header.count,
+            ),
+            None => (
+                None,
+                Durable {
+                    next_batch: 1,
+                    prev_digest: [0; 32],
+                    head: GENESIS_HEAD,
+                },
+                1,
+            ),
+        };
+        let boot_id = fs::read_to_string(&options.boot_id_path)
+            .map_err(Error::io(&options.boot_id_path))?
+            .trim()
+            .to_string();
+        let reason = if previous_epoch.is_none() {
+            EndReason::First
+        } else if store
+            .meta(store::META_BOOT_ID)?
+            .is_some_and(|b| b != boot_id.as_bytes())
+        {
+            EndReason::Reboot
+        } else if store
+            .meta(store::META_CLEAN_STOP)?
+            .is_some_and(|d| d == durable.prev_digest)
+        {
+            EndReason::CleanStop
+        } else {
+            EndReason::Crash
+        };
+        effects.push(Effect::Meta {
+            name: store::META_BOOT_ID,
+            value: boot_id.clone().into_bytes(),
+        });
+        effects.push(Effect::ClearCleanStop);
+
+        let mut writer = LogWriter {
+            sealer: BatchSealer::new(
+                options.batch_max_records,
+                duration_ns(options.batch_interval),
+                now.mono_ns,
+            ),
+            store,
+            keys,
+            options,
+            host_id,
+            epoch: previous_epoch.map_or(1, |e| e + 1),
+            signing,
+            key_epoch,
+            key_created_ns,
+            next_key: None,
+            next_seq,
+            head: durable.head,
+            durable,
+            pending: Vec::new(),
+            effects,
+            dropped: BTreeMap::new(),
+        };
+        let start = EpochStart {
+            previous_epoch,
+            previous_head: writer.head,
+            reason,
+            boot_id,
+        };
+        writer.chain(Body::EpochStart(start), now)?;
+        writer.seal(now)?;
+        Ok(writer)
+    }
+
+    /// Chains an event. It becomes durable when its batch is sealed (`seal_due`/`seal`).
+    pub fn append(&mut self, event: Event, wall_ns: u64, mono_ns: u64) -> Result<Admission> {
+        if self.pending.len() >= self.options.max_pending_records {
+            *self
+                .dropped
+                .entry(event.kind.as_str().to_string())
+                .or_default() += 1;
+            return Ok(Admission::Dropped);
+        }
+        let seq = self.chain(Body::Event(event), Timestamp { wall_ns, mono_ns })?;
+        Ok(Admission::Chained(seq))
+    }
+
+    /// Chains a `loss` event for events lost before they reached the log (kernel ring
+    /// buffer, agent queues), so the loss is part of the verifiable history.
+    pub fn record_loss(
+        &mut self,
+        source: &str,
+        counts: BTreeMap<String, u64>,
+        at: Timestamp,
+    ) -> Result<Admission> {
+        self.append(
+            loss_event(source, counts, at.wall_ns),
+            at.wall_ns,
+            at.mono_ns,
+        )
+    }
+
+    /// Seals when a batch is due: `batch_max_records` pending, or `batch_interval` since the
+    /// last batch (an empty heartbeat batch when idle). Also rotates the key when due. Call it
+    /// after appending and at least every `batch_interval`.
+    pub fn seal_due(&mut self, now: Timestamp) -> Result<Vec<SealedBatch>> {
+        let rotation_due = self.options.key_rotation.is_some_and(|period| {
+            now.wall_ns.saturating_sub(self.key_created_ns) >= duration_ns(period)
+        });
+        if rotation_due && self.next_key.is_none() {
+            self.begin_rotation(now)?;
+            return self.seal(now);
+        }
+        if self.sealer.due(self.pending.len(), now.mono_ns) {
+            return self.seal(now);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Seals every pending record now (at least one batch: an empty one when nothing is
+    /// pending), in one transaction. Returns the sealed batches, already durable. On error
+    /// (e.g. SQLITE_FULL) nothing is lost: the records stay pending and the next call retries.
+    pub fn seal(&mut self, now: Timestamp) -> Result<Vec<SealedBatch>> {
+        let result = self.commit(now);
+        self.sealer.attempted(now.mono_ns, result.is_ok());
+        let sealed = result?;
+        if let Some((key_epoch, key)) = self.next_key.take() {
+            // The old key signed its last batch (the one announcing the new key): destroy it.
+            self.signing = key;
+            self.keys.destroy(self.key_epoch)?;
+            self.key_epoch = key_epoch;
+            self.key_created_ns = now.wall_ns;
+        }
+        if !self.dropped.is_empty() {
+            let counts = std::mem::take(&mut self.dropped);
+            self.chain(
+                Body::Event(loss_event("disk_full", counts, now.wall_ns)),
+                now,
+            )?;
+        }
+        Ok(sealed)
+    }
+
+    /// Retention: removes whole batches from the oldest end while the stored record bytes
+    /// exceed `max_bytes` or a batch is older than `max_age`, never the newest batch. A
+    /// `Pruned` record saying what went is chained and committed in the same transaction as
+    /// the deletion, so nothing disappears silently. Returns what was removed, if anything.
+    pub fn prune(
+        &mut self,
+        max_bytes: Option<u64>,
+        max_age: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<Option<Pruned>> {
+        if self
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Prune { .. }))
+        {
+            // A previous prune has not committed yet; it will with the next seal.
+            return Ok(None);
+        }
+        let mut batches = Vec::new();
+        {
+            let mut stmt = self.store.conn.prepare(
+                "SELECT number, first_seq, count, bytes, wall_ns FROM batches ORDER BY number",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let get = |i: usize, what| -> Result<u64> { store::to_u64(r.get(i)?, what) };
+                batches.push([
+                    get(0, "batch number")?,
+                    get(1, "first seq")?,
+                    get(2, "count")?,
+                    get(3, "bytes")?,
+                    get(4, "wall time")?,
+                ]);
+            }
+        }
+        let cutoff = max_age.map(|age| now.wall_ns.saturating_sub(duration_ns(age)));
+        let mut total: u64 = batches.iter().map(|b| b[3]).sum();
+        let mut removed = 0;
+        let mut records = 0;
+        for &[_, _, count, bytes, wall_ns] in batches.iter().take(batches.len().saturating_sub(1)) {
+            let too_big = max_bytes.is_some_and(|max| total > max);
+            let too_old = cutoff.is_some_and(|c| wall_ns < c);
+            if !(too_big || too_old) {
+                break;
+            }
+            total -= bytes;
+            records += count;
+            removed += 1;
+        }
+        if removed == 0 {
+            return Ok(None);
+        }
+        let [up_to_batch, ..] = batches[removed - 1];
+        let [_, retained_first_seq, ..] = batches[removed];
+        let pruned = Pruned {
+            up_to_seq: retained_first_seq - 1,
+            records,
+            batches: u64::try_from(removed).unwrap_or(u64::MAX),
+        };
+        self.effects.push(Effect::Prune {
+            up_to_seq: pruned.up_to_seq,
+            up_to_batch,
+        });
+        self.chain(Body::Pruned(pruned.clone()), now)?;
+        self.seal(now)?;
+        self.store.conn.execute_batch("PRAGMA incremental_vacuum")?;
+        Ok(Some(pruned))
+    }
+
+    /// Seals what is pending and writes the clean-stop marker in the same transaction, so the
+    /// next start can tell a clean stop from a crash.
+    pub fn close(mut self, now: Timestamp) -> Result<()> {
+        self.effects.push(Effect::MarkCleanStop);
+        self.seal(now).map(drop)
+    }
+
+    /// Records chained but not yet sealed.
+    pub fn pending_records(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Events counted instead of chained since sealing started failing.
+    pub fn dropped(&self) -> &BTreeMap<String, u64> {
+        &self.dropped
+    }
+
+    /// The current signing key's epoch and public key.
+    pub fn public_key(&self) -> (u64, [u8; 32]) {
+        (self.key_epoch, self.signing.verifying_key().to_bytes())
+    }
+
+    fn chain(&mut self, body: Body, at: Timestamp) -> Result<u64> {
+        let record = Record {
+            header: RecordHeader {
+                version: FORMAT_VERSION,
+                host_id: self.host_id,
+                epoch: self.epoch,
+                seq: self.next_seq,
+                wall_ns: at.wall_ns,
+                mono_ns: at.mono_ns,
+            },
+            body,
+        };
+        let bytes = record.encode()?;
+        let leaf = leaf_hash(&bytes);
+        self.head = chain_next(&self.head, &leaf);
+        self.pending.push(Pending {
+            header: record.header,
+            kind: record.body.kind_name(),
+            columns: IndexColumns::of(&record.body),
+            leaf,
+            head_after: self.head,
+            bytes,
+        });
+        self.next_seq += 1;
+        Ok(record.header.seq)
+    }
+
+    fn begin_rotation(&mut self, now: Timestamp) -> Result<()> {
+        let key_epoch = self.key_epoch + 1;
+        let key = self.keys.create(key_epoch)?;
+        let public_key = key.verifying_key().to_bytes();
+        self.chain(
+            Body::KeyRotation(KeyRotation {
+                new_public_key: public_key,
+                key_epoch,
+            }),
+            now,
+        )?;
+        self.effects.push(Effect::AddKey {
+            key_epoch,
+            public_key,
+            created_ns: now.wall_ns,
+        });
+        self.next_key = Some((key_epoch, key));
+        Ok(())
+    }
+
+    /// Writes all pending records as batches of at most `batch_max_records`, with their
+    /// signed headers and the pending effects, in one transaction.
+    fn commit(&mut self, now: Timestamp) -> Result<Vec<SealedBatch>> {
+        let chunk = self.sealer.max_records;
+        let mut sealed = Vec::with_capacity(self.pending.len() / chunk + 1);
+        let mut prev_digest = self.durable.prev_digest;
+        let mut prev_head = self.durable.head;
+        let mut first_seq = self.pending.first().map_or(self.next_seq, |p| p.header.seq);
+        let chunks: Vec<&[Pending]> = if self.pending.is_empty() {
+            vec![&[]]
+        } else {
+            self.pending.chunks(chunk).collect()
+        };
+        let tx = self.store.conn.transaction()?;
+        for (i, records) in chunks.into_iter().enumerate() {
+            let leaves: Vec<Hash> = records.iter().map(|p| p.leaf).collect();
+            let chain_head = records.last().map_or(prev_head, |p| p.head_after);
+            let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
+            let header = BatchHeader {
+                version: FORMAT_VERSION,
+                host_id: self.host_id,
+                epoch: self.epoch,
+                number: self.durable.next_batch + u64::try_from(i).unwrap_or(u64::MAX),
+                first_seq,
+                count,
+                merkle_root: crate::merkle::root(&leaves),
+                prev_digest,
+                prev_head,
+                chain_head,
+                key_epoch: self.key_epoch,
+                wall_ns: now.wall_ns,
+                anchor: None,
+            };
+            let batch = header.seal(&self.signing)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO records (seq, epoch, batch, wall_ns, kind, pid, exe, user, unit, container, path, human, leaf, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )?;
+                for p in records {
+                    let c = &p.columns;
+                    insert.execute(params![
+                        to_i64(p.header.seq)?,
+                        to_i64(p.header.epoch)?,
+                        to_i64(batch.header.number)?,
+                        to_i64(p.header.wall_ns)?,
+                        p.kind,
+                        c.pid,
+                        c.exe,
+                        c.user,
+                        c.unit,
+                        c.container,
+                        c.path,
+                        c.human,
+                        &p.leaf[..],
+                        p.bytes,
+                    ])?;
+                }
+            }
+            let bytes = records.iter().map(|p| p.bytes.len() as u64).sum();
+            Store::insert_batch(&tx, &batch, bytes)?;
+            prev_digest = batch.digest;
+            prev_head = chain_head;
+            first_seq += count;
+            sealed.push(batch);
+        }
+        for effect in &self.effects {
+            match effect {
+                Effect::AddKey {
+                    key_epoch,
+                    public_key,
+                    created_ns,
+                } => {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO keys (key_epoch, public_key, created_ns) VALUES (?1, ?2, ?3)",
+                        params![to_i64(*key_epoch)?, &public_key[..], to_i64(*created_ns)?],
+                    )?;
+                }
+                Effect::Prune {
+                    up_to_seq,
+                    up_to_batch,
+                } => {
+                    tx.execute("DELETE FROM records WHERE seq <= ?1", [to_i64(*up_to_seq)?])?;
+                    tx.execute(
+                        "DELETE FROM batches WHERE number <= ?1",
+                        [to_i64(*up_to_batch)?],
+                    )?;
+                }
+                Effect::Meta { name, value } => Store::set_meta(&tx, name, value)?,
+                Effect::ClearCleanStop => {
+                    tx.execute("DELETE FROM meta WHERE name = ?1", [store::META_CLEAN_STOP])?;
+                }
+                Effect::MarkCleanStop => {
+                    Store::set_meta(&tx, store::META_CLEAN_STOP, &prev_digest)?
+                }
+            }
+        }
+        tx.commit()?;
+        self.durable = Durable {
+            next_batch: self.durable.next_batch + sealed.len() as u64,
+            prev_digest,
+            head: prev_head,
+        };
+        self.pending.clear();
+        self.effects.clear();
+        Ok(sealed)
+    }
+}
+
+fn loss_event(source: &str, counts: BTreeMap<String, u64>, wall_ns: u64) -> Event {
+    let total = counts.values().sum();
+    Event {
+        kind: Kind::Loss,
+        time: rfc3339(wall_ns),
+        ok: true,
+        errno: None,
+        process: None,
+        identity: None,
+        file: None,
+        target: None,
+        syscall: None,
+        loss: Some(Loss {
+            source: source.to_string(),
+            counts,
+            total,
+        }),
+    }
+}
+
+/// The host id is created once (16 random bytes, stored as hex) and never changes, so
+/// records from a copied or restored state directory still name the host they came from.
+fn load_or_create_host_id(state_dir: &Path) -> Result<HostId> {
+    let path = state_dir.join(HOST_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => hex::decode_array::<16>(&text, "host-id"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = keys::random::<16>()?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)
+                .map_err(Error::io(&path))?;
+            file.write_all(format!("{}\n", hex::encode(&id)).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(Error::io(&path))?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::io(&path)(e)),
+    }
+}

@@ -1,0 +1,104 @@
+//! Helpers shared by the integration tests: realistic events and a writer in a temp dir.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+use std::time::Duration;
+
+use sensor_log::{Event, FileAccess, Identity, Kind, LogWriter, Process, Timestamp, WriterOptions};
+
+pub fn event(i: u64) -> Event {
+    Event {
+        kind: if i % 5 == 4 {
+            Kind::Ptrace
+        } else {
+            Kind::FileOpen
+        },
+        time: sensor_log::time::rfc3339(1_700_000_000_000_000_000 + i),
+        ok: true,
+        errno: None,
+        process: Some(Process {
+            pid: 1000 + u32::try_from(i % 7).unwrap_or(0),
+            tid: 1000,
+            ppid: 1,
+            uid: 1000,
+            euid: 1000,
+            gid: 1000,
+            auid: if i.is_multiple_of(2) { 1000 } else { u32::MAX },
+            comm: "cat".to_string(),
+            exe: if i.is_multiple_of(3) {
+                "/usr/bin/cat".to_string()
+            } else {
+                "/usr/bin/ssh".to_string()
+            },
+            cmdline: format!("cat /home/alice/.ssh/id_ed25519 {i}"),
+            ancestors: vec![
+                "bash".to_string(),
+                "sshd".to_string(),
+                "systemd".to_string(),
+            ],
+        }),
+        identity: Some(Identity {
+            user: if i.is_multiple_of(2) {
+                "alice".to_string()
+            } else {
+                "backup".to_string()
+            },
+            unit: Some(
+                if i.is_multiple_of(2) {
+                    "session-3.scope"
+                } else {
+                    "backup.service"
+                }
+                .to_string(),
+            ),
+            container: None,
+            pod_uid: None,
+            human: i.is_multiple_of(2),
+            human_reason: "login uid set".to_string(),
+            owner: Some("platform-team".to_string()),
+        }),
+        file: Some(FileAccess {
+            path: if i.is_multiple_of(2) {
+                "/home/alice/.ssh/id_ed25519".to_string()
+            } else {
+                "/etc/shadow".to_string()
+            },
+            requested: "~/.ssh/id_ed25519".to_string(),
+            kind: if i.is_multiple_of(2) {
+                "ssh-key"
+            } else {
+                "password-db"
+            }
+            .to_string(),
+            access: "read".to_string(),
+            flags: "O_RDONLY|O_CLOEXEC".to_string(),
+            syscall: "openat".to_string(),
+            dev: Some("8:1".to_string()),
+            inode: Some(1234 + i),
+            owner: None,
+        }),
+        target: None,
+        syscall: None,
+        loss: None,
+    }
+}
+
+pub fn options(batch: usize) -> WriterOptions {
+    WriterOptions {
+        batch_max_records: batch,
+        batch_interval: Duration::from_secs(3600),
+        ..WriterOptions::default()
+    }
+}
+
+/// Opens a writer, appends `n` events sealing as batches fill, and closes it.
+pub fn write_log(dir: &Path, n: u64, batch: usize) {
+    let mut w = LogWriter::open(dir, options(batch)).expect("open");
+    for i in 0..n {
+        let now = Timestamp::now();
+        w.append(event(i), now.wall_ns, now.mono_ns)
+            .expect("append");
+        w.seal_due(now).expect("seal_due");
+    }
+    w.close(Timestamp::now()).expect("close");
+}

@@ -1,0 +1,284 @@
+//! Performs one credential-relevant action, the way an attacker or a workload would, so the
+//! integration tests can check that the agent reports it. Each action uses the raw syscall
+//! so the test knows exactly which entry point was exercised.
+//!
+//! Usage: `trigger [--loginuid N] [--cgroup DIR]... ACTION ARGS...`; prints the result of the
+//! syscall on stdout and exits 0 whether or not the syscall succeeded.
+
+use std::{
+    ffi::CString,
+    io::Read,
+    os::fd::{FromRawFd, OwnedFd},
+};
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a.starts_with("--")) {
+        while args.first().is_some_and(|a| a.starts_with("--")) {
+            let flag = args.remove(0);
+            let value = args.remove(0);
+            match flag.as_str() {
+                // Login uid, as pam_loginuid sets it for a login session.
+                "--loginuid" => std::fs::write("/proc/self/loginuid", value).expect("set loginuid"),
+                // Move into a cgroup directory, as systemd or a container runtime would.
+                "--cgroup" => std::fs::write(
+                    format!("{value}/cgroup.procs"),
+                    std::process::id().to_string(),
+                )
+                .expect("join cgroup"),
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        // Then exec the action, as a service manager or runtime execs the workload after
+        // placing it: the agent learns the new placement at exec.
+        let err = std::os::unix::process::CommandExt::exec(
+            std::process::Command::new(std::env::current_exe().expect("own path")).args(&args),
+        );
+        panic!("re-exec: {err}");
+    }
+    let action = args.remove(0);
+    let ret = run(&action, &args);
+    println!("{ret}");
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).expect("no NUL in argument")
+}
+
+fn num(s: &str) -> i64 {
+    s.parse().expect("a number")
+}
+
+/// Result of a raw syscall: the value, or `-errno`.
+fn sys(ret: libc::c_long) -> i64 {
+    if ret < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+    } else {
+        ret as i64
+    }
+}
+
+fn run(action: &str, a: &[String]) -> i64 {
+    unsafe {
+        match action {
+            "open" => sys(libc::syscall(
+                libc::SYS_open,
+                c(&a[0]).as_ptr(),
+                libc::O_RDONLY,
+            )),
+            "open-write" => sys(libc::syscall(
+                libc::SYS_open,
+                c(&a[0]).as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND,
+            )),
+            "open-rdwr" => sys(libc::syscall(
+                libc::SYS_open,
+                c(&a[0]).as_ptr(),
+                libc::O_RDWR,
+            )),
+            "open-path" => sys(libc::syscall(
+                libc::SYS_open,
+                c(&a[0]).as_ptr(),
+                libc::O_PATH,
+            )),
+            "openat" => sys(libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                c(&a[0]).as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )),
+            // openat relative to a directory descriptor: `openat-dir DIR NAME`.
+            "openat-dir" => {
+                let dir = libc::open(c(&a[0]).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                sys(libc::syscall(
+                    libc::SYS_openat,
+                    dir,
+                    c(&a[1]).as_ptr(),
+                    libc::O_RDONLY,
+                ))
+            }
+            "openat2" => {
+                // struct open_how { u64 flags; u64 mode; u64 resolve; }
+                let how: [u64; 3] = [libc::O_RDONLY as u64, 0, 0];
+                sys(libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    c(&a[0]).as_ptr(),
+                    how.as_ptr(),
+                    std::mem::size_of_val(&how),
+                ))
+            }
+            "creat" => sys(libc::syscall(libc::SYS_creat, c(&a[0]).as_ptr(), 0o600)),
+            "open-by-handle" => open_by_handle(&a[0]),
+            // open through the ia32 entry (`int 0x80`) with a 32-bit addressable path.
+            "compat-open" => compat_open(&a[0]),
+            "read-file" => {
+                let mut s = String::new();
+                match std::fs::File::open(&a[0]).and_then(|mut f| f.read_to_string(&mut s)) {
+                    Ok(n) => n as i64,
+                    Err(e) => -(e.raw_os_error().unwrap_or(0) as i64),
+                }
+            }
+            // PTRACE_ATTACH then detach: `ptrace-attach PID`.
+            "ptrace-attach" => {
+                let pid = num(&a[0]) as libc::pid_t;
+                let r = sys(libc::syscall(
+                    libc::SYS_ptrace,
+                    libc::PTRACE_ATTACH,
+                    pid,
+                    0,
+                    0,
+                ));
+                if r == 0 {
+                    let mut status = 0;
+                    libc::waitpid(pid, &mut status, libc::__WALL);
+                    libc::syscall(libc::SYS_ptrace, libc::PTRACE_DETACH, pid, 0, 0);
+                }
+                r
+            }
+            // `vm-readv PID ADDR LEN` / `vm-writev PID ADDR LEN`
+            "vm-readv" | "vm-writev" => {
+                let pid = num(&a[0]) as libc::pid_t;
+                let len = num(&a[2]) as usize;
+                let mut buf = vec![0u8; len];
+                let local = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: len,
+                };
+                let remote = libc::iovec {
+                    iov_base: num(&a[1]) as usize as *mut libc::c_void,
+                    iov_len: len,
+                };
+                let nr = if action == "vm-readv" {
+                    libc::SYS_process_vm_readv
+                } else {
+                    libc::SYS_process_vm_writev
+                };
+                sys(libc::syscall(nr, pid, &local, 1, &remote, 1, 0))
+            }
+            // `pidfd-getfd PID FD`
+            "pidfd-getfd" => {
+                let pidfd = libc::syscall(libc::SYS_pidfd_open, num(&a[0]) as libc::pid_t, 0);
+                sys(libc::syscall(
+                    libc::SYS_pidfd_getfd,
+                    pidfd,
+                    num(&a[1]) as libc::c_int,
+                    0,
+                ))
+            }
+            // `add-key DESC` adds a user key to the process keyring, then reads it back with keyctl.
+            "add-key" => {
+                let payload = b"secret";
+                let serial = libc::syscall(
+                    libc::SYS_add_key,
+                    c("user").as_ptr(),
+                    c(&a[0]).as_ptr(),
+                    payload.as_ptr(),
+                    payload.len(),
+                    libc::KEY_SPEC_PROCESS_KEYRING,
+                );
+                let mut buf = [0u8; 64];
+                libc::syscall(
+                    libc::SYS_keyctl,
+                    libc::KEYCTL_READ,
+                    serial,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                );
+                sys(serial)
+            }
+            // `request-key DESC`: looks up a key that does not exist (no upcall).
+            "request-key" => sys(libc::syscall(
+                libc::SYS_request_key,
+                c("user").as_ptr(),
+                c(&a[0]).as_ptr(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            )),
+            "io-uring-open" => io_uring_open(&a[0]),
+            other => panic!("unknown action {other}"),
+        }
+    }
+}
+
+unsafe fn open_by_handle(path: &str) -> i64 {
+    #[repr(C)]
+    struct Handle {
+        bytes: u32,
+        kind: i32,
+        data: [u8; 128],
+    }
+    let mut h = Handle {
+        bytes: 128,
+        kind: 0,
+        data: [0; 128],
+    };
+    let mut mount_id = 0;
+    let r = libc::syscall(
+        libc::SYS_name_to_handle_at,
+        libc::AT_FDCWD,
+        c(path).as_ptr(),
+        &mut h,
+        &mut mount_id,
+        0,
+    );
+    assert_eq!(
+        r,
+        0,
+        "name_to_handle_at: {}",
+        std::io::Error::last_os_error()
+    );
+    let dir = std::path::Path::new(path).parent().expect("a parent");
+    let mount_fd = libc::open(
+        c(dir.to_str().expect("utf-8")).as_ptr(),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+    );
+    sys(libc::syscall(
+        libc::SYS_open_by_handle_at,
+        mount_fd,
+        &mut h,
+        libc::O_RDONLY,
+    ))
+}
+
+unsafe fn compat_open(path: &str) -> i64 {
+    let buf = libc::mmap(
+        std::ptr::null_mut(),
+        4096,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+        -1,
+        0,
+    );
+    assert_ne!(buf, libc::MAP_FAILED);
+    std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
+    let ret: i64;
+    // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
+    std::arch::asm!(
+        "push rbx",
+        "mov ebx, {path:e}",
+        "int 0x80",
+        "pop rbx",
+        path = in(reg) buf as u64,
+        inlateout("rax") 5i64 => ret,
+        in("rcx") libc::O_RDONLY as u64,
+        options(nostack),
+    );
+    ret
+}
+
+fn io_uring_open(path: &str) -> i64 {
+    let mut ring = io_uring::IoUring::new(4).expect("io_uring_setup");
+    let p = c(path);
+    let sqe = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), p.as_ptr())
+        .flags(libc::O_RDONLY)
+        .build();
+    unsafe { ring.submission().push(&sqe).expect("queue") };
+    ring.submit_and_wait(1).expect("submit");
+    let cqe = ring.completion().next().expect("a completion");
+    let fd = cqe.result();
+    if fd >= 0 {
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    fd as i64
+}

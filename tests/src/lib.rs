@@ -1,0 +1,265 @@
+//! Test harness: starts the real `sensor-agent` (release build, real probes in this kernel)
+//! with a test config, collects its JSON events, and runs the `trigger` helper as the
+//! process whose accesses must be reported.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        mpsc::{self, Receiver},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The release agent built by `cargo xtask build`.
+pub fn agent_bin() -> PathBuf {
+    std::env::var_os("SENSOR_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sensor-agent")
+        })
+}
+
+/// A running agent; killed when dropped.
+pub struct Agent {
+    child: Child,
+    events: Mutex<Receiver<Value>>,
+    /// Events received but not yet claimed by a `wait_for`.
+    seen: Mutex<Vec<Value>>,
+    pub stderr: std::sync::Arc<Mutex<String>>,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent with `config` (TOML) and waits until it says it is ready.
+    pub fn start(config: &str) -> Agent {
+        Self::start_with(config, &[])
+    }
+
+    pub fn start_with(config: &str, extra_args: &[&str]) -> Agent {
+        let state_dir = tempfile::tempdir().expect("state dir");
+        let config_path = state_dir.path().join("test-config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(agent_bin())
+            .arg("run")
+            .arg("--output")
+            .arg("json")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sensor-agent (build it with `cargo xtask build`)");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("agent printed a line that is not JSON ({e}): {line}")
+                });
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_text = std::sync::Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        let sink = stderr_text.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sensor-agent ready") {
+                    let _ = ready_tx.send(());
+                }
+                let mut s = sink.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let ready = ready_rx.recv_timeout(Duration::from_secs(60));
+        if ready.is_err() {
+            let _ = child.kill();
+            panic!(
+                "the agent did not become ready:\n{}",
+                stderr_text.lock().expect("lock")
+            );
+        }
+        Agent {
+            child,
+            events: Mutex::new(rx),
+            seen: Mutex::new(Vec::new()),
+            stderr: stderr_text,
+            state_dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the first event matching `pred`, and returns it.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.try_wait_for(pred, Duration::from_secs(15))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no event {what} within 15 s; events seen:\n{}\nagent stderr:\n{}",
+                    self.seen
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    self.stderr.lock().expect("lock")
+                )
+            })
+    }
+
+    /// Like `wait_for` but returns `None` after `timeout`.
+    pub fn try_wait_for(&self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = self.seen.lock().expect("lock");
+        if let Some(i) = seen.iter().position(&pred) {
+            return Some(seen.remove(i));
+        }
+        let events = self.events.lock().expect("lock");
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match events.recv_timeout(left) {
+                Ok(e) if pred(&e) => return Some(e),
+                Ok(e) => seen.push(e),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Fails if an event matching `pred` arrives within `window`.
+    pub fn assert_none(&self, what: &str, pred: impl Fn(&Value) -> bool, window: Duration) {
+        if let Some(e) = self.try_wait_for(pred, window) {
+            panic!("unexpected event {what}: {e}");
+        }
+    }
+
+    /// All events that arrive within `window` and match `pred`.
+    pub fn collect(&self, window: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
+        while let Some(e) =
+            self.try_wait_for(&pred, deadline.saturating_duration_since(Instant::now()))
+        {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Sends a signal to the agent.
+    pub fn signal(&self, sig: libc::c_int) {
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `trigger` helper, built beside the test executables (`target/<profile>/trigger`).
+pub fn trigger_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    profile_dir.join("trigger")
+}
+
+/// Runs `trigger` with `args`; returns (its pid, the syscall result it printed).
+pub fn trigger(args: &[&str]) -> (u32, i64) {
+    trigger_cmd(Command::new(trigger_bin()).args(args))
+}
+
+/// Runs a prepared `trigger` command (e.g. with another uid set).
+pub fn trigger_cmd(cmd: &mut Command) -> (u32, i64) {
+    let child = cmd.stdout(Stdio::piped()).spawn().expect("run trigger");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("trigger output");
+    assert!(out.status.success(), "trigger failed: {out:?}");
+    let ret = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("trigger prints its result");
+    (pid, ret)
+}
+
+/// `event.process.pid == pid && event.kind == kind`
+pub fn is(kind: &str, pid: u32) -> impl Fn(&Value) -> bool + '_ {
+    move |e| e["kind"] == kind && e["process"]["pid"] == pid
+}
+
+/// The cgroup hierarchies a test places a process in, as systemd does on this host: the
+/// `name=systemd` v1 hierarchy when there is one (hybrid layout) and the cgroup2 tree, which
+/// the kernel's cgroup id on each event refers to.
+pub fn cgroup_roots() -> Vec<PathBuf> {
+    [
+        "/sys/fs/cgroup/systemd",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.join("cgroup.procs").exists())
+    .take(2)
+    .collect()
+}
+
+/// The same relative cgroup in every hierarchy of [`cgroup_roots`], removed when dropped.
+pub struct TestCgroup {
+    dirs: Vec<(PathBuf, PathBuf)>,
+}
+
+impl TestCgroup {
+    pub fn create(relative: &str) -> TestCgroup {
+        let dirs = cgroup_roots()
+            .into_iter()
+            .map(|root| {
+                let dir = root.join(relative);
+                std::fs::create_dir_all(&dir)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                (root, dir)
+            })
+            .collect();
+        TestCgroup { dirs }
+    }
+
+    /// `--cgroup DIR` arguments for `trigger`, one per hierarchy.
+    pub fn trigger_args(&self) -> Vec<String> {
+        self.dirs
+            .iter()
+            .flat_map(|(_, dir)| ["--cgroup".to_owned(), dir.display().to_string()])
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Leaf first; the processes that joined have exited by now.
+        for (root, leaf) in &self.dirs {
+            let mut dir = Some(leaf.as_path());
+            while let Some(d) = dir {
+                if d == root || std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+        }
+    }
+}

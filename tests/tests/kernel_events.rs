@@ -1,0 +1,453 @@
+//! The real agent with its real probes in this kernel, triggered by real processes: every
+//! event kind, every evasion route, attribution. Needs root (as CI runs).
+
+use std::{
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use sensor_tests::{is, trigger, trigger_bin, trigger_cmd, Agent, TestCgroup};
+use serde_json::Value;
+
+/// One agent for the whole file, watching files in a fixture directory made before it starts.
+struct Fixture {
+    agent: Agent,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let tmp = tempfile::Builder::new()
+            .prefix("sensor-test-")
+            .tempdir()
+            .expect("tempdir");
+        let dir = tmp.path().canonicalize().expect("canonical");
+        // World-traversable, so another uid reaches the files and is denied by their mode.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        for name in ["secret", "replaced", "scratch"] {
+            write_secret(&dir.join(name));
+        }
+        std::fs::create_dir(dir.join("keys")).expect("mkdir keys");
+        std::fs::create_dir(dir.join("sub")).expect("mkdir sub");
+        let config = format!(
+            r#"
+[[watch]]
+path = "{d}/secret"
+kind = "ssh-key"
+owner = "test-team"
+
+[[watch]]
+path = "{d}/replaced"
+kind = "cloud"
+
+[[watch]]
+path = "{d}/scratch"
+kind = "tls-key"
+
+[[watch]]
+path = "{d}/created-later"
+kind = "k8s-token"
+
+[[watch]]
+path = "{d}/keys/id_*"
+kind = "ssh-key"
+exclude = ["*.pub"]
+
+[[owner]]
+unit = "sensor-test-*.service"
+owner = "platform-team"
+"#,
+            d = dir.display()
+        );
+        let agent = Agent::start(&config);
+        Fixture {
+            agent,
+            dir,
+            _tmp: tmp,
+        }
+    })
+}
+
+fn write_secret(path: &Path) {
+    std::fs::write(path, "PRIVATE KEY\n").expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The `file_open` event of `pid`.
+fn file_event(pid: u32) -> Value {
+    fixture()
+        .agent
+        .wait_for(&format!("file_open of pid {pid}"), is("file_open", pid))
+}
+
+#[test]
+fn every_open_syscall_reports_the_file_and_access() {
+    let f = fixture();
+    let secret = f.dir.join("secret");
+    for (action, syscall, access) in [
+        ("open", "open", "read"),
+        ("openat", "openat", "read"),
+        ("openat2", "openat2", "read"),
+        ("open-by-handle", "open_by_handle_at", "read"),
+        ("compat-open", "open", "read"),
+        ("open-write", "open", "write"),
+        ("open-rdwr", "open", "read-write"),
+        ("open-path", "open", "path"),
+    ] {
+        let (pid, ret) = trigger(&[action, s(&secret)]);
+        assert!(ret >= 0, "{action} failed: {ret}");
+        let e = file_event(pid);
+        assert_eq!(e["ok"], true, "{action}: {e}");
+        assert_eq!(e["file"]["path"], s(&secret), "{action}: {e}");
+        assert_eq!(e["file"]["kind"], "ssh-key", "{action}: {e}");
+        assert_eq!(e["file"]["syscall"], syscall, "{action}: {e}");
+        assert_eq!(e["file"]["access"], access, "{action}: {e}");
+        assert_eq!(e["process"]["pid"], pid);
+        assert!(
+            e["process"]["exe"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/trigger"),
+            "{e}"
+        );
+        assert_eq!(e["file"]["owner"], "test-team", "{e}");
+    }
+    let scratch = f.dir.join("scratch");
+    let (pid, ret) = trigger(&["creat", s(&scratch)]);
+    assert!(ret >= 0);
+    let e = file_event(pid);
+    assert_eq!(e["file"]["syscall"], "creat");
+    assert_eq!(e["file"]["access"], "write");
+    assert!(
+        e["file"]["flags"]
+            .as_str()
+            .unwrap_or("")
+            .contains("O_CREAT"),
+        "{e}"
+    );
+}
+
+#[test]
+fn evasion_routes_report_the_real_file() {
+    let f = fixture();
+    let secret = f.dir.join("secret");
+    let other = tempfile::tempdir_in(&f.dir).expect("tempdir");
+    let o = other.path();
+    std::os::unix::fs::symlink(&secret, o.join("link")).expect("symlink file");
+    std::os::unix::fs::symlink(&f.dir, o.join("dirlink")).expect("symlink dir");
+    std::fs::hard_link(&secret, o.join("hardlink")).expect("hard link");
+    std::fs::write(o.join("bound"), "").expect("bind target");
+    let bind = Command::new("mount")
+        .args(["--bind", s(&secret), s(&o.join("bound"))])
+        .status()
+        .expect("mount");
+    assert!(bind.success(), "mount --bind");
+
+    let routes: Vec<Vec<String>> = vec![
+        vec!["open".into(), format!("{}/sub/../secret", f.dir.display())],
+        vec!["open".into(), format!("{}/./secret", f.dir.display())],
+        vec!["open".into(), format!("{}//secret", f.dir.display())],
+        vec!["open".into(), s(&o.join("link")).into()],
+        vec![
+            "open".into(),
+            format!("{}/secret", o.join("dirlink").display()),
+        ],
+        vec!["open".into(), s(&o.join("hardlink")).into()],
+        vec!["open".into(), s(&o.join("bound")).into()],
+        vec![
+            "open".into(),
+            format!("/proc/self/root{}", secret.display()),
+        ],
+        vec!["openat-dir".into(), s(&f.dir).into(), "secret".into()],
+        vec![
+            "openat-dir".into(),
+            s(&f.dir.join("sub")).into(),
+            "../secret".into(),
+        ],
+    ];
+    for route in &routes {
+        let args: Vec<&str> = route.iter().map(String::as_str).collect();
+        let (pid, ret) = trigger(&args);
+        assert!(ret >= 0, "{route:?} failed: {ret}");
+        let e = file_event(pid);
+        assert_eq!(e["file"]["path"], s(&secret), "{route:?}: {e}");
+        assert_eq!(
+            e["file"]["requested"],
+            *route.last().expect("path"),
+            "{route:?}: {e}"
+        );
+    }
+    // A relative path from the working directory.
+    let (pid, ret) = trigger_cmd(
+        Command::new(trigger_bin())
+            .args(["open", "secret"])
+            .current_dir(&f.dir),
+    );
+    assert!(ret >= 0);
+    let e = file_event(pid);
+    assert_eq!(e["file"]["path"], s(&secret), "{e}");
+    assert_eq!(e["file"]["requested"], "secret");
+
+    let umount = Command::new("umount")
+        .arg(o.join("bound"))
+        .status()
+        .expect("umount");
+    assert!(umount.success());
+}
+
+#[test]
+fn denied_attempt_by_another_uid_is_reported() {
+    let f = fixture();
+    let secret = f.dir.join("secret");
+    let (pid, ret) = trigger_cmd(
+        Command::new(trigger_bin())
+            .args(["open", s(&secret)])
+            .uid(65534)
+            .gid(65534),
+    );
+    assert_eq!(ret, -13, "nobody must be denied");
+    let e = file_event(pid);
+    assert_eq!(e["ok"], false, "{e}");
+    assert_eq!(e["errno"], 13, "{e}");
+    assert_eq!(e["file"]["path"], s(&secret), "{e}");
+    assert_eq!(e["process"]["uid"], 65534);
+    assert_eq!(e["process"]["euid"], 65534);
+    assert_eq!(e["identity"]["user"], "nobody", "{e}");
+
+    // A denied open of an unwatched file is not reported.
+    let plain = f.dir.join("plain");
+    write_secret(&plain);
+    let (pid, _) = trigger_cmd(
+        Command::new(trigger_bin())
+            .args(["open", s(&plain)])
+            .uid(65534)
+            .gid(65534),
+    );
+    let (marker, _) = trigger(&["open", s(&secret)]);
+    file_event(marker);
+    f.agent
+        .assert_none("", is("file_open", pid), Duration::from_millis(500));
+}
+
+#[test]
+fn files_created_or_replaced_after_start_stay_watched() {
+    let f = fixture();
+    // A new key in a watched glob directory; its .pub twin is excluded.
+    let key = f.dir.join("keys/id_new");
+    let public = f.dir.join("keys/id_new.pub");
+    write_secret(&key);
+    write_secret(&public);
+    let (pub_pid, _) = trigger(&["open", s(&public)]);
+    let (pid, _) = trigger(&["open", s(&key)]);
+    let e = file_event(pid);
+    assert_eq!(e["file"]["path"], s(&key), "{e}");
+    assert_eq!(e["file"]["kind"], "ssh-key");
+    f.agent
+        .assert_none("", is("file_open", pub_pid), Duration::from_millis(300));
+
+    // A watched path that did not exist at start.
+    let later = f.dir.join("created-later");
+    write_secret(&later);
+    let (pid, _) = trigger(&["open", s(&later)]);
+    assert_eq!(file_event(pid)["file"]["path"], s(&later));
+
+    // Write a temporary file, rename it over a watched one: the new inode is watched at once.
+    let replaced = f.dir.join("replaced");
+    let tmp = f.dir.join("replaced.tmp");
+    write_secret(&tmp);
+    std::fs::rename(&tmp, &replaced).expect("rename over");
+    let (pid, _) = trigger(&["open", s(&replaced)]);
+    let e = file_event(pid);
+    assert_eq!(e["file"]["path"], s(&replaced), "{e}");
+    assert_eq!(e["file"]["kind"], "cloud");
+    // Once user space has seen the new inode, a hard link to it elsewhere is caught too.
+    std::thread::sleep(Duration::from_millis(500));
+    let link = f.dir.join("sub/replaced-link");
+    std::fs::hard_link(&replaced, &link).expect("hard link");
+    let (pid, _) = trigger(&["open", s(&link)]);
+    assert_eq!(file_event(pid)["file"]["path"], s(&replaced));
+}
+
+/// A long-lived process to be the target of the process-targeting calls.
+fn target_process() -> Child {
+    Command::new("sleep").arg("60").spawn().expect("sleep")
+}
+
+#[test]
+fn another_process_environment_and_memory() {
+    let f = fixture();
+    let mut target = target_process();
+    let tpid = target.id();
+    for name in ["environ", "mem"] {
+        let path = format!("/proc/{tpid}/{name}");
+        let (pid, _) = trigger(&["openat", &path]);
+        let e = f.agent.wait_for(&path, is("proc_access", pid));
+        assert_eq!(e["target"]["pid"], tpid, "{e}");
+        assert_eq!(e["file"]["path"], path, "{e}");
+        assert!(
+            e["target"]["exe"].as_str().unwrap_or("").ends_with("sleep"),
+            "{e}"
+        );
+    }
+    // Its own environment is not another process's secret.
+    let (own, _) = trigger(&["openat", "/proc/self/environ"]);
+    let (marker, _) = trigger(&["openat", &format!("/proc/{tpid}/environ")]);
+    f.agent.wait_for("marker", is("proc_access", marker));
+    f.agent
+        .assert_none("", is("proc_access", own), Duration::from_millis(300));
+    target.kill().expect("kill");
+    let _ = target.wait();
+}
+
+#[test]
+fn credential_syscalls_are_reported() {
+    let f = fixture();
+    let mut target = target_process();
+    let tpid = target.id();
+    let tpid_s = tpid.to_string();
+
+    let (pid, ret) = trigger(&["ptrace-attach", &tpid_s]);
+    assert_eq!(ret, 0);
+    let e = f.agent.wait_for("ptrace", is("ptrace", pid));
+    assert_eq!(e["target"]["pid"], tpid, "{e}");
+    assert_eq!(e["syscall"]["operation"], "PTRACE_ATTACH", "{e}");
+    assert_eq!(e["ok"], true);
+
+    // Read 16 bytes at the start of the target's first mapping; write them back into a
+    // read-only mapping, which the kernel refuses (EFAULT) without harming the target.
+    let maps = std::fs::read_to_string(format!("/proc/{tpid}/maps")).expect("maps");
+    let line = maps
+        .lines()
+        .find(|l| l.contains(" r--p ") || l.contains(" r-xp "))
+        .expect("a mapping");
+    let addr = u64::from_str_radix(line.split('-').next().expect("start"), 16)
+        .expect("hex")
+        .to_string();
+    let (pid, ret) = trigger(&["vm-readv", &tpid_s, &addr, "16"]);
+    assert_eq!(ret, 16);
+    let e = f
+        .agent
+        .wait_for("process_vm_readv", is("process_vm_readv", pid));
+    assert_eq!(e["target"]["pid"], tpid);
+    assert_eq!(e["syscall"]["bytes"], 16, "{e}");
+    let (pid, ret) = trigger(&["vm-writev", &tpid_s, &addr, "16"]);
+    assert!(ret < 0);
+    let e = f
+        .agent
+        .wait_for("process_vm_writev", is("process_vm_writev", pid));
+    assert_eq!(e["target"]["pid"], tpid);
+    assert_eq!(e["ok"], false);
+    assert_eq!(e["errno"], -ret);
+
+    let (pid, ret) = trigger(&["pidfd-getfd", &tpid_s, "1"]);
+    assert!(ret >= 0, "pidfd_getfd: {ret}");
+    let e = f.agent.wait_for("pidfd_getfd", is("pidfd_getfd", pid));
+    assert_eq!(e["target"]["pid"], tpid, "{e}");
+    assert_eq!(e["syscall"]["target_fd"], 1);
+
+    let (pid, serial) = trigger(&["add-key", "sensor-test-key"]);
+    assert!(serial > 0);
+    let e = f.agent.wait_for("add_key", is("add_key", pid));
+    assert_eq!(e["syscall"]["key_type"], "user", "{e}");
+    assert_eq!(e["syscall"]["key_description"], "sensor-test-key");
+    assert_eq!(e["syscall"]["key_serial"], serial);
+    let e = f.agent.wait_for("keyctl", is("keyctl", pid));
+    assert_eq!(e["syscall"]["operation"], "KEYCTL_READ", "{e}");
+    assert_eq!(e["syscall"]["key_serial"], serial);
+
+    let (pid, ret) = trigger(&["request-key", "sensor-test-missing"]);
+    assert!(ret < 0);
+    let e = f.agent.wait_for("request_key", is("request_key", pid));
+    assert_eq!(e["ok"], false);
+    assert_eq!(e["syscall"]["key_description"], "sensor-test-missing");
+
+    target.kill().expect("kill");
+    let _ = target.wait();
+}
+
+#[test]
+fn io_uring_open_is_flagged() {
+    let f = fixture();
+    let (pid, ret) = trigger(&["io-uring-open", s(&f.dir.join("secret"))]);
+    assert!(ret >= 0, "io_uring open: {ret}");
+    let e = f.agent.wait_for("io_uring", is("io_uring", pid));
+    assert_eq!(e["syscall"]["operation"], "IORING_OP_OPENAT", "{e}");
+}
+
+/// Runs `trigger` placed in `cgroup` (it joins, then execs the action).
+fn trigger_in(cgroup: &TestCgroup, action: &[&str]) -> (u32, i64) {
+    let mut args = cgroup.trigger_args();
+    args.extend(action.iter().map(|a| a.to_string()));
+    trigger(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn attribution_names_unit_container_pod_and_human() {
+    let f = fixture();
+    let secret = f.dir.join("secret");
+
+    // No login session: not a person.
+    let (pid, _) = trigger(&["open", s(&secret)]);
+    let e = file_event(pid);
+    assert_eq!(e["process"]["auid"], 4294967295u32, "{e}");
+    assert_eq!(e["identity"]["human"], false, "{e}");
+    let ancestors = e["process"]["ancestors"].as_array().expect("ancestors");
+    assert!(!ancestors.is_empty(), "{e}");
+
+    // A login session (pam_loginuid sets the login uid): a person.
+    let (pid, _) = trigger(&["--loginuid", "1000", "open", s(&secret)]);
+    let e = file_event(pid);
+    assert_eq!(e["process"]["auid"], 1000, "{e}");
+    assert_eq!(e["identity"]["human"], true, "{e}");
+
+    // A systemd service.
+    let unit = TestCgroup::create("system.slice/sensor-test-web.service");
+    let (pid, _) = trigger_in(&unit, &["open", s(&secret)]);
+    let e = file_event(pid);
+    assert_eq!(e["identity"]["unit"], "sensor-test-web.service", "{e}");
+    assert_eq!(e["identity"]["owner"], "platform-team", "{e}");
+    assert_eq!(e["file"]["owner"], "test-team", "{e}");
+    assert_eq!(e["identity"]["human"], false);
+
+    // A docker container.
+    let id = "3f2a".repeat(16);
+    let docker = TestCgroup::create(&format!("system.slice/docker-{id}.scope"));
+    let (pid, _) = trigger_in(&docker, &["open", s(&secret)]);
+    let e = file_event(pid);
+    assert_eq!(e["identity"]["container"]["id"], id, "{e}");
+    assert_eq!(e["identity"]["container"]["runtime"], "docker", "{e}");
+
+    // A Kubernetes pod's containerd container.
+    let pod = "1b2c3d4e-0000-4a5b-8c9d-0123456789ab";
+    let cid = "9e8d".repeat(16);
+    let kube = TestCgroup::create(&format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{cid}.scope",
+        pod.replace('-', "_")
+    ));
+    let (pid, _) = trigger_in(&kube, &["open", s(&secret)]);
+    let e = file_event(pid);
+    assert_eq!(e["identity"]["pod_uid"], pod, "{e}");
+    assert_eq!(e["identity"]["container"]["runtime"], "containerd", "{e}");
+    assert_eq!(e["identity"]["container"]["id"], cid, "{e}");
+}
+
+#[test]
+fn unwatched_opens_never_reach_user_space() {
+    let f = fixture();
+    let plain = f.dir.join("not-watched");
+    std::fs::write(&plain, "x").expect("write");
+    let (pid, _) = trigger(&["open", s(&plain)]);
+    let (marker, _) = trigger(&["open", s(&f.dir.join("secret"))]);
+    file_event(marker);
+    f.agent
+        .assert_none("", is("file_open", pid), Duration::from_millis(300));
+}

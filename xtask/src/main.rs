@@ -1,0 +1,117 @@
+//! `cargo xtask <task>`: the project's build, run and test entry points.
+//!
+//! Every task first makes sure the machine has what the build needs (`setup`), so the same
+//! command works on a fresh machine and on a developer's.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run and test the credential-access sensor")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build needs (apt packages, nightly rust-src, bpf-linker); idempotent.
+    Setup,
+    /// Build the eBPF object and the release binaries `sensor-agent` and `sensorctl`.
+    Build,
+    /// Build, then run the agent on its embedded defaults, printing events as JSON lines.
+    Run {
+        /// Extra arguments for `sensor-agent run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run every test (unit and integration; needs root).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks and print their figures (see docs/performance.md).
+    Bench,
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => build(&root),
+        Task::Run { args } => {
+            build(&root)?;
+            let agent = root.join("target/release/sensor-agent");
+            let mut cmd = Command::new(&agent);
+            cmd.args(["run", "--output", "json"]).args(&args);
+            status(&mut cmd, "sensor-agent run")
+        }
+        Task::Test { args } => {
+            build(&root)?;
+            let mut cmd = cargo(&root);
+            cmd.args(["test", "--release", "--workspace"]).args(&args);
+            status(&mut cmd, "cargo test")
+        }
+        Task::Bench => {
+            build(&root)?;
+            let mut cmd = Command::new("bash");
+            cmd.arg(root.join("xtask/bench/run.sh")).current_dir(&root);
+            status(&mut cmd, "benchmarks")
+        }
+    }
+}
+
+/// Builds the eBPF object (nightly, bpfel-unknown-none), then the release binaries, which
+/// embed it.
+fn build(root: &Path) -> Result<()> {
+    setup::run()?;
+    eprintln!("xtask: building the eBPF programs (sensor-ebpf, nightly)");
+    let mut ebpf = Command::new("cargo");
+    ebpf.args(["build", "--release"])
+        .current_dir(root.join("sensor-ebpf"))
+        // The nightly toolchain comes from sensor-ebpf/rust-toolchain.toml, not from ours.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC");
+    status(&mut ebpf, "building sensor-ebpf")?;
+    eprintln!("xtask: building sensor-agent and sensorctl (release)");
+    let mut bins = cargo(root);
+    bins.args([
+        "build",
+        "--release",
+        "--bin",
+        "sensor-agent",
+        "--bin",
+        "sensorctl",
+    ]);
+    status(&mut bins, "building the binaries")
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+fn status(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
