@@ -7,6 +7,7 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -47,9 +48,23 @@ pub struct AgentConfig {
     pub proc_files: Vec<ProcFile>,
 }
 
+/// The `[log]` section: batching, key rotation, the in-memory buffer for a full disk, and
+/// retention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub batch_records: usize,
+    pub batch_interval: Duration,
+    /// `None` when rotation is `"off"`.
+    pub key_rotation: Option<Duration>,
+    pub max_pending_records: usize,
+    pub retention_max_bytes: Option<u64>,
+    pub retention_max_age: Option<Duration>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub agent: AgentConfig,
+    pub log: LogConfig,
     /// The rule table: rule id `n` is `watches[n - 1]`.
     pub watches: Vec<Rule>,
     pub owners: Vec<OwnerRule>,
@@ -83,6 +98,8 @@ pub enum ConfigError {
 struct RawFile {
     #[serde(default)]
     agent: RawAgent,
+    #[serde(default)]
+    log: RawLog,
     default_watches: Option<bool>,
     #[serde(default)]
     unwatch: Vec<String>,
@@ -98,6 +115,101 @@ struct RawAgent {
     state_dir: Option<PathBuf>,
     ring_buffer_bytes: Option<u32>,
     proc_files: Option<Vec<ProcFile>>,
+}
+
+/// `[log]` as written: durations are strings (`"1s"`, `"24h"`, `"90d"`, or `"off"` where a
+/// limit can be switched off).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    batch_records: Option<usize>,
+    batch_interval: Option<String>,
+    key_rotation: Option<String>,
+    max_pending_records: Option<usize>,
+    retention_max_bytes: Option<u64>,
+    retention_max_age: Option<String>,
+}
+
+/// `[log]` after validation, every key still optional until merged with the defaults.
+#[derive(Debug, Default)]
+struct PartialLog {
+    batch_records: Option<usize>,
+    batch_interval: Option<Duration>,
+    key_rotation: Option<Option<Duration>>,
+    max_pending_records: Option<usize>,
+    retention_max_bytes: Option<u64>,
+    retention_max_age: Option<Option<Duration>>,
+}
+
+impl PartialLog {
+    fn parse(raw: &RawLog, file: &str) -> Result<PartialLog, ConfigError> {
+        let duration = |key: &str, text: &Option<String>, may_be_off: bool| {
+            let Some(text) = text else { return Ok(None) };
+            if may_be_off && text == "off" {
+                return Ok(Some(None));
+            }
+            match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => Ok(Some(Some(d))),
+                Ok(_) => Err(invalid(
+                    file,
+                    format_args!("log.{key}"),
+                    "must be more than zero",
+                )),
+                Err(e) => Err(invalid(
+                    file,
+                    format_args!("log.{key}"),
+                    format_args!("`{text}` is not a duration like \"1s\" or \"24h\" ({e})"),
+                )),
+            }
+        };
+        let at_least_one = |key: &str, n: Option<usize>| match n {
+            Some(0) => Err(invalid(
+                file,
+                format_args!("log.{key}"),
+                "must be at least 1",
+            )),
+            n => Ok(n),
+        };
+        Ok(PartialLog {
+            batch_records: at_least_one("batch_records", raw.batch_records)?,
+            batch_interval: duration("batch_interval", &raw.batch_interval, false)?.flatten(),
+            key_rotation: duration("key_rotation", &raw.key_rotation, true)?,
+            max_pending_records: at_least_one("max_pending_records", raw.max_pending_records)?,
+            retention_max_bytes: raw.retention_max_bytes,
+            retention_max_age: duration("retention_max_age", &raw.retention_max_age, true)?,
+        })
+    }
+
+    /// The user's keys over the defaults'.
+    fn merged(user: PartialLog, defaults: PartialLog) -> PartialLog {
+        PartialLog {
+            batch_records: user.batch_records.or(defaults.batch_records),
+            batch_interval: user.batch_interval.or(defaults.batch_interval),
+            key_rotation: user.key_rotation.or(defaults.key_rotation),
+            max_pending_records: user.max_pending_records.or(defaults.max_pending_records),
+            retention_max_bytes: user.retention_max_bytes.or(defaults.retention_max_bytes),
+            retention_max_age: user.retention_max_age.or(defaults.retention_max_age),
+        }
+    }
+
+    /// The merged settings; the embedded defaults name every required key.
+    fn finish(self) -> Result<LogConfig, ConfigError> {
+        let required = |key: &str| invalid(DEFAULTS_NAME, format_args!("log.{key}"), "missing");
+        Ok(LogConfig {
+            batch_records: self
+                .batch_records
+                .ok_or_else(|| required("batch_records"))?,
+            batch_interval: self
+                .batch_interval
+                .ok_or_else(|| required("batch_interval"))?,
+            key_rotation: self.key_rotation.ok_or_else(|| required("key_rotation"))?,
+            max_pending_records: self
+                .max_pending_records
+                .ok_or_else(|| required("max_pending_records"))?,
+            retention_max_bytes: self.retention_max_bytes,
+            retention_max_age: self.retention_max_age.flatten(),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +235,7 @@ struct RawOwner {
 /// A file after validation.
 struct Parsed {
     raw: RawFile,
+    log: PartialLog,
     watches: Vec<Rule>,
     owners: Vec<OwnerRule>,
 }
@@ -189,6 +302,7 @@ fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
             }
         })?;
     validate_agent(&raw.agent, file)?;
+    let log = PartialLog::parse(&raw.log, file)?;
     let mut watches = Vec::with_capacity(raw.watch.len());
     for (i, w) in raw.watch.iter().enumerate() {
         if !is_kind(&w.kind) {
@@ -240,6 +354,7 @@ fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     }
     Ok(Parsed {
         raw,
+        log,
         watches,
         owners,
     })
@@ -304,7 +419,9 @@ fn merge(defaults: Parsed, user: Option<(Parsed, String)>) -> Result<Config, Con
     };
     let mut watches = defaults.watches;
     let mut owners = defaults.owners;
+    let mut log = defaults.log;
     if let Some((user, file)) = user {
+        log = PartialLog::merged(user.log, log);
         let a = user.raw.agent;
         agent.state_dir = a.state_dir.unwrap_or(agent.state_dir);
         agent.ring_buffer_bytes = a.ring_buffer_bytes.unwrap_or(agent.ring_buffer_bytes);
@@ -340,6 +457,7 @@ fn merge(defaults: Parsed, user: Option<(Parsed, String)>) -> Result<Config, Con
     }
     Ok(Config {
         agent,
+        log: log.finish()?,
         watches,
         owners,
     })

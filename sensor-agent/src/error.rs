@@ -48,6 +48,9 @@ pub enum Error {
     #[error("watching the credential paths: {0}")]
     Watch(String),
 
+    #[error("the local log: {0}")]
+    Log(#[source] sensor_log::Error),
+
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
 

@@ -9,6 +9,7 @@ use std::{
 use aya::maps::{PerCpuArray, RingBuf};
 use sensor_common::{EVENTS, LOST_EVENTS};
 use tokio::{
+    io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
     sync::{mpsc, watch},
 };
@@ -16,13 +17,15 @@ use tokio::{
 use crate::{
     config::Config,
     pipeline::{
+        chain::ChainStage,
         enrich::Enricher,
         loss::LossStage,
         output::{OutputFormat, OutputStage},
         read::ReadStage,
+        status::StatusStage,
         Counters, CHANNEL_BATCHES,
     },
-    probes::{sync::MapSync, LoadOptions, Probes},
+    probes::{preflight, sync::MapSync, LoadOptions, Probes},
     watch::{WatchSet, Watcher},
     Error,
 };
@@ -38,6 +41,20 @@ pub struct RunArgs {
     /// Where events go besides the log.
     #[arg(long, value_enum, default_value = "none")]
     pub output: OutputFormat,
+    /// In-kernel diagnostics (aya-log), off by default to keep them off the hot path.
+    #[arg(long, value_enum, default_value = "off")]
+    pub kernel_log: KernelLog,
+}
+
+/// aya-log levels, as the kernel programs compare them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[repr(u8)]
+pub enum KernelLog {
+    Off = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
 }
 
 /// How often kernel loss counters are turned into `loss` events.
@@ -55,10 +72,19 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
 }
 
 async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
+    preflight::check()?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| config.agent.state_dir.clone());
+    let counters = Arc::new(Counters::default());
+    // The log first: a state directory that cannot be written stops the agent before any
+    // probe is attached, and the new epoch is recorded before the first event.
+    let chain = ChainStage::open(&state_dir, &config.log, counters.clone())?;
     let mut probes = Probes::load(&LoadOptions {
         ring_buffer_bytes: config.agent.ring_buffer_bytes,
         proc_files: config.proc_files_mask(),
-        kernel_log_level: 0,
+        kernel_log_level: args.kernel_log as u8,
     })?;
     for s in &probes.status {
         match &s.note {
@@ -69,6 +95,11 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
                 tracing::warn!(probe = s.probe, mode = s.mode, hook = %s.hook, reports = s.reports, %note, "probe not attached: this route is not reported")
             }
         }
+    }
+    if args.kernel_log != KernelLog::Off {
+        tokio::spawn(forward_kernel_log(
+            aya_log::EbpfLogger::init(&mut probes.ebpf).map_err(|e| Error::Load(e.to_string()))?,
+        ));
     }
 
     let watch_sets = Watcher::spawn(config.rules()).map_err(|e| Error::Watch(e.to_string()))?;
@@ -83,7 +114,6 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     );
     tokio::spawn(keep_maps_in_sync(sync, first, watch_sets.clone()));
 
-    let counters = Arc::new(Counters::default());
     let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
         ebpf.take_map(name).ok_or(Error::MissingMap(name))
     };
@@ -104,7 +134,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     let read =
         tokio::spawn(ReadStage::new(ring, counters.clone())?.run(decoded_tx, stop_rx.clone()));
     let loss = tokio::spawn(
-        LossStage::new(lost, counters.clone(), LOSS_PERIOD).run(events_tx.clone(), stop_rx),
+        LossStage::new(lost, counters.clone(), LOSS_PERIOD).run(events_tx.clone(), stop_rx.clone()),
     );
     let mut enricher = Enricher::new(&config, watch_sets);
     let enrich_counters = counters.clone();
@@ -119,7 +149,21 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
             }
         }
     });
-    let output = tokio::task::spawn_blocking(move || OutputStage::new(args.output).run(events_rx));
+    let (output_tx, output) = match args.output {
+        OutputFormat::Json => {
+            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            let stage = OutputStage::new(args.output);
+            (
+                Some(tx),
+                Some(tokio::task::spawn_blocking(move || stage.run(rx))),
+            )
+        }
+        OutputFormat::None => (None, None),
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let chain = tokio::task::spawn_blocking(move || chain.run(runtime, events_rx, output_tx, None));
+    let status =
+        tokio::spawn(StatusStage::new(state_dir, &probes.status, counters.clone()).run(stop_rx));
     tokio::spawn(log_stats(counters.clone()));
 
     tracing::info!(pid = std::process::id(), "sensor-agent ready");
@@ -127,22 +171,30 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     tracing::info!("stopping");
     // Detach the programs first, so nothing new arrives; then the reader drains the ring
     // buffer and the loss stage makes a last poll before their channels close, and each
-    // stage finishes what it holds.
+    // stage finishes what it holds: the chain stage seals the last batch and marks a clean
+    // stop.
     drop(probes);
     let _ = stop_tx.send(true);
     let _ = read.await;
     let _ = loss.await;
     let _ = enrich.await;
-    let result = output
+    let chained = chain
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    let written = match output {
+        Some(output) => output
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?,
+        None => Ok(()),
+    };
+    let _ = status.await;
     tracing::info!(
         kernel_events = counters.kernel_events.load(Ordering::Relaxed),
         events_out = counters.events_out.load(Ordering::Relaxed),
-        lost = counters.lost.load(Ordering::Relaxed),
+        lost = counters.total_lost(),
         "stopped"
     );
-    result
+    chained.and(written)
 }
 
 async fn keep_maps_in_sync(
@@ -162,6 +214,20 @@ async fn keep_maps_in_sync(
     }
 }
 
+/// Passes kernel diagnostics to the agent's log whenever the kernel writes some.
+async fn forward_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its ring buffer map fd for its whole life.
+    let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
+    else {
+        tracing::warn!("cannot poll the kernel log");
+        return;
+    };
+    while let Ok(mut guard) = fd.readable_mut().await {
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
 async fn log_stats(counters: Arc<Counters>) {
     let mut tick = tokio::time::interval(STATS_PERIOD);
     tick.tick().await;
@@ -170,7 +236,7 @@ async fn log_stats(counters: Arc<Counters>) {
         tracing::info!(
             kernel_events = counters.kernel_events.load(Ordering::Relaxed),
             events_out = counters.events_out.load(Ordering::Relaxed),
-            lost = counters.lost.load(Ordering::Relaxed),
+            lost = counters.total_lost(),
             "counters"
         );
     }

@@ -21,6 +21,7 @@ pub struct LossStage {
     /// Totals already reported, per kind index.
     reported: [u64; EventKind::COUNT as usize],
     decode_errors_reported: u64,
+    chain_errors_reported: u64,
     period: Duration,
 }
 
@@ -31,6 +32,7 @@ impl LossStage {
             counters,
             reported: [0; EventKind::COUNT as usize],
             decode_errors_reported: 0,
+            chain_errors_reported: 0,
             period,
         }
     }
@@ -74,29 +76,36 @@ impl LossStage {
                 self.reported[index as usize] = total;
             }
         }
-        if let Some(event) = loss_event("kernel_ringbuf", counts) {
-            self.counters.lost.fetch_add(
-                event.loss.as_ref().map_or(0, |l| l.total),
-                Ordering::Relaxed,
-            );
-            events.push(event);
-        }
-        let decode_errors = self.counters.decode_errors.load(Ordering::Relaxed);
-        let new = decode_errors - self.decode_errors_reported;
-        if new > 0 {
-            self.decode_errors_reported = decode_errors;
-            let counts = BTreeMap::from([("undecodable".to_string(), new)]);
-            events.extend(loss_event("agent_decode", counts));
+        events.extend(loss_event(&self.counters, "kernel_ringbuf", counts));
+        for (source, counter, reported) in [
+            (
+                "agent_decode",
+                &self.counters.decode_errors,
+                &mut self.decode_errors_reported,
+            ),
+            (
+                "agent_chain",
+                &self.counters.chain_errors,
+                &mut self.chain_errors_reported,
+            ),
+        ] {
+            let total = counter.load(Ordering::Relaxed);
+            if total > *reported {
+                let counts = BTreeMap::from([("events".to_string(), total - *reported)]);
+                *reported = total;
+                events.extend(loss_event(&self.counters, source, counts));
+            }
         }
         Ok(events)
     }
 }
 
-fn loss_event(source: &str, counts: BTreeMap<String, u64>) -> Option<Event> {
+fn loss_event(counters: &Counters, source: &str, counts: BTreeMap<String, u64>) -> Option<Event> {
     let total: u64 = counts.values().sum();
     if total == 0 {
         return None;
     }
+    counters.count_loss(source, total);
     tracing::warn!(source, total, ?counts, "events lost");
     Some(Event {
         kind: Kind::Loss,

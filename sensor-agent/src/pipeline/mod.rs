@@ -2,17 +2,25 @@
 //!
 //! ```text
 //! kernel ring buffer → read (+decode) → enrich ─┐
-//!        per-CPU loss counters → loss ──────────┴→ output
+//!        per-CPU loss counters → loss ──────────┴→ chain (+sign, store) → output
+//!                                                       └→ sealed batches → anchor
 //! ```
 //! Channels carry batches, so a storm costs one channel operation per [`BATCH_LEN`] events.
 
+pub mod chain;
 pub mod decode;
 pub mod enrich;
 pub mod loss;
 pub mod output;
 pub mod read;
+pub mod status;
 
-use std::sync::atomic::AtomicU64;
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::AtomicU64, Mutex},
+};
+
+use sensor_log::{Kind, SealedBatch};
 
 /// What travels between stages.
 pub type Batch<T> = Vec<T>;
@@ -23,15 +31,48 @@ pub const BATCH_LEN: usize = 256;
 /// Batches a channel holds before its sender waits.
 pub const CHANNEL_BATCHES: usize = 256;
 
-/// Counters shared by the stages, for the periodic status line and `status`.
+/// Counters shared by the stages, for the periodic status line and `status.json`.
 #[derive(Default, Debug)]
 pub struct Counters {
     /// Records read from the ring buffer and decoded.
     pub kernel_events: AtomicU64,
     /// Records rejected by the decoder.
     pub decode_errors: AtomicU64,
-    /// Events the kernel could not reserve room for.
-    pub lost: AtomicU64,
+    /// Events the log writer failed to chain (reported as `agent_chain` losses).
+    pub chain_errors: AtomicU64,
     /// Events that left the enrich stage.
     pub events_out: AtomicU64,
+    /// Chained events by kind, and lost events by source, since start.
+    pub events: Mutex<BTreeMap<String, u64>>,
+    pub losses: Mutex<BTreeMap<String, u64>>,
+    /// The newest durable batch: (number, first seq + count, chain head).
+    pub last_batch: Mutex<Option<(u64, u64, [u8; 32])>>,
+}
+
+impl Counters {
+    pub fn count_events(&self, kinds: impl Iterator<Item = Kind>) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        for kind in kinds {
+            *events.entry(kind.as_str().to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn count_loss(&self, source: &str, n: u64) {
+        let mut losses = self.losses.lock().unwrap_or_else(|p| p.into_inner());
+        *losses.entry(source.to_owned()).or_default() += n;
+    }
+
+    pub fn total_lost(&self) -> u64 {
+        self.losses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
+    pub fn sealed(&self, batch: &SealedBatch) {
+        let h = &batch.header;
+        *self.last_batch.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((h.number, h.first_seq + h.count, h.chain_head));
+    }
 }

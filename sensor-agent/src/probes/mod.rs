@@ -116,8 +116,8 @@ pub struct Probes {
 }
 
 impl Probes {
+    /// Loads and attaches every probe; [`preflight::check`] should have passed first.
     pub fn load(options: &LoadOptions) -> Result<Probes, Error> {
-        preflight::check()?;
         let offsets = offsets::from_btf(Path::new(offsets::VMLINUX_BTF))?;
         let config = SensorConfig {
             agent_tgid: std::process::id(),

@@ -1,0 +1,160 @@
+//! Chain stage: gives each event its sequence number and chain hash in the log, and seals
+//! due batches (Merkle root, Ed25519 signature, one durable SQLite transaction). Events then
+//! go on to the output stage, sealed batches to the anchor stage.
+//!
+//! A full disk never stops the pipeline: sealing fails, the records stay pending in the
+//! writer (up to `log.max_pending_records`, then counted per kind), and once a seal succeeds
+//! the writer chains a `disk_full` loss event for whatever it had to count.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use sensor_log::{Admission, Event, LogWriter, SealedBatch, Timestamp, WriterOptions};
+use tokio::{runtime::Handle, sync::mpsc};
+
+use super::{Batch, Counters};
+use crate::{config::LogConfig, Error};
+
+/// How often the stage wakes when idle, to seal heartbeat batches on time.
+const TICK: Duration = Duration::from_millis(100);
+/// How often retention runs.
+const PRUNE_PERIOD: Duration = Duration::from_secs(60);
+/// Least time between two warnings about failing seals.
+const WARN_PERIOD: Duration = Duration::from_secs(10);
+
+pub struct ChainStage {
+    writer: LogWriter,
+    log: LogConfig,
+    counters: Arc<Counters>,
+    last_prune: Instant,
+    last_warning: Option<Instant>,
+}
+
+impl ChainStage {
+    /// Opens the log in `state_dir`, which starts a new epoch linked to the previous one.
+    pub fn open(
+        state_dir: &std::path::Path,
+        log: &LogConfig,
+        counters: Arc<Counters>,
+    ) -> Result<ChainStage, Error> {
+        let options = WriterOptions {
+            batch_max_records: log.batch_records,
+            batch_interval: log.batch_interval,
+            key_rotation: log.key_rotation,
+            max_pending_records: log.max_pending_records,
+            ..WriterOptions::default()
+        };
+        let writer = LogWriter::open(state_dir, options).map_err(Error::Log)?;
+        Ok(ChainStage {
+            writer,
+            log: log.clone(),
+            counters,
+            last_prune: Instant::now(),
+            last_warning: None,
+        })
+    }
+
+    /// Runs until `input` closes, then seals what is pending and marks a clean stop.
+    /// Blocking (SQLite), so it runs on its own thread and waits on the channel through
+    /// `runtime`.
+    pub fn run(
+        mut self,
+        runtime: Handle,
+        mut input: mpsc::Receiver<Batch<Event>>,
+        output: Option<mpsc::Sender<Batch<Event>>>,
+        sealed: Option<mpsc::Sender<SealedBatch>>,
+    ) -> Result<(), Error> {
+        loop {
+            match runtime.block_on(tokio::time::timeout(TICK, input.recv())) {
+                Ok(Some(batch)) => {
+                    self.append(&batch);
+                    if let Some(output) = &output {
+                        if output.blocking_send(batch).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_idle) => {}
+            }
+            let result = self.writer.seal_due(Timestamp::now());
+            self.publish(result, &sealed);
+            if self.last_prune.elapsed() >= PRUNE_PERIOD {
+                self.prune();
+            }
+        }
+        let now = Timestamp::now();
+        let result = self.writer.seal(now);
+        self.publish(result, &sealed);
+        self.writer.close(Timestamp::now()).map_err(Error::Log)
+    }
+
+    fn append(&mut self, batch: &[Event]) {
+        let now = Timestamp::now();
+        let (mut dropped, mut failed) = (0, 0);
+        for event in batch {
+            match self.writer.append(event.clone(), now.wall_ns, now.mono_ns) {
+                Ok(Admission::Chained(_)) => {}
+                // Counted by the writer, which chains a `disk_full` loss event later.
+                Ok(Admission::Dropped) => dropped += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!("chaining an event failed: {e}");
+                }
+            }
+        }
+        self.counters.count_events(batch.iter().map(|e| e.kind));
+        if dropped > 0 {
+            self.counters.count_loss("disk_full", dropped);
+        }
+        if failed > 0 {
+            // Reported by the loss stage as `agent_chain` losses.
+            self.counters
+                .chain_errors
+                .fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands sealed (durable) batches on; a failed seal keeps its records pending.
+    fn publish(
+        &mut self,
+        result: sensor_log::Result<Vec<SealedBatch>>,
+        sealed: &Option<mpsc::Sender<SealedBatch>>,
+    ) {
+        match result {
+            Ok(batches) => {
+                for batch in batches {
+                    self.counters.sealed(&batch);
+                    if let Some(sealed) = sealed {
+                        // Durable already; the anchor stage waits for none of it at shutdown.
+                        let _ = sealed.blocking_send(batch);
+                    }
+                }
+            }
+            Err(e) => {
+                if self.last_warning.is_none_or(|t| t.elapsed() >= WARN_PERIOD) {
+                    self.last_warning = Some(Instant::now());
+                    tracing::warn!(
+                        pending = self.writer.pending_records(),
+                        "sealing a batch failed, events stay pending and are retried: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn prune(&mut self) {
+        self.last_prune = Instant::now();
+        match self.writer.prune(
+            self.log.retention_max_bytes,
+            self.log.retention_max_age,
+            Timestamp::now(),
+        ) {
+            Ok(Some(pruned)) => tracing::info!(?pruned, "retention pruned the oldest batches"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+    }
+}
