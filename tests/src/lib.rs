@@ -44,8 +44,8 @@ impl Agent {
         let state_dir = tempfile::tempdir().expect("state dir");
         let config_path = state_dir.path().join("test-config.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut child = Command::new(agent_bin())
-            .arg("run")
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("run")
             .arg("--output")
             .arg("json")
             .arg("--config")
@@ -54,9 +54,8 @@ impl Agent {
             .arg(state_dir.path())
             .args(extra_args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sensor-agent (build it with `cargo xtask build`)");
+            .stderr(Stdio::piped());
+        let mut child = spawn_owned(cmd);
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped");
         std::thread::spawn(move || {
@@ -163,6 +162,31 @@ impl Agent {
     pub fn signal(&self, sig: libc::c_int) {
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
     }
+}
+
+/// Spawns `cmd` so that it is killed when the test process ends, even when its `Agent` is
+/// in a `static` and never dropped: the child asks for SIGKILL when its parent thread exits,
+/// and the parent is a thread that lives as long as the process.
+fn spawn_owned(mut cmd: Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .expect("start sensor-agent (build it with `cargo xtask build`)");
+        let _ = tx.send(child);
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("spawner thread")
 }
 
 impl Drop for Agent {
