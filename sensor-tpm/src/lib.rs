@@ -1,0 +1,32 @@
+//! Anchors the agent's tamper-evident log in a TPM, and verifies the anchor.
+//!
+//! The log (crate `sensor-log`) proves its own integrity, but not its completeness: a cut
+//! tail or a restored older copy still verifies. The TPM holds what the disk cannot fake:
+//!
+//! - a PCR extended with every signed batch header digest (`TpmWorker::extend`): truncation
+//!   and forgery within one boot show as no prefix of the log replaying to the PCR;
+//! - a monotonic NV counter advanced on a slow schedule and recorded in batch anchors
+//!   (`TpmWorker::advance_counter`): a rolled-back disk shows a counter behind the TPM;
+//! - quotes signed by a TPM-resident attestation key (`TpmWorker::quote`), carrying the PCR
+//!   digest and the reset/restart counters to a verifier that has no TPM access.
+//!
+//! The verification side (`verify_quote`, `replay`, `classify`) is pure Rust and needs
+//! neither a TPM nor the TSS library. See docs/tpm.md for handles, schedule and costs.
+
+pub mod attest;
+pub mod config;
+mod device;
+pub mod error;
+pub mod replay;
+pub mod swtpm;
+mod worker;
+
+pub use attest::{parse_attest, verify_quote, AkPublic, ClockInfo, ParsedAttest, Quote, QuoteInfo};
+pub use config::{TpmConfig, DEFAULT_AK_HANDLE, DEFAULT_DEVICE, DEFAULT_NV_INDEX, DEFAULT_PCR};
+pub use device::TpmInfo;
+pub use error::{Error, Result};
+pub use replay::{
+    bound_batch_number, classify, extend_pcr, matching_prefix, quote_binding, replay,
+    LogAnchorState, Outcome, TpmState,
+};
+pub use worker::TpmWorker;

@@ -1,0 +1,162 @@
+//! A throw-away software TPM (swtpm over TCP) for tests and benches, so they exercise the
+//! real TSS stack instead of a mock. Not for production use.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long swtpm gets to open its port.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `swtpm socket --tpm2` on 127.0.0.1; killed on drop.
+pub struct Swtpm {
+    child: Option<Child>,
+    state_dir: PathBuf,
+    port: u16,
+}
+
+impl Swtpm {
+    /// Starts swtpm with its state in `state_dir` on a free port pair (server P, control P+1).
+    pub fn start(state_dir: &Path) -> Result<Swtpm> {
+        let mut last = None;
+        // Ports are probed then released, so another process may grab one; retry.
+        for _ in 0..10 {
+            let port = free_port_pair()?;
+            let mut s = Swtpm {
+                child: None,
+                state_dir: state_dir.to_path_buf(),
+                port,
+            };
+            match s.spawn() {
+                Ok(()) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unavailable("swtpm did not start".into())))
+    }
+
+    /// TCTI string for this instance.
+    pub fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: the TPM vanishes mid-flight, as with a crash (no orderly shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and state dir: a TPM Reset (Startup CLEAR), as at
+    /// reboot.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // The old listener may linger briefly.
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// SIGSTOP / SIGCONT: a TPM that accepts connections but never answers.
+    pub fn pause(&self, paused: bool) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| Error::Unavailable("swtpm not running".into()))?;
+        let sig = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .map_err(|e| Error::Unavailable(format!("kill {sig}: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!("kill {sig} {pid} failed")))
+        }
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let (p, c) = (self.port, self.port + 1);
+        let mut child = Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", self.state_dir.display()))
+            .arg("--server")
+            .arg(format!("type=tcp,port={p},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={c},bindaddr=127.0.0.1"))
+            .arg("--flags")
+            .arg("not-need-init,startup-clear")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                Error::Unavailable(if e.kind() == std::io::ErrorKind::NotFound {
+                    "swtpm is not installed: run `cargo xtask setup` (Debian: apt-get install swtpm swtpm-tools)".to_string()
+                } else {
+                    format!("cannot run swtpm: {e}")
+                })
+            })?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = SocketAddr::from(([127, 0, 0, 1], p));
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(Error::Unavailable(format!(
+                    "swtpm exited at start: {status}"
+                )));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::Unavailable("swtpm did not open its port".into()));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // A paused swtpm ignores nothing but SIGKILL, which is what kill() sends anyway;
+            // resume first so it is not left stopped if the kill fails.
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.kill();
+    }
+}
+
+fn free_port_pair() -> Result<u16> {
+    for _ in 0..50 {
+        let a = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::Unavailable(format!("no free port: {e}")))?;
+        let p = a.port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(Error::Unavailable("no free port pair".into()))
+}
