@@ -11,7 +11,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{fd_file, off, pid_nr, read, BtfPtr, SyscallArgs},
+    kernel::{fd_file, fd_file_btf, off, pid_nr, BtfPtr, KernelPtr, RawPtr, SyscallArgs},
     output::{fill_header, reserve},
     CONFIG, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
 };
@@ -29,8 +29,8 @@ struct Match {
     dev: u32,
     ino: u64,
     target_tgid: u32,
-    /// The opened dentry, for its name; 0 when the open failed.
-    dentry: u64,
+    /// Address of the opened dentry's name; 0 when the open failed.
+    name: u64,
 }
 
 /// A successful open is classified from its new descriptor alone; the arguments are read
@@ -43,7 +43,10 @@ pub fn on_open(
     ret: i64,
 ) -> Result<(), i64> {
     let m = if ret >= 0 {
-        classify(fd_file(task, ret as u64)?)?
+        match fd_file_btf(task, ret as u64) {
+            Some(file) => classify(file)?,
+            None => classify(fd_file(task, ret as u64)?)?,
+        }
     } else if ret == -EACCES || ret == -EPERM {
         // No file was opened: user space resolves the requested path against the caller's
         // root and working directory and keeps the event only if it names a watched file.
@@ -53,7 +56,7 @@ pub fn on_open(
             dev: 0,
             ino: 0,
             target_tgid: 0,
-            dentry: 0,
+            name: 0,
         }
     } else {
         return Ok(());
@@ -95,8 +98,8 @@ pub fn on_open(
     e.requested_truncated = 0;
     e._pad = [0; 5];
     e.name[0] = 0;
-    if m.dentry != 0 {
-        let _ = read_dentry_name(m.dentry, &mut e.name);
+    if m.name != 0 {
+        let _ = read_name(m.name, &mut e.name);
     }
     e.requested[0] = 0;
     if path != 0 {
@@ -112,12 +115,13 @@ pub fn on_open(
 /// Whether `file` is watched: by inode, by procfs identity, or by its place in a watched
 /// directory. Unwatched opens end here with [`NOT_WATCHED`] and never reach user space.
 #[inline(always)]
-fn classify(file: u64) -> Result<Match, i64> {
-    let inode: u64 = read(file + off!(file_f_inode))?;
-    let ino: u64 = read(inode + off!(inode_i_ino))?;
-    let sb: u64 = read(inode + off!(inode_i_sb))?;
-    let dev: u32 = read(sb + off!(super_block_s_dev))?;
-    let dentry: u64 = read(file + off!(file_f_path_dentry))?;
+fn classify<P: KernelPtr>(file: P) -> Result<Match, i64> {
+    let inode = file.load_ptr(off!(file_f_inode))?;
+    let ino: u64 = inode.load(off!(inode_i_ino))?;
+    let sb = inode.load_ptr(off!(inode_i_sb))?;
+    let dev: u32 = sb.load(off!(super_block_s_dev))?;
+    let dentry = file.load_ptr(off!(file_f_path_dentry))?;
+    let name: u64 = dentry.load(off!(dentry_d_name_name))?;
     let key = InodeKey { dev, _pad: 0, ino };
     let hit = |kind, v: &WatchValue| Match {
         kind,
@@ -125,21 +129,22 @@ fn classify(file: u64) -> Result<Match, i64> {
         dev,
         ino,
         target_tgid: 0,
-        dentry,
+        name,
     };
     if let Some(v) = unsafe { WATCHED_INODES.get(&key) } {
         return Ok(hit(MatchKind::Inode, v));
     }
-    let magic: u64 = read(sb + off!(super_block_s_magic))?;
+    let magic: u64 = sb.load(off!(super_block_s_magic))?;
     if magic == PROC_SUPER_MAGIC {
-        return proc_match(inode, dentry, dev, ino);
+        return proc_match(RawPtr(inode.addr()), name, dev, ino);
     }
-    let parent: u64 = read(dentry + off!(dentry_d_parent))?;
-    let parent_inode: u64 = read(parent + off!(dentry_d_inode))?;
+    let parent_inode = dentry
+        .load_ptr(off!(dentry_d_parent))?
+        .load_ptr(off!(dentry_d_inode))?;
     let dir = InodeKey {
         dev,
         _pad: 0,
-        ino: read(parent_inode + off!(inode_i_ino))?,
+        ino: parent_inode.load(off!(inode_i_ino))?,
     };
     let dv = unsafe { WATCHED_DIRS.get(&dir) }.ok_or(NOT_WATCHED)?;
     if dv.flags & DIR_ANY_NAME != 0 {
@@ -149,19 +154,19 @@ fn classify(file: u64) -> Result<Match, i64> {
         dir,
         name: [0; NAME_LEN],
     };
-    read_dentry_name(dentry, &mut name_key.name)?;
+    read_name(name, &mut name_key.name)?;
     let v = unsafe { WATCHED_NAMES.get(&name_key) }.ok_or(NOT_WATCHED)?;
     Ok(hit(MatchKind::DirName, v))
 }
 
 /// procfs files of another process that expose its secrets, and `/proc/kcore`.
 #[inline(always)]
-fn proc_match(inode: u64, dentry: u64, dev: u32, ino: u64) -> Result<Match, i64> {
+fn proc_match(inode: RawPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64> {
     // 16 zeroed bytes: comparing the first 8 (NUL included) rejects longer names.
-    let mut name = [0u8; 16];
-    read_dentry_name(dentry, &mut name)?;
+    let mut buf = [0u8; 16];
+    read_name(name, &mut buf)?;
     let head = u64::from_le_bytes([
-        name[0], name[1], name[2], name[3], name[4], name[5], name[6], name[7],
+        buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
     ]);
     let bit = match &head.to_le_bytes() {
         b"environ\0" => PROC_ENVIRON,
@@ -175,8 +180,9 @@ fn proc_match(inode: u64, dentry: u64, dev: u32, ino: u64) -> Result<Match, i64>
     if enabled & bit == 0 {
         return Err(NOT_WATCHED);
     }
-    let proc_inode = inode - off!(proc_inode_vfs_inode);
-    let pid: u64 = read(proc_inode + off!(proc_inode_pid))?;
+    // container_of(inode, struct proc_inode, vfs_inode)
+    let proc_inode = RawPtr(inode.addr() - off!(proc_inode_vfs_inode));
+    let pid: u64 = proc_inode.load(off!(proc_inode_pid))?;
     let target_tgid = if pid == 0 { 0 } else { pid_nr(pid)? };
     if bit != PROC_KCORE {
         if pid == 0 {
@@ -194,13 +200,13 @@ fn proc_match(inode: u64, dentry: u64, dev: u32, ino: u64) -> Result<Match, i64>
         dev,
         ino,
         target_tgid,
-        dentry,
+        name,
     })
 }
 
+/// Copies a kernel string (a dentry name) into `buf`, NUL-terminated.
 #[inline(always)]
-fn read_dentry_name(dentry: u64, buf: &mut [u8]) -> Result<(), i64> {
-    let name: u64 = read(dentry + off!(dentry_d_name_name))?;
+fn read_name(name: u64, buf: &mut [u8]) -> Result<(), i64> {
     unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, buf) }?;
     Ok(())
 }

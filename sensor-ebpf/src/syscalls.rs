@@ -4,7 +4,7 @@ use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
 use sensor_common::{syscall::Watched, EventKind, SyscallEvent};
 
 use crate::{
-    kernel::{fd_file, off, pid_nr, read, BtfPtr, SyscallArgs},
+    kernel::{fd_file, off, pid_nr, BtfPtr, KernelPtr, SyscallArgs},
     output::{fill_header, reserve},
 };
 
@@ -59,10 +59,11 @@ pub fn on_syscall(
 #[inline(always)]
 fn pidfd_target(task: BtfPtr, pidfd: u64) -> Result<u32, i64> {
     let file = fd_file(task, pidfd)?;
-    let inode: u64 = read(file + off!(file_f_inode))?;
-    let mut pid: u64 = read(inode + off!(inode_i_private))?;
+    let mut pid: u64 = file
+        .load_ptr(off!(file_f_inode))?
+        .load(off!(inode_i_private))?;
     if pid == 0 {
-        pid = read(file + off!(file_private_data))?;
+        pid = file.load(off!(file_private_data))?;
     }
     pid_nr(pid)
 }

@@ -6,6 +6,9 @@ use std::path::Path;
 use btf_rs::{Btf, Type};
 use sensor_common::KernelOffsets;
 
+/// Entries of `files_struct.fd_array` the programs rely on (`NR_OPEN_DEFAULT` on 64-bit).
+const FD_ARRAY_LEN: u64 = 64;
+
 use crate::Error;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -20,6 +23,16 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         reason: e.to_string(),
     })?;
     let r = Resolver { btf: &btf };
+    // The programs index `fd_array` by constants up to this length.
+    let fd_array_len = r.array_len("files_struct", "fd_array")?;
+    if fd_array_len < FD_ARRAY_LEN {
+        return Err(Error::MissingKernelField {
+            what: format!(
+                "files_struct.fd_array of {FD_ARRAY_LEN} entries (it has {fd_array_len})"
+            ),
+            hint: "this kernel's layout is not supported yet; please report it with `uname -r`",
+        });
+    }
     let proc_inode = r.offset("proc_inode", &["vfs_inode"]);
     Ok(KernelOffsets {
         task_struct_tgid: r.offset("task_struct", &["tgid"])?,
@@ -38,6 +51,7 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         task_struct_thread_status: r.offset("task_struct", &["thread_info", "status"])?,
         cred_euid: r.offset("cred", &["euid"])?,
         files_struct_fdt: r.offset("files_struct", &["fdt"])?,
+        files_struct_fd_array: r.offset("files_struct", &["fd_array"])?,
         fdtable_max_fds: r.offset("fdtable", &["max_fds"])?,
         fdtable_fd: r.offset("fdtable", &["fd"])?,
         file_f_inode: r.offset("file", &["f_inode"])?,
@@ -93,6 +107,28 @@ impl Resolver<'_> {
             return Err(missing("member is a bit field".into()));
         }
         Ok(bits / 8)
+    }
+
+    /// Number of elements of the array member `field` of `strukt`.
+    fn array_len(&self, strukt: &str, field: &str) -> Result<u64, Error> {
+        let missing = |reason: String| Error::MissingKernelField {
+            what: format!("{strukt}.{field} ({reason})"),
+            hint: "this kernel's layout is not supported yet; please report it with `uname -r`",
+        };
+        let ty = self
+            .btf
+            .resolve_types_by_name(strukt)
+            .map_err(|e| missing(e.to_string()))?
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+            .ok_or_else(|| missing("struct not found".into()))?;
+        match self
+            .find_member(&ty, field)
+            .map_err(|e| missing(e.to_string()))?
+        {
+            Some((_, Type::Array(a))) => Ok(a.len() as u64),
+            _ => Err(missing("not an array".into())),
+        }
     }
 
     /// Looks through typedefs, qualifiers and arrays (element 0) to the underlying type.
