@@ -15,6 +15,36 @@ use std::{
 
 use serde_json::Value;
 
+/// The release `sensorctl` built by `cargo xtask build`.
+pub fn sensorctl_bin() -> PathBuf {
+    agent_bin().with_file_name("sensorctl")
+}
+
+/// Runs `sensorctl ARGS --state-dir DIR`; returns (exit code, stdout, stderr).
+pub fn sensorctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sensorctl_bin())
+        .args(args)
+        .arg("--state-dir")
+        .arg(dir)
+        .output()
+        .expect("run sensorctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `openloop` load generator: opens `path` `count` times.
+pub fn openloop(count: u64, path: &Path) -> Child {
+    Command::new(trigger_bin().with_file_name("openloop"))
+        .arg(count.to_string())
+        .arg(path)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("openloop")
+}
+
 /// The release agent built by `cargo xtask build`.
 pub fn agent_bin() -> PathBuf {
     std::env::var_os("SENSOR_AGENT_BIN")
@@ -31,7 +61,12 @@ pub struct Agent {
     /// Events received but not yet claimed by a `wait_for`.
     seen: Mutex<Vec<Value>>,
     pub stderr: std::sync::Arc<Mutex<String>>,
-    pub state_dir: tempfile::TempDir,
+    /// The agent's `--state-dir`.
+    pub state_dir: PathBuf,
+    /// Owns `state_dir` when the harness made it.
+    _owned_dir: Option<tempfile::TempDir>,
+    /// Holds the config file.
+    _config_dir: tempfile::TempDir,
 }
 
 impl Agent {
@@ -41,8 +76,16 @@ impl Agent {
     }
 
     pub fn start_with(config: &str, extra_args: &[&str]) -> Agent {
-        let state_dir = tempfile::tempdir().expect("state dir");
-        let config_path = state_dir.path().join("test-config.toml");
+        let owned = tempfile::tempdir().expect("state dir");
+        let mut agent = Self::start_at(config, owned.path(), extra_args);
+        agent._owned_dir = Some(owned);
+        agent
+    }
+
+    /// Starts the agent on an existing state directory (a restart, a special file system).
+    pub fn start_at(config: &str, state_dir: &Path, extra_args: &[&str]) -> Agent {
+        let config_dir = tempfile::tempdir().expect("config dir");
+        let config_path = config_dir.path().join("test-config.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut cmd = Command::new(agent_bin());
         cmd.arg("run")
@@ -51,7 +94,7 @@ impl Agent {
             .arg("--config")
             .arg(&config_path)
             .arg("--state-dir")
-            .arg(state_dir.path())
+            .arg(state_dir)
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -95,7 +138,9 @@ impl Agent {
             events: Mutex::new(rx),
             seen: Mutex::new(Vec::new()),
             stderr: stderr_text,
-            state_dir,
+            state_dir: state_dir.to_path_buf(),
+            _owned_dir: None,
+            _config_dir: config_dir,
         }
     }
 
@@ -156,6 +201,23 @@ impl Agent {
             out.push(e);
         }
         out
+    }
+
+    /// Stops the agent as systemd would (SIGTERM) and waits for it; panics unless it exits 0.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.child.wait().expect("wait for the agent");
+        assert!(
+            status.success(),
+            "the agent failed to stop cleanly: {status}\n{}",
+            self.stderr.lock().expect("lock")
+        );
+    }
+
+    /// Kills the agent with SIGKILL, as a crash would, and waits for it.
+    pub fn crash(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
     }
 
     /// Sends a signal to the agent.

@@ -20,13 +20,10 @@ fn every_lost_event_is_counted() {
     const OPENS: u64 = 5000;
 
     agent.signal(libc::SIGSTOP);
-    let openloop = sensor_tests::trigger_bin().with_file_name("openloop");
-    let out = std::process::Command::new(&openloop)
-        .arg(OPENS.to_string())
-        .arg(&secret)
-        .output()
+    let status = sensor_tests::openloop(OPENS, &secret)
+        .wait()
         .expect("openloop");
-    assert!(out.status.success());
+    assert!(status.success());
     agent.signal(libc::SIGCONT);
 
     // Count this storm's events, and the file_open losses, until a quiet second passes.
