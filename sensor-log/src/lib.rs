@@ -10,6 +10,7 @@ pub mod chain;
 pub mod error;
 pub mod event;
 pub mod hex;
+mod index;
 pub mod keys;
 pub mod merkle;
 pub mod query;

@@ -1,13 +1,18 @@
 //! Reading records back for `sensorctl events`, `identities` and `--follow`.
 //!
-//! SQL on the index columns only narrows the candidate rows; every filter is applied again to
-//! the record decoded from its signed bytes, and only decoded data is returned.
+//! The index (per-batch postings of query terms, per-batch time ranges; see `index.rs`) only
+//! narrows the candidate rows; every filter is applied again to the record decoded from its
+//! signed bytes, and only decoded data is returned.
 
-use rusqlite::types::Value;
+use std::collections::HashSet;
 
-use crate::error::Result;
+use rusqlite::types::ValueRef;
+use rusqlite::{params, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::index::{decode_offsets, Dim, TermValue};
 use crate::record::{Body, Record};
-use crate::store::{to_i64, Store};
+use crate::store::{to_i64, to_u64, Store};
 
 /// The denormalised query columns of a record (all NULL for log-internal records).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -91,80 +96,299 @@ impl Filter {
             && self.after_seq.is_none_or(|s| record.header.seq > s)
     }
 
-    fn sql(&self) -> Result<(String, Vec<Value>)> {
-        let mut conditions: Vec<String> = Vec::new();
-        let mut values: Vec<Value> = Vec::new();
-        let mut push = |condition: &str, value: Value| {
-            values.push(value);
-            conditions.push(condition.replace('?', &format!("?{}", values.len())));
-        };
-        if let Some(s) = self.since_ns {
-            push("wall_ns >= ?", Value::Integer(to_i64(s)?));
-        }
-        if let Some(u) = self.until_ns {
-            push("wall_ns <= ?", Value::Integer(to_i64(u)?));
+    /// The term conditions: per set field, the dimension and the values any of which must hold.
+    fn term_conditions(&self) -> Vec<(Dim, Vec<Lookup>)> {
+        let mut out = Vec::new();
+        if !self.kinds.is_empty() {
+            let values = self.kinds.iter().map(|k| Lookup::Eq(text(k))).collect();
+            out.push((Dim::Kind, values));
         }
         if let Some(p) = &self.path_prefix {
-            // The prefix holds no glob metacharacters, so SQLite turns this into an index range.
-            push("path GLOB ?", Value::Text(format!("{p}*")));
+            out.push((Dim::Path, vec![Lookup::Prefix(p.clone())]));
         }
         if let Some(p) = self.pid {
-            push("pid = ?", Value::Integer(i64::from(p)));
+            out.push((Dim::Pid, vec![Lookup::Eq(TermValue::Int(i64::from(p)))]));
         }
-        for (column, value) in [
-            ("exe", &self.exe),
-            ("user", &self.user),
-            ("unit", &self.unit),
-            ("container", &self.container),
+        for (dim, value) in [
+            (Dim::Exe, &self.exe),
+            (Dim::User, &self.user),
+            (Dim::Unit, &self.unit),
+            (Dim::Container, &self.container),
         ] {
             if let Some(v) = value {
-                push(&format!("{column} = ?"), Value::Text(v.clone()));
+                out.push((dim, vec![Lookup::Eq(text(v))]));
             }
         }
         if let Some(h) = self.human {
-            push("human = ?", Value::Integer(i64::from(h)));
+            out.push((Dim::Human, vec![Lookup::Eq(TermValue::Int(i64::from(h)))]));
         }
-        if let Some(s) = self.after_seq {
-            push("seq > ?", Value::Integer(to_i64(s)?));
-        }
-        if !self.kinds.is_empty() {
-            let mut placeholders = Vec::new();
-            for k in &self.kinds {
-                values.push(Value::Text(k.clone()));
-                placeholders.push(format!("?{}", values.len()));
-            }
-            conditions.push(format!("kind IN ({})", placeholders.join(", ")));
-        }
-        let clause = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", conditions.join(" AND "))
-        };
-        Ok((
-            format!("SELECT bytes FROM records {clause} ORDER BY seq"),
-            values,
-        ))
+        out
     }
 }
 
+fn text(s: &str) -> TermValue {
+    TermValue::Text(s.to_string())
+}
+
+enum Lookup {
+    Eq(TermValue),
+    /// Every text value starting with this (a path glob's literal prefix).
+    Prefix(String),
+}
+
+/// Where a query may find its records.
+enum Candidates {
+    /// Every record with seq in one of these inclusive ranges, ascending.
+    Ranges(Vec<(i64, i64)>),
+    /// Exactly these seqs, ascending.
+    Seqs(Vec<u64>),
+}
+
 impl Store {
+    /// Non-empty batches that may hold a record within the filter's time and seq bounds
+    /// (each batch stores the wall-time range of its records), ascending:
+    /// (number, first seq, count).
+    fn batches_in_bounds(&self, filter: &Filter) -> Result<Vec<(i64, u64, u64)>> {
+        let since = to_i64(filter.since_ns.unwrap_or(0))?;
+        let until = filter.until_ns.map_or(Ok(i64::MAX), to_i64)?;
+        let after = filter.after_seq.map_or(Ok(0), to_i64)?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT number, first_seq, count FROM batches
+             WHERE count > 0 AND max_wall >= ?1 AND min_wall <= ?2 AND first_seq + count > ?3 + 1
+             ORDER BY number",
+        )?;
+        let mut rows = stmt.query(params![since, until, after])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push((
+                r.get(0)?,
+                to_u64(r.get(1)?, "first seq")?,
+                to_u64(r.get(2)?, "count")?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The store ids of the terms a lookup names.
+    fn term_ids(&self, dim: Dim, lookup: &Lookup, ids: &mut Vec<i64>) -> Result<()> {
+        let dim = dim as i64;
+        match lookup {
+            Lookup::Eq(value) => {
+                let id: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT id FROM terms WHERE dim = ?1 AND value = ?2")?
+                    .query_row(params![dim, value], |r| r.get(0))
+                    .optional()?;
+                ids.extend(id);
+            }
+            Lookup::Prefix(prefix) => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT id, value FROM terms WHERE dim = ?1 AND value >= ?2 ORDER BY value",
+                )?;
+                let mut rows = stmt.query(params![dim, prefix])?;
+                while let Some(r) = rows.next()? {
+                    let ValueRef::Text(v) = r.get_ref(1)? else {
+                        break;
+                    };
+                    if !v.starts_with(prefix.as_bytes()) {
+                        break;
+                    }
+                    ids.push(r.get(0)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Seqs of the records indexed under any of `terms` in `batches`, ascending.
+    ///
+    /// Postings are keyed by (batch, term), the order the writer appends them in. A few terms
+    /// are looked up batch by batch; many terms (a broad path prefix) scan the postings of the
+    /// batch range once, whichever reads fewer rows.
+    fn posted_seqs(&self, terms: &[i64], batches: &[(i64, u64, u64)]) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        let Some((&(first, ..), &(last, ..))) = batches.first().zip(batches.last()) else {
+            return Ok(seqs);
+        };
+        let sample_from = last.saturating_sub(3).max(first);
+        let sample: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM postings WHERE batch BETWEEN ?1 AND ?2",
+            params![sample_from, last],
+            |r| r.get(0),
+        )?;
+        let per_batch = sample / (last - sample_from + 1);
+        let span = last - first + 1;
+        let points = (terms.len() as i64).saturating_mul(batches.len() as i64);
+        let mut add = |first_seq: u64, offsets: ValueRef<'_>| {
+            if let ValueRef::Blob(offsets) = offsets {
+                decode_offsets(offsets, |o| seqs.push(first_seq.saturating_add(o)));
+            }
+        };
+        // A point lookup costs about as much as scanning ten rows.
+        if points.saturating_mul(10) <= span.saturating_mul(per_batch) {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT offsets FROM postings WHERE batch = ?1 AND term = ?2")?;
+            for &(number, first_seq, _) in batches {
+                for &term in terms {
+                    let mut rows = stmt.query(params![number, term])?;
+                    if let Some(r) = rows.next()? {
+                        add(first_seq, r.get_ref(0)?);
+                    }
+                }
+            }
+        } else {
+            let wanted: HashSet<i64> = terms.iter().copied().collect();
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT batch, term, offsets FROM postings WHERE batch BETWEEN ?1 AND ?2",
+            )?;
+            let mut rows = stmt.query(params![first, last])?;
+            let mut at = batches.iter().peekable();
+            while let Some(r) = rows.next()? {
+                if !wanted.contains(&r.get::<_, i64>(1)?) {
+                    continue;
+                }
+                let number: i64 = r.get(0)?;
+                while at.peek().is_some_and(|&&(n, ..)| n < number) {
+                    at.next();
+                }
+                if let Some(&&(n, first_seq, _)) = at.peek() {
+                    if n == number {
+                        add(first_seq, r.get_ref(2)?);
+                    }
+                }
+            }
+        }
+        if terms.len() > 1 {
+            seqs.sort_unstable();
+            seqs.dedup();
+        }
+        Ok(seqs)
+    }
+
+    fn candidates(&self, filter: &Filter) -> Result<Candidates> {
+        let conditions = filter.term_conditions();
+        let bounded =
+            filter.since_ns.is_some() || filter.until_ns.is_some() || filter.after_seq.is_some();
+        if conditions.is_empty() && !bounded {
+            return Ok(Candidates::Ranges(vec![(i64::MIN, i64::MAX)]));
+        }
+        let batches = self.batches_in_bounds(filter)?;
+        if conditions.is_empty() {
+            // Seq ranges of the batches, adjacent ones merged.
+            let mut ranges: Vec<(i64, i64)> = Vec::new();
+            for &(_, first_seq, count) in &batches {
+                let (lo, hi) = (to_i64(first_seq)?, to_i64(first_seq + count - 1)?);
+                match ranges.last_mut() {
+                    Some(last) if last.1 + 1 == lo => last.1 = hi,
+                    _ => ranges.push((lo, hi)),
+                }
+            }
+            return Ok(Candidates::Ranges(ranges));
+        }
+        let mut result: Option<Vec<u64>> = None;
+        let mut ids = Vec::new();
+        for (dim, lookups) in &conditions {
+            ids.clear();
+            for lookup in lookups {
+                self.term_ids(*dim, lookup, &mut ids)?;
+            }
+            if ids.is_empty() {
+                return Ok(Candidates::Seqs(Vec::new()));
+            }
+            let seqs = self.posted_seqs(&ids, &batches)?;
+            let narrowed = match result {
+                None => seqs,
+                Some(previous) => intersect(&previous, &seqs),
+            };
+            if narrowed.is_empty() {
+                return Ok(Candidates::Seqs(narrowed));
+            }
+            result = Some(narrowed);
+        }
+        let mut seqs = result.unwrap_or_default();
+        if let Some(after) = filter.after_seq {
+            seqs.retain(|&s| s > after);
+        }
+        Ok(Candidates::Seqs(seqs))
+    }
+
     /// Visits matching records in sequence order until `visit` returns false. A row whose
     /// bytes do not decode is an error (run `sensorctl verify`), never silently skipped.
+    ///
+    /// The index (postings, batch time ranges) only narrows the candidates; `Filter::matches`
+    /// on the decoded record decides.
     pub fn query(
         &self,
         filter: &Filter,
         mut visit: impl FnMut(Record) -> Result<bool>,
     ) -> Result<()> {
-        let (sql, values) = filter.sql()?;
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
-        while let Some(row) = rows.next()? {
-            let bytes: Vec<u8> = row.get(0)?;
-            let record = Record::decode(&bytes)?;
-            if filter.matches(&record) && !visit(record)? {
-                break;
+        let mut each = |bytes: &[u8]| -> Result<bool> {
+            let record = Record::decode(bytes)?;
+            if filter.matches(&record) {
+                return visit(record);
+            }
+            Ok(true)
+        };
+        // One read transaction: a consistent snapshot, and no lock/unlock per point lookup.
+        let snapshot = self.conn.unchecked_transaction()?;
+        match self.candidates(filter)? {
+            Candidates::Ranges(ranges) => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
+                     AND wall_ns >= ?4 AND wall_ns <= ?5 ORDER BY seq",
+                )?;
+                let after = filter.after_seq.map_or(Ok(i64::MIN), to_i64)?;
+                let since = filter.since_ns.map_or(Ok(i64::MIN), to_i64)?;
+                let until = filter.until_ns.map_or(Ok(i64::MAX), to_i64)?;
+                'ranges: for (lo, hi) in ranges {
+                    let mut rows = stmt.query(params![lo, hi, after, since, until])?;
+                    while let Some(row) = rows.next()? {
+                        if !each(blob(row)?)? {
+                            break 'ranges;
+                        }
+                    }
+                }
+            }
+            Candidates::Seqs(seqs) => {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached("SELECT bytes FROM records WHERE seq = ?1")?;
+                for seq in seqs {
+                    let mut rows = stmt.query([to_i64(seq)?])?;
+                    if let Some(row) = rows.next()? {
+                        if !each(blob(row)?)? {
+                            break;
+                        }
+                    }
+                }
             }
         }
+        drop(snapshot);
         Ok(())
     }
+}
+
+fn blob<'r>(row: &'r rusqlite::Row<'_>) -> Result<&'r [u8]> {
+    row.get_ref(0)?
+        .as_blob()
+        .map_err(|e| Error::malformed("record", e))
+}
+
+/// Intersection of two ascending lists.
+fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }

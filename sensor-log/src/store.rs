@@ -18,6 +18,16 @@ pub const DB_FILE: &str = "log.db";
 
 /// SQLite page cache of the writer, in KiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// Page cache of a reader (`sensorctl`), in KiB: the index pages of a large store fit.
+const READER_CACHE_KIB: i64 = 64 * 1024;
+
+/// Layout of the store (`PRAGMA user_version`); 2 replaced per-column record indexes by the
+/// term dictionary and per-batch postings (see `index.rs`).
+pub(crate) const STORE_LAYOUT: i64 = 2;
+
+/// Page size of a new store. Larger pages mean shallower B-trees and fewer WAL frames per
+/// batch; 16 KiB measured best for ~500-byte records (docs/performance.md).
+const PAGE_SIZE: i64 = 16 * 1024;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -26,22 +36,21 @@ CREATE TABLE IF NOT EXISTS records (
     batch     INTEGER NOT NULL,
     wall_ns   INTEGER NOT NULL,
     kind      TEXT NOT NULL,
-    pid       INTEGER,
-    exe       TEXT,
-    user      TEXT,
-    unit      TEXT,
-    container TEXT,
-    path      TEXT,
-    human     INTEGER,
     leaf      BLOB NOT NULL,
     bytes     BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_time ON records(wall_ns);
-CREATE INDEX IF NOT EXISTS records_kind ON records(kind, wall_ns);
-CREATE INDEX IF NOT EXISTS records_pid ON records(pid, wall_ns);
-CREATE INDEX IF NOT EXISTS records_exe ON records(exe, wall_ns);
-CREATE INDEX IF NOT EXISTS records_identity ON records(user, unit, container, wall_ns);
-CREATE INDEX IF NOT EXISTS records_path ON records(path, wall_ns);
+CREATE TABLE IF NOT EXISTS terms (
+    id        INTEGER PRIMARY KEY,
+    dim       INTEGER NOT NULL,
+    value     NOT NULL,
+    UNIQUE (dim, value)
+);
+CREATE TABLE IF NOT EXISTS postings (
+    term      INTEGER NOT NULL,
+    batch     INTEGER NOT NULL,
+    offsets   BLOB NOT NULL,
+    PRIMARY KEY (batch, term)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
     number    INTEGER PRIMARY KEY,
     epoch     INTEGER NOT NULL,
@@ -49,6 +58,8 @@ CREATE TABLE IF NOT EXISTS batches (
     count     INTEGER NOT NULL,
     bytes     INTEGER NOT NULL,
     wall_ns   INTEGER NOT NULL,
+    min_wall  INTEGER NOT NULL DEFAULT 0,
+    max_wall  INTEGER NOT NULL DEFAULT 0,
     header    BLOB NOT NULL,
     signature BLOB NOT NULL,
     digest    BLOB NOT NULL
@@ -104,6 +115,7 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
         Ok(Store {
             conn,
             dir: state_dir.to_path_buf(),
@@ -114,17 +126,29 @@ impl Store {
     /// committed batch survives power loss, incremental vacuum so pruning returns space.
     pub(crate) fn open_writable(state_dir: &Path) -> Result<Store> {
         let conn = Connection::open(state_dir.join(DB_FILE))?;
+        let layout: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tables: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables > 0 && layout != STORE_LAYOUT {
+            return Err(Error::malformed(
+                "store",
+                format!("layout {layout}, this build reads layout {STORE_LAYOUT}"),
+            ));
+        }
+        // Both only take effect on a new (empty) database file.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // Each insert touches seven B-trees; their hot pages must stay cached or throughput
-        // collapses as the log grows (at 1M records: 20k records/s with the 2 MiB default,
-        // 40k with this and the checkpoint setting below).
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        // Checkpoint every 4096 pages (16 MiB) of WAL, not 1000: index tail pages rewritten by many
-        // consecutive batches then reach the database file once, not once per batch.
-        conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
+        // Checkpoint every 16 MiB of WAL (1024 pages of 16 KiB), not every 1000 pages: pages
+        // rewritten by consecutive batches then reach the database file once.
+        conn.pragma_update(None, "wal_autocheckpoint", 1024)?;
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", STORE_LAYOUT)?;
         Ok(Store {
             conn,
             dir: state_dir.to_path_buf(),
@@ -211,11 +235,14 @@ impl Store {
         .transpose()
     }
 
-    /// Number of stored records, for status output.
+    /// Number of records the retained batches hold, for status output. (Counting the rows of
+    /// `records` reads the whole table: seconds on a large store. `verify` counts the rows.)
     pub fn record_count(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))?;
+        let n: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(SUM(count), 0) FROM batches", [], |r| {
+                    r.get(0)
+                })?;
         to_u64(n, "record count")
     }
 
@@ -224,11 +251,12 @@ impl Store {
         tx: &rusqlite::Transaction<'_>,
         sealed: &crate::batch::SealedBatch,
         bytes: u64,
+        wall_range: (u64, u64),
     ) -> Result<()> {
         let h = &sealed.header;
         tx.prepare_cached(
-            "INSERT INTO batches (number, epoch, first_seq, count, bytes, wall_ns, header, signature, digest)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO batches (number, epoch, first_seq, count, bytes, wall_ns, min_wall, max_wall, header, signature, digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             to_i64(h.number)?,
@@ -237,6 +265,8 @@ impl Store {
             to_i64(h.count)?,
             to_i64(bytes)?,
             to_i64(h.wall_ns)?,
+            to_i64(wall_range.0)?,
+            to_i64(wall_range.1)?,
             sealed.header_bytes,
             &sealed.signature[..],
             &sealed.digest[..],

@@ -106,6 +106,14 @@ pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, E
     }
 }
 
+/// A blob column; any other type (a tampered row) reads as empty, which no leaf matches.
+fn blob<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], Stop> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Blob(b) => b,
+        _ => &[],
+    })
+}
+
 enum Stop {
     Error(Error),
     Tampered(Failure),
@@ -136,6 +144,8 @@ struct Row {
 struct Rows<'s> {
     rows: rusqlite::Rows<'s>,
     peeked: Option<Option<Row>>,
+    /// A consumed row whose buffers the next read reuses (no allocation per record).
+    spare: Option<Row>,
 }
 
 impl Rows<'_> {
@@ -143,11 +153,21 @@ impl Rows<'_> {
         let Some(r) = self.rows.next()? else {
             return Ok(None);
         };
-        Ok(Some(Row {
-            seq: to_u64(r.get(0)?, "seq")?,
-            leaf: r.get(1)?,
-            bytes: r.get(2)?,
-        }))
+        let mut row = self.spare.take().unwrap_or(Row {
+            seq: 0,
+            leaf: Vec::with_capacity(32),
+            bytes: Vec::new(),
+        });
+        row.seq = to_u64(r.get(0)?, "seq")?;
+        row.leaf.clear();
+        row.leaf.extend_from_slice(blob(r, 1)?);
+        row.bytes.clear();
+        row.bytes.extend_from_slice(blob(r, 2)?);
+        Ok(Some(row))
+    }
+
+    fn recycle(&mut self, row: Row) {
+        self.spare = Some(row);
     }
 
     fn next(&mut self) -> Result<Option<Row>, Stop> {
@@ -218,6 +238,7 @@ impl<'s> Walk<'s> {
         let mut rows = Rows {
             rows: records.query([])?,
             peeked: None,
+            spare: None,
         };
         let mut batch_rows = batches.query([])?;
         while let Some(b) = batch_rows.next()? {
@@ -480,6 +501,7 @@ impl<'s> Walk<'s> {
             };
             self.internal(&record, here)?;
         }
+        rows.recycle(row);
         self.head = chain_next(&self.head, &leaf);
         self.leaves.push(leaf);
         self.next_seq += 1;

@@ -6,7 +6,7 @@
 //! but not yet sealed live only in memory: a crash loses at most one batch interval of them,
 //! and the next start says so with an `EpochStart` whose reason is `Crash`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -21,8 +21,8 @@ use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::error::{Error, Result};
 use crate::event::{Event, Kind, Loss};
 use crate::hex;
+use crate::index::{Dictionary, RecordTerms};
 use crate::keys::{self, KeyDir};
-use crate::query::IndexColumns;
 use crate::record::{
     Body, EndReason, EpochStart, Hash, HostId, KeyRotation, Pruned, Record, RecordHeader,
     FORMAT_VERSION,
@@ -73,7 +73,7 @@ pub enum Admission {
 struct Pending {
     header: RecordHeader,
     kind: &'static str,
-    columns: IndexColumns,
+    terms: RecordTerms,
     leaf: Hash,
     head_after: Hash,
     bytes: Vec<u8>,
@@ -124,6 +124,8 @@ pub struct LogWriter {
     effects: Vec<Effect>,
     sealer: BatchSealer,
     dropped: BTreeMap<String, u64>,
+    /// Query terms seen so far and their ids in the store.
+    dictionary: Dictionary,
 }
 
 impl LogWriter {
@@ -250,6 +252,7 @@ impl LogWriter {
             pending: Vec::new(),
             effects,
             dropped: BTreeMap::new(),
+            dictionary: Dictionary::default(),
         };
         let start = EpochStart {
             previous_epoch,
@@ -440,7 +443,7 @@ impl LogWriter {
         self.pending.push(Pending {
             header: record.header,
             kind: record.body.kind_name(),
-            columns: IndexColumns::of(&record.body),
+            terms: self.dictionary.terms_of(&record.body),
             leaf,
             head_after: self.head,
             bytes,
@@ -482,9 +485,12 @@ impl LogWriter {
         } else {
             self.pending.chunks(chunk).collect()
         };
+        let mut staged = HashMap::new();
         let tx = self.store.conn.transaction()?;
+        let mut leaves: Vec<Hash> = Vec::with_capacity(chunk.min(self.pending.len()));
         for (i, records) in chunks.into_iter().enumerate() {
-            let leaves: Vec<Hash> = records.iter().map(|p| p.leaf).collect();
+            leaves.clear();
+            leaves.extend(records.iter().map(|p| p.leaf));
             let chain_head = records.last().map_or(prev_head, |p| p.head_after);
             let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
             let header = BatchHeader {
@@ -503,33 +509,40 @@ impl LogWriter {
                 anchor: None,
             };
             let batch = header.seal(&self.signing)?;
+            let number = to_i64(batch.header.number)?;
+            let epoch = to_i64(self.epoch)?;
+            let mut wall_range = (u64::MAX, 0);
+            let mut bytes = 0u64;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO records (seq, epoch, batch, wall_ns, kind, pid, exe, user, unit, container, path, human, leaf, bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    "INSERT INTO records (seq, epoch, batch, wall_ns, kind, leaf, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
                 for p in records {
-                    let c = &p.columns;
+                    wall_range.0 = wall_range.0.min(p.header.wall_ns);
+                    wall_range.1 = wall_range.1.max(p.header.wall_ns);
+                    bytes += p.bytes.len() as u64;
                     insert.execute(params![
                         to_i64(p.header.seq)?,
-                        to_i64(p.header.epoch)?,
-                        to_i64(batch.header.number)?,
+                        epoch,
+                        number,
                         to_i64(p.header.wall_ns)?,
                         p.kind,
-                        c.pid,
-                        c.exe,
-                        c.user,
-                        c.unit,
-                        c.container,
-                        c.path,
-                        c.human,
                         &p.leaf[..],
                         p.bytes,
                     ])?;
                 }
             }
-            let bytes = records.iter().map(|p| p.bytes.len() as u64).sum();
-            Store::insert_batch(&tx, &batch, bytes)?;
+            if records.is_empty() {
+                wall_range = (now.wall_ns, now.wall_ns);
+            }
+            self.dictionary.write_postings(
+                &tx,
+                number,
+                records.iter().map(|p| &p.terms),
+                &mut staged,
+            )?;
+            Store::insert_batch(&tx, &batch, bytes, wall_range)?;
             prev_digest = batch.digest;
             prev_head = chain_head;
             first_seq += count;
@@ -553,6 +566,10 @@ impl LogWriter {
                 } => {
                     tx.execute("DELETE FROM records WHERE seq <= ?1", [to_i64(*up_to_seq)?])?;
                     tx.execute(
+                        "DELETE FROM postings WHERE batch <= ?1",
+                        [to_i64(*up_to_batch)?],
+                    )?;
+                    tx.execute(
                         "DELETE FROM batches WHERE number <= ?1",
                         [to_i64(*up_to_batch)?],
                     )?;
@@ -572,8 +589,10 @@ impl LogWriter {
             prev_digest,
             head: prev_head,
         };
+        self.dictionary.committed(staged);
         self.pending.clear();
         self.effects.clear();
+        self.dictionary.trim();
         Ok(sealed)
     }
 }
