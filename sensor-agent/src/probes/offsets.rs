@@ -75,6 +75,13 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
     })
 }
 
+fn missing(strukt: &str, field: &str, reason: String) -> Error {
+    Error::MissingKernelField {
+        what: format!("{strukt}.{field} ({reason})"),
+        hint: "this kernel's layout is not supported yet; please report it with `uname -r`",
+    }
+}
+
 struct Resolver<'a> {
     btf: &'a Btf,
 }
@@ -82,17 +89,9 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     /// Byte offset of `path` (nested members, arrays stepping into element 0) in `strukt`.
     fn offset(&self, strukt: &str, path: &[&str]) -> Result<u32, Error> {
-        let missing = |reason: String| Error::MissingKernelField {
-            what: format!("{strukt}.{} ({reason})", path.join(".")),
-            hint: "this kernel's layout is not supported yet; please report it with `uname -r`",
-        };
-        let mut ty = self
-            .btf
-            .resolve_types_by_name(strukt)
-            .map_err(|e| missing(e.to_string()))?
-            .into_iter()
-            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
-            .ok_or_else(|| missing("struct not found".into()))?;
+        let field = path.join(".");
+        let missing = |reason: String| missing(strukt, &field, reason);
+        let mut ty = self.find_struct(strukt, &field)?;
         let mut bits = 0u32;
         for field in path {
             let composite = self.strip(ty).map_err(|e| missing(e.to_string()))?;
@@ -111,24 +110,24 @@ impl Resolver<'_> {
 
     /// Number of elements of the array member `field` of `strukt`.
     fn array_len(&self, strukt: &str, field: &str) -> Result<u64, Error> {
-        let missing = |reason: String| Error::MissingKernelField {
-            what: format!("{strukt}.{field} ({reason})"),
-            hint: "this kernel's layout is not supported yet; please report it with `uname -r`",
-        };
-        let ty = self
-            .btf
-            .resolve_types_by_name(strukt)
-            .map_err(|e| missing(e.to_string()))?
-            .into_iter()
-            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
-            .ok_or_else(|| missing("struct not found".into()))?;
+        let ty = self.find_struct(strukt, field)?;
         match self
             .find_member(&ty, field)
-            .map_err(|e| missing(e.to_string()))?
+            .map_err(|e| missing(strukt, field, e.to_string()))?
         {
             Some((_, Type::Array(a))) => Ok(a.len() as u64),
-            _ => Err(missing("not an array".into())),
+            _ => Err(missing(strukt, field, "not an array".into())),
         }
+    }
+
+    /// The definition (not a forward declaration) of `struct strukt`.
+    fn find_struct(&self, strukt: &str, field: &str) -> Result<Type, Error> {
+        self.btf
+            .resolve_types_by_name(strukt)
+            .map_err(|e| missing(strukt, field, e.to_string()))?
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+            .ok_or_else(|| missing(strukt, field, "struct not found".into()))
     }
 
     /// Looks through typedefs, qualifiers and arrays (element 0) to the underlying type.
