@@ -9,6 +9,7 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sensor_tpm::TpmConfig;
 use serde::Deserialize;
 
 use crate::attribution::OwnerRule;
@@ -65,6 +66,8 @@ pub struct LogConfig {
 pub struct Config {
     pub agent: AgentConfig,
     pub log: LogConfig,
+    /// The `[tpm]` section; `None` when `tcti = "off"`.
+    pub tpm: Option<TpmConfig>,
     /// The rule table: rule id `n` is `watches[n - 1]`.
     pub watches: Vec<Rule>,
     pub owners: Vec<OwnerRule>,
@@ -100,6 +103,8 @@ struct RawFile {
     agent: RawAgent,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    tpm: RawTpm,
     default_watches: Option<bool>,
     #[serde(default)]
     unwatch: Vec<String>,
@@ -130,6 +135,121 @@ struct RawLog {
     retention_max_age: Option<String>,
 }
 
+/// `[tpm]` as written. `tcti = "off"` switches anchoring off; unset means `/dev/tpmrm0` if
+/// it exists.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTpm {
+    tcti: Option<String>,
+    pcr: Option<u32>,
+    nv_index: Option<u32>,
+    ak_handle: Option<u32>,
+    quote_period: Option<String>,
+    nv_interval: Option<String>,
+    op_timeout: Option<String>,
+    queue_depth: Option<usize>,
+}
+
+/// `[tpm]` after validation, every key still optional until merged with the defaults.
+#[derive(Debug, Default)]
+struct PartialTpm {
+    /// `Some(None)`: `"off"`.
+    tcti: Option<Option<String>>,
+    pcr: Option<u32>,
+    nv_index: Option<u32>,
+    ak_handle: Option<u32>,
+    quote_period: Option<Duration>,
+    nv_interval: Option<Duration>,
+    op_timeout: Option<Duration>,
+    queue_depth: Option<usize>,
+}
+
+impl PartialTpm {
+    fn parse(raw: &RawTpm, file: &str) -> Result<PartialTpm, ConfigError> {
+        let duration = |key: &str, text: &Option<String>| {
+            Ok::<_, ConfigError>(duration(file, "tpm", key, text, false)?.flatten())
+        };
+        let partial = PartialTpm {
+            tcti: raw.tcti.as_ref().map(|t| (t != "off").then(|| t.clone())),
+            pcr: raw.pcr,
+            nv_index: raw.nv_index,
+            ak_handle: raw.ak_handle,
+            quote_period: duration("quote_period", &raw.quote_period)?,
+            nv_interval: duration("nv_interval", &raw.nv_interval)?,
+            op_timeout: duration("op_timeout", &raw.op_timeout)?,
+            queue_depth: raw.queue_depth,
+        };
+        // sensor-tpm's checks, on this file's keys over the built-in defaults; its messages
+        // begin with the field's name.
+        if let Some(cfg) = partial.over(TpmConfig::default()) {
+            if let Err(sensor_tpm::Error::Config(message)) = cfg.validate() {
+                let key = message.split_whitespace().next().unwrap_or_default();
+                return Err(invalid(file, format_args!("tpm.{key}"), message.clone()));
+            }
+        }
+        Ok(partial)
+    }
+
+    fn merged(user: PartialTpm, defaults: PartialTpm) -> PartialTpm {
+        PartialTpm {
+            tcti: user.tcti.or(defaults.tcti),
+            pcr: user.pcr.or(defaults.pcr),
+            nv_index: user.nv_index.or(defaults.nv_index),
+            ak_handle: user.ak_handle.or(defaults.ak_handle),
+            quote_period: user.quote_period.or(defaults.quote_period),
+            nv_interval: user.nv_interval.or(defaults.nv_interval),
+            op_timeout: user.op_timeout.or(defaults.op_timeout),
+            queue_depth: user.queue_depth.or(defaults.queue_depth),
+        }
+    }
+
+    /// The keys set here over `base`; `None` when anchoring is switched off.
+    fn over(&self, base: TpmConfig) -> Option<TpmConfig> {
+        let tcti = match &self.tcti {
+            Some(None) => return None,
+            Some(Some(t)) => Some(t.clone()),
+            None => base.tcti,
+        };
+        Some(TpmConfig {
+            tcti,
+            pcr: self.pcr.unwrap_or(base.pcr),
+            nv_index: self.nv_index.unwrap_or(base.nv_index),
+            ak_handle: self.ak_handle.unwrap_or(base.ak_handle),
+            quote_period: self.quote_period.unwrap_or(base.quote_period),
+            nv_interval: self.nv_interval.unwrap_or(base.nv_interval),
+            op_timeout: self.op_timeout.unwrap_or(base.op_timeout),
+            queue_depth: self.queue_depth.unwrap_or(base.queue_depth),
+        })
+    }
+}
+
+/// A duration key (`"1s"`, `"24h"`); `Some(None)` for `"off"` where `may_be_off`.
+fn duration(
+    file: &str,
+    section: &str,
+    key: &str,
+    text: &Option<String>,
+    may_be_off: bool,
+) -> Result<Option<Option<Duration>>, ConfigError> {
+    let Some(text) = text else { return Ok(None) };
+    if may_be_off && text == "off" {
+        return Ok(Some(None));
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(Some(Some(d))),
+        Ok(_) => Err(invalid(
+            file,
+            format_args!("{section}.{key}"),
+            "must be more than zero",
+        )),
+        Err(e) => Err(invalid(
+            file,
+            format_args!("{section}.{key}"),
+            format_args!("`{text}` is not a duration like \"1s\" or \"24h\" ({e})"),
+        )),
+    }
+}
+
 /// `[log]` after validation, every key still optional until merged with the defaults.
 #[derive(Debug, Default)]
 struct PartialLog {
@@ -144,23 +264,7 @@ struct PartialLog {
 impl PartialLog {
     fn parse(raw: &RawLog, file: &str) -> Result<PartialLog, ConfigError> {
         let duration = |key: &str, text: &Option<String>, may_be_off: bool| {
-            let Some(text) = text else { return Ok(None) };
-            if may_be_off && text == "off" {
-                return Ok(Some(None));
-            }
-            match humantime::parse_duration(text) {
-                Ok(d) if !d.is_zero() => Ok(Some(Some(d))),
-                Ok(_) => Err(invalid(
-                    file,
-                    format_args!("log.{key}"),
-                    "must be more than zero",
-                )),
-                Err(e) => Err(invalid(
-                    file,
-                    format_args!("log.{key}"),
-                    format_args!("`{text}` is not a duration like \"1s\" or \"24h\" ({e})"),
-                )),
-            }
+            duration(file, "log", key, text, may_be_off)
         };
         let at_least_one = |key: &str, n: Option<usize>| match n {
             Some(0) => Err(invalid(
@@ -236,6 +340,7 @@ struct RawOwner {
 struct Parsed {
     raw: RawFile,
     log: PartialLog,
+    tpm: PartialTpm,
     watches: Vec<Rule>,
     owners: Vec<OwnerRule>,
 }
@@ -303,6 +408,7 @@ fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         })?;
     validate_agent(&raw.agent, file)?;
     let log = PartialLog::parse(&raw.log, file)?;
+    let tpm = PartialTpm::parse(&raw.tpm, file)?;
     let mut watches = Vec::with_capacity(raw.watch.len());
     for (i, w) in raw.watch.iter().enumerate() {
         if !is_kind(&w.kind) {
@@ -355,6 +461,7 @@ fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     Ok(Parsed {
         raw,
         log,
+        tpm,
         watches,
         owners,
     })
@@ -420,8 +527,10 @@ fn merge(defaults: Parsed, user: Option<(Parsed, String)>) -> Result<Config, Con
     let mut watches = defaults.watches;
     let mut owners = defaults.owners;
     let mut log = defaults.log;
+    let mut tpm = defaults.tpm;
     if let Some((user, file)) = user {
         log = PartialLog::merged(user.log, log);
+        tpm = PartialTpm::merged(user.tpm, tpm);
         let a = user.raw.agent;
         agent.state_dir = a.state_dir.unwrap_or(agent.state_dir);
         agent.ring_buffer_bytes = a.ring_buffer_bytes.unwrap_or(agent.ring_buffer_bytes);
@@ -458,6 +567,7 @@ fn merge(defaults: Parsed, user: Option<(Parsed, String)>) -> Result<Config, Con
     Ok(Config {
         agent,
         log: log.finish()?,
+        tpm: tpm.over(TpmConfig::default()),
         watches,
         owners,
     })
@@ -497,7 +607,7 @@ mod tests {
     fn defaults_load_and_cover_the_field_notes() {
         let c = Config::load(None).unwrap();
         assert_eq!(c.agent.state_dir, Path::new("/var/lib/sensor-agent"));
-        assert_eq!(c.agent.ring_buffer_bytes, 32 << 20);
+        assert_eq!(c.agent.ring_buffer_bytes, 16 << 20);
         assert_eq!(
             c.proc_files_mask(),
             sensor_common::PROC_ENVIRON | sensor_common::PROC_MEM
@@ -590,6 +700,27 @@ owner = "web"
     }
 
     #[test]
+    fn tpm_section_defaults_overrides_and_off() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.tpm, Some(TpmConfig::default()));
+        let c = load_text(
+            "[tpm]\ntcti = \"swtpm:host=127.0.0.1,port=2321\"\npcr = 14\nquote_period = \"5s\"\n",
+        )
+        .unwrap();
+        let tpm = c.tpm.unwrap();
+        assert_eq!(
+            (tpm.tcti.as_deref(), tpm.pcr, tpm.quote_period),
+            (
+                Some("swtpm:host=127.0.0.1,port=2321"),
+                14,
+                Duration::from_secs(5)
+            )
+        );
+        assert_eq!(tpm.nv_interval, Duration::from_secs(3600));
+        assert!(load_text("[tpm]\ntcti = \"off\"\n").unwrap().tpm.is_none());
+    }
+
+    #[test]
     fn default_watches_false_starts_empty() {
         let c = load_text(
             "default_watches = false\n[[watch]]\npath = \"/etc/shadow\"\nkind = \"password-db\"\n",
@@ -625,6 +756,12 @@ owner = "web"
             ("[[owner]]\nowner = \"web\"\nexe = \"/usr/bin/[\"\n", "owner[0].exe: `/usr/bin/[`: bad glob"),
             ("[[owner]]\nunit = \"a\"\nowner = \" \"\n", "owner[0].owner: is empty"),
             ("[[watch]\n", "line 1, column"),
+            ("[tpm]\npcr = 16\n", "tpm.pcr: pcr 16 can be reset by any local root"),
+            ("[tpm]\nquote_period = \"soon\"\n", "tpm.quote_period: `soon` is not a duration"),
+            ("[tpm]\nnv_index = 5\n", "tpm.nv_index: nv_index 0x00000005 is not an NV index"),
+            ("[tpm]\ntcti = \"tpm0\"\n", "tpm.tcti: tcti \"tpm0\": expected device:"),
+            ("[tpm]\nqueue_depth = 0\n", "tpm.queue_depth: queue_depth 0 is outside"),
+            ("[tpm]\nquote = 1\n", "tpm.quote: unknown field `quote`"),
         ];
         for (text, expected) in cases {
             let e = error(text);

@@ -36,8 +36,8 @@ pub struct BatchHeader {
     /// Which signing key signed this header.
     pub key_epoch: u64,
     pub wall_ns: u64,
-    /// TPM anchor, always `None` in format version 1. The field is already in the layout, so
-    /// the TPM work fills it without changing the format version.
+    /// TPM anchor: `None` when the log is not anchored (no TPM, or the epoch's first batch,
+    /// sealed before the TPM is asked). Part of the version-1 layout from the start.
     pub anchor: Option<Anchor>,
 }
 
@@ -47,6 +47,10 @@ pub struct Anchor {
     pub pcr_index: u32,
     /// NV (hybrid) counter value when the batch was sealed.
     pub nv_counter: u64,
+    /// TPM reset and restart counts of the boot cycle the counter was read in: a header names
+    /// its TPM boot cycle, so a reboot cannot pass for a continuation.
+    pub reset_count: u32,
+    pub restart_count: u32,
 }
 
 /// A batch as it leaves the writer, durable on disk.
@@ -181,6 +185,8 @@ mod tests {
         h.anchor = Some(Anchor {
             pcr_index: 14,
             nv_counter: 9,
+            reset_count: 2,
+            restart_count: 1,
         });
         let bytes = record::encode(&h).expect("encodes");
         assert_eq!(BatchHeader::decode(&bytes).expect("decodes"), h);

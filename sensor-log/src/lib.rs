@@ -28,9 +28,12 @@ pub use batch::{Anchor, BatchHeader, SealedBatch};
 pub use error::{Error, Result};
 pub use event::*;
 pub use query::Filter;
-pub use record::{Body, EndReason, EpochStart, KeyRotation, Pruned, Record, RecordHeader};
-pub use status::AgentStatus;
+pub use record::{
+    AnchorBase, Body, EndReason, EpochStart, KeyRotation, Pruned, Record, RecordHeader, TpmEntry,
+    TpmQuote,
+};
+pub use status::{AgentStatus, AnchorStatus};
 pub use store::Store;
 pub use time::Timestamp;
-pub use verify::{verify, Failure, Position, Reason, Summary, Verdict};
+pub use verify::{verify, AnchorTrail, Failure, Position, Reason, Summary, Verdict};
 pub use writer::{Admission, LogWriter, WriterOptions};

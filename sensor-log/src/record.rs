@@ -90,6 +90,9 @@ pub enum Body {
     EpochStart(EpochStart),
     KeyRotation(KeyRotation),
     Pruned(Pruned),
+    /// What the TPM anchor did (docs/tpm.md): chained, so anchoring, its gaps and its alarms
+    /// are part of the signed history.
+    Tpm(TpmEntry),
 }
 
 /// First record of every epoch: links to the previous epoch and says how it ended.
@@ -134,6 +137,71 @@ pub struct Pruned {
     pub batches: u64,
 }
 
+/// A TPM anchoring entry. Batches from a base's `replay_from` on are extended into the PCR in
+/// order, so a verifier replays their digests from the base's `pcr_value`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TpmEntry {
+    /// Anchoring starts in this epoch (the agent started).
+    Anchored(AnchorBase),
+    /// Anchoring resumes after batches `gap_from..=gap_to` were sealed without a known extend
+    /// (TPM failing, or the anchor queue full); the base re-reads the PCR.
+    Resumed {
+        gap_from: u64,
+        gap_to: u64,
+        base: AnchorBase,
+    },
+    /// The log is not anchored in a TPM (none found, or switched off).
+    Unanchored { reason: String },
+    /// Anchoring failed at `from_batch` (that batch may or may not be in the PCR); a
+    /// `Resumed` entry follows when the TPM answers again.
+    Failing { from_batch: u64, error: String },
+    /// A self-quote of the anchor PCR with qualifying data `quote_binding(batch, digest of
+    /// batch, zeros)`: the PCR value right after `batch` was extended.
+    Quote(TpmQuote),
+    /// The agent found at start that the log and the TPM disagree (e.g. `rolled back`): the
+    /// state directory is an older copy, or belongs to another TPM.
+    Alarm { reason: String, detail: String },
+}
+
+/// The replay starting point of an anchored span, with the TPM state it was read in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorBase {
+    /// The first batch extended from `pcr_value`.
+    pub replay_from: u64,
+    pub pcr_index: u32,
+    /// PCR value read before batch `replay_from` was extended (not zero if anything extended
+    /// it earlier in this TPM boot cycle).
+    pub pcr_value: Hash,
+    pub reset_count: u32,
+    pub restart_count: u32,
+    pub nv_counter: u64,
+    pub nv_index: u32,
+    pub ak_handle: u32,
+    /// The attestation key's `TPMT_PUBLIC`, for a verifier to pin.
+    pub ak_public: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmQuote {
+    pub batch: u64,
+    /// Marshalled `TPMS_ATTEST` and its ECDSA P-256 signature (`r || s`).
+    pub attest: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+impl TpmEntry {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            TpmEntry::Anchored(_) => "tpm_anchored",
+            TpmEntry::Resumed { .. } => "tpm_resumed",
+            TpmEntry::Unanchored { .. } => "tpm_unanchored",
+            TpmEntry::Failing { .. } => "tpm_failing",
+            TpmEntry::Quote(_) => "tpm_quote",
+            TpmEntry::Alarm { .. } => "tpm_alarm",
+        }
+    }
+}
+
 impl Body {
     /// The `kind` shown by queries: the event kind, or the log-internal entry's name.
     pub fn kind_name(&self) -> &'static str {
@@ -142,11 +210,22 @@ impl Body {
             Body::EpochStart(_) => "epoch_start",
             Body::KeyRotation(_) => "key_rotation",
             Body::Pruned(_) => "pruned",
+            Body::Tpm(t) => t.kind_name(),
         }
     }
 
     /// Names accepted by `kind_name`, for error messages.
-    pub const INTERNAL_KINDS: [&'static str; 3] = ["epoch_start", "key_rotation", "pruned"];
+    pub const INTERNAL_KINDS: [&'static str; 9] = [
+        "epoch_start",
+        "key_rotation",
+        "pruned",
+        "tpm_anchored",
+        "tpm_resumed",
+        "tpm_unanchored",
+        "tpm_failing",
+        "tpm_quote",
+        "tpm_alarm",
+    ];
 }
 
 /// Index of the `Event` variant in the body's u32 tag; other variants are log-internal.

@@ -27,6 +27,26 @@ pub struct AgentStatus {
     pub events: BTreeMap<String, u64>,
     /// Lost events by source since start.
     pub losses: BTreeMap<String, u64>,
+    /// TPM anchoring; absent in files written before anchoring existed.
+    #[serde(default)]
+    pub anchor: Option<AnchorStatus>,
+}
+
+/// What the anchor stage reports about the TPM anchor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorStatus {
+    /// `anchored`, `failing` or `not anchored`.
+    pub state: String,
+    /// Why not anchored or failing; the TCTI when anchored.
+    pub detail: String,
+    pub pcr: Option<u32>,
+    pub last_extended_batch: Option<u64>,
+    pub last_quoted_batch: Option<u64>,
+    pub nv_counter: Option<u64>,
+    /// Anchoring gaps since start (spans of batches sealed without a known extend).
+    pub gaps: u64,
+    /// Commands sent to the TPM since start.
+    pub tpm_commands: u64,
 }
 
 impl AgentStatus {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use rusqlite::params;
 
-use crate::batch::{self, BatchHeader, BatchSealer, SealedBatch};
+use crate::batch::{self, Anchor, BatchHeader, BatchSealer, SealedBatch};
 use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::error::{Error, Result};
 use crate::event::{Event, Kind, Loss};
@@ -24,7 +24,7 @@ use crate::hex;
 use crate::index::{Dictionary, RecordTerms};
 use crate::keys::{self, KeyDir};
 use crate::record::{
-    Body, EndReason, EpochStart, Hash, HostId, KeyRotation, Pruned, Record, RecordHeader,
+    Body, EndReason, EpochStart, Hash, HostId, KeyRotation, Pruned, Record, RecordHeader, TpmEntry,
     FORMAT_VERSION,
 };
 use crate::store::{self, to_i64, Store};
@@ -126,6 +126,10 @@ pub struct LogWriter {
     dropped: BTreeMap<String, u64>,
     /// Query terms seen so far and their ids in the store.
     dictionary: Dictionary,
+    /// Put in every header sealed from now on (`set_anchor`).
+    anchor: Option<Anchor>,
+    /// How the previous epoch ended, and its last batch's anchor (`previous_end`).
+    previous_end: (EndReason, Option<Anchor>),
 }
 
 impl LogWriter {
@@ -253,6 +257,8 @@ impl LogWriter {
             effects,
             dropped: BTreeMap::new(),
             dictionary: Dictionary::default(),
+            anchor: None,
+            previous_end: (reason, last.as_ref().and_then(|b| b.header.anchor)),
         };
         let start = EpochStart {
             previous_epoch,
@@ -404,10 +410,32 @@ impl LogWriter {
     }
 
     /// Seals what is pending and writes the clean-stop marker in the same transaction, so the
-    /// next start can tell a clean stop from a crash.
-    pub fn close(mut self, now: Timestamp) -> Result<()> {
+    /// next start can tell a clean stop from a crash. Returns the last batches (durable), so
+    /// they can still be anchored.
+    pub fn close(mut self, now: Timestamp) -> Result<Vec<SealedBatch>> {
         self.effects.push(Effect::MarkCleanStop);
-        self.seal(now).map(drop)
+        self.seal(now)
+    }
+
+    /// The TPM anchor to record in the headers sealed from now on (`None`: not anchored).
+    pub fn set_anchor(&mut self, anchor: Option<Anchor>) {
+        self.anchor = anchor;
+    }
+
+    /// Chains a TPM anchoring entry; durable with the next seal.
+    pub fn record_tpm(&mut self, entry: TpmEntry, at: Timestamp) -> Result<u64> {
+        self.chain(Body::Tpm(entry), at)
+    }
+
+    /// How the previous epoch ended and the anchor of its last batch, for the TPM check at
+    /// start (a restored older state directory has a counter behind the TPM's).
+    pub fn previous_end(&self) -> (EndReason, Option<Anchor>) {
+        self.previous_end
+    }
+
+    /// Number of the next batch to be sealed.
+    pub fn next_batch(&self) -> u64 {
+        self.durable.next_batch
     }
 
     /// Records chained but not yet sealed.
@@ -506,7 +534,7 @@ impl LogWriter {
                 chain_head,
                 key_epoch: self.key_epoch,
                 wall_ns: now.wall_ns,
-                anchor: None,
+                anchor: self.anchor,
             };
             let batch = header.seal(&self.signing)?;
             let number = to_i64(batch.header.number)?;

@@ -26,7 +26,7 @@ pub use config::{TpmConfig, DEFAULT_AK_HANDLE, DEFAULT_DEVICE, DEFAULT_NV_INDEX,
 pub use device::TpmInfo;
 pub use error::{Error, Result};
 pub use replay::{
-    bound_batch_number, classify, extend_pcr, matching_prefix, quote_binding, replay,
-    LogAnchorState, Outcome, TpmState,
+    allowed_counter_lead, bound_batch_number, classify, counter_outcome, extend_pcr,
+    matching_prefix, quote_binding, replay, LogAnchorState, Outcome, TpmState, ORDERLY_JUMP,
 };
 pub use worker::TpmWorker;

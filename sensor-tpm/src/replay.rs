@@ -67,6 +67,41 @@ pub fn bound_batch_number(qualifying_data: &[u8; 32]) -> u64 {
     u64::from_be_bytes(n)
 }
 
+/// Largest forward jump of an orderly (hybrid) NV counter across an unorderly TPM restart: the
+/// TPM writes it to NV every `MAX_ORDERLY_COUNT` (255 in the reference implementation)
+/// increments and adds that much after losing the RAM copy.
+pub const ORDERLY_JUMP: u64 = 256;
+
+/// How far the TPM counter may legitimately be ahead of the newest batch's `nv_counter`:
+/// nothing after a clean stop (the stop's advance is recorded in the last batch), one advance
+/// otherwise (an `nv_interval` advance, or a start's, not yet sealed into a batch when the
+/// agent died), plus `ORDERLY_JUMP` when an orderly counter has been through a TPM reset or
+/// restart since (it may have jumped).
+pub fn allowed_counter_lead(clean_stop: bool, tpm_restarted: bool, orderly: bool) -> u64 {
+    let schedule = if clean_stop { 0 } else { 1 };
+    schedule
+        + if tpm_restarted && orderly {
+            ORDERLY_JUMP
+        } else {
+            0
+        }
+}
+
+/// The counter part of `classify`: `None` when the TPM counter is at or within `allowed_lead`
+/// above the log's; else the alarm. The agent runs it alone at start, before a new epoch.
+pub fn counter_outcome(tpm: u64, log: u64, allowed_lead: u64) -> Option<Outcome> {
+    if tpm < log {
+        return Some(Outcome::TpmStateMismatch(format!(
+            "log records NV counter {log}, the TPM is only at {tpm}"
+        )));
+    }
+    (tpm - log > allowed_lead).then_some(Outcome::RolledBack {
+        tpm,
+        log,
+        allowed_lead,
+    })
+}
+
 /// What the log says about its anchoring, for the current TPM boot cycle.
 #[derive(Clone, Debug)]
 pub struct LogAnchorState<'a> {
@@ -125,6 +160,51 @@ pub enum Outcome {
     TpmStateMismatch(String),
 }
 
+impl Outcome {
+    /// The reason's name, as `sensorctl verify --tpm` and the agent's alarm record print it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Consistent { .. } => "consistent",
+            Outcome::TailTruncated { .. } => "tail truncated",
+            Outcome::RolledBack { .. } => "rolled back to an older copy",
+            Outcome::ForgedHeader => "forged header",
+            Outcome::RebootHidden { .. } => "reboot hidden",
+            Outcome::TpmStateMismatch(_) => "TPM state mismatch",
+        }
+    }
+
+    /// The evidence behind the verdict, in words.
+    pub fn detail(&self) -> String {
+        match self {
+            Outcome::Consistent {
+                anchored,
+                unanchored,
+            } => format!("{anchored} batches replay to the PCR, {unanchored} newer ones not yet extended"),
+            Outcome::TailTruncated { covered, log_last } => format!(
+                "the TPM has seen batch {covered}, the log ends at {}",
+                log_last.map_or("no batch".into(), |l| format!("batch {l}"))
+            ),
+            Outcome::RolledBack {
+                tpm,
+                log,
+                allowed_lead,
+            } => format!(
+                "TPM counter {tpm}, newest batch records {log} (at most {allowed_lead} behind is allowed)"
+            ),
+            Outcome::ForgedHeader => {
+                "no prefix of the log's batch digests reproduces the PCR".into()
+            }
+            Outcome::RebootHidden {
+                log_reset_count,
+                tpm_reset_count,
+            } => format!(
+                "TPM reset count {tpm_reset_count}, the log's newest anchor records {log_reset_count} and no newer epoch"
+            ),
+            Outcome::TpmStateMismatch(d) => d.clone(),
+        }
+    }
+}
+
 /// Classifies log state against TPM state. Order matters: a hidden reboot or a foreign TPM
 /// makes the PCR comparison meaningless, so those are decided first; then the counter
 /// (rollback across restarts); then the PCR (truncation or forgery within the boot).
@@ -156,17 +236,8 @@ pub fn classify(log: &LogAnchorState<'_>, tpm: &TpmState, allowed_lead: u64) -> 
         }
     }
     if let (Some(t), Some(l)) = (tpm.nv_counter, log.newest_nv_counter) {
-        if t < l {
-            return Outcome::TpmStateMismatch(format!(
-                "log records NV counter {l}, the TPM is only at {t}"
-            ));
-        }
-        if t - l > allowed_lead {
-            return Outcome::RolledBack {
-                tpm: t,
-                log: l,
-                allowed_lead,
-            };
+        if let Some(alarm) = counter_outcome(t, l, allowed_lead) {
+            return alarm;
         }
     }
     let n = log.digests.len();

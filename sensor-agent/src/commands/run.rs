@@ -17,6 +17,7 @@ use tokio::{
 use crate::{
     config::Config,
     pipeline::{
+        anchor::{self, AnchorStage},
         chain::ChainStage,
         enrich::Enricher,
         loss::LossStage,
@@ -64,6 +65,11 @@ const STATS_PERIOD: Duration = Duration::from_secs(30);
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
     let config = Config::load(args.config.as_deref())?;
+    if std::env::var_os("TSS2_LOG").is_none() {
+        // libtss2 prints its own errors to stderr (e.g. while probing for the AK on a first
+        // start); ours carry the response code and layer. Set before any thread exists.
+        std::env::set_var("TSS2_LOG", "all+none");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,7 +86,13 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     let counters = Arc::new(Counters::default());
     // The log first: a state directory that cannot be written stops the agent before any
     // probe is attached, and the new epoch is recorded before the first event.
-    let chain = ChainStage::open(&state_dir, &config.log, counters.clone())?;
+    let mut chain = ChainStage::open(&state_dir, &config.log, counters.clone())?;
+    // Then the TPM, before the first seal of the epoch: the check against a restored older
+    // state directory, and the replay base of this epoch's batches.
+    let (previous, next_batch) = chain.anchor_context();
+    let (anchor, link) =
+        AnchorStage::start(config.tpm.clone(), previous, next_batch, counters.clone());
+    chain.attach_anchor(link);
     let mut probes = Probes::load(&LoadOptions {
         ring_buffer_bytes: config.agent.ring_buffer_bytes,
         proc_files: config.proc_files_mask(),
@@ -161,7 +173,12 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         OutputFormat::None => (None, None),
     };
     let runtime = tokio::runtime::Handle::current();
-    let chain = tokio::task::spawn_blocking(move || chain.run(runtime, events_rx, output_tx, None));
+    let (sealed_tx, sealed_rx) = mpsc::channel(anchor::QUEUE_BATCHES);
+    let anchor_runtime = runtime.clone();
+    let anchor = tokio::task::spawn_blocking(move || anchor.run(anchor_runtime, sealed_rx));
+    let chain = tokio::task::spawn_blocking(move || {
+        chain.run(runtime, events_rx, output_tx, Some(sealed_tx))
+    });
     let status =
         tokio::spawn(StatusStage::new(state_dir, &probes.status, counters.clone()).run(stop_rx));
     tokio::spawn(log_stats(counters.clone()));
@@ -189,6 +206,9 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     let chained = chain
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    // The chain stage dropped its sender after the last batch: the anchor stage extends what
+    // is queued and ends.
+    let _ = anchor.await;
     let written = match output {
         Some(output) => output
             .await

@@ -2,6 +2,10 @@
 //! due batches (Merkle root, Ed25519 signature, one durable SQLite transaction). Events then
 //! go on to the output stage, sealed batches to the anchor stage.
 //!
+//! The anchor stage is fed with `try_send`: a TPM that is slow or gone costs batches skipped
+//! for anchoring (recorded as a gap by the anchor stage), never a stalled chain. Its notes
+//! (entries to chain, the anchor for later headers) are applied before every seal.
+//!
 //! A full disk never stops the pipeline: sealing fails, the records stay pending in the
 //! writer (up to `log.max_pending_records`, then counted per kind), and once a seal succeeds
 //! the writer chains a `disk_full` loss event for whatever it had to count.
@@ -11,10 +15,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor_log::{Admission, Event, LogWriter, SealedBatch, Timestamp, WriterOptions};
+use sensor_log::{
+    Admission, Anchor, EndReason, Event, LogWriter, SealedBatch, Timestamp, WriterOptions,
+};
 use tokio::{runtime::Handle, sync::mpsc};
 
-use super::{Batch, Counters};
+use super::{
+    anchor::{AnchorLink, Note},
+    Batch, Counters,
+};
 use crate::{config::LogConfig, Error};
 
 /// How often the stage wakes when idle, to seal heartbeat batches on time.
@@ -30,6 +39,7 @@ pub struct ChainStage {
     counters: Arc<Counters>,
     last_prune: Instant,
     last_warning: Option<Instant>,
+    anchor: Option<AnchorLink>,
 }
 
 impl ChainStage {
@@ -53,7 +63,19 @@ impl ChainStage {
             counters,
             last_prune: Instant::now(),
             last_warning: None,
+            anchor: None,
         })
+    }
+
+    /// How the previous epoch ended and its last batch's anchor, and the next batch number:
+    /// what the anchor stage needs to start.
+    pub fn anchor_context(&self) -> ((EndReason, Option<Anchor>), u64) {
+        (self.writer.previous_end(), self.writer.next_batch())
+    }
+
+    /// Connects the anchor stage; its first notes are applied before the first seal.
+    pub fn attach_anchor(&mut self, link: AnchorLink) {
+        self.anchor = Some(link);
     }
 
     /// Runs until `input` closes, then seals what is pending and marks a clean stop.
@@ -79,16 +101,42 @@ impl ChainStage {
                 Ok(None) => break,
                 Err(_idle) => {}
             }
+            self.apply_notes();
             let result = self.writer.seal_due(Timestamp::now());
             self.publish(result, &sealed);
             if self.last_prune.elapsed() >= PRUNE_PERIOD {
                 self.prune();
             }
         }
-        let now = Timestamp::now();
-        let result = self.writer.seal(now);
+        self.apply_notes();
+        let result = self.writer.seal(Timestamp::now());
         self.publish(result, &sealed);
-        self.writer.close(Timestamp::now()).map_err(Error::Log)
+        // The stop's counter advance and last quote go into the final batch.
+        if let Some(link) = &self.anchor {
+            if !link.finish() {
+                tracing::warn!("the TPM did not answer at stop: no final quote");
+            }
+        }
+        self.apply_notes();
+        let last = self.writer.close(Timestamp::now()).map_err(Error::Log)?;
+        publish_batches(&self.counters, last, &sealed);
+        Ok(())
+    }
+
+    fn apply_notes(&mut self) {
+        let Some(link) = &self.anchor else {
+            return;
+        };
+        for note in link.notes() {
+            match note {
+                Note::Anchor(anchor) => self.writer.set_anchor(anchor),
+                Note::Chain(entry) => {
+                    if let Err(e) = self.writer.record_tpm(entry, Timestamp::now()) {
+                        tracing::error!("chaining a TPM entry failed: {e}");
+                    }
+                }
+            }
+        }
     }
 
     fn append(&mut self, batch: &[Event]) {
@@ -124,15 +172,7 @@ impl ChainStage {
         sealed: &Option<mpsc::Sender<SealedBatch>>,
     ) {
         match result {
-            Ok(batches) => {
-                for batch in batches {
-                    self.counters.sealed(&batch);
-                    if let Some(sealed) = sealed {
-                        // Durable already; the anchor stage waits for none of it at shutdown.
-                        let _ = sealed.blocking_send(batch);
-                    }
-                }
-            }
+            Ok(batches) => publish_batches(&self.counters, batches, sealed),
             Err(e) => {
                 if self.last_warning.is_none_or(|t| t.elapsed() >= WARN_PERIOD) {
                     self.last_warning = Some(Instant::now());
@@ -155,6 +195,21 @@ impl ChainStage {
             Ok(Some(pruned)) => tracing::info!(?pruned, "retention pruned the oldest batches"),
             Ok(None) => {}
             Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+    }
+}
+
+/// Hands durable batches to the anchor stage. A full queue skips anchoring a batch, which the
+/// anchor stage records as a gap: the chain never waits for the TPM.
+fn publish_batches(
+    counters: &Counters,
+    batches: Vec<SealedBatch>,
+    sealed: &Option<mpsc::Sender<SealedBatch>>,
+) {
+    for batch in batches {
+        counters.sealed(&batch);
+        if let Some(sealed) = sealed {
+            let _ = sealed.try_send(batch);
         }
     }
 }

@@ -7,6 +7,7 @@
 //! ```
 //! Channels carry batches, so a storm costs one channel operation per [`BATCH_LEN`] events.
 
+pub mod anchor;
 pub mod chain;
 pub mod decode;
 pub mod enrich;
@@ -20,7 +21,7 @@ use std::{
     sync::{atomic::AtomicU64, Mutex},
 };
 
-use sensor_log::{Kind, SealedBatch};
+use sensor_log::{AnchorStatus, Kind, SealedBatch};
 
 /// What travels between stages.
 pub type Batch<T> = Vec<T>;
@@ -47,6 +48,8 @@ pub struct Counters {
     pub losses: Mutex<BTreeMap<String, u64>>,
     /// The newest durable batch: (number, first seq + count, chain head).
     pub last_batch: Mutex<Option<(u64, u64, [u8; 32])>>,
+    /// TPM anchoring, as the anchor stage reports it.
+    pub anchor: Mutex<AnchorStatus>,
 }
 
 impl Counters {

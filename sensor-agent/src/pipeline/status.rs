@@ -62,6 +62,13 @@ impl StatusStage {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        self.status.anchor = Some(
+            self.counters
+                .anchor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        );
         if let Err(e) = self.status.write(&self.state_dir) {
             tracing::warn!("writing status.json: {e}");
         }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobMatcher};
-use sensor_log::{hex, Body, Filter, Kind, Record};
+use sensor_log::{hex, AnchorBase, Body, Filter, Kind, Record, TpmEntry};
 use serde_json::{json, Value};
 
 use crate::Failure;
@@ -197,6 +197,9 @@ fn to_json(r: &Record) -> Value {
         Body::Pruned(p) => json!({
             "kind": "pruned", "time": time, "up_to_seq": p.up_to_seq, "records": p.records, "batches": p.batches,
         }),
+        Body::Tpm(t) => json!({
+            "kind": t.kind_name(), "time": time, "epoch": r.header.epoch, "detail": tpm_detail(t),
+        }),
     };
     if let Value::Object(map) = &mut value {
         map.insert("seq".to_string(), json!(seq));
@@ -224,6 +227,7 @@ fn row(r: &Record) -> Vec<String> {
                 "removed {} records in {} batches, up to seq {}",
                 p.records, p.batches, p.up_to_seq
             ),
+            Body::Tpm(t) => tpm_detail(t),
             Body::Event(_) => String::new(),
         };
         return vec![seq, time, kind, blank(), blank(), blank(), blank(), detail];
@@ -254,4 +258,36 @@ fn row(r: &Record) -> Vec<String> {
         String::new()
     };
     vec![seq, time, kind, pid, exe, who, human, detail]
+}
+
+/// One line on a TPM anchoring entry.
+fn tpm_detail(t: &TpmEntry) -> String {
+    let base = |b: &AnchorBase| {
+        format!(
+            "replay from batch {} on PCR {} = {}, reset count {}, restart count {}, NV counter {}",
+            b.replay_from,
+            b.pcr_index,
+            hex::encode(&b.pcr_value),
+            b.reset_count,
+            b.restart_count,
+            b.nv_counter
+        )
+    };
+    match t {
+        TpmEntry::Anchored(b) => format!("anchored: {}", base(b)),
+        TpmEntry::Resumed {
+            gap_from,
+            gap_to,
+            base: b,
+        } => format!(
+            "anchoring resumed after a gap (batches {gap_from}..={gap_to} not anchored): {}",
+            base(b)
+        ),
+        TpmEntry::Unanchored { reason } => format!("the log is NOT anchored in a TPM: {reason}"),
+        TpmEntry::Failing { from_batch, error } => {
+            format!("anchoring failed from batch {from_batch}: {error}")
+        }
+        TpmEntry::Quote(q) => format!("quote of the PCR after batch {}", q.batch),
+        TpmEntry::Alarm { reason, detail } => format!("{reason}: {detail}"),
+    }
 }

@@ -23,6 +23,26 @@ pub fn run(state_dir: &Path) -> Result<(), Failure> {
             }
             println!("events:      {}", counts(&status.events));
             println!("losses:      {}", counts(&status.losses));
+            match &status.anchor {
+                Some(a) if a.state == "anchored" => println!(
+                    "anchor:      anchored in the TPM ({}, PCR {}), last extended batch {}, last quote of batch {}, NV counter {}, {} gap{}, {} TPM commands",
+                    a.detail,
+                    a.pcr.map_or("?".into(), |p| p.to_string()),
+                    opt(a.last_extended_batch),
+                    opt(a.last_quoted_batch),
+                    opt(a.nv_counter),
+                    a.gaps,
+                    if a.gaps == 1 { "" } else { "s" },
+                    a.tpm_commands,
+                ),
+                Some(a) if a.state == "failing" => println!(
+                    "anchor:      FAILING since batch {}: {} (events are still logged; the gap is recorded)",
+                    opt(a.last_extended_batch.map(|b| b + 1)),
+                    a.detail
+                ),
+                Some(a) => println!("anchor:      the log is NOT anchored in a TPM: {}", a.detail),
+                None => println!("anchor:      unknown (the agent does not report it)"),
+            }
         }
         None => println!("agent:       no status.json (the agent has not reported)"),
     }
@@ -53,4 +73,8 @@ fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
     let total: u64 = map.values().sum();
     let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
     format!("{total} ({})", parts.join(", "))
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| v.to_string())
 }

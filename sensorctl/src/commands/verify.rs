@@ -1,8 +1,16 @@
-//! `sensorctl verify`: exit 0 when intact, 1 naming the first failure.
+//! `sensorctl verify`: exit 0 when intact, 1 naming the first failure. With `--tpm`, also
+//! compare the log with the TPM it is anchored in (docs/tpm.md, "What `sensorctl verify
+//! --tpm` checks").
 
 use std::path::Path;
 
-use sensor_log::Verdict;
+use ed25519_dalek::VerifyingKey;
+use sensor_log::{hex, AnchorBase, AnchorTrail, Store, Summary, Verdict};
+use sensor_tpm::{
+    allowed_counter_lead, classify, quote_binding, replay, verify_quote, AkPublic,
+    Error as TpmError, LogAnchorState, Outcome, Quote, QuoteInfo, TpmConfig, TpmInfo, TpmState,
+    TpmWorker,
+};
 
 use crate::Failure;
 
@@ -12,6 +20,12 @@ pub struct Args {
     /// the key recorded in the store.
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
+    /// Also check the log against the TPM: replay the batch digests of the current anchored
+    /// span to the live PCR and the latest stored quote, and compare the NV counter and the
+    /// reset/restart counts. TCTI like `device:/dev/tpmrm0` (the default when it exists) or
+    /// `swtpm:host=127.0.0.1,port=2321`.
+    #[arg(long, value_name = "TCTI", num_args = 0..=1, default_missing_value = "")]
+    tpm: Option<String>,
 }
 
 pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
@@ -22,36 +36,259 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
         .transpose()
         .map_err(|e| Failure::Usage(format!("invalid --public-key: {e}")))?;
     let store = super::open(state_dir)?;
-    match sensor_log::verify(&store, pinned.as_ref())? {
-        Verdict::Intact(s) => {
-            let span = if s.records == 0 {
-                "no records".to_string()
-            } else {
-                format!(
-                    "{} to {}",
-                    super::short_time(s.first_wall_ns),
-                    super::short_time(s.last_wall_ns)
-                )
-            };
-            let pruned = s
-                .pruned_before
-                .map(|p| format!(", starting at seq {p} after pruning"))
-                .unwrap_or_default();
-            println!(
-                "intact: {} records and {} batches checked, {} epoch{}, {span}{pruned}",
-                s.records,
-                s.batches,
-                s.epochs,
-                if s.epochs == 1 { "" } else { "s" }
-            );
-            if s.key_from_store {
-                eprintln!("warning: the first public key was taken from the store itself (trust on first use); pin it with --public-key");
-            }
-            Ok(())
+    let summary = intact(&store, pinned.as_ref())?;
+    report(&summary);
+    let Some(tcti) = &args.tpm else {
+        return Ok(());
+    };
+    let tcti = (!tcti.is_empty()).then(|| tcti.clone());
+    let tpm = Live::read(&summary.anchor, tcti)?;
+    let verdict = match tpm.check(&summary.anchor) {
+        // The agent may have sealed and extended batches after the walk read the store:
+        // the PCR is then ahead of what was read, so read the grown log once more.
+        Err(_) if grown(&store, &summary)? => {
+            let summary = intact(&store, pinned.as_ref())?;
+            tpm.check(&summary.anchor)
         }
+        v => v,
+    };
+    println!("{}", verdict?);
+    Ok(())
+}
+
+fn intact(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Summary, Failure> {
+    match sensor_log::verify(store, pinned)? {
+        Verdict::Intact(s) => Ok(s),
         Verdict::Tampered(f) => Err(Failure::Failed(format!(
             "log verification failed at {}: {} ({})",
             f.position, f.reason, f.detail
         ))),
+    }
+}
+
+fn grown(store: &Store, summary: &Summary) -> Result<bool, Failure> {
+    Ok(store
+        .last_batch()?
+        .is_some_and(|b| b.number > summary.anchor.last_batch))
+}
+
+fn report(s: &Summary) {
+    let span = if s.records == 0 {
+        "no records".to_string()
+    } else {
+        format!(
+            "{} to {}",
+            super::short_time(s.first_wall_ns),
+            super::short_time(s.last_wall_ns)
+        )
+    };
+    let pruned = s
+        .pruned_before
+        .map(|p| format!(", starting at seq {p} after pruning"))
+        .unwrap_or_default();
+    println!(
+        "intact: {} records and {} batches checked, {} epoch{}, {span}{pruned}",
+        s.records,
+        s.batches,
+        s.epochs,
+        if s.epochs == 1 { "" } else { "s" }
+    );
+    if s.key_from_store {
+        eprintln!("warning: the first public key was taken from the store itself (trust on first use); pin it with --public-key");
+    }
+}
+
+fn failed(
+    position: impl std::fmt::Display,
+    reason: &str,
+    detail: impl std::fmt::Display,
+) -> Failure {
+    Failure::Failed(format!(
+        "tpm verification failed at {position}: {reason} ({detail})"
+    ))
+}
+
+/// What the TPM says now: its AK, a fresh quote over a random nonce (so the PCR value is the
+/// TPM's, not a replayed answer), and the worker to read the counter with.
+struct Live {
+    worker: TpmWorker,
+    info: TpmInfo,
+    ak: AkPublic,
+    quote: Quote,
+    clock: QuoteInfo,
+}
+
+/// The span to replay, or why there is none: an alarm the agent recorded, or no anchor.
+fn base_of(trail: &AnchorTrail) -> Result<&AnchorBase, Failure> {
+    if let Some((seq, reason, detail)) = &trail.alarm {
+        return Err(failed(
+            format_args!("seq {seq}"),
+            reason,
+            format_args!("the agent found it at start: {detail}"),
+        ));
+    }
+    trail.base.as_ref().ok_or_else(|| {
+        Failure::Failed(format!(
+            "tpm verification failed: not anchored ({})",
+            trail
+                .unanchored
+                .as_deref()
+                .unwrap_or("the log has no TPM anchor record")
+        ))
+    })
+}
+
+impl Live {
+    fn read(trail: &AnchorTrail, tcti: Option<String>) -> Result<Live, Failure> {
+        let base = base_of(trail)?;
+        let unreachable = |e: TpmError| Failure::Failed(format!("tpm verification: {e}"));
+        let worker = TpmWorker::start(TpmConfig {
+            tcti,
+            pcr: base.pcr_index,
+            nv_index: base.nv_index,
+            ak_handle: base.ak_handle,
+            ..TpmConfig::default()
+        })
+        .map_err(unreachable)?;
+        let info = worker.connect().map_err(unreachable)?;
+        let ak = AkPublic {
+            public_area: base.ak_public.clone(),
+        };
+        let at = format!("batch {}", trail.last_batch);
+        if info.ak_public != ak {
+            return Err(failed(
+                at,
+                Outcome::TpmStateMismatch(String::new()).reason(),
+                "the TPM's attestation key is not the one the log recorded: another TPM, or a cleared one",
+            ));
+        }
+        let mut nonce = [0u8; 32];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| Failure::Failed(format!("tpm verification: random source: {e}")))?;
+        let quote = worker.quote(nonce).map_err(unreachable)?;
+        let clock = verify_quote(&quote, &ak, &nonce, &quote.pcr_value).map_err(|e| {
+            failed(
+                &at,
+                Outcome::TpmStateMismatch(String::new()).reason(),
+                format_args!("the TPM's own quote does not verify: {e}"),
+            )
+        })?;
+        Ok(Live {
+            worker,
+            info,
+            ak,
+            quote,
+            clock,
+        })
+    }
+
+    /// One line saying what matched, or the failure naming its reason and position.
+    fn check(&self, trail: &AnchorTrail) -> Result<String, Failure> {
+        let base = base_of(trail)?;
+        let digests = &trail.digests;
+        let stored_quote = self.stored_quote(trail, base)?;
+        let counter = self
+            .worker
+            .read_counter()
+            .map_err(|e| Failure::Failed(format!("tpm verification: {e}")))?;
+        let log = LogAnchorState {
+            initial_pcr: base.pcr_value,
+            digests,
+            first_number: base.replay_from,
+            newest_nv_counter: trail.last_anchor.map(|(_, a)| a.nv_counter),
+            reset_count: Some(base.reset_count),
+            restart_count: Some(base.restart_count),
+        };
+        let clock = self.clock.clock;
+        let tpm = TpmState {
+            pcr_value: self.quote.pcr_value,
+            covers_batch: None,
+            nv_counter: Some(counter),
+            reset_count: clock.reset_count,
+            restart_count: clock.restart_count,
+        };
+        let restarted = trail.last_anchor.is_some_and(|(_, a)| {
+            (a.reset_count, a.restart_count) != (clock.reset_count, clock.restart_count)
+        });
+        let lead = allowed_counter_lead(trail.clean_stop, restarted, self.info.counter_orderly);
+        let last = trail.last_batch;
+        match classify(&log, &tpm, lead) {
+            Outcome::Consistent {
+                anchored,
+                unanchored,
+            } => Ok(format!(
+                "tpm: consistent: {anchored} batches from batch {} replay to PCR {} = {}, {unanchored} newer not yet extended; NV counter {counter}; reset count {}, restart count {}{}",
+                base.replay_from,
+                base.pcr_index,
+                hex::encode(&self.quote.pcr_value),
+                clock.reset_count,
+                clock.restart_count,
+                stored_quote
+                    .map(|b| format!("; stored quote of batch {b} verified"))
+                    .unwrap_or_default(),
+            )),
+            // The stored quote vouches for the log up to its batch: what the PCR holds beyond
+            // the log's replay was extended after it, i.e. batches the log no longer has.
+            Outcome::ForgedHeader if stored_quote.is_some() => Err(failed(
+                format_args!("batch {}", last + 1),
+                Outcome::TailTruncated {
+                    covered: last + 1,
+                    log_last: Some(last),
+                }
+                .reason(),
+                "the PCR holds extends of batches after the log's end: no prefix of the log replays to it",
+            )),
+            o @ Outcome::ForgedHeader => Err(failed(
+                format_args!("batches {}..={last}", base.replay_from),
+                o.reason(),
+                o.detail(),
+            )),
+            o => Err(failed(format_args!("batch {last}"), o.reason(), o.detail())),
+        }
+    }
+
+    /// Checks the newest quote the agent stored in this span against the log: its binding
+    /// names the batch's header digest, its PCR digest the replay up to that batch. Returns
+    /// the batch it vouches for.
+    fn stored_quote(&self, trail: &AnchorTrail, base: &AnchorBase) -> Result<Option<u64>, Failure> {
+        let Some(q) = &trail.quote else {
+            return Ok(None);
+        };
+        let forged =
+            |detail: String| failed(format_args!("batch {}", q.batch), "forged header", detail);
+        let index = q
+            .batch
+            .checked_sub(base.replay_from)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < trail.digests.len())
+            .ok_or_else(|| {
+                forged("a stored quote names a batch outside the anchored span".into())
+            })?;
+        let digests = &trail.digests[..=index];
+        let pcr = replay(base.pcr_value, digests)
+            .last()
+            .unwrap_or(base.pcr_value);
+        let signature = <[u8; 64]>::try_from(q.signature.as_slice())
+            .map_err(|_| forged("the stored quote's signature is not 64 bytes".into()))?;
+        let quote = Quote {
+            attest: q.attest.clone(),
+            signature,
+            pcr_index: base.pcr_index,
+            pcr_value: pcr,
+            ak_public: self.ak.clone(),
+        };
+        let binding = quote_binding(q.batch, &digests[index], &[0; 32]);
+        match verify_quote(&quote, &self.ak, &binding, &pcr) {
+            Ok(_) => Ok(Some(q.batch)),
+            Err(TpmError::NonceMismatch) => Err(forged(
+                "the stored quote was taken over a different header for this batch".into(),
+            )),
+            Err(TpmError::PcrMismatch) => Err(failed(
+                format_args!("batches {}..={}", base.replay_from, q.batch),
+                "forged header",
+                "the stored quote's PCR differs from the replay of these batches",
+            )),
+            Err(e) => Err(forged(format!("the stored quote does not verify: {e}"))),
+        }
     }
 }
