@@ -451,3 +451,26 @@ fn unwatched_opens_never_reach_user_space() {
     f.agent
         .assert_none("", is("file_open", pid), Duration::from_millis(300));
 }
+
+/// The agent's own file activity (its log, its status file) is never reported, even when
+/// those files are watched; another process opening them is.
+#[test]
+fn the_agent_does_not_report_itself() {
+    let state = tempfile::tempdir().expect("state");
+    let dir = state.path().canonicalize().expect("canonical");
+    let config = format!(
+        "[[watch]]\npath = \"{}/*\"\nkind = \"tls-key\"\n",
+        dir.display()
+    );
+    let agent = Agent::start_at(&config, &dir, &[]);
+    // status.json is rewritten every 2 s and the log sealed every second.
+    std::thread::sleep(Duration::from_secs(3));
+    let (pid, ret) = trigger(&["open", s(&dir.join("status.json"))]);
+    assert!(ret >= 0);
+    agent.wait_for("another process opening status.json", is("file_open", pid));
+    agent.assert_none(
+        "from the agent itself",
+        |e| e["process"]["pid"] == agent.pid(),
+        Duration::from_millis(100),
+    );
+}
