@@ -40,6 +40,22 @@ pub struct WatchValue {
     pub rule: u32,
     /// `DIR_*` flags for `WATCHED_DIRS`.
     pub flags: u32,
+    /// For a `DIR_NAMED` directory: [`name_length_bit`] of every watched name in it, so an
+    /// open of a name of another length skips the name copy and `WATCHED_NAMES` lookup.
+    pub name_lengths: u64,
+}
+
+/// The bit of `name_lengths` for a name of `len` bytes (names of 64 bytes and more share
+/// the last bit).
+pub const fn name_length_bit(len: u64) -> u64 {
+    let index = if len == 0 {
+        0
+    } else if len > 64 {
+        63
+    } else {
+        len - 1
+    };
+    1 << index
 }
 
 /// `WATCHED_DIRS` flag: every file opened in this directory goes to user space, which

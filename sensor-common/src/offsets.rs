@@ -27,6 +27,8 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     pub dentry_d_parent: u32,
     pub dentry_d_name_name: u32,
+    /// `dentry.d_name.len`.
+    pub dentry_d_name_len: u32,
     pub dentry_d_inode: u32,
     pub inode_i_ino: u32,
     pub inode_i_sb: u32,

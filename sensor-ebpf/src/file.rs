@@ -5,6 +5,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_user_str_bytes,
 };
 use sensor_common::{
+    name_length_bit,
     syscall::{Watched, AT_FDCWD, EACCES, EPERM, PROC_SUPER_MAGIC},
     EventKind, FileEvent, InodeKey, MatchKind, NameKey, OpenSyscall, WatchValue, DIR_ANY_NAME,
     NAME_LEN, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM, REQUESTED_LEN,
@@ -131,11 +132,12 @@ fn classify<P: KernelPtr>(file: P) -> Result<Match, i64> {
         target_tgid: 0,
         name,
     };
-    if let Some(v) = unsafe { WATCHED_INODES.get(&key) } {
+    if let Some(v) = unsafe { WATCHED_INODES.get(key) } {
         return Ok(hit(MatchKind::Inode, v));
     }
-    let magic: u64 = sb.load(off!(super_block_s_magic))?;
-    if magic == PROC_SUPER_MAGIC {
+    // procfs, like every pseudo file system, has an anonymous device (major 0): files on
+    // block devices skip the superblock's magic, which sits on a line of its own.
+    if dev >> 20 == 0 && sb.load::<u64>(off!(super_block_s_magic))? == PROC_SUPER_MAGIC {
         return proc_match(RawPtr(inode.addr()), name, dev, ino);
     }
     let parent_inode = dentry
@@ -146,16 +148,20 @@ fn classify<P: KernelPtr>(file: P) -> Result<Match, i64> {
         _pad: 0,
         ino: parent_inode.load(off!(inode_i_ino))?,
     };
-    let dv = unsafe { WATCHED_DIRS.get(&dir) }.ok_or(NOT_WATCHED)?;
+    let dv = unsafe { WATCHED_DIRS.get(dir) }.ok_or(NOT_WATCHED)?;
     if dv.flags & DIR_ANY_NAME != 0 {
         return Ok(hit(MatchKind::DirAny, dv));
+    }
+    let len: u32 = dentry.load(off!(dentry_d_name_len))?;
+    if dv.name_lengths & name_length_bit(len as u64) == 0 {
+        return Err(NOT_WATCHED);
     }
     let mut name_key = NameKey {
         dir,
         name: [0; NAME_LEN],
     };
     read_name(name, &mut name_key.name)?;
-    let v = unsafe { WATCHED_NAMES.get(&name_key) }.ok_or(NOT_WATCHED)?;
+    let v = unsafe { WATCHED_NAMES.get(name_key) }.ok_or(NOT_WATCHED)?;
     Ok(hit(MatchKind::DirName, v))
 }
 

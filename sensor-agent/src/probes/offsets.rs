@@ -59,6 +59,7 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         file_private_data: r.offset("file", &["private_data"])?,
         dentry_d_parent: r.offset("dentry", &["d_parent"])?,
         dentry_d_name_name: r.offset("dentry", &["d_name", "name"])?,
+        dentry_d_name_len: r.offset("dentry", &["d_name", "len"])?,
         dentry_d_inode: r.offset("dentry", &["d_inode"])?,
         inode_i_ino: r.offset("inode", &["i_ino"])?,
         inode_i_sb: r.offset("inode", &["i_sb"])?,
@@ -102,7 +103,7 @@ impl Resolver<'_> {
             bits += member_bits;
             ty = member_ty;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(missing("member is a bit field".into()));
         }
         Ok(bits / 8)

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
-use sensor_common::{InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, NAME_LEN};
+use sensor_common::{
+    name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, NAME_LEN,
+};
 
 pub use denied::{lexical_normalize, resolve_denied};
 pub use refresh::Watcher;
@@ -381,9 +383,10 @@ impl WatchSet {
             return;
         }
         let key = inode_key(&meta);
-        self.inodes
-            .entry(key)
-            .or_insert(WatchValue { rule: id, flags: 0 });
+        self.inodes.entry(key).or_insert(WatchValue {
+            rule: id,
+            ..WatchValue::default()
+        });
         self.inode_paths
             .entry(key)
             .or_insert_with(|| real.to_string_lossy().into_owned());
@@ -402,15 +405,22 @@ impl WatchSet {
 
     fn add_name(&mut self, id: u32, dir: InodeKey, dir_path: &Path, name: &[u8]) {
         self.add_dir(id, dir, dir_path, DIR_NAMED);
-        self.names
-            .entry(name_key(dir, name))
-            .or_insert(WatchValue { rule: id, flags: 0 });
+        if let Some(value) = self.dirs.get_mut(&dir) {
+            value.name_lengths |= name_length_bit(name.len() as u64);
+        }
+        self.names.entry(name_key(dir, name)).or_insert(WatchValue {
+            rule: id,
+            ..WatchValue::default()
+        });
     }
 
     fn add_dir(&mut self, id: u32, dir: InodeKey, dir_path: &Path, flag: u32) {
         self.dirs
             .entry(dir)
-            .or_insert(WatchValue { rule: id, flags: 0 })
+            .or_insert(WatchValue {
+                rule: id,
+                ..WatchValue::default()
+            })
             .flags |= flag;
         let info = self.dir_info.entry(dir).or_insert_with(|| DirInfo {
             path: dir_path.to_string_lossy().into_owned(),

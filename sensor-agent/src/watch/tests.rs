@@ -35,7 +35,10 @@ fn exact_path_gets_inode_dir_and_name() {
     let etc = key_of(&root.join("etc"));
     assert_eq!(
         set.inodes().get(&key_of(&shadow)),
-        Some(&WatchValue { rule: 1, flags: 0 })
+        Some(&WatchValue {
+            rule: 1,
+            ..WatchValue::default()
+        })
     );
     assert_eq!(set.dirs().get(&etc).map(|v| v.flags), Some(DIR_NAMED));
     assert_eq!(
@@ -133,7 +136,8 @@ fn rules_sharing_a_directory_are_all_checked() {
         set.dirs()[&dir],
         WatchValue {
             rule: 1,
-            flags: DIR_ANY_NAME | DIR_NAMED
+            flags: DIR_ANY_NAME | DIR_NAMED,
+            name_lengths: name_length_bit("authorized_keys".len() as u64),
         }
     );
     // The kernel reports DirAny with the directory's rule (1); the name picks rule 2.

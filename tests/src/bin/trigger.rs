@@ -54,7 +54,7 @@ fn sys(ret: libc::c_long) -> i64 {
     if ret < 0 {
         -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
     } else {
-        ret as i64
+        ret
     }
 }
 
