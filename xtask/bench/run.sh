@@ -3,7 +3,8 @@
 # a watched-file storm, and idle memory. Run as root on an otherwise idle machine:
 #   cargo xtask bench            (builds first)
 #   bash xtask/bench/run.sh      (uses the existing release build)
-# Knobs: OPENS (default 1000000), RUNS (10), READERS (2), STORM_OPENS (500000 per reader).
+# Knobs: OPENS (default 1000000), RUNS (10), READERS (2), STORM_OPENS (1000000 per reader),
+# STORM_RATE (200000 opens/s for the steady storm).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 AGENT=$ROOT/target/release/sensor-agent
@@ -11,7 +12,7 @@ OPENLOOP=$ROOT/target/release/openloop
 OPENS=${OPENS:-1000000}
 RUNS=${RUNS:-10}
 READERS=${READERS:-2}
-STORM_OPENS=${STORM_OPENS:-500000}
+STORM_OPENS=${STORM_OPENS:-1000000}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -40,32 +41,35 @@ print(f"with agent:    {on['mean']:.3f} s ± {on['stddev']:.3f}")
 print(f"overhead:      {100 * (on['mean'] / off['mean'] - 1):+.1f} %  (target: at most +3 %)")
 PY
 
-echo "== 2. Watched-file storm: $READERS readers x $STORM_OPENS opens of /etc/shadow"
-alone=0
-for r in $(seq "$READERS"); do "$OPENLOOP" "$STORM_OPENS" /etc/shadow > "$WORK/alone.$r" & done; wait
-alone=$(cat "$WORK"/alone.* | sort -n | tail -1)
-start_agent "$WORK/agent2.log"
-t0=$(date +%s%N)
-for r in $(seq "$READERS"); do "$OPENLOOP" "$STORM_OPENS" /etc/shadow > "$WORK/storm.$r" & done
-wait $(jobs -p | grep -v "^$AGENT_PID$")
-t1=$(date +%s%N)
-# The agent has drained the storm when its counter stops moving.
-sleep 2
-stop_agent
-with=$(cat "$WORK"/storm.* | sort -n | tail -1)
-python3 - "$WORK/agent2.log" "$READERS" "$STORM_OPENS" "$alone" "$with" "$t0" "$t1" <<'PY'
+storm() { # $1: readers, $2: opens per reader, $3: opens/s per reader (0: flat out)
+    start_agent "$WORK/storm.log"
+    local t0 t1
+    t0=$(date +%s%N)
+    for r in $(seq "$1"); do
+        if [ "$3" = 0 ]; then "$OPENLOOP" "$2" /etc/shadow > "$WORK/reader.$r" &
+        else "$OPENLOOP" "$2" /etc/shadow "$3" > "$WORK/reader.$r" & fi
+    done
+    wait $(jobs -p | grep -v "^$AGENT_PID$")
+    t1=$(date +%s%N)
+    sleep 3 # let the agent drain what it has
+    stop_agent
+    python3 - "$WORK/storm.log" "$1" "$2" "$t0" "$t1" "$WORK"/reader.* <<'PY'
 import re, sys
-log, readers, opens, alone, with_, t0, t1 = sys.argv[1], *map(int, sys.argv[2:])
-text = open(log).read()
-m = re.findall(r"stopped.*?kernel_events\S*?(\d+).*?events_out\S*?(\d+).*?lost\S*?(\d+)", text)
+log, readers, opens, t0, t1, *reader_files = sys.argv[1:]
+readers, opens, t0, t1 = int(readers), int(opens), int(t0), int(t1)
+m = re.findall(r"stopped kernel_events=(\d+) events_out=(\d+) lost=(\d+)", open(log).read())
 kernel, out, lost = map(int, m[-1]) if m else (0, 0, 0)
 want = readers * opens
-storm_s = (t1 - t0) / 1e9
-print(f"opens issued:   {want}")
-print(f"events out:     {out} (kernel records incl. exec/fork/exit: {kernel}), lost: {lost}")
-print(f"storm lasted:   {storm_s:.2f} s -> {want / storm_s:,.0f} events/s decoded, enriched and logged")
-print(f"readers' time:  {alone / 1e9:.2f} s alone, {with_ / 1e9:.2f} s with the agent (slowest reader)")
+slowest = max(int(open(f).read()) for f in reader_files) / 1e9
+print(f"  opens {want:,} in {(t1 - t0) / 1e9:.2f} s ({want / ((t1 - t0) / 1e9):,.0f}/s); slowest reader {slowest:.2f} s")
+print(f"  events out {out:,}, lost (counted in loss events) {lost:,}; out + lost - opens = {out + lost - want:+,} (other processes' opens of the file)")
 PY
+}
+echo "== 2a. Watched-file storm at a steady ${STORM_RATE:=200000} events/s: 1 reader, ${STORM_OPENS} opens of /etc/shadow"
+storm 1 "$STORM_OPENS" "$STORM_RATE"
+echo "== 2b. Flat-out storm: $READERS readers x $STORM_OPENS opens of /etc/shadow (loss, if any, must be accounted)"
+storm "$READERS" "$STORM_OPENS" 0
+echo "   each reader alone, without the agent: $(( $("$OPENLOOP" "$STORM_OPENS" /etc/shadow) / 1000000 )) ms"
 
 echo "== 3. Idle memory with the default watch set"
 start_agent "$WORK/agent3.log"

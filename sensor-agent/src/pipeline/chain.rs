@@ -91,9 +91,11 @@ impl ChainStage {
         loop {
             match runtime.block_on(tokio::time::timeout(TICK, input.recv())) {
                 Ok(Some(batch)) => {
-                    self.append(&batch);
-                    if let Some(output) = &output {
-                        if output.blocking_send(batch).is_err() {
+                    // Events are moved into the log; only the output stage needs copies.
+                    let copies = output.as_ref().map(|_| batch.clone());
+                    self.append(batch);
+                    if let (Some(output), Some(copies)) = (&output, copies) {
+                        if output.blocking_send(copies).is_err() {
                             break;
                         }
                     }
@@ -139,11 +141,12 @@ impl ChainStage {
         }
     }
 
-    fn append(&mut self, batch: &[Event]) {
+    fn append(&mut self, batch: Vec<Event>) {
         let now = Timestamp::now();
         let (mut dropped, mut failed) = (0, 0);
+        self.counters.count_events(batch.iter().map(|e| e.kind));
         for event in batch {
-            match self.writer.append(event.clone(), now.wall_ns, now.mono_ns) {
+            match self.writer.append(event, now.wall_ns, now.mono_ns) {
                 Ok(Admission::Chained(_)) => {}
                 // Counted by the writer, which chains a `disk_full` loss event later.
                 Ok(Admission::Dropped) => dropped += 1,
@@ -153,7 +156,6 @@ impl ChainStage {
                 }
             }
         }
-        self.counters.count_events(batch.iter().map(|e| e.kind));
         if dropped > 0 {
             self.counters.count_loss("disk_full", dropped);
         }

@@ -1,17 +1,26 @@
-//! Benchmark load: `openloop COUNT PATH` opens and closes PATH COUNT times as fast as it can
-//! and prints the elapsed nanoseconds.
+//! Benchmark load: `openloop COUNT PATH [RATE]` opens and closes PATH COUNT times, as fast as
+//! it can or at RATE opens per second, and prints the elapsed nanoseconds.
 
-use std::{ffi::CString, time::Instant};
+use std::{
+    ffi::CString,
+    time::{Duration, Instant},
+};
 
 fn main() {
+    let usage = "usage: openloop COUNT PATH [RATE]";
     let mut args = std::env::args().skip(1);
-    let count: u64 = args
-        .next()
-        .and_then(|c| c.parse().ok())
-        .expect("usage: openloop COUNT PATH");
-    let path = CString::new(args.next().expect("usage: openloop COUNT PATH")).expect("no NUL");
+    let count: u64 = args.next().and_then(|c| c.parse().ok()).expect(usage);
+    let path = CString::new(args.next().expect(usage)).expect("no NUL");
+    let rate: Option<u64> = args.next().map(|r| r.parse().expect(usage));
     let start = Instant::now();
-    for _ in 0..count {
+    for i in 0..count {
+        // Pace in steps of 1000 opens so the sleeps stay coarse.
+        if let Some(rate) = rate.filter(|_| i % 1000 == 0) {
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         // SAFETY: a valid C string; the descriptor is closed at once.
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
