@@ -182,6 +182,30 @@ pub struct SyscallDetail {
     pub compat: bool,
 }
 
+impl Event {
+    /// A `loss` event: `counts` (by kind) events from `source` were not delivered. `ok` is
+    /// false: something the record should hold is missing.
+    pub fn loss(source: &str, counts: BTreeMap<String, u64>, wall_ns: u64) -> Event {
+        let total = counts.values().sum();
+        Event {
+            kind: Kind::Loss,
+            time: crate::time::rfc3339(wall_ns),
+            ok: false,
+            errno: None,
+            process: None,
+            identity: None,
+            file: None,
+            target: None,
+            syscall: None,
+            loss: Some(Loss {
+                source: source.to_string(),
+                counts,
+                total,
+            }),
+        }
+    }
+}
+
 /// Events the kernel or the agent could not deliver, counted and reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Loss {

@@ -19,7 +19,7 @@ use rusqlite::params;
 use crate::batch::{self, Anchor, BatchHeader, BatchSealer, SealedBatch};
 use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::error::{Error, Result};
-use crate::event::{Event, Kind, Loss};
+use crate::event::Event;
 use crate::hex;
 use crate::index::{Dictionary, RecordTerms};
 use crate::keys::{self, KeyDir};
@@ -28,7 +28,7 @@ use crate::record::{
     FORMAT_VERSION,
 };
 use crate::store::{self, to_i64, Store};
-use crate::time::{duration_ns, rfc3339, Timestamp};
+use crate::time::{duration_ns, Timestamp};
 
 pub const HOST_ID_FILE: &str = "host-id";
 
@@ -293,7 +293,7 @@ impl LogWriter {
         at: Timestamp,
     ) -> Result<Admission> {
         self.append(
-            loss_event(source, counts, at.wall_ns),
+            Event::loss(source, counts, at.wall_ns),
             at.wall_ns,
             at.mono_ns,
         )
@@ -333,7 +333,7 @@ impl LogWriter {
         if !self.dropped.is_empty() {
             let counts = std::mem::take(&mut self.dropped);
             self.chain(
-                Body::Event(loss_event("disk_full", counts, now.wall_ns)),
+                Body::Event(Event::loss("disk_full", counts, now.wall_ns)),
                 now,
             )?;
         }
@@ -622,26 +622,6 @@ impl LogWriter {
         self.effects.clear();
         self.dictionary.trim();
         Ok(sealed)
-    }
-}
-
-fn loss_event(source: &str, counts: BTreeMap<String, u64>, wall_ns: u64) -> Event {
-    let total = counts.values().sum();
-    Event {
-        kind: Kind::Loss,
-        time: rfc3339(wall_ns),
-        ok: true,
-        errno: None,
-        process: None,
-        identity: None,
-        file: None,
-        target: None,
-        syscall: None,
-        loss: Some(Loss {
-            source: source.to_string(),
-            counts,
-            total,
-        }),
     }
 }
 

@@ -4,12 +4,12 @@
 use std::{
     collections::BTreeMap,
     sync::{atomic::Ordering, Arc},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use aya::maps::{MapData, PerCpuArray};
 use sensor_common::EventKind;
-use sensor_log::{Event, Kind, Loss};
+use sensor_log::{Event, Timestamp};
 use tokio::sync::mpsc;
 
 use super::{Batch, Counters};
@@ -107,20 +107,5 @@ fn loss_event(counters: &Counters, source: &str, counts: BTreeMap<String, u64>) 
     }
     counters.count_loss(source, total);
     tracing::warn!(source, total, ?counts, "events lost");
-    Some(Event {
-        kind: Kind::Loss,
-        time: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
-        ok: false,
-        errno: None,
-        process: None,
-        identity: None,
-        file: None,
-        target: None,
-        syscall: None,
-        loss: Some(Loss {
-            source: source.to_string(),
-            counts,
-            total,
-        }),
-    })
+    Some(Event::loss(source, counts, Timestamp::now().wall_ns))
 }
