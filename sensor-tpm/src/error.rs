@@ -6,7 +6,7 @@ use std::time::Duration;
 pub enum Error {
     /// No TPM configured and none found at the default device: the agent runs on, but the
     /// log is not anchored and must say so.
-    #[error("no TPM: {0}; the log is not anchored in a TPM")]
+    #[error("no TPM: {0}")]
     NoTpm(String),
     #[error("invalid TPM configuration: {0}")]
     Config(String),
