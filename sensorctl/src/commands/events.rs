@@ -243,21 +243,49 @@ fn row(r: &Record) -> Vec<String> {
             .map(|c| c.id.chars().take(12).collect())
             .or_else(|| i.unit.clone())
             .unwrap_or_default();
-        (
-            format!("{}@{place}", i.user),
-            if i.human { "yes" } else { "no" }.to_string(),
-        )
+        let who = if place.is_empty() {
+            i.user.clone()
+        } else {
+            format!("{}@{place}", i.user)
+        };
+        (who, if i.human { "yes" } else { "no" }.to_string())
     });
-    let detail = if let Some(f) = &e.file {
-        format!("{} ({}, {})", f.path, f.kind, f.access)
-    } else if let Some(l) = &e.loss {
-        format!("lost {} from {}", l.total, l.source)
-    } else if let Some(t) = &e.target {
-        format!("target pid {} {}", t.pid, t.exe.clone().unwrap_or_default())
-    } else {
-        String::new()
-    };
-    vec![seq, time, kind, pid, exe, who, human, detail]
+    let mut detail = Vec::new();
+    if let Some(f) = &e.file {
+        detail.push(format!("{} ({}, {})", f.path, f.kind, f.access));
+    }
+    if let Some(l) = &e.loss {
+        let counts: Vec<String> = l.counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        detail.push(format!(
+            "lost {} from {}: {}",
+            l.total,
+            l.source,
+            counts.join(", ")
+        ));
+    }
+    if let Some(s) = &e.syscall {
+        detail.extend(s.operation.clone());
+        detail.extend(s.key_type.as_ref().map(|t| format!("key type {t}")));
+        detail.extend(
+            s.key_description
+                .as_ref()
+                .map(|d| format!("description {d:?}")),
+        );
+        detail.extend(s.key_serial.map(|k| format!("serial {k}")));
+        detail.extend(s.bytes.map(|b| format!("{b} bytes")));
+        detail.extend(s.target_fd.map(|fd| format!("fd {fd}")));
+    }
+    if let Some(t) = &e.target {
+        detail.push(
+            format!("target pid {} {}", t.pid, t.exe.as_deref().unwrap_or(""))
+                .trim_end()
+                .to_string(),
+        );
+    }
+    if let Some(errno) = e.errno {
+        detail.push(format!("failed: errno {errno}"));
+    }
+    vec![seq, time, kind, pid, exe, who, human, detail.join("; ")]
 }
 
 /// One line on a TPM anchoring entry.
