@@ -18,8 +18,6 @@ pub struct KernelOffsets {
     pub task_struct_thread_status: u32,
     pub cred_euid: u32,
     pub files_struct_fdt: u32,
-    /// `files_struct.fd_array`: the embedded table of the first 64 descriptors.
-    pub files_struct_fd_array: u32,
     pub fdtable_max_fds: u32,
     pub fdtable_fd: u32,
     pub file_f_inode: u32,

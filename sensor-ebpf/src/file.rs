@@ -12,7 +12,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{fd_file, fd_file_btf, off, pid_nr, BtfPtr, KernelPtr, RawPtr, SyscallArgs},
+    kernel::{fd_file, off, pid_nr, BtfPtr, RawPtr, SyscallArgs},
     output::{fill_header, reserve},
     CONFIG, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
 };
@@ -44,10 +44,7 @@ pub fn on_open(
     ret: i64,
 ) -> Result<(), i64> {
     let m = if ret >= 0 {
-        match fd_file_btf(task, ret as u64) {
-            Some(file) => classify(file)?,
-            None => classify(fd_file(task, ret as u64)?)?,
-        }
+        classify(fd_file(task, ret as u64)?)?
     } else if ret == -EACCES || ret == -EPERM {
         // No file was opened: user space resolves the requested path against the caller's
         // root and working directory and keeps the event only if it names a watched file.
@@ -116,7 +113,7 @@ pub fn on_open(
 /// Whether `file` is watched: by inode, by procfs identity, or by its place in a watched
 /// directory. Unwatched opens end here with [`NOT_WATCHED`] and never reach user space.
 #[inline(always)]
-fn classify<P: KernelPtr>(file: P) -> Result<Match, i64> {
+fn classify(file: RawPtr) -> Result<Match, i64> {
     let inode = file.load_ptr(off!(file_f_inode))?;
     let ino: u64 = inode.load(off!(inode_i_ino))?;
     let sb = inode.load_ptr(off!(inode_i_sb))?;
@@ -138,7 +135,7 @@ fn classify<P: KernelPtr>(file: P) -> Result<Match, i64> {
     // procfs, like every pseudo file system, has an anonymous device (major 0): files on
     // block devices skip the superblock's magic, which sits on a line of its own.
     if dev >> 20 == 0 && sb.load::<u64>(off!(super_block_s_magic))? == PROC_SUPER_MAGIC {
-        return proc_match(RawPtr(inode.addr()), name, dev, ino);
+        return proc_match(inode, name, dev, ino);
     }
     let parent_inode = dentry
         .load_ptr(off!(dentry_d_parent))?
@@ -187,7 +184,7 @@ fn proc_match(inode: RawPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64
         return Err(NOT_WATCHED);
     }
     // container_of(inode, struct proc_inode, vfs_inode)
-    let proc_inode = RawPtr(inode.addr() - off!(proc_inode_vfs_inode));
+    let proc_inode = RawPtr(inode.0 - off!(proc_inode_vfs_inode));
     let pid: u64 = proc_inode.load(off!(proc_inode_pid))?;
     let target_tgid = if pid == 0 { 0 } else { pid_nr(pid)? };
     if bit != PROC_KCORE {

@@ -46,17 +46,6 @@ mod pt_regs {
     pub const ORIG_AX: u64 = 15 * 8;
 }
 
-/// A kernel pointer whose fields the programs read. Two kinds exist, so that the same code
-/// (see `file::classify`) runs on either.
-pub trait KernelPtr: Copy {
-    /// The scalar field at `offset`.
-    fn load<T: Copy>(self, offset: u64) -> Result<T, i64>;
-    /// The struct pointer field at `offset`.
-    fn load_ptr(self, offset: u64) -> Result<Self, i64>;
-    /// The address, for helpers that take any kernel address.
-    fn addr(self) -> u64;
-}
-
 /// A pointer the verifier knows the BTF type of (a BTF tracepoint argument, the current
 /// task, or a struct pointer loaded through one). Fields are read with plain loads, which
 /// the verifier turns into fault-safe loads: several times cheaper than a
@@ -77,33 +66,10 @@ impl BtfPtr {
         BtfPtr(ptr)
     }
 
-    /// The address of the field at `offset`, still typed for the verifier.
-    #[inline(always)]
-    pub fn get_addr(self, offset: u64) -> *const u8 {
-        unsafe { self.0.add(offset as usize) }
-    }
-
     /// The scalar field at `offset` (a load that cannot fail).
     #[inline(always)]
     pub fn get<T: Copy>(self, offset: u64) -> T {
         unsafe { core::ptr::read_volatile(self.0.add(offset as usize) as *const T) }
-    }
-}
-
-impl KernelPtr for BtfPtr {
-    #[inline(always)]
-    fn load<T: Copy>(self, offset: u64) -> Result<T, i64> {
-        Ok(self.get(offset))
-    }
-
-    #[inline(always)]
-    fn load_ptr(self, offset: u64) -> Result<BtfPtr, i64> {
-        Ok(BtfPtr(self.get::<*const u8>(offset)))
-    }
-
-    #[inline(always)]
-    fn addr(self) -> u64 {
-        self.0 as u64
     }
 }
 
@@ -112,20 +78,17 @@ impl KernelPtr for BtfPtr {
 #[derive(Clone, Copy)]
 pub struct RawPtr(pub u64);
 
-impl KernelPtr for RawPtr {
+impl RawPtr {
+    /// The scalar field at `offset`.
     #[inline(always)]
-    fn load<T: Copy>(self, offset: u64) -> Result<T, i64> {
+    pub fn load<T: Copy>(self, offset: u64) -> Result<T, i64> {
         read(self.0 + offset)
     }
 
+    /// The pointer field at `offset`.
     #[inline(always)]
-    fn load_ptr(self, offset: u64) -> Result<RawPtr, i64> {
+    pub fn load_ptr(self, offset: u64) -> Result<RawPtr, i64> {
         read(self.0 + offset).map(RawPtr)
-    }
-
-    #[inline(always)]
-    fn addr(self) -> u64 {
-        self.0
     }
 }
 
@@ -172,50 +135,11 @@ impl SyscallArgs {
     }
 }
 
-/// Length of `files_struct.fd_array` (`NR_OPEN_DEFAULT`), checked by the agent at load.
-pub const FD_ARRAY_LEN: u64 = 64;
-
-/// The `struct file` behind descriptor `fd` of `task`, as a typed pointer when the table
-/// is still the one embedded in `files_struct` (`fd_array`, the first 64 descriptors of a
-/// process that never needed more): most opens, at the cost of plain loads only.
-#[inline(always)]
-pub fn fd_file_btf(task: BtfPtr, fd: u64) -> Option<BtfPtr> {
-    let files = task.get::<*const u8>(off!(task_struct_files));
-    let files = BtfPtr::from_raw(files);
-    let fdt = BtfPtr::from_raw(files.get::<*const u8>(off!(files_struct_fdt)));
-    let array = off!(files_struct_fd_array);
-    let fds: u64 = fdt.get(off!(fdtable_fd));
-    if fd >= FD_ARRAY_LEN || fds != files.addr() + array {
-        return None;
-    }
-    // The verifier accepts only constant offsets into a typed struct, so each index gets
-    // its own constant, added in assembly where the compiler cannot merge the branches back
-    // into `fd * 8`.
-    let base = files.get_addr(array);
-    macro_rules! slot {
-        ($($i:literal)*) => {
-            match fd {
-                $($i => {
-                    let mut slot = base;
-                    unsafe { core::arch::asm!("{0} += {1}", inout(reg) slot, const $i * 8) };
-                    slot
-                })*
-                _ => return None,
-            }
-        };
-    }
-    let slot = slot!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27
-        28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56
-        57 58 59 60 61 62 63);
-    let file = unsafe { core::ptr::read_volatile(slot as *const *const u8) };
-    (!file.is_null()).then(|| BtfPtr::from_raw(file))
-}
-
-/// The `struct file` behind descriptor `fd` of `task`, through the current fd table.
+/// The `struct file` behind descriptor `fd` of `task`.
 #[inline(always)]
 pub fn fd_file(task: BtfPtr, fd: u64) -> Result<RawPtr, i64> {
-    let fdt = BtfPtr::from_raw(task.get::<*const u8>(off!(task_struct_files)))
-        .load_ptr(off!(files_struct_fdt))?;
+    let files = BtfPtr::from_raw(task.get::<*const u8>(off!(task_struct_files)));
+    let fdt = BtfPtr::from_raw(files.get::<*const u8>(off!(files_struct_fdt)));
     let max_fds: u32 = fdt.get(off!(fdtable_max_fds));
     if fd >= max_fds as u64 {
         return Err(-1);

@@ -7,7 +7,6 @@
 //! points to, never by the path string the caller passed.
 #![no_std]
 #![no_main]
-#![feature(asm_experimental_arch)]
 
 mod file;
 mod io_uring;

@@ -4,7 +4,7 @@ use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
 use sensor_common::{syscall::Watched, EventKind, SyscallEvent};
 
 use crate::{
-    kernel::{fd_file, off, pid_nr, BtfPtr, KernelPtr, SyscallArgs},
+    kernel::{fd_file, off, pid_nr, BtfPtr, SyscallArgs},
     output::{fill_header, reserve},
 };
 

@@ -6,9 +6,6 @@ use std::path::Path;
 use btf_rs::{Btf, Type};
 use sensor_common::KernelOffsets;
 
-/// Entries of `files_struct.fd_array` the programs rely on (`NR_OPEN_DEFAULT` on 64-bit).
-const FD_ARRAY_LEN: u64 = 64;
-
 use crate::Error;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -23,16 +20,6 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         reason: e.to_string(),
     })?;
     let r = Resolver { btf: &btf };
-    // The programs index `fd_array` by constants up to this length.
-    let fd_array_len = r.array_len("files_struct", "fd_array")?;
-    if fd_array_len < FD_ARRAY_LEN {
-        return Err(Error::MissingKernelField {
-            what: format!(
-                "files_struct.fd_array of {FD_ARRAY_LEN} entries (it has {fd_array_len})"
-            ),
-            hint: "this kernel's layout is not supported yet; please report it with `uname -r`",
-        });
-    }
     let proc_inode = r.offset("proc_inode", &["vfs_inode"]);
     Ok(KernelOffsets {
         task_struct_tgid: r.offset("task_struct", &["tgid"])?,
@@ -51,7 +38,6 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         task_struct_thread_status: r.offset("task_struct", &["thread_info", "status"])?,
         cred_euid: r.offset("cred", &["euid"])?,
         files_struct_fdt: r.offset("files_struct", &["fdt"])?,
-        files_struct_fd_array: r.offset("files_struct", &["fd_array"])?,
         fdtable_max_fds: r.offset("fdtable", &["max_fds"])?,
         fdtable_fd: r.offset("fdtable", &["fd"])?,
         file_f_inode: r.offset("file", &["f_inode"])?,
@@ -107,18 +93,6 @@ impl Resolver<'_> {
             return Err(missing("member is a bit field".into()));
         }
         Ok(bits / 8)
-    }
-
-    /// Number of elements of the array member `field` of `strukt`.
-    fn array_len(&self, strukt: &str, field: &str) -> Result<u64, Error> {
-        let ty = self.find_struct(strukt, field)?;
-        match self
-            .find_member(&ty, field)
-            .map_err(|e| missing(strukt, field, e.to_string()))?
-        {
-            Some((_, Type::Array(a))) => Ok(a.len() as u64),
-            _ => Err(missing(strukt, field, "not an array".into())),
-        }
     }
 
     /// The definition (not a forward declaration) of `struct strukt`.
