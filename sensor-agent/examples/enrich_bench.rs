@@ -90,7 +90,8 @@ fn main() {
             syscall: OpenSyscall::Openat as u8,
             matched: MatchKind::Inode as u8,
             requested_truncated: 0,
-            _pad: [0; 5],
+            compat: 0,
+            _pad: [0; 4],
             name,
             requested,
         })

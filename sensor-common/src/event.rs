@@ -206,7 +206,9 @@ pub struct FileEvent {
     pub matched: u8,
     /// Set when `requested` was cut to fit.
     pub requested_truncated: u8,
-    pub _pad: [u8; 5],
+    /// 1 when the open came through the ia32 compat entry (`int 0x80`).
+    pub compat: u8,
+    pub _pad: [u8; 4],
     /// The opened dentry's name (for procfs: `environ`, `mem`, ...).
     pub name: [u8; NAME_LEN],
     /// The path string the process passed, as it passed it.

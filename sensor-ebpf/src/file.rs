@@ -94,7 +94,8 @@ pub fn on_open(
     e.syscall = syscall as u8;
     e.matched = m.kind as u8;
     e.requested_truncated = 0;
-    e._pad = [0; 5];
+    e.compat = compat as u8;
+    e._pad = [0; 4];
     e.name[0] = 0;
     if m.name != 0 {
         let _ = read_name(m.name, &mut e.name);

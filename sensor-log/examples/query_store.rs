@@ -104,6 +104,7 @@ fn event(rng: &mut Rng, pid: u32) -> Event {
             dev: Some("8:1".to_string()),
             inode: Some(1234),
             owner: None,
+            compat: false,
         }),
         target: None,
         syscall: None,

@@ -61,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             dev: Some("8:1".to_string()),
             inode: Some(1234),
             owner: None,
+            compat: false,
         }),
         target: None,
         syscall: None,

@@ -158,6 +158,9 @@ pub struct FileAccess {
     pub inode: Option<u64>,
     /// Who answers for this credential: the `owner` of the watch rule that matched.
     pub owner: Option<String>,
+    /// The open came through the 32-bit compat syscall entry (`int 0x80`), unusual for a
+    /// 64-bit program.
+    pub compat: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

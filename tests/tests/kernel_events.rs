@@ -120,6 +120,7 @@ fn every_open_syscall_reports_the_file_and_access() {
             "{e}"
         );
         assert_eq!(e["file"]["owner"], "test-team", "{e}");
+        assert_eq!(e["file"]["compat"], action == "compat-open", "{e}");
     }
     let scratch = f.dir.join("scratch");
     let (pid, ret) = trigger(&["creat", s(&scratch)]);

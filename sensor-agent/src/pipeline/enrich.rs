@@ -265,6 +265,7 @@ impl Enricher {
             dev: opened.then(|| format!("{}:{}", e.dev >> 20, e.dev & 0xf_ffff)),
             inode: opened.then_some(e.ino),
             owner,
+            compat: e.compat != 0,
         };
         let mut event = self.base(event_kind, &e.header, Some(e.ret));
         event.file = Some(file);
@@ -738,7 +739,8 @@ mod tests {
             syscall: OpenSyscall::Openat as u8,
             matched: matched as u8,
             requested_truncated: 0,
-            _pad: [0; 5],
+            compat: 0,
+            _pad: [0; 4],
             name: if ret >= 0 {
                 c_buf::<NAME_LEN>(name)
             } else {

@@ -76,6 +76,7 @@ pub fn event(i: u64) -> Event {
             dev: Some("8:1".to_string()),
             inode: Some(1234 + i),
             owner: None,
+            compat: false,
         }),
         target: None,
         syscall: None,
