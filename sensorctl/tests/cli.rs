@@ -246,6 +246,7 @@ fn identities_and_status() {
     );
     assert!(stdout(&sensorctl(dir.path(), &["identities"])).contains("backup.service"));
 
+    // A live pid that is not the agent's (this test's own) is not taken for the agent.
     AgentStatus {
         pid: std::process::id(),
         started: "2025-01-01T00:00:00Z".to_string(),
@@ -257,7 +258,7 @@ fn identities_and_status() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("running (pid")
+        text.contains("agent:       not running (pid")
             && text.contains("chain head:")
             && text.contains("records:     11"),
         "{text}"

@@ -10,7 +10,9 @@ pub fn run(state_dir: &Path) -> Result<(), Failure> {
     let store = super::open(state_dir)?;
     match AgentStatus::read(state_dir)? {
         Some(status) => {
-            let running = Path::new(&format!("/proc/{}", status.pid)).exists();
+            // The pid alone could have been reused by another program since.
+            let running = std::fs::read_to_string(format!("/proc/{}/comm", status.pid))
+                .is_ok_and(|comm| comm.trim_end() == "sensor-agent");
             println!(
                 "agent:       {} (pid {})",
                 if running { "running" } else { "not running" },
