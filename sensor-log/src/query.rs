@@ -318,9 +318,24 @@ impl Store {
     ///
     /// The index (postings, batch time ranges) only narrows the candidates; `Filter::matches`
     /// on the decoded record decides.
-    pub fn query(
+    pub fn query(&self, filter: &Filter, visit: impl FnMut(Record) -> Result<bool>) -> Result<()> {
+        self.query_in_order(filter, false, visit)
+    }
+
+    /// Like [`Store::query`], newest record first: "the last N" stops after N matches
+    /// instead of reading every match.
+    pub fn query_newest_first(
         &self,
         filter: &Filter,
+        visit: impl FnMut(Record) -> Result<bool>,
+    ) -> Result<()> {
+        self.query_in_order(filter, true, visit)
+    }
+
+    fn query_in_order(
+        &self,
+        filter: &Filter,
+        newest_first: bool,
         mut visit: impl FnMut(Record) -> Result<bool>,
     ) -> Result<()> {
         let mut each = |bytes: &[u8]| -> Result<bool> {
@@ -333,11 +348,17 @@ impl Store {
         // One read transaction: a consistent snapshot, and no lock/unlock per point lookup.
         let snapshot = self.conn.unchecked_transaction()?;
         match self.candidates(filter)? {
-            Candidates::Ranges(ranges) => {
-                let mut stmt = self.conn.prepare_cached(
+            Candidates::Ranges(mut ranges) => {
+                let mut stmt = self.conn.prepare_cached(if newest_first {
                     "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
-                     AND wall_ns >= ?4 AND wall_ns <= ?5 ORDER BY seq",
-                )?;
+                     AND wall_ns >= ?4 AND wall_ns <= ?5 ORDER BY seq DESC"
+                } else {
+                    "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
+                     AND wall_ns >= ?4 AND wall_ns <= ?5 ORDER BY seq"
+                })?;
+                if newest_first {
+                    ranges.reverse();
+                }
                 let after = filter.after_seq.map_or(Ok(i64::MIN), to_i64)?;
                 let since = filter.since_ns.map_or(Ok(i64::MIN), to_i64)?;
                 let until = filter.until_ns.map_or(Ok(i64::MAX), to_i64)?;
@@ -350,10 +371,13 @@ impl Store {
                     }
                 }
             }
-            Candidates::Seqs(seqs) => {
+            Candidates::Seqs(mut seqs) => {
                 let mut stmt = self
                     .conn
                     .prepare_cached("SELECT bytes FROM records WHERE seq = ?1")?;
+                if newest_first {
+                    seqs.reverse();
+                }
                 for seq in seqs {
                     let mut rows = stmt.query([to_i64(seq)?])?;
                     if let Some(row) = rows.next()? {

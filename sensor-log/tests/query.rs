@@ -125,8 +125,17 @@ fn indexed_queries_equal_a_full_scan() {
         },
     ];
     for filter in &filters {
-        let expected = scan(&store, filter);
+        let mut expected = scan(&store, filter);
         assert_eq!(seqs(&store, filter), expected, "{filter:?}");
+        let mut newest_first = Vec::new();
+        store
+            .query_newest_first(filter, |r| {
+                newest_first.push(r.header.seq);
+                Ok(true)
+            })
+            .expect("query newest first");
+        expected.reverse();
+        assert_eq!(newest_first, expected, "newest first: {filter:?}");
     }
     assert_eq!(
         seqs(

@@ -3,7 +3,6 @@
 //! Everything shown is decoded from the signed record bytes; the store's index columns only
 //! narrow the search (see `docs/sensorctl.md`).
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -64,19 +63,27 @@ const TIME_FORMS: &str =
 pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
     let (mut filter, glob) = filter(args)?;
     let store = super::open(state_dir)?;
-    let mut last: VecDeque<Record> = VecDeque::new();
-    let limit = args.limit.unwrap_or(usize::MAX);
-    store.query(&filter, |r| {
-        if path_matches(&r, glob.as_ref()) && limit > 0 {
-            if last.len() == limit {
-                last.pop_front();
-            }
-            last.push_back(r);
+    let mut shown = Vec::new();
+    match args.limit {
+        // The last N: read from the newest end and stop at N.
+        Some(limit) => {
+            store.query_newest_first(&filter, |r| {
+                if shown.len() < limit && path_matches(&r, glob.as_ref()) {
+                    shown.push(r);
+                }
+                Ok(shown.len() < limit)
+            })?;
+            shown.reverse();
         }
-        Ok(true)
-    })?;
-    filter.after_seq = last.back().map(|r| r.header.seq).or(filter.after_seq);
-    print(&last.into_iter().collect::<Vec<_>>(), args.json);
+        None => store.query(&filter, |r| {
+            if path_matches(&r, glob.as_ref()) {
+                shown.push(r);
+            }
+            Ok(true)
+        })?,
+    }
+    filter.after_seq = shown.last().map(|r| r.header.seq).or(filter.after_seq);
+    print(&shown, args.json);
     if !args.follow {
         return Ok(());
     }
