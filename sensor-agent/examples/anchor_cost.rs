@@ -12,7 +12,7 @@ use sensor_agent::pipeline::{
     Counters,
 };
 use sensor_log::{
-    EndReason, Event, FileAccess, Kind, LogWriter, Process, SealedBatch, Timestamp, WriterOptions,
+    Event, FileAccess, Kind, LogWriter, Process, SealedBatch, Timestamp, WriterOptions,
 };
 use sensor_tpm::{swtpm::Swtpm, TpmConfig};
 use tokio::sync::mpsc;
@@ -58,7 +58,7 @@ fn storm(
         };
         let (stage, link) = AnchorStage::start(
             Some(config),
-            (EndReason::First, None),
+            dir.path().to_path_buf(),
             writer.next_batch(),
             counters.clone(),
         );

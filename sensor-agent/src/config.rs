@@ -57,6 +57,9 @@ pub struct LogConfig {
     pub batch_interval: Duration,
     /// `None` when rotation is `"off"`.
     pub key_rotation: Option<Duration>,
+    /// The first rotation after start (the key on disk may have been copied while the agent
+    /// was stopped); `None` (`"off"`) leaves it to `key_rotation`.
+    pub first_key_rotation: Option<Duration>,
     pub max_pending_records: usize,
     pub retention_max_bytes: Option<u64>,
     pub retention_max_age: Option<Duration>,
@@ -130,6 +133,7 @@ struct RawLog {
     batch_records: Option<usize>,
     batch_interval: Option<String>,
     key_rotation: Option<String>,
+    first_key_rotation: Option<String>,
     max_pending_records: Option<usize>,
     retention_max_bytes: Option<u64>,
     retention_max_age: Option<String>,
@@ -219,6 +223,7 @@ impl PartialTpm {
             nv_interval: self.nv_interval.unwrap_or(base.nv_interval),
             op_timeout: self.op_timeout.unwrap_or(base.op_timeout),
             queue_depth: self.queue_depth.unwrap_or(base.queue_depth),
+            ..base
         })
     }
 }
@@ -256,6 +261,7 @@ struct PartialLog {
     batch_records: Option<usize>,
     batch_interval: Option<Duration>,
     key_rotation: Option<Option<Duration>>,
+    first_key_rotation: Option<Option<Duration>>,
     max_pending_records: Option<usize>,
     retention_max_bytes: Option<u64>,
     retention_max_age: Option<Option<Duration>>,
@@ -278,6 +284,7 @@ impl PartialLog {
             batch_records: at_least_one("batch_records", raw.batch_records)?,
             batch_interval: duration("batch_interval", &raw.batch_interval, false)?.flatten(),
             key_rotation: duration("key_rotation", &raw.key_rotation, true)?,
+            first_key_rotation: duration("first_key_rotation", &raw.first_key_rotation, true)?,
             max_pending_records: at_least_one("max_pending_records", raw.max_pending_records)?,
             retention_max_bytes: raw.retention_max_bytes,
             retention_max_age: duration("retention_max_age", &raw.retention_max_age, true)?,
@@ -290,6 +297,7 @@ impl PartialLog {
             batch_records: user.batch_records.or(defaults.batch_records),
             batch_interval: user.batch_interval.or(defaults.batch_interval),
             key_rotation: user.key_rotation.or(defaults.key_rotation),
+            first_key_rotation: user.first_key_rotation.or(defaults.first_key_rotation),
             max_pending_records: user.max_pending_records.or(defaults.max_pending_records),
             retention_max_bytes: user.retention_max_bytes.or(defaults.retention_max_bytes),
             retention_max_age: user.retention_max_age.or(defaults.retention_max_age),
@@ -307,6 +315,9 @@ impl PartialLog {
                 .batch_interval
                 .ok_or_else(|| required("batch_interval"))?,
             key_rotation: self.key_rotation.ok_or_else(|| required("key_rotation"))?,
+            first_key_rotation: self
+                .first_key_rotation
+                .ok_or_else(|| required("first_key_rotation"))?,
             max_pending_records: self
                 .max_pending_records
                 .ok_or_else(|| required("max_pending_records"))?,

@@ -1,7 +1,15 @@
-//! Signing keys on disk: `keys/ed25519-<key epoch>.key`, the 32-byte Ed25519 seed.
+//! Signing keys on disk: `keys/ed25519-<key epoch>.key`, the 32-byte Ed25519 seed followed by
+//! zeros up to `KEY_FILE_BYTES`.
 //!
 //! The directory is created 0700 and each file 0600 at creation (no window with wider modes).
 //! A superseded key is overwritten and unlinked, so a later intruder cannot re-sign old batches.
+//! The padding is what makes the overwrite reach the only copy: a file this small would be
+//! stored inside its inode on ext4 with `inline_data` (and in the inode tables of similar
+//! file systems), and inode blocks go through the journal, which would keep the old seed after
+//! the overwrite. A file of one whole block gets a data block, which the default `data=ordered`
+//! journal never copies, and the overwrite rewrites that block in place. File systems that
+//! copy on write (btrfs, ZFS) or journal data (`data=journal`) keep old blocks regardless:
+//! docs/log-format.md says so.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
@@ -12,6 +20,11 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::error::{Error, Result};
 use crate::hex;
+
+/// Size of a key file: one 4 KiB block, larger than any inline-data limit.
+pub const KEY_FILE_BYTES: usize = 4096;
+/// Length of the Ed25519 seed at the start of a key file.
+const SEED_BYTES: usize = 32;
 
 pub struct KeyDir {
     dir: PathBuf,
@@ -54,7 +67,9 @@ impl KeyDir {
 
     /// Generates a key from the OS random source and stores it durably.
     pub fn create(&self, key_epoch: u64) -> Result<SigningKey> {
-        let seed = random::<32>()?;
+        let seed = random::<SEED_BYTES>()?;
+        let mut contents = vec![0u8; KEY_FILE_BYTES];
+        contents[..SEED_BYTES].copy_from_slice(&seed);
         let path = self.path(key_epoch);
         let mut file = OpenOptions::new()
             .write(true)
@@ -62,7 +77,7 @@ impl KeyDir {
             .mode(0o600)
             .open(&path)
             .map_err(Error::io(&path))?;
-        file.write_all(&seed)
+        file.write_all(&contents)
             .and_then(|()| file.sync_all())
             .map_err(Error::io(&path))?;
         self.sync_dir()?;
@@ -71,27 +86,36 @@ impl KeyDir {
 
     pub fn load(&self, key_epoch: u64) -> Result<SigningKey> {
         let path = self.path(key_epoch);
-        let mut seed = [0u8; 32];
         let mut file = File::open(&path).map_err(Error::io(&path))?;
         let len = file.metadata().map_err(Error::io(&path))?.len();
-        if len != 32 {
+        if len != KEY_FILE_BYTES as u64 {
             return Err(Error::Key(format!(
-                "{} holds {len} bytes, expected 32",
+                "{} holds {len} bytes, expected {KEY_FILE_BYTES}",
                 path.display()
             )));
         }
-        file.read_exact(&mut seed).map_err(Error::io(&path))?;
-        Ok(SigningKey::from_bytes(&seed))
+        let mut contents = vec![0u8; KEY_FILE_BYTES];
+        file.read_exact(&mut contents).map_err(Error::io(&path))?;
+        let (seed, padding) = contents.split_at(SEED_BYTES);
+        if padding.iter().any(|b| *b != 0) {
+            return Err(Error::Key(format!(
+                "{} is not a key file (non-zero padding)",
+                path.display()
+            )));
+        }
+        let mut bytes = [0u8; SEED_BYTES];
+        bytes.copy_from_slice(seed);
+        Ok(SigningKey::from_bytes(&bytes))
     }
 
-    /// Overwrites the seed with zeros, syncs, and unlinks the file.
+    /// Overwrites the whole file with zeros in place, syncs, and unlinks it.
     pub fn destroy(&self, key_epoch: u64) -> Result<()> {
         let path = self.path(key_epoch);
         let mut file = OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(Error::io(&path))?;
-        file.write_all(&[0u8; 32])
+        file.write_all(&[0u8; KEY_FILE_BYTES])
             .and_then(|()| file.sync_all())
             .map_err(Error::io(&path))?;
         fs::remove_file(&path).map_err(Error::io(&path))?;

@@ -5,6 +5,7 @@
 //! The byte-level format is specified in `docs/log-format.md`; the test vectors there are
 //! asserted by `format::tests::documented_vectors` so the document and the code cannot drift.
 
+pub mod anchor;
 pub mod batch;
 pub mod chain;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod writer;
 #[cfg(test)]
 mod format;
 
+pub use anchor::AnchorTrail;
 pub use batch::{Anchor, BatchHeader, SealedBatch};
 pub use error::{Error, Result};
 pub use event::*;
@@ -35,5 +37,5 @@ pub use record::{
 pub use status::{AgentStatus, AnchorStatus};
 pub use store::Store;
 pub use time::Timestamp;
-pub use verify::{verify, AnchorTrail, Failure, Position, Reason, Summary, Verdict};
+pub use verify::{verify, Failure, Position, Reason, Summary, Verdict};
 pub use writer::{Admission, LogWriter, WriterOptions};

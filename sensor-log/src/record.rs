@@ -181,6 +181,15 @@ pub struct AnchorBase {
     pub ak_public: Vec<u8>,
 }
 
+impl AnchorBase {
+    /// A short name for the attestation key: the first 8 bytes of SHA-256 over `ak_public`,
+    /// in hex, so an operator can compare the keys of two bases at a glance.
+    pub fn ak_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        crate::hex::encode(&Sha256::digest(&self.ak_public)[..8])
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TpmQuote {
     pub batch: u64,

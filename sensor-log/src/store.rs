@@ -170,20 +170,29 @@ impl Store {
 
     /// The newest batch, i.e. the durable end of the chain.
     pub fn last_batch(&self) -> Result<Option<StoredBatch>> {
-        self.batch_where("ORDER BY number DESC LIMIT 1")
+        self.batch_where("ORDER BY number DESC LIMIT 1", [])
     }
 
     /// The oldest retained batch.
     pub fn first_batch(&self) -> Result<Option<StoredBatch>> {
-        self.batch_where("ORDER BY number ASC LIMIT 1")
+        self.batch_where("ORDER BY number ASC LIMIT 1", [])
     }
 
-    fn batch_where(&self, tail: &str) -> Result<Option<StoredBatch>> {
+    /// Batch `number`, if the store holds it.
+    pub fn batch(&self, number: u64) -> Result<Option<StoredBatch>> {
+        self.batch_where("WHERE number = ?1", [to_i64(number)?])
+    }
+
+    fn batch_where(
+        &self,
+        tail: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<StoredBatch>> {
         let row = self
             .conn
             .query_row(
                 &format!("SELECT number, header, signature FROM batches {tail}"),
-                [],
+                params,
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,

@@ -13,19 +13,13 @@ use std::fmt;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::batch::{self, Anchor, BatchHeader};
+use crate::anchor::{AnchorTrail, TrailBuilder};
+use crate::batch::{self, BatchHeader};
 use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::error::Error;
 use crate::merkle;
-use crate::record::{
-    self, AnchorBase, Body, EndReason, Hash, HostId, Record, TpmEntry, TpmQuote, BODY_TAG_EVENT,
-    FORMAT_VERSION,
-};
-use crate::store::{self, to_u64, Store};
-
-/// Batch digests kept while no anchor base names where replay starts: a base is chained a few
-/// batches after its `replay_from` at most, and an unanchored log must not cost memory per batch.
-const UNBASED_DIGESTS: usize = 4096;
+use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT, FORMAT_VERSION};
+use crate::store::{to_u64, Store};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -101,26 +95,6 @@ pub struct Summary {
     pub anchor: Box<AnchorTrail>,
 }
 
-/// The log's side of the TPM anchor, collected from verified records and headers only, for
-/// `sensorctl verify --tpm` to compare with the TPM.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AnchorTrail {
-    /// The newest replay base (`Anchored` or `Resumed`).
-    pub base: Option<AnchorBase>,
-    /// Digests of the batches from `base.replay_from` on, oldest first.
-    pub digests: Vec<Hash>,
-    /// The newest quote of a batch at or after `base.replay_from`.
-    pub quote: Option<TpmQuote>,
-    /// The newest batch that has an anchor: its number and anchor.
-    pub last_anchor: Option<(u64, Anchor)>,
-    /// The newest batch number, and whether the agent's clean-stop marker names it.
-    pub last_batch: u64,
-    pub clean_stop: bool,
-    /// The newest `Unanchored` reason, when no base follows it.
-    pub unanchored: Option<String>,
-    /// The newest alarm the agent recorded: (seq, reason, detail).
-    pub alarm: Option<(u64, String, String)>,
-}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Intact(Summary),
@@ -238,8 +212,8 @@ struct Walk<'s> {
     epoch: Option<u64>,
     pruning_accounted: bool,
     leaves: Vec<Hash>,
-    /// `(number, digest)` of the batches the next anchor base may start from.
-    recent: std::collections::VecDeque<(u64, Hash)>,
+    /// The anchoring trail, from verified headers and TPM entries only.
+    anchor: TrailBuilder,
 }
 
 impl<'s> Walk<'s> {
@@ -260,7 +234,7 @@ impl<'s> Walk<'s> {
             epoch: None,
             pruning_accounted: false,
             leaves: Vec::new(),
-            recent: std::collections::VecDeque::new(),
+            anchor: TrailBuilder::default(),
         };
         let mut batches = store
             .conn
@@ -287,7 +261,7 @@ impl<'s> Walk<'s> {
                 "no signed batch covers this record",
             );
         }
-        walk.finish_anchor()?;
+        walk.summary.anchor = Box::new(std::mem::take(&mut walk.anchor).finish());
         if let Some(first) = walk.summary.pruned_before {
             if !walk.pruning_accounted {
                 return tampered(
@@ -415,15 +389,7 @@ impl<'s> Walk<'s> {
             return tampered(here, Reason::Modified, detail);
         }
         // Before the records: a base chained in this very batch may start replay at it.
-        self.recent.push_back((number, digest));
-        let base_from = self.summary.anchor.base.as_ref().map(|b| b.replay_from);
-        if base_from.is_none() && self.recent.len() > UNBASED_DIGESTS {
-            self.recent.pop_front();
-        }
-        if let Some(anchor) = header.anchor {
-            self.summary.anchor.last_anchor = Some((number, anchor));
-        }
-        self.summary.anchor.last_batch = number;
+        self.anchor.header(number, &digest, header.anchor.as_ref());
         if header.first_seq > self.next_seq {
             return tampered(
                 Position::Seq(self.next_seq),
@@ -628,60 +594,10 @@ impl<'s> Walk<'s> {
             }
             Body::Tpm(entry) => {
                 self.same_epoch(epoch, here)?;
-                self.tpm(entry);
+                self.anchor.entry(record.header.seq, entry);
             }
             Body::Event(_) => self.same_epoch(epoch, here)?,
         }
-        Ok(())
-    }
-
-    fn tpm(&mut self, entry: &TpmEntry) {
-        let trail = &mut self.summary.anchor;
-        match entry {
-            TpmEntry::Anchored(base) | TpmEntry::Resumed { base, .. } => {
-                self.recent.retain(|(n, _)| *n >= base.replay_from);
-                trail.base = Some(base.clone());
-                trail.quote = None;
-                trail.unanchored = None;
-            }
-            TpmEntry::Quote(q) => {
-                if trail
-                    .base
-                    .as_ref()
-                    .is_some_and(|b| q.batch >= b.replay_from)
-                {
-                    trail.quote = Some(q.clone());
-                }
-            }
-            TpmEntry::Unanchored { reason } => {
-                trail.base = None;
-                trail.quote = None;
-                trail.unanchored = Some(reason.clone());
-            }
-            TpmEntry::Alarm { reason, detail } => {
-                trail.alarm = Some((self.next_seq, reason.clone(), detail.clone()));
-            }
-            TpmEntry::Failing { .. } => {}
-        }
-    }
-
-    /// Hands the digests since the newest base to the trail, and reads the clean-stop marker.
-    fn finish_anchor(&mut self) -> Result<(), Stop> {
-        let trail = &mut self.summary.anchor;
-        if let Some(base) = &trail.base {
-            let from = base.replay_from;
-            trail.digests = self
-                .recent
-                .iter()
-                .filter(|(n, _)| *n >= from)
-                .map(|(_, d)| *d)
-                .collect();
-        }
-        trail.clean_stop = self.started
-            && self
-                .store
-                .meta(store::META_CLEAN_STOP)?
-                .is_some_and(|m| m == self.prev_digest);
         Ok(())
     }
 }

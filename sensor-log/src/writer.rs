@@ -40,6 +40,10 @@ pub struct WriterOptions {
     pub batch_interval: Duration,
     /// Rotate the signing key this often; `None` never rotates.
     pub key_rotation: Option<Duration>,
+    /// The first rotation after `open`, sooner than `key_rotation`: the key found on disk at
+    /// start may have been copied while the agent was stopped (or pinned at install), so it
+    /// is destroyed within minutes. `None`: `key_rotation` applies to the first one too.
+    pub first_key_rotation: Option<Duration>,
     /// Records kept in memory while sealing fails (disk full); beyond it events are counted,
     /// not chained, and reported by a `loss` event (source `disk_full`) once sealing works.
     pub max_pending_records: usize,
@@ -53,6 +57,7 @@ impl Default for WriterOptions {
             batch_max_records: 1024,
             batch_interval: Duration::from_secs(1),
             key_rotation: None,
+            first_key_rotation: None,
             max_pending_records: 100_000,
             boot_id_path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
         }
@@ -114,7 +119,11 @@ pub struct LogWriter {
     epoch: u64,
     signing: SigningKey,
     key_epoch: u64,
-    key_created_ns: u64,
+    /// `CLOCK_MONOTONIC` time the rotation schedule counts from: the writer's own clock,
+    /// never the key's creation time in the store, which root can edit to postpone rotation.
+    key_since_mono_ns: u64,
+    /// Rotations done since `open`.
+    rotations: u64,
     /// A new key announced by a pending `KeyRotation` record, in use once that commits.
     next_key: Option<(u64, SigningKey)>,
     next_seq: u64,
@@ -128,8 +137,6 @@ pub struct LogWriter {
     dictionary: Dictionary,
     /// Put in every header sealed from now on (`set_anchor`).
     anchor: Option<Anchor>,
-    /// How the previous epoch ended, and its last batch's anchor (`previous_end`).
-    previous_end: (EndReason, Option<Anchor>),
 }
 
 impl LogWriter {
@@ -167,7 +174,7 @@ impl LogWriter {
                 keys.destroy(epoch)?;
             }
         }
-        let (key_epoch, signing, key_created_ns) = match current {
+        let (key_epoch, signing) = match current {
             Some(info) => {
                 let signing = keys.load(info.key_epoch)?;
                 if signing.verifying_key() != info.public_key {
@@ -176,7 +183,7 @@ impl LogWriter {
                         info.key_epoch
                     )));
                 }
-                (info.key_epoch, signing, info.created_ns)
+                (info.key_epoch, signing)
             }
             None => {
                 let signing = keys.create(1)?;
@@ -185,7 +192,7 @@ impl LogWriter {
                     public_key: signing.verifying_key().to_bytes(),
                     created_ns: now.wall_ns,
                 });
-                (1, signing, now.wall_ns)
+                (1, signing)
             }
         };
 
@@ -248,7 +255,8 @@ impl LogWriter {
             epoch: previous_epoch.map_or(1, |e| e + 1),
             signing,
             key_epoch,
-            key_created_ns,
+            key_since_mono_ns: now.mono_ns,
+            rotations: 0,
             next_key: None,
             next_seq,
             head: durable.head,
@@ -258,7 +266,6 @@ impl LogWriter {
             dropped: BTreeMap::new(),
             dictionary: Dictionary::default(),
             anchor: None,
-            previous_end: (reason, last.as_ref().and_then(|b| b.header.anchor)),
         };
         let start = EpochStart {
             previous_epoch,
@@ -303,9 +310,17 @@ impl LogWriter {
     /// last batch (an empty heartbeat batch when idle). Also rotates the key when due. Call it
     /// after appending and at least every `batch_interval`.
     pub fn seal_due(&mut self, now: Timestamp) -> Result<Vec<SealedBatch>> {
-        let rotation_due = self.options.key_rotation.is_some_and(|period| {
-            now.wall_ns.saturating_sub(self.key_created_ns) >= duration_ns(period)
-        });
+        let period = match self.rotations {
+            0 => self
+                .options
+                .first_key_rotation
+                .or(self.options.key_rotation),
+            _ => self.options.key_rotation,
+        };
+        let rotation_due = self.options.key_rotation.is_some()
+            && period.is_some_and(|p| {
+                now.mono_ns.saturating_sub(self.key_since_mono_ns) >= duration_ns(p)
+            });
         if rotation_due && self.next_key.is_none() {
             self.begin_rotation(now)?;
             return self.seal(now);
@@ -328,7 +343,8 @@ impl LogWriter {
             self.signing = key;
             self.keys.destroy(self.key_epoch)?;
             self.key_epoch = key_epoch;
-            self.key_created_ns = now.wall_ns;
+            self.key_since_mono_ns = now.mono_ns;
+            self.rotations += 1;
         }
         if !self.dropped.is_empty() {
             let counts = std::mem::take(&mut self.dropped);
@@ -425,12 +441,6 @@ impl LogWriter {
     /// Chains a TPM anchoring entry; durable with the next seal.
     pub fn record_tpm(&mut self, entry: TpmEntry, at: Timestamp) -> Result<u64> {
         self.chain(Body::Tpm(entry), at)
-    }
-
-    /// How the previous epoch ended and the anchor of its last batch, for the TPM check at
-    /// start (a restored older state directory has a counter behind the TPM's).
-    pub fn previous_end(&self) -> (EndReason, Option<Anchor>) {
-        self.previous_end
     }
 
     /// Number of the next batch to be sealed.

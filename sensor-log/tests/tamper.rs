@@ -206,7 +206,7 @@ fn key_rotation_verifies_and_old_key_is_destroyed() {
         w.append(common::event(i), now.wall_ns, now.mono_ns)
             .expect("append");
         if i % 10 == 9 {
-            now.wall_ns += 61_000_000_000; // a rotation period passes
+            now.mono_ns += 61_000_000_000; // a rotation period passes
         }
         w.seal_due(now).expect("seal_due");
     }
@@ -345,4 +345,23 @@ fn epochs_say_how_the_previous_one_ended() {
         ]
     );
     assert!(matches!(verify(&store, None).expect("verify"), Verdict::Intact(s) if s.epochs == 4));
+}
+
+/// The rotation schedule runs on the writer's own clock: a key creation time that root moved
+/// into the future in the store does not postpone rotation.
+#[test]
+fn an_edited_key_creation_time_does_not_postpone_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::write_log(dir.path(), 3, 8);
+    db(dir.path())
+        .execute("UPDATE keys SET created_ns = ?1", [i64::MAX])
+        .expect("edit created_ns");
+    let mut opts = common::options(8);
+    opts.key_rotation = Some(Duration::from_secs(60));
+    let mut w = LogWriter::open(dir.path(), opts).expect("open");
+    let mut now = Timestamp::now();
+    now.mono_ns += 61_000_000_000;
+    now.wall_ns += 61_000_000_000;
+    w.seal_due(now).expect("seal_due");
+    assert_eq!(w.public_key().0, 2, "the key rotated on schedule");
 }

@@ -30,9 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let info = worker.connect()?;
     println!(
-        "first connect (creates AK, defines counter): {:?} (orderly counter: {})",
+        "first connect (creates AK, defines counter): {:?} (AK created: {})",
         t.elapsed(),
-        info.counter_orderly
+        info.ak_created
     );
 
     let extend = time(rounds, |i| worker.extend([i as u8; 32]).map(drop))?;

@@ -44,6 +44,9 @@ pub struct TpmConfig {
     pub op_timeout: Duration,
     /// Requests waiting for the worker at most; beyond it callers get `Error::Busy`.
     pub queue_depth: usize,
+    /// Create the AK and define the NV counter when they are absent (the agent). A verifier
+    /// sets it false: it must change nothing on the TPM it checks.
+    pub provision: bool,
 }
 
 impl Default for TpmConfig {
@@ -57,6 +60,7 @@ impl Default for TpmConfig {
             nv_interval: Duration::from_secs(3600),
             op_timeout: Duration::from_secs(10),
             queue_depth: 64,
+            provision: true,
         }
     }
 }

@@ -39,9 +39,10 @@ pub struct TpmInfo {
     pub ak_created: bool,
     /// The NV counter was defined by this connection (first start on this TPM).
     pub counter_defined: bool,
-    /// The counter is a hybrid (orderly) index: the TPM writes NV only every few
-    /// increments and jumps forward after an unorderly shutdown.
-    pub counter_orderly: bool,
+    /// The key at `ak_handle` is not the attestation key this TPM derives from its
+    /// endorsement seed (someone replaced it, e.g. with an owner-hierarchy key whose quotes
+    /// they can shape): why. The connection quotes with the derived key instead.
+    pub ak_replaced: Option<String>,
     pub ak_public: AkPublic,
 }
 
@@ -96,9 +97,21 @@ fn is_absent(e: &tss_esapi::Error) -> bool {
 pub(crate) struct Connection {
     ctx: Context,
     ak: KeyHandle,
+    /// `ak` is a transient object of this connection (the persisted key was replaced): it is
+    /// flushed when the connection ends, so reconnects never fill the TPM's object slots.
+    ak_transient: bool,
     nv: NvIndexHandle,
     pcr: u32,
     pub(crate) info: TpmInfo,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.ak_transient {
+            // A TPM that is gone frees it at its next reset anyway.
+            let _ = self.ctx.flush_context(ObjectHandle::from(self.ak));
+        }
+    }
 }
 
 impl Connection {
@@ -106,11 +119,16 @@ impl Connection {
         let conf = TctiNameConf::from_str(tcti)
             .map_err(|e| Error::Config(format!("tcti {tcti:?}: {e}")))?;
         let mut ctx = Context::new(conf).map_err(tpm_err("connect"))?;
-        let (ak, ak_public, ak_created) = ak(&mut ctx, cfg.ak_handle)?;
-        let (nv, counter_defined, counter_orderly) = counter(&mut ctx, cfg.nv_index)?;
+        let ak = if cfg.provision {
+            derived_ak(&mut ctx, cfg.ak_handle)?
+        } else {
+            persisted_ak(&mut ctx, cfg.ak_handle)?
+        };
+        let (nv, counter_defined) = counter(&mut ctx, cfg.nv_index, cfg.provision)?;
         Ok(Connection {
             ctx,
-            ak,
+            ak: ak.handle,
+            ak_transient: ak.transient,
             nv,
             pcr: cfg.pcr,
             info: TpmInfo {
@@ -118,10 +136,10 @@ impl Connection {
                 pcr: cfg.pcr,
                 nv_index: cfg.nv_index,
                 ak_handle: cfg.ak_handle,
-                ak_created,
+                ak_created: ak.created,
                 counter_defined,
-                counter_orderly,
-                ak_public,
+                ak_replaced: ak.replaced,
+                ak_public: ak.public,
             },
         })
     }
@@ -278,68 +296,151 @@ fn ak_template() -> Result<tss_esapi::structures::Public> {
         .map_err(tpm_err("AK template"))
 }
 
-/// Loads the persisted AK, or creates and persists it on first start.
-fn ak(ctx: &mut Context, handle: u32) -> Result<(KeyHandle, AkPublic, bool)> {
+/// The attestation key a connection quotes with.
+struct Ak {
+    handle: KeyHandle,
+    public: AkPublic,
+    created: bool,
+    transient: bool,
+    replaced: Option<String>,
+}
+
+/// The agent's AK: derived from the endorsement seed with `ak_template` (the same key every
+/// time), persisted at `handle` on first start, and compared with what sits there on every
+/// other start. Deriving it is what proves the hierarchy and the template: a key someone else
+/// persisted at the handle (another template, the owner hierarchy, an imported key) differs,
+/// is reported in `replaced` and is not used.
+fn derived_ak(ctx: &mut Context, handle: u32) -> Result<Ak> {
     let tpm_handle = PersistentTpmHandle::new(handle).map_err(|e| Error::Config(e.to_string()))?;
-    let (object, created) = match ctx
+    let template = ak_template()?;
+    let primary = ctx
+        .execute_with_session(Some(AuthSession::Password), |c| {
+            c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
+        })
+        .map_err(tpm_err("derive AK"))?;
+    let transient = ObjectHandle::from(primary.key_handle);
+    let public = AkPublic {
+        public_area: primary
+            .out_public
+            .marshall()
+            .map_err(tpm_err("marshal AK"))?,
+    };
+    let persisted = match ctx
         .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)))
     {
-        Ok(object) => (object, false),
-        Err(e) if is_absent(&e) => {
-            let template = ak_template()?;
-            let primary = ctx
-                .execute_with_session(Some(AuthSession::Password), |c| {
-                    c.create_primary(Hierarchy::Endorsement, template, None, None, None, None)
-                })
-                .map_err(tpm_err("create AK"))?;
-            let transient = ObjectHandle::from(primary.key_handle);
-            let persisted = ctx
-                .execute_with_session(Some(AuthSession::Password), |c| {
-                    c.evict_control(
-                        Provision::Owner,
-                        transient,
-                        Persistent::Persistent(tpm_handle),
-                    )
-                })
-                .map_err(tpm_err("persist AK"));
-            // The transient copy is not needed either way; a failed flush only wastes a
-            // slot until the connection closes.
+        Ok(object) => Some(object),
+        Err(e) if is_absent(&e) => None,
+        Err(e) => {
             let _ = ctx.flush_context(transient);
-            (persisted?, true)
+            return Err(tpm_err("find AK")(e));
         }
-        Err(e) => return Err(tpm_err("find AK")(e)),
     };
+    let Some(object) = persisted else {
+        let persisted = ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.evict_control(
+                    Provision::Owner,
+                    transient,
+                    Persistent::Persistent(tpm_handle),
+                )
+            })
+            .map_err(tpm_err("persist AK"));
+        // The transient copy is not needed either way; a failed flush only wastes a slot
+        // until the TPM resets.
+        let _ = ctx.flush_context(transient);
+        return Ok(Ak {
+            handle: KeyHandle::from(persisted?),
+            public,
+            created: true,
+            transient: false,
+            replaced: None,
+        });
+    };
+    let at_handle = read_public(ctx, KeyHandle::from(object));
+    match at_handle {
+        Ok(found) if found == public => {
+            let _ = ctx.flush_context(transient);
+            Ok(Ak {
+                handle: KeyHandle::from(object),
+                public,
+                created: false,
+                transient: false,
+                replaced: None,
+            })
+        }
+        other => Ok(Ak {
+            handle: KeyHandle::from(transient),
+            public,
+            created: false,
+            transient: true,
+            replaced: Some(match other {
+                Ok(found) => format!(
+                    "the key persisted at {handle:#010x} is not the attestation key this TPM derives from its endorsement seed (replaced{})",
+                    found.sec1_point().err().map_or(String::new(), |e| format!("; {e}"))
+                ),
+                Err(e) => format!("the object at {handle:#010x} cannot be read ({e})"),
+            }),
+        }),
+    }
+}
+
+/// A verifier's AK: whatever is persisted at `handle`, created by nothing (a verifier changes
+/// nothing on the TPM). It then compares the key with the one the log pinned.
+fn persisted_ak(ctx: &mut Context, handle: u32) -> Result<Ak> {
+    let tpm_handle = PersistentTpmHandle::new(handle).map_err(|e| Error::Config(e.to_string()))?;
+    let object = ctx
+        .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle)))
+        .map_err(|e| {
+            if is_absent(&e) {
+                Error::HandleConflict {
+                    handle,
+                    reason:
+                        "no attestation key is persisted there (evicted, or the TPM was cleared)"
+                            .into(),
+                }
+            } else {
+                tpm_err("find AK")(e)
+            }
+        })?;
     let key = KeyHandle::from(object);
+    let public = read_public(ctx, key)?;
+    public.sec1_point()?;
+    Ok(Ak {
+        handle: key,
+        public,
+        created: false,
+        transient: false,
+        replaced: None,
+    })
+}
+
+fn read_public(ctx: &mut Context, key: KeyHandle) -> Result<AkPublic> {
     let (public, _, _) = ctx
         .execute_without_session(|c| c.read_public(key))
         .map_err(tpm_err("read AK"))?;
-    let ak_public = AkPublic {
+    Ok(AkPublic {
         public_area: public.marshall().map_err(tpm_err("marshal AK"))?,
-    };
-    // Refuse a key someone else put at our handle: quotes with it would not verify anyway.
-    ak_public.sec1_point().map_err(|e| Error::HandleConflict {
-        handle,
-        reason: e.to_string(),
-    })?;
-    Ok((key, ak_public, created))
+    })
 }
 
-fn counter_attributes(orderly: bool) -> Result<tss_esapi::attributes::NvIndexAttributes> {
+/// A plain (not orderly) counter: an orderly one jumps forward by up to 255 after an
+/// unorderly TPM shutdown, which would hide a rollback of that many advances; at one
+/// advance per `nv_interval` the NV wear of a plain one is negligible (docs/tpm.md).
+fn counter_attributes() -> Result<tss_esapi::attributes::NvIndexAttributes> {
     NvIndexAttributesBuilder::new()
         .with_nv_index_type(NvIndexType::Counter)
         .with_auth_write(true)
         .with_auth_read(true)
         .with_owner_read(true)
         .with_no_da(true)
-        .with_orderly(orderly)
         .build()
         .map_err(tpm_err("NV attributes"))
 }
 
-/// Finds the NV counter, or defines it (hybrid if the TPM allows) and gives it its first
-/// value: a counter cannot be read before its first increment, and a new counter starts at
-/// the highest value any counter on this TPM ever had, so redefining never goes back.
-fn counter(ctx: &mut Context, index: u32) -> Result<(NvIndexHandle, bool, bool)> {
+/// Finds the NV counter, or (when `provision`) defines it and gives it its first value: a
+/// counter cannot be read before its first increment, and a new counter starts at the
+/// highest value any counter on this TPM ever had, so redefining never goes back.
+fn counter(ctx: &mut Context, index: u32, provision: bool) -> Result<(NvIndexHandle, bool)> {
     let tpm_handle = NvIndexTpmHandle::new(index).map_err(|e| Error::Config(e.to_string()))?;
     match ctx.execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(tpm_handle))) {
         Ok(object) => {
@@ -354,46 +455,37 @@ fn counter(ctx: &mut Context, index: u32) -> Result<(NvIndexHandle, bool, bool)>
                     reason: format!("NV index is not our counter (attributes {attrs:?})"),
                 });
             }
-            if !attrs.written() {
+            if !attrs.written() && provision {
                 // Defined by a start that died before its first increment.
                 ctx.execute_with_session(Some(AuthSession::Password), |c| {
                     c.nv_increment(NvAuth::NvIndex(nv), nv)
                 })
                 .map_err(tpm_err("nv_increment"))?;
             }
-            Ok((nv, false, attrs.orderly()))
+            Ok((nv, false))
         }
+        Err(e) if is_absent(&e) && !provision => Err(Error::HandleConflict {
+            handle: index,
+            reason: "no NV counter is defined there (undefined, or the TPM was cleared)".into(),
+        }),
         Err(e) if is_absent(&e) => {
-            let mut last = None;
-            for orderly in [true, false] {
-                let public = NvPublicBuilder::new()
-                    .with_nv_index(tpm_handle)
-                    .with_index_name_algorithm(HashingAlgorithm::Sha256)
-                    .with_index_attributes(counter_attributes(orderly)?)
-                    .with_data_area_size(8)
-                    .build()
-                    .map_err(tpm_err("NV public"))?;
-                match ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            let public = NvPublicBuilder::new()
+                .with_nv_index(tpm_handle)
+                .with_index_name_algorithm(HashingAlgorithm::Sha256)
+                .with_index_attributes(counter_attributes()?)
+                .with_data_area_size(8)
+                .build()
+                .map_err(tpm_err("NV public"))?;
+            let nv = ctx
+                .execute_with_session(Some(AuthSession::Password), |c| {
                     c.nv_define_space(Provision::Owner, None, public)
-                }) {
-                    Ok(nv) => {
-                        ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                            c.nv_increment(NvAuth::NvIndex(nv), nv)
-                        })
-                        .map_err(tpm_err("nv_increment"))?;
-                        return Ok((nv, true, orderly));
-                    }
-                    // Only a TPM refusing the attributes is worth a retry without orderly.
-                    Err(e @ tss_esapi::Error::Tss2Error(Tss2ResponseCode::FormatOne(_))) => {
-                        last = Some(e)
-                    }
-                    Err(e) => return Err(tpm_err("define NV counter")(e)),
-                }
-            }
-            Err(Error::Tpm {
-                op: "define NV counter",
-                detail: last.map(|e| e.to_string()).unwrap_or_default(),
+                })
+                .map_err(tpm_err("define NV counter"))?;
+            ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                c.nv_increment(NvAuth::NvIndex(nv), nv)
             })
+            .map_err(tpm_err("nv_increment"))?;
+            Ok((nv, true))
         }
         Err(e) => Err(tpm_err("find NV counter")(e)),
     }

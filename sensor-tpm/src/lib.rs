@@ -26,7 +26,7 @@ pub use config::{TpmConfig, DEFAULT_AK_HANDLE, DEFAULT_DEVICE, DEFAULT_NV_INDEX,
 pub use device::TpmInfo;
 pub use error::{Error, Result};
 pub use replay::{
-    allowed_counter_lead, bound_batch_number, classify, counter_outcome, extend_pcr,
-    matching_prefix, quote_binding, replay, LogAnchorState, Outcome, TpmState, ORDERLY_JUMP,
+    bound_batch_number, classify, counter_outcome, extend_pcr, matching_prefix, quote_binding,
+    replay, BaseMark, LogAnchorState, Outcome, TpmState,
 };
 pub use worker::TpmWorker;

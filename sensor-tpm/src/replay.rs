@@ -67,56 +67,53 @@ pub fn bound_batch_number(qualifying_data: &[u8; 32]) -> u64 {
     u64::from_be_bytes(n)
 }
 
-/// Largest forward jump of an orderly (hybrid) NV counter across an unorderly TPM restart: the
-/// TPM writes it to NV every `MAX_ORDERLY_COUNT` (255 in the reference implementation)
-/// increments and adds that much after losing the RAM copy.
-pub const ORDERLY_JUMP: u64 = 256;
-
-/// How far the TPM counter may legitimately be ahead of the newest batch's `nv_counter`:
-/// nothing after a clean stop (the stop's advance is recorded in the last batch), one advance
-/// otherwise (an `nv_interval` advance, or a start's, not yet sealed into a batch when the
-/// agent died), plus `ORDERLY_JUMP` when an orderly counter has been through a TPM reset or
-/// restart since (it may have jumped).
-pub fn allowed_counter_lead(clean_stop: bool, tpm_restarted: bool, orderly: bool) -> u64 {
-    let schedule = if clean_stop { 0 } else { 1 };
-    schedule
-        + if tpm_restarted && orderly {
-            ORDERLY_JUMP
-        } else {
-            0
-        }
-}
-
-/// The counter part of `classify`: `None` when the TPM counter is at or within `allowed_lead`
-/// above the log's; else the alarm. The agent runs it alone at start, before a new epoch.
-pub fn counter_outcome(tpm: u64, log: u64, allowed_lead: u64) -> Option<Outcome> {
-    if tpm < log {
-        return Some(Outcome::TpmStateMismatch(format!(
-            "log records NV counter {log}, the TPM is only at {tpm}"
-        )));
+/// The counter part of `classify`. The agent records a counter value in the headers before
+/// it advances the TPM's counter to it (docs/tpm.md, "NV counter"), so the TPM is at the
+/// newest header's value, or one below it when the agent died between the two. `None` when
+/// it is; else the alarm. The agent runs it at start too.
+pub fn counter_outcome(tpm: u64, log: u64) -> Option<Outcome> {
+    if tpm > log {
+        return Some(Outcome::RolledBack { tpm, log });
     }
-    (tpm - log > allowed_lead).then_some(Outcome::RolledBack {
-        tpm,
-        log,
-        allowed_lead,
+    (tpm + 1 < log).then(|| {
+        Outcome::TpmStateMismatch(format!(
+            "the log records NV counter {log}, the TPM is only at {tpm}"
+        ))
     })
 }
 
-/// What the log says about its anchoring, for the current TPM boot cycle.
+/// A replay base as `classify` needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BaseMark {
+    /// The seq of the base's record, to name it.
+    pub seq: u64,
+    /// The first batch extended from `pcr_value`.
+    pub replay_from: u64,
+    pub pcr_value: [u8; 32],
+}
+
+/// What the log says about its anchoring, for the newest TPM boot cycle it names
+/// (`sensor_log::AnchorTrail`).
 #[derive(Clone, Debug)]
 pub struct LogAnchorState<'a> {
-    /// PCR value before the first batch anchored in this TPM boot cycle (zeros after reset).
-    pub initial_pcr: [u8; 32],
-    /// Digests of the batches extended into the PCR in this boot cycle, oldest first.
-    pub digests: &'a [[u8; 32]],
-    /// Batch number of `digests[0]` (or of the next batch when `digests` is empty).
-    pub first_number: u64,
-    /// `anchor.nv_counter` of the newest batch, if it has an anchor.
+    /// The cycle's replay bases, oldest first; replay starts at the first. Not empty.
+    pub bases: &'a [BaseMark],
+    /// (number, header digest) of the cycle's batches from the first base on, oldest first.
+    pub anchored: &'a [(u64, [u8; 32])],
+    /// `anchor.nv_counter` of the newest anchored batch.
     pub newest_nv_counter: Option<u64>,
-    /// TPM reset count the log recorded at the start of its newest boot epoch.
-    pub reset_count: Option<u32>,
-    /// TPM restart count the log recorded with it.
-    pub restart_count: Option<u32>,
+    /// The cycle: TPM reset and restart counts.
+    pub reset_count: u32,
+    pub restart_count: u32,
+}
+
+impl LogAnchorState<'_> {
+    fn digests_before(&self, batch: u64) -> impl Iterator<Item = &[u8; 32]> + '_ {
+        self.anchored
+            .iter()
+            .take_while(move |(n, _)| *n < batch)
+            .map(|(_, d)| d)
+    }
 }
 
 /// What the TPM says, from a quote that `verify_quote` accepted and a counter read.
@@ -124,8 +121,8 @@ pub struct LogAnchorState<'a> {
 pub struct TpmState {
     /// The PCR value the verified quote covers.
     pub pcr_value: [u8; 32],
-    /// The batch number the quote vouches for, when its qualifying data is a
-    /// `quote_binding` (`bound_batch_number`); `None` for a bare verifier nonce.
+    /// The newest batch a quote stored in the log vouches for (already checked against the
+    /// log); `None` without one.
     pub covers_batch: Option<u64>,
     pub nv_counter: Option<u64>,
     pub reset_count: u32,
@@ -135,22 +132,23 @@ pub struct TpmState {
 /// The verdict of comparing log and TPM. Everything but `Consistent` is an alarm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A prefix of the log's digests reproduces the PCR; `unanchored` batches are newer than
-    /// the TPM state (the log may be ahead of the last quote, never behind).
+    /// A prefix of the cycle's batches reproduces the PCR; `unanchored` batches are newer
+    /// than the TPM state (the log may be ahead of the PCR, never behind).
     Consistent { anchored: usize, unanchored: usize },
-    /// The quote covers batch `covered`, but the log ends at `log_last`.
-    TailTruncated { covered: u64, log_last: Option<u64> },
-    /// The TPM counter is ahead of the newest batch's recorded value by more than the
-    /// schedule allows: the disk holds an older copy of the log.
-    RolledBack {
-        tpm: u64,
-        log: u64,
-        allowed_lead: u64,
+    /// The TPM has seen batches that the log does not hold: the PCR is no replay of a prefix
+    /// of the log's batches (`at_base`: a later replay base records such a PCR value, i.e.
+    /// when the agent started or resumed, the log had already lost them). A cut tail and a
+    /// restored older copy look the same here.
+    TailTruncated {
+        log_last: Option<u64>,
+        at_base: Option<BaseMark>,
+        covered: Option<u64>,
     },
-    /// No prefix of the log's digests reproduces the PCR: some anchored header was replaced.
-    ForgedHeader,
-    /// The TPM was reset (rebooted) since the log's newest boot epoch started, yet the log
-    /// shows no newer boot epoch.
+    /// The TPM counter is ahead of the newest batch's recorded value: the disk holds an older
+    /// copy of the log (or its tail was cut).
+    RolledBack { tpm: u64, log: u64 },
+    /// The TPM was reset (rebooted) since the log's newest boot cycle, yet the log shows no
+    /// newer cycle.
     RebootHidden {
         log_reset_count: u32,
         tpm_reset_count: u32,
@@ -167,7 +165,6 @@ impl Outcome {
             Outcome::Consistent { .. } => "consistent",
             Outcome::TailTruncated { .. } => "tail truncated",
             Outcome::RolledBack { .. } => "rolled back to an older copy",
-            Outcome::ForgedHeader => "forged header",
             Outcome::RebootHidden { .. } => "reboot hidden",
             Outcome::TpmStateMismatch(_) => "TPM state mismatch",
         }
@@ -180,25 +177,28 @@ impl Outcome {
                 anchored,
                 unanchored,
             } => format!("{anchored} batches replay to the PCR, {unanchored} newer ones not yet extended"),
-            Outcome::TailTruncated { covered, log_last } => format!(
-                "the TPM has seen batch {covered}, the log ends at {}",
-                log_last.map_or("no batch".into(), |l| format!("batch {l}"))
-            ),
-            Outcome::RolledBack {
-                tpm,
-                log,
-                allowed_lead,
+            Outcome::TailTruncated {
+                at_base: Some(base),
+                ..
             } => format!(
-                "TPM counter {tpm}, newest batch records {log} (at most {allowed_lead} behind is allowed)"
+                "the replay base recorded at seq {} (for batch {}) holds a PCR value that no prefix of the log's batches before it gives: the TPM had seen batches the log no longer holds (a cut tail or a restored older copy)",
+                base.seq, base.replay_from
             ),
-            Outcome::ForgedHeader => {
-                "no prefix of the log's batch digests reproduces the PCR".into()
-            }
+            Outcome::TailTruncated {
+                log_last, covered, ..
+            } => format!(
+                "no prefix of the log's batches of this TPM boot cycle replays to the PCR: the TPM has seen batches after the log's end{} (a cut tail or a restored older copy){}",
+                log_last.map_or(String::new(), |l| format!(" (batch {l})")),
+                covered.map_or(String::new(), |c| format!("; a stored quote vouches for the log up to batch {c}"))
+            ),
+            Outcome::RolledBack { tpm, log } => format!(
+                "TPM counter {tpm}, the newest anchored batch records {log}: the TPM counted advances the log does not hold (a restored older copy or a cut tail)"
+            ),
             Outcome::RebootHidden {
                 log_reset_count,
                 tpm_reset_count,
             } => format!(
-                "TPM reset count {tpm_reset_count}, the log's newest anchor records {log_reset_count} and no newer epoch"
+                "TPM reset count {tpm_reset_count}, the log's newest anchor records {log_reset_count} and no newer boot cycle"
             ),
             Outcome::TpmStateMismatch(d) => d.clone(),
         }
@@ -206,53 +206,64 @@ impl Outcome {
 }
 
 /// Classifies log state against TPM state. Order matters: a hidden reboot or a foreign TPM
-/// makes the PCR comparison meaningless, so those are decided first; then the counter
-/// (rollback across restarts); then the PCR (truncation or forgery within the boot).
-///
-/// `allowed_lead` is how far the TPM counter may legitimately be ahead of the newest
-/// batch's recorded value: the agent's advances since that batch was sealed (1 per
-/// `nv_interval`, plus 1 at a clean stop) — the caller derives it from the schedule.
-pub fn classify(log: &LogAnchorState<'_>, tpm: &TpmState, allowed_lead: u64) -> Outcome {
-    if let Some(log_reset) = log.reset_count {
-        if tpm.reset_count < log_reset {
-            return Outcome::TpmStateMismatch(format!(
-                "TPM reset count {} is below the {} the log recorded",
-                tpm.reset_count, log_reset
-            ));
-        }
-        if tpm.reset_count > log_reset {
-            return Outcome::RebootHidden {
-                log_reset_count: log_reset,
-                tpm_reset_count: tpm.reset_count,
+/// makes the PCR comparison meaningless, so those are decided first; then every later base
+/// of the cycle against the replay before it, and the live PCR against a prefix of the
+/// replay, which name the first batch the log lacks; then the counter, which also sees a log
+/// cut back before the cycle began.
+pub fn classify(log: &LogAnchorState<'_>, tpm: &TpmState) -> Outcome {
+    if tpm.reset_count < log.reset_count {
+        return Outcome::TpmStateMismatch(format!(
+            "TPM reset count {} is below the {} the log recorded",
+            tpm.reset_count, log.reset_count
+        ));
+    }
+    if tpm.reset_count > log.reset_count {
+        return Outcome::RebootHidden {
+            log_reset_count: log.reset_count,
+            tpm_reset_count: tpm.reset_count,
+        };
+    }
+    if tpm.restart_count < log.restart_count {
+        return Outcome::TpmStateMismatch(format!(
+            "TPM restart count {} is below the {} the log recorded",
+            tpm.restart_count, log.restart_count
+        ));
+    }
+    let Some((first, later)) = log.bases.split_first() else {
+        return Outcome::TpmStateMismatch(
+            "the log names no replay base for this TPM boot cycle".into(),
+        );
+    };
+    let n = log.anchored.len();
+    let log_last = log.anchored.last().map(|(number, _)| *number);
+    for base in later {
+        let replayed = log
+            .digests_before(base.replay_from)
+            .fold(first.pcr_value, |pcr, d| extend_pcr(&pcr, d));
+        if replayed != base.pcr_value {
+            return Outcome::TailTruncated {
+                log_last,
+                at_base: Some(*base),
+                covered: None,
             };
         }
-        if let Some(log_restart) = log.restart_count {
-            if tpm.restart_count < log_restart {
-                return Outcome::TpmStateMismatch(format!(
-                    "TPM restart count {} is below the {} the log recorded",
-                    tpm.restart_count, log_restart
-                ));
-            }
-        }
     }
+    let digests: Vec<[u8; 32]> = log.anchored.iter().map(|(_, d)| *d).collect();
+    let Some(anchored) = matching_prefix(first.pcr_value, &digests, &tpm.pcr_value) else {
+        return Outcome::TailTruncated {
+            log_last,
+            at_base: None,
+            covered: tpm.covers_batch,
+        };
+    };
     if let (Some(t), Some(l)) = (tpm.nv_counter, log.newest_nv_counter) {
-        if let Some(alarm) = counter_outcome(t, l, allowed_lead) {
+        if let Some(alarm) = counter_outcome(t, l) {
             return alarm;
         }
     }
-    let n = log.digests.len();
-    let log_last = (n > 0).then(|| log.first_number + n as u64 - 1);
-    match matching_prefix(log.initial_pcr, log.digests, &tpm.pcr_value) {
-        Some(anchored) => Outcome::Consistent {
-            anchored,
-            unanchored: n - anchored,
-        },
-        None => match tpm.covers_batch {
-            Some(covered) if log_last.is_none_or(|last| covered > last) => {
-                Outcome::TailTruncated { covered, log_last }
-            }
-            _ => Outcome::ForgedHeader,
-        },
+    Outcome::Consistent {
+        anchored,
+        unanchored: n - anchored,
     }
 }
 
@@ -268,14 +279,23 @@ mod tests {
         replay([0; 32], &d[..k]).last().unwrap_or([0; 32])
     }
 
-    fn state(d: &[[u8; 32]]) -> LogAnchorState<'_> {
+    fn numbered(d: &[[u8; 32]]) -> Vec<(u64, [u8; 32])> {
+        d.iter().zip(10..).map(|(d, n)| (n, *d)).collect()
+    }
+
+    const FIRST: [BaseMark; 1] = [BaseMark {
+        seq: 1,
+        replay_from: 10,
+        pcr_value: [0; 32],
+    }];
+
+    fn state<'a>(anchored: &'a [(u64, [u8; 32])], bases: &'a [BaseMark]) -> LogAnchorState<'a> {
         LogAnchorState {
-            initial_pcr: [0; 32],
-            digests: d,
-            first_number: 10,
+            bases,
+            anchored,
             newest_nv_counter: Some(5),
-            reset_count: Some(3),
-            restart_count: Some(0),
+            reset_count: 3,
+            restart_count: 0,
         }
     }
 
@@ -313,53 +333,82 @@ mod tests {
     #[test]
     fn outcomes() {
         let d = digests(5);
-        let log = state(&d);
+        let all = numbered(&d);
+        let log = state(&all, &FIRST);
         assert_eq!(
-            classify(&log, &tpm(pcr_after(&d, 3)), 2),
+            classify(&log, &tpm(pcr_after(&d, 3))),
             Outcome::Consistent {
                 anchored: 3,
                 unanchored: 2
             }
         );
         // The TPM saw 5 batches, the log kept 3.
-        let cut = state(&d[..3]);
-        let mut t = tpm(pcr_after(&d, 5));
-        t.covers_batch = Some(14);
-        assert_eq!(
-            classify(&cut, &t, 2),
+        let cut = state(&all[..3], &FIRST);
+        assert!(matches!(
+            classify(&cut, &tpm(pcr_after(&d, 5))),
             Outcome::TailTruncated {
-                covered: 14,
-                log_last: Some(12)
+                log_last: Some(12),
+                at_base: None,
+                ..
             }
-        );
-        t.covers_batch = None;
-        assert_eq!(classify(&cut, &t, 2), Outcome::ForgedHeader);
-        let mut forged = d.clone();
-        forged[1] = [0xee; 32];
-        let mut t = tpm(pcr_after(&d, 4));
-        t.covers_batch = Some(13);
-        assert_eq!(classify(&state(&forged), &t, 2), Outcome::ForgedHeader);
+        ));
+        let mut forged = all.clone();
+        forged[1].1 = [0xee; 32];
+        assert!(matches!(
+            classify(&state(&forged, &FIRST), &tpm(pcr_after(&d, 4))),
+            Outcome::TailTruncated { .. }
+        ));
+        // Counter: the log's value, or one below (the agent died between recording and
+        // advancing); anything else is an alarm.
         let mut t = tpm(pcr_after(&d, 5));
-        t.nv_counter = Some(9);
-        assert!(matches!(
-            classify(&log, &t, 2),
-            Outcome::RolledBack { tpm: 9, log: 5, .. }
-        ));
         t.nv_counter = Some(4);
-        assert!(matches!(
-            classify(&log, &t, 2),
-            Outcome::TpmStateMismatch(_)
-        ));
+        assert!(matches!(classify(&log, &t), Outcome::Consistent { .. }));
+        t.nv_counter = Some(6);
+        assert_eq!(classify(&log, &t), Outcome::RolledBack { tpm: 6, log: 5 });
+        t.nv_counter = Some(3);
+        assert!(matches!(classify(&log, &t), Outcome::TpmStateMismatch(_)));
         let mut t = tpm([0; 32]);
         t.reset_count = 4;
-        assert!(matches!(
-            classify(&log, &t, 2),
-            Outcome::RebootHidden { .. }
-        ));
+        assert!(matches!(classify(&log, &t), Outcome::RebootHidden { .. }));
         t.reset_count = 2;
+        assert!(matches!(classify(&log, &t), Outcome::TpmStateMismatch(_)));
+    }
+
+    /// A later base of the cycle must record the replay of the batches before it: one that
+    /// records more (the TPM saw batches since cut away) is truncation, found without the TPM's
+    /// live value even agreeing.
+    #[test]
+    fn later_bases_must_continue_the_replay() {
+        let d = digests(5);
+        let all = numbered(&d);
+        let good = [
+            FIRST[0],
+            BaseMark {
+                seq: 40,
+                replay_from: 13,
+                pcr_value: pcr_after(&d, 3),
+            },
+        ];
         assert!(matches!(
-            classify(&log, &t, 2),
-            Outcome::TpmStateMismatch(_)
+            classify(&state(&all, &good), &tpm(pcr_after(&d, 5))),
+            Outcome::Consistent { anchored: 5, .. }
         ));
+        // Batches 12 and 13 were cut and the log re-extended from a base read afterwards: the
+        // base's value includes extends the log no longer has.
+        let mut spliced = all[..2].to_vec();
+        spliced.extend_from_slice(&all[3..]);
+        let mut later = good[1];
+        later.pcr_value = pcr_after(&d, 3);
+        let bases = [FIRST[0], later];
+        let outcome = classify(&state(&spliced, &bases), &tpm([9; 32]));
+        assert_eq!(
+            outcome,
+            Outcome::TailTruncated {
+                log_last: Some(14),
+                at_base: Some(later),
+                covered: None
+            }
+        );
+        assert!(outcome.detail().contains("seq 40"), "{}", outcome.detail());
     }
 }

@@ -1,6 +1,11 @@
 //! The real agent anchored in a real swtpm, which each test starts itself: `verify --tpm`
 //! passes while a storm runs; a cut tail, a restored older state directory, a TPM outage and
-//! forged quotes are each told apart. Needs root and swtpm (`cargo xtask setup`).
+//! forged quotes are each told apart. Then the attacks of a local root who restarts the agent
+//! (restored copies, cut tails with a forged clean-stop marker, a log cut back to an epoch's
+//! first batch, a rollback across a TPM reset, a wiped state directory, a PCR extended by
+//! someone else, a replaced attestation key, a TPM that answers late): each is named by the
+//! agent at its next start and by `sensorctl verify --tpm`. Needs root, swtpm and tpm2-tools
+//! (`cargo xtask setup`).
 
 use std::{
     path::{Path, PathBuf},
@@ -97,6 +102,19 @@ fn wait_entry(dir: &Path, kind: &str, within: Duration) -> Value {
     }
 }
 
+/// Polls `sensorctl status` (status.json is rewritten every 2 s) until it shows `line`.
+fn wait_status(dir: &Path, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status, _) = sensorctl(dir, &["status"]);
+        if status.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Counts the agent's `file_open` events of `path` until none arrives for 3 s.
 fn received(agent: &Agent, path: &Path) -> u64 {
     let path = path.to_str().unwrap_or_default().to_string();
@@ -123,11 +141,7 @@ fn anchors_during_a_storm_and_verifies() {
     let (code, out) = s.verify_tpm();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("tpm: consistent"), "{out}");
-    let (_, status, _) = sensorctl(s.dir(), &["status"]);
-    assert!(
-        status.contains("anchor:      anchored in the TPM"),
-        "{status}"
-    );
+    wait_status(s.dir(), "anchor:      anchored in the TPM");
     agent.stop();
     let (code, out) = s.verify_tpm();
     assert_eq!(code, 0, "{out}");
@@ -211,31 +225,326 @@ fn a_restored_older_copy_is_a_rollback_for_verify_and_for_the_agent() {
     assert_eq!(code, 0, "the old copy verifies offline: {out}{err}");
     let (code, out) = s.verify_tpm();
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(": rolled back to an older copy ("), "{out}");
+    assert!(
+        out.contains(": tail truncated (") && out.contains("restored older copy"),
+        "{out}"
+    );
 
     let mut agent = s.start(extra);
-    let alarm = wait_entry(s.dir(), "tpm_alarm", Duration::from_secs(10));
-    assert!(
-        alarm["detail"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("rolled back to an older copy: TPM counter")),
-        "{alarm}"
-    );
+    let alarm = alarm_at_start(&agent, "tail truncated");
+    assert!(alarm.contains("restored older copy"), "{alarm}");
+    // The agent keeps running and logging.
+    s.storm(10);
+    agent.stop();
+    let (code, out) = s.verify_tpm();
+    assert_eq!(code, 1, "the recorded alarm stays: {out}");
+    assert!(out.contains("tail truncated"), "{out}");
+}
+
+/// Waits for the agent's `tpm_alarm` entry and its ERROR line, and checks the alarm names
+/// `reason`; returns the entry's detail.
+fn alarm_at_start(agent: &Agent, reason: &str) -> String {
+    let alarm = wait_entry(&agent.state_dir, "tpm_alarm", Duration::from_secs(15));
+    let detail = alarm["detail"].as_str().unwrap_or_default().to_string();
+    assert!(detail.starts_with(&format!("{reason}: ")), "{alarm}");
     assert!(
         agent
             .stderr
             .lock()
             .expect("lock")
             .lines()
-            .any(|l| l.contains("ERROR") && l.contains("rolled back to an older copy")),
-        "an error-level line says so"
+            .any(|l| l.contains("ERROR") && l.contains(reason)),
+        "an error-level line says {reason}"
     );
-    // The agent keeps running and logging.
-    s.storm(10);
-    agent.stop();
+    detail
+}
+
+/// `sensorctl verify --tpm` fails naming `reason`.
+fn verify_tpm_fails(s: &Setup, reason: &str) -> String {
     let (code, out) = s.verify_tpm();
-    assert_eq!(code, 1, "the recorded alarm stays: {out}");
-    assert!(out.contains("rolled back to an older copy"), "{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("tpm verification failed at ") && out.contains(&format!(": {reason}")),
+        "expected {reason}: {out}"
+    );
+    out
+}
+
+/// Restored copy, then restart, with the default counter schedule (the counter advances only
+/// hourly and at stops): within the TPM boot the PCR still holds the extends of the batches the
+/// copy lacks. Cleanly stopped and killed alike; the whole state directory and only `log.db`.
+#[test]
+fn a_restored_copy_is_caught_at_restart_within_the_boot() {
+    for (crash, whole_dir) in [(false, false), (true, true)] {
+        let s = Setup::new();
+        let mut agent = s.start("");
+        wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+        s.storm(5);
+        wait_entry(s.dir(), "tpm_quote", Duration::from_secs(10));
+        let old = snapshot(s.dir());
+        // The read the attacker wants gone.
+        s.storm(1);
+        std::thread::sleep(Duration::from_secs(2));
+        if crash {
+            agent.crash();
+        } else {
+            agent.stop();
+        }
+        restore(old.path(), s.dir());
+        if whole_dir {
+            let keys = s.dir().join("keys");
+            std::fs::remove_dir_all(&keys).expect("rm keys");
+            std::fs::create_dir(&keys).expect("mkdir keys");
+            for entry in std::fs::read_dir(old.path().join("keys")).expect("keys") {
+                let entry = entry.expect("entry");
+                std::fs::copy(entry.path(), keys.join(entry.file_name())).expect("copy key");
+            }
+        }
+        let mut agent = s.start("");
+        alarm_at_start(&agent, "tail truncated");
+        agent.stop();
+        verify_tpm_fails(&s, "tail truncated");
+    }
+}
+
+/// Kill -9, delete the last batches, forge the clean-stop marker for the new last batch,
+/// restart: the marker is not believed; the PCR holds the cut batches.
+#[test]
+fn a_cut_tail_with_a_forged_clean_stop_marker_is_caught() {
+    let s = Setup::new();
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    s.storm(200);
+    std::thread::sleep(Duration::from_secs(3));
+    agent.crash();
+    let conn = Connection::open(s.dir().join("log.db")).expect("open db");
+    let last: i64 = conn
+        .query_row("SELECT MAX(number) FROM batches", [], |r| r.get(0))
+        .expect("last batch");
+    conn.execute("DELETE FROM records WHERE batch > ?1", [last - 2])
+        .expect("delete records");
+    conn.execute("DELETE FROM postings WHERE batch > ?1", [last - 2])
+        .expect("delete postings");
+    conn.execute("DELETE FROM batches WHERE number > ?1", [last - 2])
+        .expect("delete batches");
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (name, value) VALUES ('clean_stop', (SELECT digest FROM batches WHERE number = ?1))",
+        [last - 2],
+    )
+    .expect("forge the marker");
+    drop(conn);
+    let mut agent = s.start("");
+    let start = wait_entry(s.dir(), "epoch_start", Duration::from_secs(10));
+    drop(start);
+    alarm_at_start(&agent, "tail truncated");
+    agent.stop();
+    let out = verify_tpm_fails(&s, "tail truncated");
+    assert!(out.contains("seq "), "named at the alarm's seq: {out}");
+}
+
+/// After several starts, everything after the first batch of an earlier epoch is deleted
+/// (that batch carries no anchor): the newest anchored state the log still holds is far
+/// behind the TPM.
+#[test]
+fn a_log_cut_back_to_an_epochs_first_batch_is_caught() {
+    let s = Setup::new();
+    let mut epoch_first = 0;
+    for round in 0..3 {
+        let mut agent = s.start("");
+        wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+        if round == 1 {
+            let conn = Connection::open(s.dir().join("log.db")).expect("open db");
+            epoch_first = conn
+                .query_row("SELECT MIN(number) FROM batches WHERE epoch = 2", [], |r| {
+                    r.get(0)
+                })
+                .expect("epoch 2's first batch");
+        }
+        s.storm(3);
+        std::thread::sleep(Duration::from_secs(2));
+        agent.stop();
+    }
+    let conn = Connection::open(s.dir().join("log.db")).expect("open db");
+    conn.execute("DELETE FROM records WHERE batch > ?1", [epoch_first])
+        .expect("delete records");
+    conn.execute("DELETE FROM postings WHERE batch > ?1", [epoch_first])
+        .expect("delete postings");
+    conn.execute("DELETE FROM batches WHERE number > ?1", [epoch_first])
+        .expect("delete batches");
+    drop(conn);
+    let mut agent = s.start("");
+    alarm_at_start(&agent, "tail truncated");
+    agent.stop();
+    verify_tpm_fails(&s, "tail truncated");
+}
+
+/// Across a TPM reset (an unclean reboot: the PCR starts over) only the NV counter remembers:
+/// a copy older than the last advance (here: the clean stops after it) is a rollback. Before,
+/// a hybrid counter was allowed to have jumped 256 advances ahead after a reset.
+#[test]
+fn a_rollback_across_a_tpm_reset_is_caught_by_the_counter() {
+    let mut s = Setup::new();
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    s.storm(3);
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop();
+    let old = snapshot(s.dir());
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_quote", Duration::from_secs(10));
+    s.storm(3);
+    std::thread::sleep(Duration::from_secs(2));
+    agent.crash();
+    restore(old.path(), s.dir());
+    s.tpm.kill();
+    s.tpm.restart().expect("swtpm restarts: a TPM reset");
+    let mut agent = s.start("");
+    alarm_at_start(&agent, "rolled back to an older copy");
+    agent.stop();
+    verify_tpm_fails(&s, "rolled back to an older copy");
+}
+
+/// The whole state directory deleted, the agent started again on the same TPM: the TPM's
+/// counter shows a log existed, so the fresh log starts with an alarm.
+#[test]
+fn a_wiped_state_directory_raises_an_alarm() {
+    let s = Setup::new();
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    s.storm(3);
+    agent.stop();
+    for entry in std::fs::read_dir(s.dir()).expect("state dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).expect("rm");
+        } else {
+            std::fs::remove_file(&path).expect("rm");
+        }
+    }
+    let mut agent = s.start("");
+    let detail = alarm_at_start(&agent, "log wiped");
+    assert!(detail.contains("NV counter"), "{detail}");
+    agent.stop();
+    verify_tpm_fails(&s, "log wiped");
+}
+
+/// Root extends the anchor PCR with garbage while the agent runs: the agent notices at its next
+/// extend, says so, and `verify --tpm` fails with that reason.
+#[test]
+fn a_pcr_extended_by_someone_else_is_noticed_at_the_next_extend() {
+    let s = Setup::new();
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    s.storm(3);
+    tool(
+        &s,
+        &["tpm2_pcrextend", &format!("13:sha256={}", "ab".repeat(32))],
+    );
+    alarm_at_start(&agent, "PCR extended by another party");
+    // Anchoring goes on from the PCR as it is.
+    s.storm(3);
+    agent.stop();
+    verify_tpm_fails(&s, "PCR extended by another party");
+}
+
+/// `tpm2_*` from tpm2-tools against the test's swtpm.
+fn tool(s: &Setup, args: &[&str]) -> String {
+    let out = std::process::Command::new(args[0])
+        .args(["-T", &s.tpm.tcti()])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", args[0]));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Root replaces the attestation key at its handle with an owner-hierarchy key of its own
+/// while the agent is stopped: the agent says so at start and keeps the key the log pinned
+/// (it does not adopt the new one); `verify --tpm` names the mismatch.
+#[test]
+fn a_replaced_attestation_key_is_not_adopted() {
+    let s = Setup::new();
+    let mut agent = s.start("");
+    let first = wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    agent.stop();
+    let ctx = s._tpm_dir.path().join("owner.ctx");
+    let ctx = ctx.to_str().expect("utf-8 path");
+    tool(&s, &["tpm2_evictcontrol", "-C", "o", "-c", "0x81015e01"]);
+    tool(
+        &s,
+        &["tpm2_createprimary", "-C", "o", "-G", "ecc", "-c", ctx],
+    );
+    tool(
+        &s,
+        &["tpm2_evictcontrol", "-C", "o", "-c", ctx, "0x81015e01"],
+    );
+    tool(&s, &["tpm2_flushcontext", "-t"]);
+    let mut agent = s.start("");
+    let detail = alarm_at_start(&agent, "TPM state mismatch");
+    assert!(detail.contains("replaced"), "{detail}");
+    let second = wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    agent.stop();
+    let ak = |e: &Value| {
+        e["detail"]
+            .as_str()
+            .and_then(|d| d.split("AK ").nth(1))
+            .map(str::to_string)
+    };
+    let anchored = entries(s.dir(), "tpm_anchored");
+    assert_eq!(anchored.len(), 2, "{first} {second}");
+    assert_eq!(ak(&anchored[0]), ak(&anchored[1]), "the pinned key stays");
+    verify_tpm_fails(&s, "TPM state mismatch");
+}
+
+/// `sensorctl verify --tpm` against another (fresh) TPM fails and creates nothing there.
+#[test]
+fn verify_creates_no_key_on_the_tpm_it_checks() {
+    let s = Setup::new();
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    agent.stop();
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = Swtpm::start(other_dir.path()).expect("another swtpm");
+    let (code, out, err) = sensorctl(s.dir(), &["verify", "--tpm", &other.tcti()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("TPM state mismatch"), "{err}");
+    let handles = std::process::Command::new("tpm2_getcap")
+        .args(["-T", &other.tcti(), "handles-persistent"])
+        .output()
+        .expect("tpm2_getcap");
+    assert!(handles.status.success());
+    assert!(
+        String::from_utf8_lossy(&handles.stdout).trim().is_empty(),
+        "verify persisted a key: {}",
+        String::from_utf8_lossy(&handles.stdout)
+    );
+}
+
+/// The TPM answers only after the agent started (a resource manager still coming up): once it
+/// does, anchoring starts with the full start check, which here finds a rolled-back log.
+#[test]
+fn a_tpm_that_answers_late_gets_the_full_start_check() {
+    let mut s = Setup::new();
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    let old = snapshot(s.dir());
+    s.storm(3);
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop();
+    restore(old.path(), s.dir());
+    s.tpm.kill();
+    let mut agent = s.start("op_timeout = \"2s\"");
+    wait_entry(s.dir(), "tpm_failing", Duration::from_secs(10));
+    s.tpm.restart().expect("swtpm starts");
+    alarm_at_start(&agent, "rolled back to an older copy");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    s.storm(3);
+    agent.stop();
+    verify_tpm_fails(&s, "rolled back to an older copy");
 }
 
 #[test]
@@ -247,16 +556,7 @@ fn a_tpm_outage_loses_no_event_and_the_gap_is_recorded() {
     s.tpm.kill();
     s.storm(3_000);
     let failing = wait_entry(s.dir(), "tpm_failing", Duration::from_secs(10));
-    // status.json is rewritten every 2 s.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, status, _) = sensorctl(s.dir(), &["status"]);
-        if status.contains("anchor:      FAILING since batch") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_status(s.dir(), "anchor:      FAILING since batch");
     s.tpm.restart().expect("swtpm restarts");
     let resumed = wait_entry(s.dir(), "tpm_resumed", Duration::from_secs(15));
     s.storm(3_000);
@@ -303,10 +603,15 @@ fn stored_quotes_fail_with_a_wrong_nonce_or_a_tampered_pcr() {
         panic!("the agent's log does not verify");
     };
     let trail = summary.anchor;
-    let base = trail.base.expect("anchored");
-    let stored = trail.quote.expect("a stored quote");
-    let index = usize::try_from(stored.batch - base.replay_from).expect("index");
-    let pcr = replay(base.pcr_value, &trail.digests[..=index])
+    let base = trail.base().expect("anchored").clone();
+    let stored = trail.quote.clone().expect("a stored quote");
+    let digests: Vec<[u8; 32]> = trail.anchored.iter().map(|(_, d)| *d).collect();
+    let index = trail
+        .anchored
+        .iter()
+        .position(|(n, _)| *n == stored.batch)
+        .expect("the quoted batch is anchored");
+    let pcr = replay(base.pcr_value, &digests[..=index])
         .last()
         .expect("replayed");
     let ak = AkPublic {
@@ -319,9 +624,9 @@ fn stored_quotes_fail_with_a_wrong_nonce_or_a_tampered_pcr() {
         pcr_value: pcr,
         ak_public: ak.clone(),
     };
-    let binding = quote_binding(stored.batch, &trail.digests[index], &[0; 32]);
+    let binding = quote_binding(stored.batch, &digests[index], &[0; 32]);
     verify_quote(&quote, &ak, &binding, &pcr).expect("the agent's quote verifies");
-    let wrong_nonce = quote_binding(stored.batch, &trail.digests[index], &[1; 32]);
+    let wrong_nonce = quote_binding(stored.batch, &digests[index], &[1; 32]);
     assert!(matches!(
         verify_quote(&quote, &ak, &wrong_nonce, &pcr),
         Err(Error::NonceMismatch)
@@ -339,7 +644,7 @@ fn stored_quotes_fail_with_a_wrong_nonce_or_a_tampered_pcr() {
     ));
     // One batch short of what the quote covers.
     if index > 0 {
-        let short = replay(base.pcr_value, &trail.digests[..index])
+        let short = replay(base.pcr_value, &digests[..index])
             .last()
             .expect("replayed");
         assert!(matches!(

@@ -87,11 +87,14 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     // The log first: a state directory that cannot be written stops the agent before any
     // probe is attached, and the new epoch is recorded before the first event.
     let mut chain = ChainStage::open(&state_dir, &config.log, counters.clone())?;
-    // Then the TPM, before the first seal of the epoch: the check against a restored older
-    // state directory, and the replay base of this epoch's batches.
-    let (previous, next_batch) = chain.anchor_context();
-    let (anchor, link) =
-        AnchorStage::start(config.tpm.clone(), previous, next_batch, counters.clone());
+    // Then the TPM: the anchor stage checks the log against it on its own thread (a large
+    // log takes a while to read) and anchors the batches from then on.
+    let (anchor, link) = AnchorStage::start(
+        config.tpm.clone(),
+        state_dir.clone(),
+        chain.next_batch(),
+        counters.clone(),
+    );
     chain.attach_anchor(link);
     let mut probes = Probes::load(&LoadOptions {
         ring_buffer_bytes: config.agent.ring_buffer_bytes,

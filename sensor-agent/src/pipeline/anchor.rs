@@ -1,32 +1,49 @@
-//! Anchor stage: anchors the log in the TPM (docs/tpm.md). Every sealed batch, already
-//! durable, is extended into the anchor PCR; on a schedule the stage advances the NV counter
-//! and quotes the PCR. What it did goes back to the chain stage as notes: entries to chain
-//! (replay base, quotes, gaps, alarms) and the anchor to put in later batch headers.
+//! Anchor stage: anchors the log in the TPM (docs/tpm.md). It keeps one rule, which the
+//! verifier relies on: in each TPM boot cycle, every batch whose header names that cycle is
+//! extended into the anchor PCR, once, in batch order, from the PCR value of the cycle's first
+//! replay base. Batches it did not receive (queue full) or could not extend (TPM failing) are
+//! extended later from the store, so the rule holds through every delay.
+//!
+//! At start (and whenever the TPM first answers, if it did not at start) it checks the log
+//! against the TPM before it chains a replay base: within the boot cycle the PCR must be the
+//! replay of the log's batches (a restored copy or a cut tail leaves extends the log lacks),
+//! the NV counter must be where the log says, the attestation key must be the one the log
+//! pinned, and a TPM that shows an earlier log must not meet an empty one. A disagreement is
+//! chained as a `tpm_alarm` and logged at ERROR; the agent keeps logging.
+//!
+//! The NV counter is recorded before it is advanced: the stage announces the next value, the
+//! chain stage puts it in the headers it seals, and only once such a header is extended does
+//! the stage advance the TPM to it. So the TPM is never ahead of the durable log, whatever
+//! the agent's end, and a TPM ahead of the log always means lost history.
 //!
 //! It never blocks the chain stage: sealed batches arrive through a bounded queue that the
-//! chain stage fills with `try_send`, so a slow or hung TPM costs batches skipped for
-//! anchoring (a recorded gap), never events. All TPM commands go through one `TpmWorker`.
+//! chain stage fills with `try_send`. All TPM commands go through one `TpmWorker`.
 
 use std::{
+    path::PathBuf,
     sync::{mpsc as std_mpsc, Arc},
     time::{Duration, Instant},
 };
 
-use sensor_log::{Anchor, AnchorBase, AnchorStatus, EndReason, SealedBatch, TpmEntry, TpmQuote};
+use sensor_log::{
+    anchor::{base_cycle, cycle_of, Cycle},
+    Anchor, AnchorBase, AnchorStatus, AnchorTrail, BatchHeader, SealedBatch, Store, TpmEntry,
+    TpmQuote,
+};
 use sensor_tpm::{
-    allowed_counter_lead, counter_outcome, quote_binding, ClockInfo, Outcome, TpmConfig, TpmInfo,
-    TpmWorker,
+    classify, counter_outcome, extend_pcr, quote_binding, BaseMark, ClockInfo, LogAnchorState,
+    Outcome, TpmConfig, TpmInfo, TpmState, TpmWorker,
 };
 use tokio::{runtime::Handle, sync::mpsc};
 
 use super::Counters;
 
-/// Sealed batches waiting for the anchor stage; beyond it the chain stage skips anchoring
-/// them (a gap) instead of waiting.
+/// Sealed batches waiting for the anchor stage; beyond it the chain stage drops them from the
+/// queue and the stage reads them from the store when it catches up.
 pub const QUEUE_BATCHES: usize = 64;
 /// How often the stage wakes for its schedule when no batch arrives.
 const TICK: Duration = Duration::from_millis(100);
-/// Least time between two attempts to reach a failing TPM.
+/// Least time between two attempts to reach a TPM that failed or has not answered yet.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// What the anchor stage tells the chain stage.
@@ -51,7 +68,7 @@ impl AnchorLink {
         self.notes.try_iter()
     }
 
-    /// At clean stop: asks for the stop's counter advance and a last quote, after the
+    /// At clean stop: asks for the stop's counter announcement and a last quote, after the
     /// batches already queued. Waits a bounded time (a hung TPM must not hold up the stop);
     /// false when the stage did not answer in time.
     pub fn finish(&self) -> bool {
@@ -63,9 +80,11 @@ impl AnchorLink {
 enum State {
     /// No TPM, or switched off: nothing to do, and the log says so.
     Off,
-    /// Batch `next` is the next to extend.
-    Anchoring { next: u64 },
-    /// Batches from `from` on are sealed without a known extend.
+    /// The TPM has not answered yet: the start check runs once it does.
+    Starting { last_try: Instant, failed: bool },
+    /// Every batch of `cycle` before `next` is extended and the PCR reads `pcr`.
+    Anchoring,
+    /// Extending batch `from` failed; retried, then caught up from the store.
     Failing { from: u64, last_try: Instant },
 }
 
@@ -73,10 +92,22 @@ pub struct AnchorStage {
     worker: Option<TpmWorker>,
     config: TpmConfig,
     state: State,
+    state_dir: PathBuf,
+    /// Read-only view of the log, for the start check and for catching up.
+    store: Option<Store>,
     info: Option<TpmInfo>,
+    /// The anchor headers carry from now on.
+    anchor: Option<Anchor>,
+    /// What the PCR must read: the replay of every batch of the cycle extended so far.
+    pcr: [u8; 32],
+    /// The next batch number to consider for extending.
+    next: u64,
+    /// The newest batch number the chain stage sealed, as far as the stage knows.
+    last_seen: u64,
+    /// A counter value the headers carry that the TPM has not reached yet.
+    announced: Option<u64>,
     /// Newest extended batch: number and digest, what a quote binds.
     last_extended: Option<(u64, [u8; 32])>,
-    anchor: Option<Anchor>,
     last_quote: Instant,
     last_advance: Instant,
     notes: std_mpsc::Sender<Note>,
@@ -85,14 +116,12 @@ pub struct AnchorStage {
 }
 
 impl AnchorStage {
-    /// Connects to the TPM and sets up this epoch's anchoring before the chain stage seals
-    /// anything: checks the log against the TPM (a restored older state directory shows as
-    /// a counter ahead of the log), advances the counter, and reads the PCR as the replay
-    /// base of batch `next_batch` on. `previous` is how the previous epoch ended and its last
-    /// batch's anchor. Never fails: without a TPM the log records that it is not anchored.
+    /// Sets the stage up; `next_batch` is the first batch sealed after this epoch's start.
+    /// Never fails: without a TPM the log records that it is not anchored, and a TPM that
+    /// does not answer yet is tried again (with the full start check) until it does.
     pub fn start(
         config: Option<TpmConfig>,
-        previous: (EndReason, Option<Anchor>),
+        state_dir: PathBuf,
         next_batch: u64,
         counters: Arc<Counters>,
     ) -> (AnchorStage, AnchorLink) {
@@ -108,9 +137,15 @@ impl AnchorStage {
             config: config.unwrap_or_default(),
             worker: None,
             state: State::Off,
+            state_dir,
+            store: None,
             info: None,
-            last_extended: None,
             anchor: None,
+            pcr: [0; 32],
+            next: next_batch,
+            last_seen: next_batch.saturating_sub(1),
+            announced: None,
+            last_extended: None,
             last_quote: now,
             last_advance: now,
             notes: notes_tx,
@@ -127,12 +162,14 @@ impl AnchorStage {
             }
             Ok(worker) => {
                 stage.worker = Some(worker);
-                if let Err(e) = stage.begin(previous, next_batch) {
-                    stage.fail(next_batch, &e);
-                }
+                stage.state = State::Starting {
+                    last_try: now.checked_sub(RETRY).unwrap_or(now),
+                    failed: false,
+                };
+                stage.publish_status("starting", "connecting to the TPM".into());
             }
         }
-        // The stop's advance and quote after the queued batches, each call bounded by
+        // The stop's announcement and quote after the queued batches, each call bounded by
         // `op_timeout`; a few ticks for the stage to notice the request.
         let link = AnchorLink {
             notes: notes_rx,
@@ -145,6 +182,7 @@ impl AnchorStage {
     /// Extends sealed batches as they come and runs the schedule, until the chain stage drops
     /// its sender (after the last batch of a clean stop).
     pub fn run(mut self, runtime: Handle, mut sealed: mpsc::Receiver<SealedBatch>) {
+        self.schedule();
         loop {
             match runtime.block_on(tokio::time::timeout(TICK, sealed.recv())) {
                 Ok(Some(batch)) => self.batch(&batch),
@@ -162,26 +200,48 @@ impl AnchorStage {
         }
     }
 
-    fn begin(
-        &mut self,
-        (reason, previous): (EndReason, Option<Anchor>),
-        next_batch: u64,
-    ) -> Result<(), sensor_tpm::Error> {
-        let (mut base, clock) = self.read_base(next_batch)?;
-        if let Some(alarm) = previous.and_then(|p| self.check(reason, &p, &clock, base.nv_counter))
-        {
-            tracing::error!(
-                "{}: {}; the state directory does not match the TPM (an older copy?)",
-                alarm.reason(),
-                alarm.detail()
-            );
-            self.note(Note::Chain(TpmEntry::Alarm {
-                reason: alarm.reason().to_string(),
-                detail: alarm.detail(),
-            }));
+    /// The start check, then this epoch's replay base (docs/tpm.md, "Start").
+    fn begin(&mut self) -> Result<(), String> {
+        let info = self
+            .call(0, TpmWorker::connect)
+            .map_err(|e| e.to_string())?;
+        let clock = self
+            .call(2, TpmWorker::clock_info)
+            .map_err(|e| e.to_string())?;
+        let counter = self
+            .call(1, TpmWorker::read_counter)
+            .map_err(|e| e.to_string())?;
+        let live = self
+            .call(1, TpmWorker::pcr_read)
+            .map_err(|e| e.to_string())?;
+        let trail = self
+            .store()
+            .and_then(|s| AnchorTrail::read_newest(s).map_err(|e| e.to_string()))
+            .map_err(|e| format!("reading the log for the start check: {e}"))?;
+        self.info = Some(info.clone());
+        let cycle = (clock.reset_count, clock.restart_count);
+        let found = check(&info, &trail, &clock, counter, live);
+        for (reason, detail) in found.alarms {
+            self.alarm(reason, detail);
         }
-        base.nv_counter = self.advance()?;
-        self.last_advance = Instant::now();
+        // Batches of this cycle the previous epoch sealed but did not extend (it died first).
+        let mut pcr = live;
+        for (number, digest) in found.catch_up {
+            self.call(1, |w| w.extend(digest))
+                .map_err(|e| e.to_string())?;
+            pcr = extend_pcr(&pcr, &digest);
+            self.last_extended = Some((number, digest));
+        }
+        // An advance the previous epoch recorded but did not reach (it died in between).
+        let recorded = trail.last_anchor.map(|(_, a)| a.nv_counter);
+        let mut counter = counter;
+        if recorded == Some(counter + 1) {
+            counter = self
+                .call(2, TpmWorker::advance_counter)
+                .map_err(|e| e.to_string())?;
+        }
+        self.announced = Some(counter + 1);
+        let base = self.base(&info, cycle, self.last_seen + 1, pcr, counter + 1);
         tracing::info!(
             tcti = self.worker.as_ref().map(TpmWorker::tcti),
             pcr = base.pcr_index,
@@ -193,51 +253,28 @@ impl AnchorStage {
         Ok(())
     }
 
-    /// The TPM against the previous epoch's last batch: counts going backwards mean another
-    /// or a cleared TPM, a counter further ahead than the schedule allows means the state
-    /// directory is older than the TPM.
-    fn check(
-        &self,
-        reason: EndReason,
-        previous: &Anchor,
-        clock: &ClockInfo,
-        counter: u64,
-    ) -> Option<Outcome> {
-        let now = (clock.reset_count, clock.restart_count);
-        let then = (previous.reset_count, previous.restart_count);
-        if now < then {
-            return Some(Outcome::TpmStateMismatch(format!(
-                "TPM reset/restart counts {now:?} are below the {then:?} the log recorded: another TPM, or a cleared one"
-            )));
-        }
-        let orderly = self.info.as_ref().is_some_and(|i| i.counter_orderly);
-        let lead = allowed_counter_lead(reason == EndReason::CleanStop, now != then, orderly);
-        counter_outcome(counter, previous.nv_counter, lead)
-    }
-
-    /// Reads what a replay base records, the PCR last (nothing extends it in between: every
-    /// command goes through this stage).
-    fn read_base(
+    /// A replay base: batch `replay_from` on are extended from `pcr`, and their headers carry
+    /// `counter`.
+    fn base(
         &mut self,
+        info: &TpmInfo,
+        cycle: Cycle,
         replay_from: u64,
-    ) -> Result<(AnchorBase, ClockInfo), sensor_tpm::Error> {
-        let info = self.call(0, TpmWorker::connect)?;
-        let clock = self.call(2, TpmWorker::clock_info)?;
-        let nv_counter = self.call(1, TpmWorker::read_counter)?;
-        let pcr_value = self.call(1, TpmWorker::pcr_read)?;
-        let base = AnchorBase {
+        pcr: [u8; 32],
+        counter: u64,
+    ) -> AnchorBase {
+        self.last_advance = Instant::now();
+        AnchorBase {
             replay_from,
             pcr_index: info.pcr,
-            pcr_value,
-            reset_count: clock.reset_count,
-            restart_count: clock.restart_count,
-            nv_counter,
+            pcr_value: pcr,
+            reset_count: cycle.0,
+            restart_count: cycle.1,
+            nv_counter: counter,
             nv_index: info.nv_index,
             ak_handle: info.ak_handle,
             ak_public: info.ak_public.public_area.clone(),
-        };
-        self.info = Some(info);
-        Ok((base, clock))
+        }
     }
 
     /// Anchoring (re)starts at `base.replay_from`; `gap` is the span it resumes after.
@@ -248,9 +285,9 @@ impl AnchorStage {
             reset_count: base.reset_count,
             restart_count: base.restart_count,
         });
-        self.state = State::Anchoring {
-            next: base.replay_from,
-        };
+        self.pcr = base.pcr_value;
+        self.next = base.replay_from;
+        self.state = State::Anchoring;
         self.note(Note::Anchor(self.anchor));
         self.note(Note::Chain(match gap {
             None => TpmEntry::Anchored(base),
@@ -265,74 +302,193 @@ impl AnchorStage {
     }
 
     fn batch(&mut self, batch: &SealedBatch) {
-        let number = batch.header.number;
+        self.last_seen = self.last_seen.max(batch.header.number);
         match self.state {
-            State::Off => {}
-            State::Anchoring { next } if next == number => {
-                match self.call(1, |w| w.extend(batch.digest)) {
-                    Ok(()) => {
-                        self.state = State::Anchoring { next: number + 1 };
-                        self.last_extended = Some((number, batch.digest));
-                        self.status(|s| s.last_extended_batch = Some(number));
-                    }
-                    Err(e) => self.fail(number, &e),
+            State::Anchoring => {
+                if let Err(from) = self.catch_up(Some(batch)) {
+                    self.fail(from);
                 }
             }
-            State::Anchoring { next } => {
-                // The chain stage skipped batches (queue full): the PCR cannot be replayed
-                // across them, so it is a gap like a TPM failure, and resumes at once.
-                let why = format!(
-                    "batches {next}..{} skipped: the anchor queue was full",
-                    number - 1
-                );
-                self.fail_with(next, why);
-                self.resume(batch);
-            }
-            State::Failing { last_try, .. } if last_try.elapsed() >= RETRY => self.resume(batch),
-            State::Failing { .. } => {}
+            State::Failing { last_try, .. } if last_try.elapsed() >= RETRY => self.resume(),
+            State::Off | State::Starting { .. } | State::Failing { .. } => {}
         }
     }
 
-    /// Tries to re-base on the PCR as it is now and extend `batch` from there.
-    fn resume(&mut self, batch: &SealedBatch) {
+    /// Extends every batch of the cycle from `next` up to the newest sealed one, in order:
+    /// `batch` as handed over, the ones the queue dropped from the store. On failure, the
+    /// batch whose extend failed (it may or may not be in the PCR) and the error.
+    fn catch_up(&mut self, batch: Option<&SealedBatch>) -> Result<(), (u64, String)> {
+        let upto = self.last_seen;
+        while self.next <= upto {
+            let number = self.next;
+            let (header, digest) = match batch.filter(|b| b.header.number == number) {
+                Some(b) => (b.header.clone(), b.digest),
+                None => self.stored(number).map_err(|e| (number, e))?,
+            };
+            self.next = number + 1;
+            if header.anchor.as_ref().map(cycle_of) == self.cycle() {
+                self.extend(number, &header, digest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One extend, then the PCR read back: anything but the replay means someone else
+    /// extended it, or the TPM restarted (a new cycle).
+    fn extend(
+        &mut self,
+        number: u64,
+        header: &BatchHeader,
+        digest: [u8; 32],
+    ) -> Result<(), (u64, String)> {
+        let fail = |e: sensor_tpm::Error| (number, e.to_string());
+        self.call(1, |w| w.extend(digest)).map_err(fail)?;
+        self.pcr = extend_pcr(&self.pcr, &digest);
+        self.last_extended = Some((number, digest));
+        self.status(|s| s.last_extended_batch = Some(number));
+        let live = self.call(1, TpmWorker::pcr_read).map_err(fail)?;
+        if live != self.pcr {
+            let clock = self.call(2, TpmWorker::clock_info).map_err(fail)?;
+            self.unexpected_pcr(number, live, &clock);
+            return Ok(());
+        }
+        if let (Some(target), Some(anchor)) = (self.announced, header.anchor) {
+            if anchor.nv_counter >= target {
+                self.reach(target).map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The PCR is not what this stage extended it to. A new reset or restart count is a TPM
+    /// that restarted under the agent (its PCR started over): a new cycle, no alarm. The same
+    /// counts mean someone else extended the PCR: an alarm, and a base on the value as it is.
+    fn unexpected_pcr(&mut self, number: u64, live: [u8; 32], clock: &ClockInfo) {
+        let cycle = (clock.reset_count, clock.restart_count);
+        if Some(cycle) == self.cycle() {
+            self.alarm(
+                "PCR extended by another party",
+                format!(
+                    "after batch {number} PCR {} reads {}, the log's replay gives {}",
+                    self.config.pcr,
+                    sensor_log::hex::encode(&live),
+                    sensor_log::hex::encode(&self.pcr)
+                ),
+            );
+        } else {
+            tracing::warn!(
+                reset_count = clock.reset_count,
+                restart_count = clock.restart_count,
+                "the TPM restarted under the agent: a new boot cycle"
+            );
+        }
+        let Some(info) = self.info.clone() else {
+            return;
+        };
+        let counter = self.anchor.map_or(0, |a| a.nv_counter);
+        let base = self.base(&info, cycle, self.next, live, counter);
+        self.anchored(base, Some((number, number)));
+    }
+
+    /// Advances the TPM's counter to `target`, the value the headers already carry.
+    fn reach(&mut self, target: u64) -> Result<(), sensor_tpm::Error> {
+        let mut value = self.call(1, TpmWorker::read_counter)?;
+        while value < target {
+            value = self.call(2, TpmWorker::advance_counter)?;
+        }
+        if value > target {
+            self.alarm(
+                "TPM state mismatch",
+                format!("the NV counter reads {value}, the log recorded {target}: advanced by another party"),
+            );
+            if let Some(anchor) = &mut self.anchor {
+                anchor.nv_counter = value;
+                self.note(Note::Anchor(self.anchor));
+            }
+        }
+        self.announced = None;
+        self.status(|s| s.nv_counter = Some(value));
+        Ok(())
+    }
+
+    /// The header and digest of a sealed batch, from the store.
+    fn stored(&mut self, number: u64) -> Result<(BatchHeader, [u8; 32]), String> {
+        let batch = self
+            .store()?
+            .batch(number)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("batch {number} is not in the store"))?;
+        Ok((batch.header, sensor_log::batch::digest(&batch.header_bytes)))
+    }
+
+    fn store(&mut self) -> Result<&Store, String> {
+        if self.store.is_none() {
+            self.store = Some(Store::open_read_only(&self.state_dir).map_err(|e| e.to_string())?);
+        }
+        self.store.as_ref().ok_or_else(|| "no store".to_string())
+    }
+
+    fn cycle(&self) -> Option<Cycle> {
+        self.anchor.as_ref().map(cycle_of)
+    }
+
+    /// Reaches the TPM again after a failure: the failed extend either reached the PCR or
+    /// not; then the batches sealed meanwhile are extended from the store. A TPM that
+    /// restarted meanwhile begins a new cycle (the batches of the old one stay unanchored).
+    fn resume(&mut self) {
         let State::Failing { from, .. } = self.state else {
             return;
         };
-        let number = batch.header.number;
-        let attempt = self.read_base(number).and_then(|(base, _)| {
-            self.call(1, |w| w.extend(batch.digest))?;
-            Ok(base)
-        });
-        match attempt {
-            Ok(base) => {
-                tracing::info!(
-                    gap_from = from,
-                    gap_to = number - 1,
-                    "TPM anchoring resumed"
-                );
-                self.anchored(base, Some((from, number - 1)));
-                self.state = State::Anchoring { next: number + 1 };
-                self.last_extended = Some((number, batch.digest));
-                self.status(|s| {
-                    s.last_extended_batch = Some(number);
-                    s.gaps += 1;
-                });
+        let attempt = (|| {
+            let clock = self.call(2, TpmWorker::clock_info)?;
+            let live = self.call(1, TpmWorker::pcr_read)?;
+            Ok::<_, sensor_tpm::Error>((clock, live))
+        })();
+        let Ok((clock, live)) = attempt else {
+            self.state = State::Failing {
+                from,
+                last_try: Instant::now(),
+            };
+            return;
+        };
+        let gap = (from, self.last_seen);
+        tracing::info!(gap_from = gap.0, gap_to = gap.1, "TPM anchoring resumed");
+        self.status(|s| s.gaps += 1);
+        if Some((clock.reset_count, clock.restart_count)) != self.cycle() {
+            self.unexpected_pcr(from, live, &clock);
+            return;
+        }
+        // Nothing else ran in between: the failed extend of `from` reached the PCR or not.
+        match self.stored(from) {
+            Ok((_, digest)) if live == extend_pcr(&self.pcr, &digest) => {
+                self.pcr = live;
+                self.next = from + 1;
             }
-            Err(_) => {
-                self.state = State::Failing {
-                    from,
-                    last_try: Instant::now(),
-                }
+            _ if live == self.pcr => self.next = from,
+            _ => {
+                self.state = State::Anchoring;
+                return self.unexpected_pcr(from, live, &clock);
             }
         }
-    }
-
-    fn fail(&mut self, from: u64, error: &sensor_tpm::Error) {
-        self.fail_with(from, error.to_string());
+        self.state = State::Anchoring;
+        if let Err(e) = self.catch_up(None) {
+            return self.fail(e);
+        }
+        let (Some(info), Some(anchor)) = (self.info.clone(), self.anchor) else {
+            return;
+        };
+        let base = self.base(
+            &info,
+            cycle_of(&anchor),
+            self.next,
+            self.pcr,
+            anchor.nv_counter,
+        );
+        self.anchored(base, Some(gap));
     }
 
     /// Anchoring stops at batch `from`; the log says so at once, not only when it resumes.
-    fn fail_with(&mut self, from: u64, error: String) {
+    fn fail(&mut self, (from, error): (u64, String)) {
         tracing::error!(
             from_batch = from,
             "TPM anchoring failed, events are still logged: {error}"
@@ -348,44 +504,83 @@ impl AnchorStage {
         self.publish_status("failing", error);
     }
 
-    /// Quotes every `quote_period`, advances the counter every `nv_interval`.
+    /// A disagreement between the log and the TPM: chained, and an ERROR line.
+    fn alarm(&mut self, reason: &str, detail: String) {
+        tracing::error!("{reason}: {detail}");
+        self.note(Note::Chain(TpmEntry::Alarm {
+            reason: reason.to_string(),
+            detail,
+        }));
+    }
+
+    /// Starts anchoring when the TPM answers; quotes every `quote_period`, announces the next
+    /// counter value every `nv_interval`; retries a failing TPM.
     fn schedule(&mut self) {
-        let State::Anchoring { next } = self.state else {
-            return;
-        };
-        if self.last_advance.elapsed() >= self.config.nv_interval {
-            self.last_advance = Instant::now();
-            if let Err(e) = self.advance() {
-                return self.fail(next, &e);
+        match self.state {
+            State::Off => {}
+            State::Starting { last_try, failed } => {
+                if last_try.elapsed() < RETRY {
+                    return;
+                }
+                if let Err(e) = self.begin() {
+                    if !failed {
+                        // Said once in the log; the status says it as long as it lasts.
+                        tracing::error!("the TPM does not answer, anchoring waits for it: {e}");
+                        self.note(Note::Chain(TpmEntry::Failing {
+                            from_batch: self.last_seen + 1,
+                            error: e.clone(),
+                        }));
+                    }
+                    self.publish_status("failing", e);
+                    self.state = State::Starting {
+                        last_try: Instant::now(),
+                        failed: true,
+                    };
+                }
             }
-        }
-        if self.last_quote.elapsed() >= self.config.quote_period {
-            self.last_quote = Instant::now();
-            if let Err(e) = self.quote() {
-                self.fail(next, &e);
+            State::Failing { last_try, .. } => {
+                if last_try.elapsed() >= RETRY {
+                    self.resume();
+                }
+            }
+            State::Anchoring => {
+                if self.announced.is_none()
+                    && self.last_advance.elapsed() >= self.config.nv_interval
+                {
+                    self.announce();
+                }
+                if self.last_quote.elapsed() >= self.config.quote_period {
+                    self.last_quote = Instant::now();
+                    if let Err(e) = self.quote() {
+                        self.fail((self.next, e.to_string()));
+                    }
+                }
             }
         }
     }
 
-    /// The clean stop's advance (recorded in the last batch, so a clean stop leaves the
-    /// counter exactly where the log says) and a last quote.
-    fn stop(&mut self) {
-        let State::Anchoring { next } = self.state else {
-            return;
-        };
-        if let Err(e) = self.advance().and_then(|_| self.quote()) {
-            self.fail(next, &e);
-        }
-    }
-
-    fn advance(&mut self) -> Result<u64, sensor_tpm::Error> {
-        let value = self.call(2, TpmWorker::advance_counter)?;
+    /// The next counter value goes into the headers; the TPM follows once one is extended.
+    fn announce(&mut self) {
+        self.last_advance = Instant::now();
         if let Some(anchor) = &mut self.anchor {
-            anchor.nv_counter = value;
+            anchor.nv_counter += 1;
+            self.announced = Some(anchor.nv_counter);
             self.note(Note::Anchor(self.anchor));
         }
-        self.status(|s| s.nv_counter = Some(value));
-        Ok(value)
+    }
+
+    /// At clean stop: the stop's counter value goes into the final batch (extended, and the
+    /// counter advanced to it, when that batch arrives), and a last quote.
+    fn stop(&mut self) {
+        if !matches!(self.state, State::Anchoring) {
+            return;
+        }
+        if self.announced.is_none() {
+            self.announce();
+        }
+        if let Err(e) = self.quote() {
+            self.fail((self.next, e.to_string()));
+        }
     }
 
     /// A self-quote binding the newest extended batch, chained into the log.
@@ -438,4 +633,96 @@ impl AnchorStage {
             .lock()
             .unwrap_or_else(|p| p.into_inner()));
     }
+}
+
+/// What the start check found.
+struct StartCheck {
+    /// (reason, detail) of each disagreement.
+    alarms: Vec<(&'static str, String)>,
+    /// Batches of the current cycle that the log holds but the PCR does not yet (sealed by an
+    /// epoch that died before extending them): extended before the new base is read.
+    catch_up: Vec<(u64, [u8; 32])>,
+}
+
+/// The start check: the log's newest boot cycle against the TPM as it is now.
+fn check(
+    info: &TpmInfo,
+    trail: &AnchorTrail,
+    clock: &ClockInfo,
+    counter: u64,
+    live: [u8; 32],
+) -> StartCheck {
+    let mut alarms = Vec::new();
+    if let Some(why) = &info.ak_replaced {
+        alarms.push(("TPM state mismatch", why.clone()));
+    }
+    if trail
+        .ak_public
+        .as_ref()
+        .is_some_and(|pinned| *pinned != info.ak_public.public_area)
+    {
+        alarms.push((
+            "TPM state mismatch",
+            "the TPM's attestation key is not the one the log pinned: another TPM, or a cleared one".to_string(),
+        ));
+    }
+    let Some((_, newest)) = trail.last_anchor else {
+        if !info.counter_defined {
+            alarms.push((
+                "log wiped",
+                format!(
+                    "the TPM's NV counter {:#010x} (at {counter}) was defined by an earlier log on this host, but this log holds no anchored batch: the state directory was wiped, replaced or cut back",
+                    info.nv_index
+                ),
+            ));
+        }
+        return StartCheck {
+            alarms,
+            catch_up: Vec::new(),
+        };
+    };
+    let now = (clock.reset_count, clock.restart_count);
+    let logged = cycle_of(&newest);
+    if now > logged {
+        // A reboot (or TPM restart) since: the PCR started over, the counter still holds.
+        if let Some(outcome) = counter_outcome(counter, newest.nv_counter) {
+            alarms.push((outcome.reason(), outcome.detail()));
+        }
+        return StartCheck {
+            alarms,
+            catch_up: Vec::new(),
+        };
+    }
+    let bases: Vec<BaseMark> = trail
+        .bases
+        .iter()
+        .filter(|(_, b)| base_cycle(b) == logged)
+        .map(|(seq, b)| BaseMark {
+            seq: *seq,
+            replay_from: b.replay_from,
+            pcr_value: b.pcr_value,
+        })
+        .collect();
+    let log = LogAnchorState {
+        bases: &bases,
+        anchored: &trail.anchored,
+        newest_nv_counter: Some(newest.nv_counter),
+        reset_count: logged.0,
+        restart_count: logged.1,
+    };
+    let tpm = TpmState {
+        pcr_value: live,
+        covers_batch: None,
+        nv_counter: Some(counter),
+        reset_count: now.0,
+        restart_count: now.1,
+    };
+    let catch_up = match classify(&log, &tpm) {
+        Outcome::Consistent { anchored, .. } => trail.anchored[anchored..].to_vec(),
+        outcome => {
+            alarms.push((outcome.reason(), outcome.detail()));
+            Vec::new()
+        }
+    };
+    StartCheck { alarms, catch_up }
 }

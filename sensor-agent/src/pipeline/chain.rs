@@ -15,9 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor_log::{
-    Admission, Anchor, EndReason, Event, LogWriter, SealedBatch, Timestamp, WriterOptions,
-};
+use sensor_log::{Admission, Event, LogWriter, SealedBatch, Timestamp, WriterOptions};
 use tokio::{runtime::Handle, sync::mpsc};
 
 use super::{
@@ -53,6 +51,7 @@ impl ChainStage {
             batch_max_records: log.batch_records,
             batch_interval: log.batch_interval,
             key_rotation: log.key_rotation,
+            first_key_rotation: log.first_key_rotation,
             max_pending_records: log.max_pending_records,
             ..WriterOptions::default()
         };
@@ -67,10 +66,9 @@ impl ChainStage {
         })
     }
 
-    /// How the previous epoch ended and its last batch's anchor, and the next batch number:
-    /// what the anchor stage needs to start.
-    pub fn anchor_context(&self) -> ((EndReason, Option<Anchor>), u64) {
-        (self.writer.previous_end(), self.writer.next_batch())
+    /// The next batch number: where the anchor stage starts.
+    pub fn next_batch(&self) -> u64 {
+        self.writer.next_batch()
     }
 
     /// Connects the anchor stage; its first notes are applied before the first seal.
@@ -113,7 +111,7 @@ impl ChainStage {
         self.apply_notes();
         let result = self.writer.seal(Timestamp::now());
         self.publish(result, &sealed);
-        // The stop's counter advance and last quote go into the final batch.
+        // The stop's counter value and last quote go into the final batch.
         if let Some(link) = &self.anchor {
             if !link.finish() {
                 tracing::warn!("the TPM did not answer at stop: no final quote");

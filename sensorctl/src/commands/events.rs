@@ -299,13 +299,14 @@ fn row(r: &Record) -> Vec<String> {
 fn tpm_detail(t: &TpmEntry) -> String {
     let base = |b: &AnchorBase| {
         format!(
-            "replay from batch {} on PCR {} = {}, reset count {}, restart count {}, NV counter {}",
+            "replay from batch {} on PCR {} = {}, reset count {}, restart count {}, NV counter {}, AK {}",
             b.replay_from,
             b.pcr_index,
             hex::encode(&b.pcr_value),
             b.reset_count,
             b.restart_count,
-            b.nv_counter
+            b.nv_counter,
+            b.ak_fingerprint()
         )
     };
     match t {

@@ -7,9 +7,8 @@ use std::path::Path;
 use ed25519_dalek::VerifyingKey;
 use sensor_log::{hex, AnchorBase, AnchorTrail, Store, Summary, Verdict};
 use sensor_tpm::{
-    allowed_counter_lead, classify, quote_binding, replay, verify_quote, AkPublic,
-    Error as TpmError, LogAnchorState, Outcome, Quote, QuoteInfo, TpmConfig, TpmInfo, TpmState,
-    TpmWorker,
+    classify, quote_binding, replay, verify_quote, AkPublic, BaseMark, Error as TpmError,
+    LogAnchorState, Outcome, Quote, QuoteInfo, TpmConfig, TpmState, TpmWorker,
 };
 
 use crate::Failure;
@@ -20,9 +19,10 @@ pub struct Args {
     /// the key recorded in the store.
     #[arg(long, value_name = "HEX")]
     public_key: Option<String>,
-    /// Also check the log against the TPM: replay the batch digests of the current anchored
-    /// span to the live PCR and the latest stored quote, and compare the NV counter and the
-    /// reset/restart counts. TCTI like `device:/dev/tpmrm0` (the default when it exists) or
+    /// Also check the log against the TPM: replay the batch digests of the newest TPM boot
+    /// cycle to the live PCR, every replay base of that cycle and the latest stored quote, and
+    /// compare the NV counter, the reset/restart counts and the attestation key. Changes
+    /// nothing on the TPM. TCTI like `device:/dev/tpmrm0` (the default when it exists) or
     /// `swtpm:host=127.0.0.1,port=2321`.
     #[arg(long, value_name = "TCTI", num_args = 0..=1, default_missing_value = "")]
     tpm: Option<String>,
@@ -108,26 +108,33 @@ fn failed(
     ))
 }
 
-/// What the TPM says now: its AK, a fresh quote over a random nonce (so the PCR value is the
-/// TPM's, not a replayed answer), and the worker to read the counter with.
+/// What the TPM says now: a fresh quote over a random nonce by the AK the log pinned (so the
+/// PCR value is the TPM's, not a replayed answer), and the worker to read the counter with.
 struct Live {
     worker: TpmWorker,
-    info: TpmInfo,
     ak: AkPublic,
     quote: Quote,
     clock: QuoteInfo,
 }
 
-/// The span to replay, or why there is none: an alarm the agent recorded, or no anchor.
+/// The span to replay, or why there is none: an alarm the agent recorded, a base that names
+/// another attestation key, or no anchor.
 fn base_of(trail: &AnchorTrail) -> Result<&AnchorBase, Failure> {
     if let Some((seq, reason, detail)) = &trail.alarm {
         return Err(failed(
             format_args!("seq {seq}"),
             reason,
-            format_args!("the agent found it at start: {detail}"),
+            format_args!("the agent recorded it: {detail}"),
         ));
     }
-    trail.base.as_ref().ok_or_else(|| {
+    if let Some(seq) = trail.ak_changed {
+        return Err(failed(
+            format_args!("seq {seq}"),
+            Outcome::TpmStateMismatch(String::new()).reason(),
+            "this replay base names another attestation key than the one the log pinned",
+        ));
+    }
+    trail.base().ok_or_else(|| {
         Failure::Failed(format!(
             "tpm verification failed: not anchored ({})",
             trail
@@ -141,41 +148,45 @@ fn base_of(trail: &AnchorTrail) -> Result<&AnchorBase, Failure> {
 impl Live {
     fn read(trail: &AnchorTrail, tcti: Option<String>) -> Result<Live, Failure> {
         let base = base_of(trail)?;
-        let unreachable = |e: TpmError| Failure::Failed(format!("tpm verification: {e}"));
+        let at = format!("batch {}", trail.last_batch);
+        let mismatch = |detail: String| {
+            failed(
+                &at,
+                Outcome::TpmStateMismatch(String::new()).reason(),
+                detail,
+            )
+        };
         let worker = TpmWorker::start(TpmConfig {
             tcti,
             pcr: base.pcr_index,
             nv_index: base.nv_index,
             ak_handle: base.ak_handle,
+            provision: false,
             ..TpmConfig::default()
         })
         .map_err(unreachable)?;
-        let info = worker.connect().map_err(unreachable)?;
+        let info = worker.connect().map_err(|e| match e {
+            TpmError::HandleConflict { .. } => {
+                mismatch(format!("{e}: another TPM, or a cleared one"))
+            }
+            e => unreachable(e),
+        })?;
         let ak = AkPublic {
-            public_area: base.ak_public.clone(),
+            public_area: trail.ak_public.clone().unwrap_or_default(),
         };
-        let at = format!("batch {}", trail.last_batch);
         if info.ak_public != ak {
-            return Err(failed(
-                at,
-                Outcome::TpmStateMismatch(String::new()).reason(),
-                "the TPM's attestation key is not the one the log recorded: another TPM, or a cleared one",
+            return Err(mismatch(
+                "the key at the attestation key's handle is not the one the log pinned: another TPM, a cleared one, or a replaced key".into(),
             ));
         }
         let mut nonce = [0u8; 32];
         getrandom::fill(&mut nonce)
             .map_err(|e| Failure::Failed(format!("tpm verification: random source: {e}")))?;
         let quote = worker.quote(nonce).map_err(unreachable)?;
-        let clock = verify_quote(&quote, &ak, &nonce, &quote.pcr_value).map_err(|e| {
-            failed(
-                &at,
-                Outcome::TpmStateMismatch(String::new()).reason(),
-                format_args!("the TPM's own quote does not verify: {e}"),
-            )
-        })?;
+        let clock = verify_quote(&quote, &ak, &nonce, &quote.pcr_value)
+            .map_err(|e| mismatch(format!("the TPM's own quote does not verify: {e}")))?;
         Ok(Live {
             worker,
-            info,
             ak,
             quote,
             clock,
@@ -185,61 +196,55 @@ impl Live {
     /// One line saying what matched, or the failure naming its reason and position.
     fn check(&self, trail: &AnchorTrail) -> Result<String, Failure> {
         let base = base_of(trail)?;
-        let digests = &trail.digests;
         let stored_quote = self.stored_quote(trail, base)?;
-        let counter = self
-            .worker
-            .read_counter()
-            .map_err(|e| Failure::Failed(format!("tpm verification: {e}")))?;
+        let counter = self.worker.read_counter().map_err(unreachable)?;
+        let bases: Vec<BaseMark> = trail
+            .bases
+            .iter()
+            .map(|(seq, b)| BaseMark {
+                seq: *seq,
+                replay_from: b.replay_from,
+                pcr_value: b.pcr_value,
+            })
+            .collect();
         let log = LogAnchorState {
-            initial_pcr: base.pcr_value,
-            digests,
-            first_number: base.replay_from,
+            bases: &bases,
+            anchored: &trail.anchored,
             newest_nv_counter: trail.last_anchor.map(|(_, a)| a.nv_counter),
-            reset_count: Some(base.reset_count),
-            restart_count: Some(base.restart_count),
+            reset_count: base.reset_count,
+            restart_count: base.restart_count,
         };
         let clock = self.clock.clock;
         let tpm = TpmState {
             pcr_value: self.quote.pcr_value,
-            covers_batch: None,
+            covers_batch: stored_quote,
             nv_counter: Some(counter),
             reset_count: clock.reset_count,
             restart_count: clock.restart_count,
         };
-        let restarted = trail.last_anchor.is_some_and(|(_, a)| {
-            (a.reset_count, a.restart_count) != (clock.reset_count, clock.restart_count)
-        });
-        let lead = allowed_counter_lead(trail.clean_stop, restarted, self.info.counter_orderly);
         let last = trail.last_batch;
-        match classify(&log, &tpm, lead) {
+        match classify(&log, &tpm) {
             Outcome::Consistent {
                 anchored,
                 unanchored,
             } => Ok(format!(
-                "tpm: consistent: {anchored} batches from batch {} replay to PCR {} = {}, {unanchored} newer not yet extended; NV counter {counter}; reset count {}, restart count {}{}",
+                "tpm: consistent: {anchored} batches from batch {} replay to PCR {} = {}, {unanchored} newer not yet extended; {} replay base{} continuous; NV counter {counter}; reset count {}, restart count {}{}",
                 base.replay_from,
                 base.pcr_index,
                 hex::encode(&self.quote.pcr_value),
+                bases.len(),
+                if bases.len() == 1 { "" } else { "s" },
                 clock.reset_count,
                 clock.restart_count,
                 stored_quote
                     .map(|b| format!("; stored quote of batch {b} verified"))
                     .unwrap_or_default(),
             )),
-            // The stored quote vouches for the log up to its batch: what the PCR holds beyond
-            // the log's replay was extended after it, i.e. batches the log no longer has.
-            Outcome::ForgedHeader if stored_quote.is_some() => Err(failed(
+            o @ Outcome::TailTruncated {
+                at_base: Some(b), ..
+            } => Err(failed(format_args!("seq {}", b.seq), o.reason(), o.detail())),
+            o @ Outcome::TailTruncated { .. } => Err(failed(
                 format_args!("batch {}", last + 1),
-                Outcome::TailTruncated {
-                    covered: last + 1,
-                    log_last: Some(last),
-                }
-                .reason(),
-                "the PCR holds extends of batches after the log's end: no prefix of the log replays to it",
-            )),
-            o @ Outcome::ForgedHeader => Err(failed(
-                format_args!("batches {}..={last}", base.replay_from),
                 o.reason(),
                 o.detail(),
             )),
@@ -247,7 +252,7 @@ impl Live {
         }
     }
 
-    /// Checks the newest quote the agent stored in this span against the log: its binding
+    /// Checks the newest quote the agent stored for this cycle against the log: its binding
     /// names the batch's header digest, its PCR digest the replay up to that batch. Returns
     /// the batch it vouches for.
     fn stored_quote(&self, trail: &AnchorTrail, base: &AnchorBase) -> Result<Option<u64>, Failure> {
@@ -256,16 +261,15 @@ impl Live {
         };
         let forged =
             |detail: String| failed(format_args!("batch {}", q.batch), "forged header", detail);
-        let index = q
-            .batch
-            .checked_sub(base.replay_from)
-            .and_then(|i| usize::try_from(i).ok())
-            .filter(|i| *i < trail.digests.len())
+        let index = trail
+            .anchored
+            .iter()
+            .position(|(n, _)| *n == q.batch)
             .ok_or_else(|| {
                 forged("a stored quote names a batch outside the anchored span".into())
             })?;
-        let digests = &trail.digests[..=index];
-        let pcr = replay(base.pcr_value, digests)
+        let digests: Vec<[u8; 32]> = trail.anchored[..=index].iter().map(|(_, d)| *d).collect();
+        let pcr = replay(base.pcr_value, &digests)
             .last()
             .unwrap_or(base.pcr_value);
         let signature = <[u8; 64]>::try_from(q.signature.as_slice())
@@ -291,4 +295,8 @@ impl Live {
             Err(e) => Err(forged(format!("the stored quote does not verify: {e}"))),
         }
     }
+}
+
+fn unreachable(e: TpmError) -> Failure {
+    Failure::Failed(format!("tpm verification: {e}"))
 }
