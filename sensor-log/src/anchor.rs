@@ -8,9 +8,9 @@
 //!
 //! - `verify` feeds it every verified header and TPM entry (`TrailBuilder`), for
 //!   `sensorctl verify --tpm`;
-//! - `AnchorTrail::read_newest` reads it from the store without verifying signatures, from the
-//!   newest base on, for the agent's check at start (a full verification would cost minutes on
-//!   a large log). It starts at the newest base; `verify --tpm` checks every base of the cycle.
+//! - `AnchorTrail::read_newest` reads it from the store without verifying signatures, for the
+//!   agent's check at start (a full verification would cost minutes on a large log): the
+//!   whole newest cycle, every epoch of the current boot.
 
 use crate::batch::{self, Anchor, BatchHeader};
 use crate::error::Result;
@@ -39,7 +39,7 @@ pub fn base_cycle(base: &AnchorBase) -> Cycle {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnchorTrail {
     /// The replay bases of the newest cycle, with their seq, oldest first: the first is where
-    /// replay starts (`read_newest`: only the newest base).
+    /// replay starts.
     pub bases: Vec<(u64, AnchorBase)>,
     /// (number, header digest) of the batches naming that cycle from the first base's
     /// `replay_from` on, oldest first: what the agent extended, or will, in that order.
@@ -67,80 +67,94 @@ impl AnchorTrail {
         self.bases.first().map(|(_, b)| b)
     }
 
-    /// The newest cycle's trail from the store, read backwards from the newest base of the
-    /// newest cycle (the agent's start check): headers are decoded and hashed, records only
-    /// peeked at, nothing is verified. Cost: the records and batches since that base.
+    /// The newest cycle's trail from the store, for the agent's start check: the newest
+    /// anchored header names the cycle, the headers are read back to the first that names it,
+    /// then forwards from there with the cycle's TPM entries. Headers are decoded and hashed,
+    /// nothing is verified (`verify` does that), and only records whose kind column names a
+    /// TPM entry are decoded: an edited kind column can hide a base, which only makes the
+    /// check stricter (replay from an earlier base, or none). Cost: one pass over the
+    /// cycle's headers and one over its records' kind column; 40 bytes per batch of the
+    /// cycle in memory.
     pub fn read_newest(store: &Store) -> Result<AnchorTrail> {
-        let mut trail = AnchorTrail::default();
-        let Some(last) = store.last_batch()? else {
+        let Some(first) = newest_cycle_start(store)? else {
+            let mut trail = AnchorTrail::default();
+            trail.last_batch = store.last_batch()?.map_or(0, |b| b.number);
             return Ok(trail);
         };
-        trail.last_batch = last.number;
-        let mut newest = None;
-        {
-            let mut stmt = store
-                .conn
-                .prepare("SELECT number, header FROM batches ORDER BY number DESC")?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let header = BatchHeader::decode(&r.get::<_, Vec<u8>>(1)?)?;
-                if let Some(anchor) = header.anchor {
-                    newest = Some((to_u64(r.get(0)?, "batch number")?, anchor));
+        let mut builder = TrailBuilder::default();
+        let mut batches = store
+            .conn
+            .prepare("SELECT number, header FROM batches WHERE number >= ?1 ORDER BY number")?;
+        let mut records = store.conn.prepare(
+            "SELECT seq, bytes FROM records WHERE seq >= ?1
+             AND kind IN ('tpm_anchored', 'tpm_resumed', 'tpm_quote', 'tpm_alarm')
+             ORDER BY seq",
+        )?;
+        let mut batch_rows = batches.query([to_i64(first.0)?])?;
+        let mut record_rows = records.query([to_i64(first.1)?])?;
+        let mut entry = next_entry(&mut record_rows)?;
+        while let Some(r) = batch_rows.next()? {
+            let bytes: Vec<u8> = r.get(1)?;
+            let header = BatchHeader::decode(&bytes)?;
+            builder.header(
+                header.number,
+                &batch::digest(&bytes),
+                header.anchor.as_ref(),
+            );
+            let end = header.first_seq.saturating_add(header.count);
+            while let Some((seq, e)) = entry.take() {
+                if seq >= end {
+                    entry = Some((seq, e));
                     break;
                 }
+                builder.entry(seq, &e);
+                entry = next_entry(&mut record_rows)?;
             }
         }
-        trail.last_anchor = newest;
-        let Some((_, anchor)) = newest else {
-            return Ok(trail);
-        };
-        let cycle = cycle_of(&anchor);
-        {
-            let mut stmt = store
-                .conn
-                .prepare("SELECT seq, bytes FROM records ORDER BY seq DESC")?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let seq = to_u64(r.get(0)?, "seq")?;
-                let bytes = r.get_ref(1)?.as_blob().unwrap_or_default();
-                if !matches!(record::peek(bytes), Ok((_, BODY_TAG_TPM))) {
-                    continue;
-                }
-                let Ok(Record {
-                    body: Body::Tpm(entry),
-                    ..
-                }) = Record::decode(bytes)
-                else {
-                    continue;
-                };
-                match entry {
-                    TpmEntry::Anchored(base) | TpmEntry::Resumed { base, .. }
-                        if base_cycle(&base) == cycle =>
-                    {
-                        trail.ak_public = Some(base.ak_public.clone());
-                        trail.bases.push((seq, base));
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let Some(from) = trail.base().map(|b| b.replay_from) else {
-            return Ok(trail);
-        };
-        let mut stmt = store
-            .conn
-            .prepare("SELECT header FROM batches WHERE number >= ?1 ORDER BY number")?;
-        let mut rows = stmt.query([to_i64(from)?])?;
-        while let Some(r) = rows.next()? {
-            let bytes: Vec<u8> = r.get(0)?;
-            let header = BatchHeader::decode(&bytes)?;
-            if header.anchor.as_ref().map(cycle_of) == Some(cycle) {
-                trail.anchored.push((header.number, batch::digest(&bytes)));
-            }
-        }
-        Ok(trail)
+        Ok(builder.finish())
     }
+}
+
+/// The first batch (number, first seq) of the newest TPM boot cycle a header names, read
+/// backwards from the newest batch; `None` when no header has an anchor.
+fn newest_cycle_start(store: &Store) -> Result<Option<(u64, u64)>> {
+    let mut stmt = store
+        .conn
+        .prepare("SELECT header FROM batches ORDER BY number DESC")?;
+    let mut rows = stmt.query([])?;
+    let mut cycle = None;
+    let mut first = None;
+    while let Some(r) = rows.next()? {
+        let header = BatchHeader::decode(&r.get::<_, Vec<u8>>(0)?)?;
+        match (header.anchor.as_ref().map(cycle_of), cycle) {
+            (Some(c), None) => cycle = Some(c),
+            (Some(c), Some(newest)) if c != newest => break,
+            _ => {}
+        }
+        if header.anchor.is_some() {
+            first = Some((header.number, header.first_seq));
+        }
+    }
+    Ok(first)
+}
+
+/// The next TPM entry among `rows` (seq, bytes), skipping rows that do not decode as one.
+fn next_entry(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(u64, TpmEntry)>> {
+    while let Some(r) = rows.next()? {
+        let seq = to_u64(r.get(0)?, "seq")?;
+        let bytes = r.get_ref(1)?.as_blob().unwrap_or_default();
+        if !matches!(record::peek(bytes), Ok((_, BODY_TAG_TPM))) {
+            continue;
+        }
+        if let Ok(Record {
+            body: Body::Tpm(entry),
+            ..
+        }) = Record::decode(bytes)
+        {
+            return Ok(Some((seq, entry)));
+        }
+    }
+    Ok(None)
 }
 
 /// Builds an `AnchorTrail` from verified headers and records, in log order.

@@ -13,7 +13,9 @@ use std::{
 };
 
 use rusqlite::Connection;
-use sensor_log::{Store, Verdict};
+use sensor_log::{
+    Anchor, AnchorTrail, LogWriter, Store, Timestamp, TpmEntry, Verdict, WriterOptions,
+};
 use sensor_tests::{openloop, sensorctl, Agent};
 use sensor_tpm::{quote_binding, replay, swtpm::Swtpm, verify_quote, AkPublic, Error, Quote};
 use serde_json::Value;
@@ -210,7 +212,7 @@ fn restore(copy: &Path, dir: &Path) {
 }
 
 #[test]
-fn a_restored_older_copy_is_a_rollback_for_verify_and_for_the_agent() {
+fn a_restored_older_copy_is_named_by_verify_and_by_the_agent() {
     let s = Setup::new();
     // The counter advances every second, so the copy falls behind it quickly.
     let extra = "nv_interval = \"1s\"";
@@ -652,4 +654,67 @@ fn stored_quotes_fail_with_a_wrong_nonce_or_a_tampered_pcr() {
             Err(Error::PcrMismatch)
         ));
     }
+}
+
+/// A root who holds the signing key restores an older copy and appends a batch of its own with
+/// a replay base recording the live PCR, so that replay from that base matches: the agent
+/// replays the whole boot cycle from its first base, and the forged base does not continue it.
+#[test]
+fn a_forged_replay_base_does_not_hide_a_restored_copy() {
+    let s = Setup::new();
+    let mut agent = s.start("");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    s.storm(3);
+    let old = snapshot(s.dir());
+    s.storm(1);
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop();
+    restore(old.path(), s.dir());
+
+    let live = pcr13(&s);
+    let trail =
+        AnchorTrail::read_newest(&Store::open_read_only(s.dir()).expect("store")).expect("trail");
+    let genuine = trail.base().expect("a base").clone();
+    let (_, newest) = trail.last_anchor.expect("anchored");
+    let mut writer = LogWriter::open(s.dir(), WriterOptions::default()).expect("writer");
+    let mut forged = genuine.clone();
+    forged.replay_from = writer.next_batch();
+    forged.pcr_value = live;
+    // The clean stop advanced the TPM's counter once past the copy: forge that too.
+    forged.nv_counter = newest.nv_counter + 1;
+    writer.set_anchor(Some(Anchor {
+        nv_counter: forged.nv_counter,
+        ..newest
+    }));
+    writer
+        .record_tpm(
+            TpmEntry::Resumed {
+                gap_from: forged.replay_from,
+                gap_to: forged.replay_from,
+                base: forged,
+            },
+            Timestamp::now(),
+        )
+        .expect("chain the forged base");
+    writer.close(Timestamp::now()).expect("seal it");
+
+    let mut agent = s.start("");
+    alarm_at_start(&agent, "tail truncated");
+    agent.stop();
+    verify_tpm_fails(&s, "tail truncated");
+}
+
+/// PCR 13 as the TPM reads it now.
+fn pcr13(s: &Setup) -> [u8; 32] {
+    let out = tool(s, &["tpm2_pcrread", "sha256:13"]);
+    let hex = out
+        .split("0x")
+        .nth(1)
+        .map(|h| h.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| panic!("no PCR value in {out}"));
+    let mut pcr = [0u8; 32];
+    for (i, byte) in pcr.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    pcr
 }
