@@ -77,9 +77,10 @@ impl AnchorTrail {
     /// cycle in memory.
     pub fn read_newest(store: &Store) -> Result<AnchorTrail> {
         let Some(first) = newest_cycle_start(store)? else {
-            let mut trail = AnchorTrail::default();
-            trail.last_batch = store.last_batch()?.map_or(0, |b| b.number);
-            return Ok(trail);
+            return Ok(AnchorTrail {
+                last_batch: store.last_batch()?.map_or(0, |b| b.number),
+                ..AnchorTrail::default()
+            });
         };
         let mut builder = TrailBuilder::default();
         let mut batches = store
