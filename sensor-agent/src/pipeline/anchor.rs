@@ -342,14 +342,17 @@ impl AnchorStage {
         digest: [u8; 32],
     ) -> Result<(), (u64, String)> {
         let fail = |e: sensor_tpm::Error| (number, e.to_string());
+        let expected = extend_pcr(&self.pcr, &digest);
         self.call(1, |w| w.extend(digest)).map_err(fail)?;
-        self.pcr = extend_pcr(&self.pcr, &digest);
+        // Until the read back succeeds, `self.pcr` stays before this extend: a failure here
+        // leaves it to `resume` to tell whether the extend reached the PCR.
+        let live = self.call(1, TpmWorker::pcr_read).map_err(fail)?;
+        self.pcr = expected;
         self.last_extended = Some((number, digest));
         self.status(|s| s.last_extended_batch = Some(number));
-        let live = self.call(1, TpmWorker::pcr_read).map_err(fail)?;
-        if live != self.pcr {
+        if live != expected {
             let clock = self.call(2, TpmWorker::clock_info).map_err(fail)?;
-            self.unexpected_pcr(number, live, &clock);
+            self.unexpected_pcr((number, number), live, &clock);
             return Ok(());
         }
         if let (Some(target), Some(anchor)) = (self.announced, header.anchor) {
@@ -363,13 +366,15 @@ impl AnchorStage {
     /// The PCR is not what this stage extended it to. A new reset or restart count is a TPM
     /// that restarted under the agent (its PCR started over): a new cycle, no alarm. The same
     /// counts mean someone else extended the PCR: an alarm, and a base on the value as it is.
-    fn unexpected_pcr(&mut self, number: u64, live: [u8; 32], clock: &ClockInfo) {
+    /// `gap`: the batches whose extend this leaves unsettled.
+    fn unexpected_pcr(&mut self, gap: (u64, u64), live: [u8; 32], clock: &ClockInfo) {
         let cycle = (clock.reset_count, clock.restart_count);
         if Some(cycle) == self.cycle() {
             self.alarm(
                 "PCR extended by another party",
                 format!(
-                    "after batch {number} PCR {} reads {}, the log's replay gives {}",
+                    "after batch {} PCR {} reads {}, the log's replay gives {}",
+                    gap.1,
                     self.config.pcr,
                     sensor_log::hex::encode(&live),
                     sensor_log::hex::encode(&self.pcr)
@@ -387,7 +392,7 @@ impl AnchorStage {
         };
         let counter = self.anchor.map_or(0, |a| a.nv_counter);
         let base = self.base(&info, cycle, self.next, live, counter);
-        self.anchored(base, Some((number, number)));
+        self.anchored(base, Some(gap));
     }
 
     /// Advances the TPM's counter to `target`, the value the headers already carry.
@@ -455,7 +460,7 @@ impl AnchorStage {
         tracing::info!(gap_from = gap.0, gap_to = gap.1, "TPM anchoring resumed");
         self.status(|s| s.gaps += 1);
         if Some((clock.reset_count, clock.restart_count)) != self.cycle() {
-            self.unexpected_pcr(from, live, &clock);
+            self.unexpected_pcr(gap, live, &clock);
             return;
         }
         // Nothing else ran in between: the failed extend of `from` reached the PCR or not.
@@ -467,7 +472,7 @@ impl AnchorStage {
             _ if live == self.pcr => self.next = from,
             _ => {
                 self.state = State::Anchoring;
-                return self.unexpected_pcr(from, live, &clock);
+                return self.unexpected_pcr(gap, live, &clock);
             }
         }
         self.state = State::Anchoring;
