@@ -718,3 +718,28 @@ fn pcr13(s: &Setup) -> [u8; 32] {
     }
     pcr
 }
+
+/// A TPM that hangs for a while within the same boot (SIGSTOP): batches sealed meanwhile are
+/// extended from the store once it answers, so after a clean stop every batch of the cycle is
+/// in the PCR and the replay is one unbroken span; no event is lost.
+#[test]
+fn a_hung_tpm_is_caught_up_from_the_store() {
+    let s = Setup::new();
+    let mut agent = s.start("op_timeout = \"1s\"");
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    s.tpm.pause(true).expect("SIGSTOP swtpm");
+    s.storm(2_000);
+    wait_entry(s.dir(), "tpm_failing", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    s.tpm.pause(false).expect("SIGCONT swtpm");
+    wait_entry(s.dir(), "tpm_resumed", Duration::from_secs(15));
+    s.storm(2_000);
+    assert_eq!(received(&agent, &s.secret), 4_000, "no event lost");
+    agent.stop();
+    let (code, out) = s.verify_tpm();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("0 newer not yet extended"),
+        "every batch of the cycle, the late ones included, is in the PCR: {out}"
+    );
+}
