@@ -88,6 +88,26 @@ impl Swtpm {
         }
     }
 
+    /// Runs a tpm2-tools command (`args[0]`, e.g. `tpm2_pcrextend`) against this instance, as
+    /// a local root would; its standard output, or its error output as the error.
+    pub fn tpm2(&self, args: &[&str]) -> Result<String> {
+        let (tool, rest) = args
+            .split_first()
+            .ok_or_else(|| Error::Unavailable("no tpm2-tools command".into()))?;
+        let out = Command::new(tool)
+            .args(["-T", &self.tcti()])
+            .args(rest)
+            .output()
+            .map_err(|e| Error::Unavailable(format!("{tool}: {e} (run `cargo xtask setup`)")))?;
+        if !out.status.success() {
+            return Err(Error::Unavailable(format!(
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn spawn(&mut self) -> Result<()> {
         let (p, c) = (self.port, self.port + 1);
         let mut child = Command::new("swtpm")

@@ -101,16 +101,7 @@ fn counter_is_defined_once_and_monotonic_across_restarts() {
 
 /// `tpm2_*` from tpm2-tools against this swtpm; panics with its stderr when it fails.
 fn tool(tpm: &Swtpm, args: &[&str]) {
-    let out = std::process::Command::new(args[0])
-        .args(["-T", &tpm.tcti()])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tpm.tpm2(args).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Root replaces the persisted AK with an owner-hierarchy key of its own: the next connection

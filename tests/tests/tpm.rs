@@ -451,17 +451,7 @@ fn a_pcr_extended_by_someone_else_is_noticed_at_the_next_extend() {
 
 /// `tpm2_*` from tpm2-tools against the test's swtpm.
 fn tool(s: &Setup, args: &[&str]) -> String {
-    let out = std::process::Command::new(args[0])
-        .args(["-T", &s.tpm.tcti()])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    s.tpm.tpm2(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Root replaces the attestation key at its handle with an owner-hierarchy key of its own

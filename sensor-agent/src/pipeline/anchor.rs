@@ -202,18 +202,11 @@ impl AnchorStage {
 
     /// The start check, then this epoch's replay base (docs/tpm.md, "Start").
     fn begin(&mut self) -> Result<(), String> {
-        let info = self
-            .call(0, TpmWorker::connect)
-            .map_err(|e| e.to_string())?;
-        let clock = self
-            .call(2, TpmWorker::clock_info)
-            .map_err(|e| e.to_string())?;
-        let counter = self
-            .call(1, TpmWorker::read_counter)
-            .map_err(|e| e.to_string())?;
-        let live = self
-            .call(1, TpmWorker::pcr_read)
-            .map_err(|e| e.to_string())?;
+        let text = |e: sensor_tpm::Error| e.to_string();
+        let info = self.call(0, TpmWorker::connect).map_err(text)?;
+        let clock = self.call(2, TpmWorker::clock_info).map_err(text)?;
+        let counter = self.call(1, TpmWorker::read_counter).map_err(text)?;
+        let live = self.call(1, TpmWorker::pcr_read).map_err(text)?;
         let trail = self
             .store()
             .and_then(|s| AnchorTrail::read_newest(s).map_err(|e| e.to_string()))
@@ -227,8 +220,7 @@ impl AnchorStage {
         // Batches of this cycle the previous epoch sealed but did not extend (it died first).
         let mut pcr = live;
         for (number, digest) in found.catch_up {
-            self.call(1, |w| w.extend(digest))
-                .map_err(|e| e.to_string())?;
+            self.call(1, |w| w.extend(digest)).map_err(text)?;
             pcr = extend_pcr(&pcr, &digest);
             self.last_extended = Some((number, digest));
         }
@@ -236,9 +228,7 @@ impl AnchorStage {
         let recorded = trail.last_anchor.map(|(_, a)| a.nv_counter);
         let mut counter = counter;
         if recorded == Some(counter + 1) {
-            counter = self
-                .call(2, TpmWorker::advance_counter)
-                .map_err(|e| e.to_string())?;
+            counter = self.call(2, TpmWorker::advance_counter).map_err(text)?;
         }
         self.announced = Some(counter + 1);
         let base = self.base(&info, cycle, self.last_seen + 1, pcr, counter + 1);
