@@ -54,6 +54,9 @@ pub enum Error {
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
 
+    #[error("the {stage} stage of the pipeline failed, so the agent stopped: {reason}")]
+    Stage { stage: &'static str, reason: String },
+
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -212,7 +212,7 @@ impl Event {
 /// Events the kernel or the agent could not deliver, counted and reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Loss {
-    /// Where they were lost: `kernel_ringbuf`, `agent_queue`, ...
+    /// Where they were lost: `kernel_ringbuf`, `disk_full`, `stage_<name>`, ... (docs/events.md).
     pub source: String,
     /// Lost events by kind name since the previous `loss` event from the same source.
     pub counts: BTreeMap<String, u64>,

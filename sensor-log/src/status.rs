@@ -30,6 +30,11 @@ pub struct AgentStatus {
     /// TPM anchoring; absent in files written before anchoring existed.
     #[serde(default)]
     pub anchor: Option<AnchorStatus>,
+    /// Where events go besides the log: `json` (stdout), `none`, or `stopped: <why>` once the
+    /// output ended (its reader closed stdout), while the log goes on. Empty in files
+    /// written before it was reported.
+    #[serde(default)]
+    pub output: String,
 }
 
 /// What the anchor stage reports about the TPM anchor.

@@ -54,6 +54,23 @@ pub fn agent_bin() -> PathBuf {
         })
 }
 
+/// The agent built with test-only fault injection (`cargo xtask build` builds it; see
+/// `sensor-agent/src/pipeline/fault.rs`).
+pub fn fault_injection_bin() -> PathBuf {
+    agent_bin().with_file_name("sensor-agent-fault-injection")
+}
+
+/// How [`Agent::start_opts`] starts the agent, beyond its config and state directory.
+#[derive(Default)]
+pub struct Start<'a> {
+    /// More arguments for `sensor-agent run`.
+    pub args: &'a [&'a str],
+    /// Close the agent's stdout after reading this many lines, as `| head -n N` does.
+    pub stdout_lines: Option<usize>,
+    /// Run [`fault_injection_bin`] with this stage failing once the agent is ready.
+    pub fault: Option<&'a str>,
+}
+
 /// A running agent; killed when dropped.
 pub struct Agent {
     child: Child,
@@ -84,10 +101,29 @@ impl Agent {
 
     /// Starts the agent on an existing state directory (a restart, a special file system).
     pub fn start_at(config: &str, state_dir: &Path, extra_args: &[&str]) -> Agent {
+        Self::start_opts(
+            config,
+            state_dir,
+            &Start {
+                args: extra_args,
+                ..Start::default()
+            },
+        )
+    }
+
+    /// Starts the agent as `start` says.
+    pub fn start_opts(config: &str, state_dir: &Path, start: &Start) -> Agent {
         let config_dir = tempfile::tempdir().expect("config dir");
         let config_path = config_dir.path().join("test-config.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut cmd = Command::new(agent_bin());
+        let mut cmd = match start.fault {
+            Some(stage) => {
+                let mut cmd = Command::new(fault_injection_bin());
+                cmd.env("SENSOR_AGENT_FAULT", stage);
+                cmd
+            }
+            None => Command::new(agent_bin()),
+        };
         cmd.arg("run")
             .arg("--output")
             .arg("json")
@@ -95,14 +131,20 @@ impl Agent {
             .arg(&config_path)
             .arg("--state-dir")
             .arg(state_dir)
-            .args(extra_args)
+            .args(start.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = spawn_owned(cmd);
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped");
+        let lines = start.stdout_lines.unwrap_or(usize::MAX);
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // Returning drops the pipe's read end, as a reader that stops reading does.
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .take(lines)
+            {
                 let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
                     panic!("agent printed a line that is not JSON ({e}): {line}")
                 });
@@ -212,6 +254,20 @@ impl Agent {
             "the agent failed to stop cleanly: {status}\n{}",
             self.stderr.lock().expect("lock")
         );
+    }
+
+    /// Waits up to `timeout` for the agent to exit on its own; `None` while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the agent") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills the agent with SIGKILL, as a crash would, and waits for it.

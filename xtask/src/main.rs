@@ -24,7 +24,8 @@ struct Cli {
 enum Task {
     /// Install what the build needs (apt packages, nightly rust-src, bpf-linker); idempotent.
     Setup,
-    /// Build the eBPF object and the release binaries `sensor-agent` and `sensorctl`.
+    /// Build the eBPF object and the release binaries `sensor-agent` and `sensorctl` (and, for
+    /// the tests, `sensor-agent-fault-injection`).
     Build,
     /// Build, then run the agent on its embedded defaults, printing events as JSON lines.
     Run {
@@ -92,7 +93,22 @@ fn build(root: &Path) -> Result<()> {
         "--bin",
         "sensorctl",
     ]);
-    status(&mut bins, "building the binaries")
+    status(&mut bins, "building the binaries")?;
+    // The integration tests make pipeline stages fail through this build (see
+    // sensor-agent/src/pipeline/fault.rs). It has its own name and its own build, so the
+    // `sensor-agent` binary above never contains fault injection; building from the
+    // workspace root keeps the dependencies' features, and so their compiled copies, shared.
+    eprintln!("xtask: building sensor-agent-fault-injection (release, tests only)");
+    let mut faulty = cargo(root);
+    faulty.args([
+        "build",
+        "--release",
+        "--features",
+        "sensor-agent/fault-injection",
+        "--bin",
+        "sensor-agent-fault-injection",
+    ]);
+    status(&mut faulty, "building the fault-injection test binary")
 }
 
 fn cargo(root: &Path) -> Command {

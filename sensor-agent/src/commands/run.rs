@@ -1,6 +1,8 @@
-//! `sensor-agent run`: load the probes and run the pipeline until SIGINT or SIGTERM.
+//! `sensor-agent run`: load the probes and run the pipeline until SIGINT or SIGTERM, or until
+//! a stage fails (then stop in order, record it, and exit non-zero).
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -8,9 +10,10 @@ use std::{
 
 use aya::maps::{PerCpuArray, RingBuf};
 use sensor_common::{EVENTS, LOST_EVENTS};
+use sensor_log::{Event, Timestamp};
 use tokio::{
     io::{unix::AsyncFd, Interest},
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::{mpsc, watch},
 };
 
@@ -20,11 +23,13 @@ use crate::{
         anchor::{self, AnchorStage},
         chain::ChainStage,
         enrich::Enricher,
+        fault,
         loss::LossStage,
         output::{OutputFormat, OutputStage},
         read::ReadStage,
         status::StatusStage,
-        Counters, CHANNEL_BATCHES,
+        supervise::{Outcome, Stage, Stages},
+        Batch, Counters, CHANNEL_BATCHES,
     },
     probes::{preflight, sync::MapSync, LoadOptions, Probes},
     watch::{WatchSet, Watcher},
@@ -142,49 +147,54 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
             reason: e.to_string(),
         })?;
 
-    let (decoded_tx, mut decoded_rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (decoded_tx, decoded_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (events_tx, events_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let read =
-        tokio::spawn(ReadStage::new(ring, counters.clone())?.run(decoded_tx, stop_rx.clone()));
-    let loss = tokio::spawn(
+    let mut stages = Stages::default();
+    stages.spawn(
+        "read",
+        ReadStage::new(ring, counters.clone())?.run(decoded_tx, stop_rx.clone()),
+    );
+    stages.spawn(
+        "loss",
         LossStage::new(lost, counters.clone(), LOSS_PERIOD).run(events_tx.clone(), stop_rx.clone()),
     );
-    let mut enricher = Enricher::new(&config, watch_sets);
-    let enrich_counters = counters.clone();
-    let enrich = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = decoded_rx.blocking_recv() {
-            let events: Vec<_> = batch.iter().filter_map(|d| enricher.enrich(d)).collect();
-            enrich_counters
-                .events_out
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
-            if !events.is_empty() && events_tx.blocking_send(events).is_err() {
-                break;
-            }
-        }
+    let enricher = Enricher::new(&config, watch_sets);
+    let (enrich_out, enrich_counters) = (events_tx.clone(), counters.clone());
+    stages.spawn_blocking("enrich", move || {
+        enricher.run(decoded_rx, enrich_out, enrich_counters);
+        Ok(())
     });
-    let (output_tx, output) = match args.output {
+    // The supervisor's own way into the log, to chain a stage's failure.
+    let to_chain = events_tx;
+    *counters.output.lock().unwrap_or_else(|p| p.into_inner()) = args.output.name().to_owned();
+    let output_tx = match args.output {
         OutputFormat::Json => {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
             let stage = OutputStage::new(args.output);
-            (
-                Some(tx),
-                Some(tokio::task::spawn_blocking(move || stage.run(rx))),
-            )
+            stages.spawn_blocking(OUTPUT, move || stage.run(rx));
+            Some(tx)
         }
-        OutputFormat::None => (None, None),
+        OutputFormat::None => None,
     };
     let runtime = tokio::runtime::Handle::current();
     let (sealed_tx, sealed_rx) = mpsc::channel(anchor::QUEUE_BATCHES);
     let anchor_runtime = runtime.clone();
-    let anchor = tokio::task::spawn_blocking(move || anchor.run(anchor_runtime, sealed_rx));
-    let chain = tokio::task::spawn_blocking(move || {
+    stages.spawn_blocking("anchor", move || {
+        anchor.run(anchor_runtime, sealed_rx);
+        Ok(())
+    });
+    stages.spawn_blocking(CHAIN, move || {
         chain.run(runtime, events_rx, output_tx, Some(sealed_tx))
     });
-    let status =
-        tokio::spawn(StatusStage::new(state_dir, &probes.status, counters.clone()).run(stop_rx));
+    let status = StatusStage::new(state_dir, &probes.status, counters.clone());
+    stages.spawn("status", async move {
+        status.run(stop_rx).await;
+        Ok(())
+    });
     tokio::spawn(log_stats(counters.clone()));
+    let mut stop = StopSignals::new()?;
 
     // Parsing the kernel's BTF (twice: offsets, then aya's relocations) and the first /proc
     // scan leave tens of MiB of freed heap; hand it back so the resident size is the
@@ -194,38 +204,112 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     unsafe {
         libc::malloc_trim(0);
     }
+    fault::arm();
     tracing::info!(pid = std::process::id(), "sensor-agent ready");
-    wait_for_stop().await?;
-    tracing::info!("stopping");
+    let failed = supervise(&mut stages, &mut stop, &counters).await;
+    let mut result = match failed {
+        None => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+        Some((stage, reason)) => {
+            tracing::error!(
+                stage,
+                "the {stage} stage ended unexpectedly ({reason}): stopping the agent"
+            );
+            record_failure(stage, &to_chain, &counters).await;
+            Err(Error::Stage { stage, reason })
+        }
+    };
     // Detach the programs first, so nothing new arrives; then the reader drains the ring
     // buffer and the loss stage makes a last poll before their channels close, and each
     // stage finishes what it holds: the chain stage seals the last batch and marks a clean
-    // stop.
+    // stop, after which the anchor stage extends what is queued and ends.
     drop(probes);
+    drop(to_chain);
     let _ = stop_tx.send(true);
-    let _ = read.await;
-    let _ = loss.await;
-    let _ = enrich.await;
-    let chained = chain
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-    // The chain stage dropped its sender after the last batch: the anchor stage extends what
-    // is queued and ends.
-    let _ = anchor.await;
-    let written = match output {
-        Some(output) => output
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?,
-        None => Ok(()),
-    };
-    let _ = status.await;
+    while let Some((stage, outcome)) = stages.next().await {
+        let Outcome::Failed(reason) = outcome else {
+            continue;
+        };
+        if stage == OUTPUT {
+            output_stopped(&counters, &reason);
+            continue;
+        }
+        tracing::error!(stage, "the {stage} stage failed while stopping: {reason}");
+        if result.is_ok() {
+            result = Err(Error::Stage { stage, reason });
+        }
+    }
     tracing::info!(
         kernel_events = counters.kernel_events.load(Ordering::Relaxed),
         events_out = counters.events_out.load(Ordering::Relaxed),
         lost = counters.total_lost(),
         "stopped"
     );
-    chained.and(written)
+    result
+}
+
+const OUTPUT: Stage = "output";
+const CHAIN: Stage = "chain";
+/// How long a stage that returned on its own waits for the failure that caused it (its
+/// neighbour's end closed its channel) to be reported, so the error names the cause.
+const CAUSE_WAIT: Duration = Duration::from_millis(500);
+
+/// Runs until SIGINT or SIGTERM (`None`), or until a stage other than the output ends: then
+/// the stage and why, and the agent stops in order and exits non-zero; systemd restarts it
+/// into a new epoch within seconds. No stage is restarted in place: the reader and the loss
+/// stage own the ring buffer and the kernel's loss counters, which end with them; the chain
+/// stage owns the log writer; an enrich or anchor panic is a bug that would recur and loop;
+/// and a fresh process is the one state known to be whole. The output only copies events for
+/// whoever reads stdout: its end is reported once, and the log goes on.
+async fn supervise(
+    stages: &mut Stages,
+    stop: &mut StopSignals,
+    counters: &Counters,
+) -> Option<(Stage, String)> {
+    let mut consequence = None;
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return consequence,
+            Some((stage, outcome)) = stages.next() => match outcome {
+                Outcome::Failed(reason) if stage == OUTPUT => output_stopped(counters, &reason),
+                Outcome::Returned if stage == OUTPUT => output_stopped(counters, "it ended"),
+                Outcome::Failed(reason) => return Some((stage, reason)),
+                Outcome::Returned => {
+                    consequence.get_or_insert((stage, "it ended on its own".to_owned()));
+                }
+            },
+            _ = tokio::time::sleep(CAUSE_WAIT), if consequence.is_some() => return consequence,
+        }
+    }
+}
+
+/// Chains a `stage_<name>` loss event: what the stage would have handled from its failure
+/// until the next epoch is missing, and its amount is unknown (no counts). The chain stage
+/// cannot record its own end; the next epoch's start then says the previous one crashed.
+async fn record_failure(stage: Stage, to_chain: &mpsc::Sender<Batch<Event>>, counters: &Counters) {
+    if stage == CHAIN {
+        tracing::error!("the log cannot record this: its chain stage is the one that ended");
+        return;
+    }
+    let source = format!("stage_{stage}");
+    counters.count_loss(&source, 0);
+    let event = Event::loss(&source, BTreeMap::new(), Timestamp::now().wall_ns);
+    if to_chain.send(vec![event]).await.is_err() {
+        tracing::error!("the log cannot record this: the chain stage has ended too");
+    }
+}
+
+/// The output ended (its reader closed stdout, or writing failed): said once, shown in
+/// `status.json`, and the log goes on. Events it could not write are in the log, so they
+/// are not counted as lost.
+fn output_stopped(counters: &Counters, reason: &str) {
+    tracing::warn!(
+        "the output stopped ({reason}): events are no longer written to stdout; the log \
+         goes on recording them"
+    );
+    *counters.output.lock().unwrap_or_else(|p| p.into_inner()) = format!("stopped: {reason}");
 }
 
 async fn keep_maps_in_sync(
@@ -273,12 +357,25 @@ async fn log_stats(counters: Arc<Counters>) {
     }
 }
 
-async fn wait_for_stop() -> Result<(), Error> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGTERM (systemd) and SIGINT (a terminal), registered before the agent says it is ready
+/// so that a stop sent right after is not lost.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<StopSignals, Error> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
 }

@@ -20,7 +20,7 @@ use tokio::{runtime::Handle, sync::mpsc};
 
 use super::{
     anchor::{AnchorLink, Note},
-    Batch, Counters,
+    fault, Batch, Counters,
 };
 use crate::{config::LogConfig, Error};
 
@@ -78,23 +78,27 @@ impl ChainStage {
 
     /// Runs until `input` closes, then seals what is pending and marks a clean stop.
     /// Blocking (SQLite), so it runs on its own thread and waits on the channel through
-    /// `runtime`.
+    /// `runtime`. An output stage that has ended (its reader closed stdout) only ends the
+    /// copies sent to it: the log goes on, and the supervisor reports the output's end.
     pub fn run(
         mut self,
         runtime: Handle,
         mut input: mpsc::Receiver<Batch<Event>>,
-        output: Option<mpsc::Sender<Batch<Event>>>,
+        mut output: Option<mpsc::Sender<Batch<Event>>>,
         sealed: Option<mpsc::Sender<SealedBatch>>,
     ) -> Result<(), Error> {
         loop {
             match runtime.block_on(tokio::time::timeout(TICK, input.recv())) {
                 Ok(Some(batch)) => {
+                    if fault::fails("chain") {
+                        panic!("fault injected into the chain stage (test build)");
+                    }
                     // Events are moved into the log; only the output stage needs copies.
                     let copies = output.as_ref().map(|_| batch.clone());
                     self.append(batch);
-                    if let (Some(output), Some(copies)) = (&output, copies) {
-                        if output.blocking_send(copies).is_err() {
-                            break;
+                    if let (Some(to), Some(copies)) = (&output, copies) {
+                        if to.blocking_send(copies).is_err() {
+                            output = None;
                         }
                     }
                 }

@@ -8,7 +8,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{atomic::Ordering, Arc};
 use std::time::{Duration, SystemTime};
 
 use sensor_common::{
@@ -16,11 +16,14 @@ use sensor_common::{
     SyscallEvent, ARGS_LEN, IORING_OP_OPENAT, IORING_OP_OPENAT2,
 };
 use sensor_log::{Event, FileAccess, Kind, SyscallDetail, Target};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::attribution::Attribution;
 use crate::config::Config;
-use crate::pipeline::decode::{c_bytes, c_string, Decoded};
+use crate::pipeline::{
+    decode::{c_bytes, c_string, Decoded},
+    fault, Batch, Counters,
+};
 use crate::watch::{kernel_dev, lexical_normalize, resolve_denied, Located, WatchSet};
 
 /// What the stage did with the events it was given.
@@ -121,6 +124,28 @@ impl Enricher {
 
     pub fn stats(&self) -> &EnrichStats {
         &self.stats
+    }
+
+    /// The stage's thread: enriches until `input` closes (the read stage ended) or `output`
+    /// does (the chain stage ended). Blocking (it reads `/proc`), so it runs on its own thread.
+    pub fn run(
+        mut self,
+        mut input: mpsc::Receiver<Batch<Decoded>>,
+        output: mpsc::Sender<Batch<Event>>,
+        counters: Arc<Counters>,
+    ) {
+        while let Some(batch) = input.blocking_recv() {
+            if fault::fails("enrich") {
+                panic!("fault injected into the enrich stage (test build)");
+            }
+            let events: Vec<_> = batch.iter().filter_map(|d| self.enrich(d)).collect();
+            counters
+                .events_out
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            if !events.is_empty() && output.blocking_send(events).is_err() {
+                return;
+            }
+        }
     }
 
     /// One kernel event: `None` for lifecycle events and for matches that do not hold.

@@ -12,7 +12,7 @@ use sensor_common::EventKind;
 use sensor_log::{Event, Timestamp};
 use tokio::sync::mpsc;
 
-use super::{Batch, Counters};
+use super::{fault, Batch, Counters};
 use crate::Error;
 
 pub struct LossStage {
@@ -37,7 +37,8 @@ impl LossStage {
         }
     }
 
-    /// Polls until `out` closes; a final poll runs when `stop` fires so nothing counted
+    /// Polls until `out` closes (`Ok`, the consequence of the chain stage's end) or reading
+    /// the counters fails (an error); a final poll runs when `stop` fires so nothing counted
     /// before shutdown goes unreported.
     pub async fn run(
         mut self,
@@ -50,6 +51,9 @@ impl LossStage {
                 _ = tick.tick() => false,
                 _ = stop.changed() => true,
             };
+            if fault::fails("loss") {
+                return Err(fault::injected("loss"));
+            }
             let events = self.poll()?;
             if !events.is_empty() && out.send(events).await.is_err() {
                 return Ok(());

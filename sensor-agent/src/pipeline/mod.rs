@@ -11,10 +11,12 @@ pub mod anchor;
 pub mod chain;
 pub mod decode;
 pub mod enrich;
+pub mod fault;
 pub mod loss;
 pub mod output;
 pub mod read;
 pub mod status;
+pub mod supervise;
 
 use std::{
     collections::BTreeMap,
@@ -50,6 +52,8 @@ pub struct Counters {
     pub last_batch: Mutex<Option<(u64, u64, [u8; 32])>>,
     /// TPM anchoring, as the anchor stage reports it.
     pub anchor: Mutex<AnchorStatus>,
+    /// The output as `status.json` reports it (see `AgentStatus::output`).
+    pub output: Mutex<String>,
 }
 
 impl Counters {

@@ -16,6 +16,16 @@ pub enum OutputFormat {
     None,
 }
 
+impl OutputFormat {
+    /// As `--output` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Json => "json",
+            OutputFormat::None => "none",
+        }
+    }
+}
+
 pub struct OutputStage {
     format: OutputFormat,
 }

@@ -12,7 +12,7 @@ use tokio::{
     sync::{mpsc, watch},
 };
 
-use super::{decode, Batch, Counters, BATCH_LEN};
+use super::{decode, fault, Batch, Counters, BATCH_LEN};
 use crate::Error;
 
 pub struct ReadStage {
@@ -30,7 +30,8 @@ impl ReadStage {
     }
 
     /// Runs until `stop` fires (after the programs were detached), then drains what is
-    /// left in the ring buffer, so a clean stop loses nothing.
+    /// left in the ring buffer, so a clean stop loses nothing. Ends early only when polling
+    /// fails (an error) or downstream has gone (`Ok`, the consequence of another stage's end).
     pub async fn run(
         mut self,
         out: mpsc::Sender<Batch<decode::Decoded>>,
@@ -40,6 +41,9 @@ impl ReadStage {
             tokio::select! {
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready?;
+                    if fault::fails("read") {
+                        return Err(fault::injected("read"));
+                    }
                     if !drain(guard.get_inner_mut(), &self.counters, &out).await {
                         return Ok(());
                     }

@@ -62,6 +62,12 @@ impl StatusStage {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        self.status.output = self
+            .counters
+            .output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         self.status.anchor = Some(
             self.counters
                 .anchor
