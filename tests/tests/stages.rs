@@ -198,6 +198,16 @@ fn a_panicking_enrich_thread_stops_the_agent_and_is_chained() {
     assert_eq!(previous_epoch_end(state.path()), "CleanStop");
 }
 
+/// The watched-set refresh thread ending (an inotify error) would leave new and replaced
+/// credential files unwatched.
+#[test]
+fn a_dead_watched_set_refresh_stops_the_agent_and_is_chained() {
+    let state = stage_failure_stops_the_agent("watch");
+    assert_eq!(stage_losses(state.path(), "watch"), 1);
+    restart(state.path());
+    assert_eq!(previous_epoch_end(state.path()), "CleanStop");
+}
+
 /// The chain stage is the log's writer: it cannot record its own end, and it cannot write
 /// the clean-stop marker, so the next epoch says the previous one crashed.
 #[test]

@@ -132,7 +132,12 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         names = first.names().len(),
         "watched set loaded into the kernel"
     );
-    tokio::spawn(keep_maps_in_sync(sync, first, watch_sets.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut stages = Stages::default();
+    stages.spawn(
+        "watch",
+        keep_maps_in_sync(sync, first, watch_sets.clone(), stop_rx.clone()),
+    );
 
     let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
         ebpf.take_map(name).ok_or(Error::MissingMap(name))
@@ -149,9 +154,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
 
     let (decoded_tx, decoded_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (events_tx, events_rx) = mpsc::channel(CHANNEL_BATCHES);
-    let (stop_tx, stop_rx) = watch::channel(false);
 
-    let mut stages = Stages::default();
     stages.spawn(
         "read",
         ReadStage::new(ring, counters.clone())?.run(decoded_tx, stop_rx.clone()),
@@ -312,12 +315,22 @@ fn output_stopped(counters: &Counters, reason: &str) {
     *counters.output.lock().unwrap_or_else(|p| p.into_inner()) = format!("stopped: {reason}");
 }
 
+/// The watch stage: puts each watched set the refresh thread publishes into the kernel's
+/// maps until `stop` fires. The refresh thread ending is a failure: new and replaced
+/// credential files would no longer be watched.
 async fn keep_maps_in_sync(
     mut sync: MapSync,
     mut current: Arc<WatchSet>,
     mut sets: watch::Receiver<Arc<WatchSet>>,
-) {
-    while sets.changed().await.is_ok() {
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    loop {
+        tokio::select! {
+            changed = sets.changed() => if changed.is_err() {
+                return Err(Error::Watch("the watched-set refresh thread ended".into()));
+            },
+            _ = stop.changed() => return Ok(()),
+        }
         let next = sets.borrow_and_update().clone();
         match sync.apply(Some(&current), &next) {
             Ok(()) => {

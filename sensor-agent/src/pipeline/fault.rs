@@ -1,9 +1,9 @@
 //! Test-only fault injection: with the `fault-injection` feature, `SENSOR_AGENT_FAULT=<stage>`
-//! (`read`, `loss`, `enrich` or `chain`) makes that stage fail at its first chance after the
-//! agent is ready, so the tests can check that a failing stage stops the agent in order and
-//! leaves a record. It exists because no real fault of these stages can be provoked from
-//! outside the process. Without the feature (the installed `sensor-agent`), [`fails`] is a
-//! constant `false` and the variable is never read.
+//! (`read`, `loss`, `enrich`, `chain` or `watch`) makes that stage fail at its first chance
+//! after the agent is ready, so the tests can check that a failing stage stops the agent in
+//! order and leaves a record. It exists because no real fault of these stages can be
+//! provoked from outside the process. Without the feature (the installed `sensor-agent`),
+//! [`fails`] is a constant `false` and the variable is never read.
 
 /// Allows the faults from now on (called once the agent is ready, so that a test sees a
 /// started agent fail rather than a start-up error).

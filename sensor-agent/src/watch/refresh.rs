@@ -56,6 +56,10 @@ impl Watcher {
         let mut buf = [0u8; 4096];
         let mut last_resync = Instant::now();
         loop {
+            if crate::pipeline::fault::fails("watch") {
+                tracing::error!("watched-set refresh stopped: fault injected (test build)");
+                return;
+            }
             match self.wait(Duration::from_secs(1)) {
                 Ok(true) => {}
                 Ok(false) if self.tx.is_closed() => return,
