@@ -35,6 +35,10 @@ pub struct AgentStatus {
     /// written before it was reported.
     #[serde(default)]
     pub output: String,
+    /// Events not copied to the output since start because its reader was too slow (they
+    /// are in the log).
+    #[serde(default)]
+    pub output_missed: u64,
 }
 
 /// What the anchor stage reports about the TPM anchor.

@@ -5,7 +5,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     sync::{
         mpsc::{self, Receiver},
         Mutex,
@@ -65,15 +65,47 @@ pub fn fault_injection_bin() -> PathBuf {
 pub struct Start<'a> {
     /// More arguments for `sensor-agent run`.
     pub args: &'a [&'a str],
-    /// Close the agent's stdout after reading this many lines, as `| head -n N` does.
-    pub stdout_lines: Option<usize>,
+    /// What the test does with the agent's stdout.
+    pub stdout: Stdout,
     /// Run [`fault_injection_bin`] with this stage failing once the agent is ready.
     pub fault: Option<&'a str>,
+}
+
+/// What a test does with the agent's `--output json` stdout.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Stdout {
+    /// Reads every line into the events `wait_for` sees.
+    #[default]
+    Read,
+    /// Reads this many lines, then closes the pipe, as `| head -n N` does.
+    CloseAfter(usize),
+    /// Keeps the pipe open without reading it, as a stalled reader does, until
+    /// [`Agent::read_stdout`].
+    Held,
+}
+
+/// Passes the agent's JSON lines to `tx`, at most `limit`; returning closes the pipe.
+fn read_events(stdout: ChildStdout, tx: mpsc::Sender<Value>, limit: usize) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(limit)
+        {
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("agent printed a line that is not JSON ({e}): {line}"));
+            if tx.send(value).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// A running agent; killed when dropped.
 pub struct Agent {
     child: Child,
+    /// The unread stdout of [`Stdout::Held`].
+    held_stdout: Mutex<Option<(ChildStdout, mpsc::Sender<Value>)>>,
     events: Mutex<Receiver<Value>>,
     /// Events received but not yet claimed by a `wait_for`.
     seen: Mutex<Vec<Value>>,
@@ -137,22 +169,17 @@ impl Agent {
         let mut child = spawn_owned(cmd);
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().expect("piped");
-        let lines = start.stdout_lines.unwrap_or(usize::MAX);
-        std::thread::spawn(move || {
-            // Returning drops the pipe's read end, as a reader that stops reading does.
-            for line in BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .take(lines)
-            {
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("agent printed a line that is not JSON ({e}): {line}")
-                });
-                if tx.send(value).is_err() {
-                    break;
-                }
+        let held = match start.stdout {
+            Stdout::Read => {
+                read_events(stdout, tx, usize::MAX);
+                None
             }
-        });
+            Stdout::CloseAfter(lines) => {
+                read_events(stdout, tx, lines);
+                None
+            }
+            Stdout::Held => Some((stdout, tx)),
+        };
         let stderr_text = std::sync::Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped");
@@ -177,6 +204,7 @@ impl Agent {
         }
         Agent {
             child,
+            held_stdout: Mutex::new(held),
             events: Mutex::new(rx),
             seen: Mutex::new(Vec::new()),
             stderr: stderr_text,
@@ -184,6 +212,17 @@ impl Agent {
             _owned_dir: None,
             _config_dir: config_dir,
         }
+    }
+
+    /// Starts reading a [`Stdout::Held`] stdout.
+    pub fn read_stdout(&self) {
+        let (stdout, tx) = self
+            .held_stdout
+            .lock()
+            .expect("lock")
+            .take()
+            .expect("a held stdout");
+        read_events(stdout, tx, usize::MAX);
     }
 
     pub fn pid(&self) -> u32 {

@@ -25,7 +25,7 @@ use crate::{
         enrich::Enricher,
         fault,
         loss::LossStage,
-        output::{OutputFormat, OutputStage},
+        output::{OutputFormat, OutputLink, OutputStage},
         read::ReadStage,
         status::StatusStage,
         supervise::{Outcome, Stage, Stages},
@@ -177,7 +177,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
             let stage = OutputStage::new(args.output);
             stages.spawn_blocking(OUTPUT, move || stage.run(rx));
-            Some(tx)
+            Some(OutputLink::new(tx, counters.clone()))
         }
         OutputFormat::None => None,
     };

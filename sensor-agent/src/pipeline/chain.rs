@@ -1,6 +1,7 @@
 //! Chain stage: gives each event its sequence number and chain hash in the log, and seals
 //! due batches (Merkle root, Ed25519 signature, one durable SQLite transaction). Events then
-//! go on to the output stage, sealed batches to the anchor stage.
+//! go on to the output stage (waiting for it at most briefly), sealed batches to the anchor
+//! stage.
 //!
 //! The anchor stage is fed with `try_send`: a TPM that is slow or gone costs batches skipped
 //! for anchoring (recorded as a gap by the anchor stage), never a stalled chain. Its notes
@@ -20,7 +21,9 @@ use tokio::{runtime::Handle, sync::mpsc};
 
 use super::{
     anchor::{AnchorLink, Note},
-    fault, Batch, Counters,
+    fault,
+    output::OutputLink,
+    Batch, Counters,
 };
 use crate::{config::LogConfig, Error};
 
@@ -78,13 +81,14 @@ impl ChainStage {
 
     /// Runs until `input` closes, then seals what is pending and marks a clean stop.
     /// Blocking (SQLite), so it runs on its own thread and waits on the channel through
-    /// `runtime`. An output stage that has ended (its reader closed stdout) only ends the
-    /// copies sent to it: the log goes on, and the supervisor reports the output's end.
+    /// `runtime`. The output holds up the log at most briefly: copies it cannot take are
+    /// missed (see [`OutputLink`]), and an output stage that has ended (its reader closed
+    /// stdout) only ends the copies; the supervisor reports its end.
     pub fn run(
         mut self,
         runtime: Handle,
         mut input: mpsc::Receiver<Batch<Event>>,
-        mut output: Option<mpsc::Sender<Batch<Event>>>,
+        mut output: Option<OutputLink>,
         sealed: Option<mpsc::Sender<SealedBatch>>,
     ) -> Result<(), Error> {
         loop {
@@ -96,8 +100,8 @@ impl ChainStage {
                     // Events are moved into the log; only the output stage needs copies.
                     let copies = output.as_ref().map(|_| batch.clone());
                     self.append(batch);
-                    if let (Some(to), Some(copies)) = (&output, copies) {
-                        if to.blocking_send(copies).is_err() {
+                    if let (Some(link), Some(copies)) = (&mut output, copies) {
+                        if !link.offer(&runtime, copies) {
                             output = None;
                         }
                     }

@@ -54,6 +54,8 @@ pub struct Counters {
     pub anchor: Mutex<AnchorStatus>,
     /// The output as `status.json` reports it (see `AgentStatus::output`).
     pub output: Mutex<String>,
+    /// Events not copied to the output because its reader was too slow.
+    pub output_missed: AtomicU64,
 }
 
 impl Counters {

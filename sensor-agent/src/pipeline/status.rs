@@ -1,6 +1,11 @@
 //! Status stage: publishes `status.json` in the state directory for `sensorctl status`.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use sensor_log::{time::rfc3339, AgentStatus, Timestamp};
 use tokio::sync::watch;
@@ -68,6 +73,7 @@ impl StatusStage {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        self.status.output_missed = self.counters.output_missed.load(Ordering::Relaxed);
         self.status.anchor = Some(
             self.counters
                 .anchor
