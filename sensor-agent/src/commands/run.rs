@@ -132,6 +132,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         names = first.names().len(),
         "watched set loaded into the kernel"
     );
+    let mut stop = StopSignals::new()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut stages = Stages::default();
     stages.spawn(
@@ -197,7 +198,6 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         Ok(())
     });
     tokio::spawn(log_stats(counters.clone()));
-    let mut stop = StopSignals::new()?;
 
     // Parsing the kernel's BTF (twice: offsets, then aya's relocations) and the first /proc
     // scan leave tens of MiB of freed heap; hand it back so the resident size is the
@@ -370,8 +370,8 @@ async fn log_stats(counters: Arc<Counters>) {
     }
 }
 
-/// SIGTERM (systemd) and SIGINT (a terminal), registered before the agent says it is ready
-/// so that a stop sent right after is not lost.
+/// SIGTERM (systemd) and SIGINT (a terminal), registered before the stages start, so that a
+/// stop sent while they start, or right after the agent says it is ready, is not lost.
 struct StopSignals {
     term: Signal,
     int: Signal,

@@ -28,7 +28,7 @@ use super::{Batch, Counters};
 use crate::Error;
 
 /// The `loss` source of the stdout-only event that announces missed copies.
-pub const MISSED_SOURCE: &str = "output";
+const MISSED_SOURCE: &str = "output";
 /// How long the log may wait for room in the output's queue.
 pub const PATIENCE: Duration = Duration::from_secs(2);
 /// Least time between two warnings about missed copies.
