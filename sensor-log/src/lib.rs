@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod hex;
 mod index;
+mod index_check;
 pub mod keys;
 pub mod merkle;
 pub mod query;
@@ -32,7 +33,7 @@ pub use record::{
     AnchorBase, Body, EndReason, EpochStart, KeyRotation, Pruned, Record, RecordHeader, TpmEntry,
     TpmQuote,
 };
-pub use status::{AgentStatus, AnchorStatus};
+pub use status::{AgentStatus, AnchorStatus, Executable};
 pub use store::Store;
 pub use time::Timestamp;
 pub use verify::{verify, AnchorTrail, Failure, Position, Reason, Summary, Verdict};

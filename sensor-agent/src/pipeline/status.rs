@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
-use sensor_log::{time::rfc3339, AgentStatus, Timestamp};
+use sensor_log::{time::rfc3339, AgentStatus, Executable, Timestamp};
 use tokio::sync::watch;
 
 use super::Counters;
@@ -24,10 +24,14 @@ impl StatusStage {
             .map(|p| (p.probe.to_owned(), format!("{} ({})", p.mode, p.hook)))
             .collect();
         let started = rfc3339(Timestamp::now().wall_ns);
+        let exe = Executable::of_process("self")
+            .inspect_err(|e| tracing::warn!("status.json will not name the executable: {e}"))
+            .ok();
         let status = AgentStatus {
             pid: std::process::id(),
             started,
             probe_modes,
+            exe,
             ..AgentStatus::default()
         };
         StatusStage {
