@@ -22,6 +22,9 @@ pub enum Error {
         store: String,
         file: String,
     },
+    /// The store's SQLite schema is not the one this build creates: it was edited.
+    #[error("{}: {detail}; refusing to use this store (see docs/log-format.md, Store)", path.display())]
+    Schema { path: PathBuf, detail: String },
     #[error("random source failed: {0}")]
     Random(String),
     #[error("signing key: {0}")]

@@ -7,10 +7,9 @@
 //! entries. Terms are the query dimensions (kind, path, exe, user, unit, container, human,
 //! pid), each value stored once in `terms` and referred to by its integer id.
 //!
-//! Like the old index columns, postings are not signed: they only narrow which records a
-//! query decodes, and every filter is applied again to the decoded record. A tampered posting
-//! can hide a record from a filtered query, never make the output lie (`verify` covers the
-//! records themselves).
+//! Postings are not signed: they only narrow which records a query decodes, and every filter
+//! is applied again to the decoded record, so a tampered posting can never make the output
+//! lie. That it cannot hide a record either is `verify`'s job (`index_check.rs`).
 
 use std::collections::HashMap;
 
@@ -36,6 +35,36 @@ pub(crate) enum Dim {
 
 pub(crate) const DIMS: usize = 8;
 
+impl Dim {
+    pub(crate) fn from_column(dim: i64) -> Option<Dim> {
+        [
+            Dim::Kind,
+            Dim::Path,
+            Dim::Exe,
+            Dim::User,
+            Dim::Unit,
+            Dim::Container,
+            Dim::Human,
+            Dim::Pid,
+        ]
+        .into_iter()
+        .find(|d| *d as i64 == dim)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Dim::Kind => "kind",
+            Dim::Path => "path",
+            Dim::Exe => "exe",
+            Dim::User => "user",
+            Dim::Unit => "unit",
+            Dim::Container => "container",
+            Dim::Human => "human",
+            Dim::Pid => "pid",
+        }
+    }
+}
+
 /// A term value: text for names and paths, an integer for pid and human.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum TermValue {
@@ -52,6 +81,49 @@ impl ToSql for TermValue {
     }
 }
 
+/// A term value borrowed from a record: text as its UTF-8 bytes, so that reading it from a
+/// record's encoding in place needs no validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Term<'a> {
+    Text(&'a [u8]),
+    Int(i64),
+}
+
+impl std::fmt::Display for Term<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Term::Text(t) => write!(f, "{:?}", String::from_utf8_lossy(t)),
+            Term::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// Every (dimension, value) a record is indexed under: the one definition of what the index
+/// holds, used by the writer and by the index check of `verify`.
+pub(crate) fn each_term<'a>(body: &'a Body, mut each: impl FnMut(Dim, Term<'a>)) {
+    each(Dim::Kind, Term::Text(body.kind_name().as_bytes()));
+    let Body::Event(e) = body else {
+        return;
+    };
+    if let Some(p) = &e.process {
+        each(Dim::Pid, Term::Int(i64::from(p.pid)));
+        each(Dim::Exe, Term::Text(p.exe.as_bytes()));
+    }
+    if let Some(i) = &e.identity {
+        each(Dim::User, Term::Text(i.user.as_bytes()));
+        if let Some(unit) = &i.unit {
+            each(Dim::Unit, Term::Text(unit.as_bytes()));
+        }
+        if let Some(c) = &i.container {
+            each(Dim::Container, Term::Text(c.id.as_bytes()));
+        }
+        each(Dim::Human, Term::Int(i64::from(i.human)));
+    }
+    if let Some(f) = &e.file {
+        each(Dim::Path, Term::Text(f.path.as_bytes()));
+    }
+}
+
 /// Sentinel for "this record has no value in this dimension".
 pub(crate) const NO_TERM: u32 = u32::MAX;
 
@@ -62,7 +134,7 @@ pub(crate) type RecordTerms = [u32; DIMS];
 /// store's term ids once known. Lookups of known values do not allocate.
 #[derive(Default)]
 pub(crate) struct Dictionary {
-    text: [HashMap<String, u32>; DIMS],
+    text: [HashMap<Vec<u8>, u32>; DIMS],
     int: [HashMap<i64, u32>; DIMS],
     entries: Vec<Entry>,
 }
@@ -78,13 +150,17 @@ struct Entry {
 const DICTIONARY_LIMIT: usize = 200_000;
 
 impl Dictionary {
-    fn text(&mut self, dim: Dim, value: &str) -> u32 {
+    /// `value` comes from a `&str` (`each_term` on a decoded record), so it is UTF-8.
+    fn text(&mut self, dim: Dim, value: &[u8]) -> u32 {
         let slot = dim as usize - 1;
         if let Some(&n) = self.text[slot].get(value) {
             return n;
         }
-        let n = self.push(dim, TermValue::Text(value.to_string()));
-        self.text[slot].insert(value.to_string(), n);
+        let n = self.push(
+            dim,
+            TermValue::Text(String::from_utf8_lossy(value).into_owned()),
+        );
+        self.text[slot].insert(value.to_vec(), n);
         n
     }
 
@@ -111,27 +187,12 @@ impl Dictionary {
     /// The terms a record is indexed under.
     pub(crate) fn terms_of(&mut self, body: &Body) -> RecordTerms {
         let mut t = [NO_TERM; DIMS];
-        t[Dim::Kind as usize - 1] = self.text(Dim::Kind, body.kind_name());
-        let Body::Event(e) = body else {
-            return t;
-        };
-        if let Some(p) = &e.process {
-            t[Dim::Pid as usize - 1] = self.int(Dim::Pid, i64::from(p.pid));
-            t[Dim::Exe as usize - 1] = self.text(Dim::Exe, &p.exe);
-        }
-        if let Some(i) = &e.identity {
-            t[Dim::User as usize - 1] = self.text(Dim::User, &i.user);
-            if let Some(unit) = &i.unit {
-                t[Dim::Unit as usize - 1] = self.text(Dim::Unit, unit);
+        each_term(body, |dim, term| {
+            t[dim as usize - 1] = match term {
+                Term::Text(text) => self.text(dim, text),
+                Term::Int(i) => self.int(dim, i),
             }
-            if let Some(c) = &i.container {
-                t[Dim::Container as usize - 1] = self.text(Dim::Container, &c.id);
-            }
-            t[Dim::Human as usize - 1] = self.int(Dim::Human, i64::from(i.human));
-        }
-        if let Some(f) = &e.file {
-            t[Dim::Path as usize - 1] = self.text(Dim::Path, &f.path);
-        }
+        });
         t
     }
 
@@ -226,27 +287,76 @@ pub(crate) fn encode_offsets(offsets: &[u32], out: &mut Vec<u8>) {
     }
 }
 
-/// Inverse of `encode_offsets`; calls `each` with every offset. Malformed input (a tampered
-/// row) ends the list early: postings only narrow a query, they are never trusted.
-pub(crate) fn decode_offsets(bytes: &[u8], mut each: impl FnMut(u64)) {
+/// SQL selecting a postings row's `offsets` when it is at most `MAX_VALUE_BYTES` long (NULL
+/// otherwise, never loaded), then its length; read with [`offsets_column`].
+pub(crate) fn offsets_sql() -> String {
+    format!(
+        "CASE WHEN octet_length(offsets) <= {} THEN offsets END, octet_length(offsets)",
+        crate::store::MAX_VALUE_BYTES
+    )
+}
+
+/// The offsets blob at column `i` of a row selected with [`offsets_sql`], or what is wrong
+/// with it.
+pub(crate) fn offsets_column<'r>(
+    row: &'r rusqlite::Row<'_>,
+    i: usize,
+) -> Result<std::result::Result<&'r [u8], String>> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Blob(b) => Ok(b),
+        ValueRef::Null => Err(match row.get_ref(i + 1)? {
+            ValueRef::Integer(len) if len > 0 => format!("{len} bytes, too large to read"),
+            _ => "NULL".to_string(),
+        }),
+        _ => Err("not a blob".to_string()),
+    })
+}
+
+/// Longest LEB128 varint of a `u32` gap.
+const MAX_VARINT: usize = 5;
+
+/// Inverse of `encode_offsets` for a batch of `count` records: calls `each` with every
+/// offset, ascending and below `count`. Anything else (a tampered row) is an error, found
+/// before more than `count` offsets are produced: a blob longer than 5 bytes per record is
+/// refused without reading it.
+pub(crate) fn decode_offsets(
+    bytes: &[u8],
+    count: u64,
+    mut each: impl FnMut(u64),
+) -> std::result::Result<(), String> {
+    if bytes.len() as u64 > count.saturating_mul(MAX_VARINT as u64) {
+        return Err(format!(
+            "{} bytes for a batch of {count} records",
+            bytes.len()
+        ));
+    }
     let mut next: u64 = 0;
     let mut gap: u64 = 0;
-    let mut shift = 0;
+    let mut len = 0;
     for &b in bytes {
-        if shift > 35 {
-            return;
-        }
-        gap |= u64::from(b & 0x7f) << shift;
+        gap |= u64::from(b & 0x7f) << (7 * len);
+        len += 1;
         if b & 0x80 != 0 {
-            shift += 7;
+            if len == MAX_VARINT {
+                return Err("a varint longer than 5 bytes".to_string());
+            }
             continue;
         }
         let offset = next + gap;
+        if offset >= count {
+            return Err(format!(
+                "offset {offset} beyond the batch's {count} records"
+            ));
+        }
         each(offset);
         next = offset + 1;
         gap = 0;
-        shift = 0;
+        len = 0;
     }
+    if len > 0 {
+        return Err("a truncated varint".to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -265,12 +375,40 @@ mod tests {
             let mut blob = Vec::new();
             encode_offsets(&offsets, &mut blob);
             let mut back = Vec::new();
-            decode_offsets(&blob, |o| back.push(u32::try_from(o).expect("fits")));
+            decode_offsets(&blob, 1_000_001, |o| {
+                back.push(u32::try_from(o).expect("fits"))
+            })
+            .expect("decodes");
             assert_eq!(back, offsets);
         }
         // Dense lists cost one byte per record.
         let mut blob = Vec::new();
         encode_offsets(&(0..1024).collect::<Vec<_>>(), &mut blob);
         assert_eq!(blob.len(), 1024);
+    }
+
+    #[test]
+    fn offsets_are_bounded_by_the_batch() {
+        let none = |_| {};
+        let mut blob = Vec::new();
+        encode_offsets(&[0, 7], &mut blob);
+        assert!(decode_offsets(&blob, 8, none).is_ok());
+        assert!(
+            decode_offsets(&blob, 7, none).is_err(),
+            "offset 7 of 7 records"
+        );
+        assert!(
+            decode_offsets(&[0; 11], 2, none).is_err(),
+            "longer than 5 bytes a record"
+        );
+        assert!(decode_offsets(&[0x80], 8, none).is_err(), "truncated");
+        assert!(
+            decode_offsets(&[0xff; 6], 8, none).is_err(),
+            "a 6-byte varint"
+        );
+        // A blob of zero gaps decodes to 0, 1, 2, ...: never a repeated offset.
+        let mut seen = Vec::new();
+        decode_offsets(&[0; 4], 4, |o| seen.push(o)).expect("decodes");
+        assert_eq!(seen, [0, 1, 2, 3]);
     }
 }

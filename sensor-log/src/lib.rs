@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod hex;
 mod index;
+mod index_check;
 pub mod keys;
 pub mod merkle;
 pub mod query;
@@ -34,7 +35,7 @@ pub use record::{
     AnchorBase, Body, EndReason, EpochStart, KeyRotation, Pruned, Record, RecordHeader, TpmEntry,
     TpmQuote,
 };
-pub use status::{AgentStatus, AnchorStatus};
+pub use status::{AgentStatus, AnchorStatus, Executable};
 pub use store::Store;
 pub use time::Timestamp;
 pub use verify::{verify, Failure, Position, Reason, Summary, Verdict};

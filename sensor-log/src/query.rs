@@ -10,7 +10,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::{Error, Result};
-use crate::index::{decode_offsets, Dim, TermValue};
+use crate::index::{decode_offsets, offsets_column, offsets_sql, Dim, TermValue};
 use crate::record::{Body, Record};
 use crate::store::{to_i64, to_u64, Store};
 
@@ -219,29 +219,34 @@ impl Store {
         let per_batch = sample / (last - sample_from + 1);
         let span = last - first + 1;
         let points = (terms.len() as i64).saturating_mul(batches.len() as i64);
-        let mut add = |first_seq: u64, offsets: ValueRef<'_>| {
-            if let ValueRef::Blob(offsets) = offsets {
-                decode_offsets(offsets, |o| seqs.push(first_seq.saturating_add(o)));
-            }
+        // Offsets are bounded by the batch's record count, so a tampered posting can neither
+        // cost memory beyond its batch nor name a record of another batch (listing it twice).
+        let mut add = |(number, first_seq, count): (i64, u64, u64),
+                       offsets: std::result::Result<&[u8], String>| {
+            let offsets = offsets.map_err(|e| damaged(number, e))?;
+            decode_offsets(offsets, count, |o| seqs.push(first_seq.saturating_add(o)))
+                .map_err(|e| damaged(number, e))
         };
         // A point lookup costs about as much as scanning ten rows.
         if points.saturating_mul(10) <= span.saturating_mul(per_batch) {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT offsets FROM postings WHERE batch = ?1 AND term = ?2")?;
-            for &(number, first_seq, _) in batches {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {} FROM postings WHERE batch = ?1 AND term = ?2",
+                offsets_sql()
+            ))?;
+            for &batch in batches {
                 for &term in terms {
-                    let mut rows = stmt.query(params![number, term])?;
+                    let mut rows = stmt.query(params![batch.0, term])?;
                     if let Some(r) = rows.next()? {
-                        add(first_seq, r.get_ref(0)?);
+                        add(batch, offsets_column(r, 0)?)?;
                     }
                 }
             }
         } else {
             let wanted: HashSet<i64> = terms.iter().copied().collect();
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT batch, term, offsets FROM postings WHERE batch BETWEEN ?1 AND ?2",
-            )?;
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT batch, term, {} FROM postings WHERE batch BETWEEN ?1 AND ?2",
+                offsets_sql()
+            ))?;
             let mut rows = stmt.query(params![first, last])?;
             let mut at = batches.iter().peekable();
             while let Some(r) = rows.next()? {
@@ -252,9 +257,9 @@ impl Store {
                 while at.peek().is_some_and(|&&(n, ..)| n < number) {
                     at.next();
                 }
-                if let Some(&&(n, first_seq, _)) = at.peek() {
-                    if n == number {
-                        add(first_seq, r.get_ref(2)?);
+                if let Some(&&batch) = at.peek() {
+                    if batch.0 == number {
+                        add(batch, offsets_column(r, 2)?)?;
                     }
                 }
             }
@@ -349,21 +354,20 @@ impl Store {
         let snapshot = self.conn.unchecked_transaction()?;
         match self.candidates(filter)? {
             Candidates::Ranges(mut ranges) => {
+                // The time bounds already chose the batches; the decoded record decides the rest.
                 let mut stmt = self.conn.prepare_cached(if newest_first {
                     "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
-                     AND wall_ns >= ?4 AND wall_ns <= ?5 ORDER BY seq DESC"
+                     ORDER BY seq DESC"
                 } else {
                     "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
-                     AND wall_ns >= ?4 AND wall_ns <= ?5 ORDER BY seq"
+                     ORDER BY seq"
                 })?;
                 if newest_first {
                     ranges.reverse();
                 }
                 let after = filter.after_seq.map_or(Ok(i64::MIN), to_i64)?;
-                let since = filter.since_ns.map_or(Ok(i64::MIN), to_i64)?;
-                let until = filter.until_ns.map_or(Ok(i64::MAX), to_i64)?;
                 'ranges: for (lo, hi) in ranges {
-                    let mut rows = stmt.query(params![lo, hi, after, since, until])?;
+                    let mut rows = stmt.query(params![lo, hi, after])?;
                     while let Some(row) = rows.next()? {
                         if !each(blob(row)?)? {
                             break 'ranges;
@@ -391,6 +395,14 @@ impl Store {
         drop(snapshot);
         Ok(())
     }
+}
+
+/// A postings row that does not decode: queries would not be complete, so they stop.
+fn damaged(batch: i64, detail: String) -> Error {
+    Error::malformed(
+        "query index",
+        format!("the postings of batch {batch} are damaged ({detail}); run `sensorctl verify`"),
+    )
 }
 
 fn blob<'r>(row: &'r rusqlite::Row<'_>) -> Result<&'r [u8]> {

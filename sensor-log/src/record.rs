@@ -240,14 +240,41 @@ impl Body {
 /// Index of the `Event` variant in the body's u32 tag; other variants are log-internal.
 pub(crate) const BODY_TAG_EVENT: u32 = 0;
 
+/// Length of the encoded `RecordHeader`; the body's `u32` tag follows it.
+const HEADER_LEN: usize = 50;
+
 /// Reads the header and the body tag without decoding the body: the verifier's fast path.
+/// The header has fixed-width fields only (docs/log-format.md), so they are read at their
+/// offsets: through bincode this cost about 6 % of `verify`. `round_trip_and_deterministic`
+/// checks it against the decoded header.
 pub(crate) fn peek(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
-    let (header, used) = decode_prefix::<RecordHeader>(bytes, "record header")?;
-    let tag = bytes
-        .get(used..used + 4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_le_bytes)
-        .ok_or_else(|| Error::malformed("record", "missing body"))?;
+    let field = |at: usize, n: usize| {
+        bytes
+            .get(at..at + n)
+            .ok_or_else(|| Error::malformed("record", "shorter than its header and body tag"))
+    };
+    let u64_at = |at| -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            field(at, 8)?
+                .try_into()
+                .map_err(|_| Error::malformed("record", "header"))?,
+        ))
+    };
+    let header = RecordHeader {
+        version: u16::from_le_bytes([field(0, 1)?[0], field(1, 1)?[0]]),
+        host_id: field(2, 16)?
+            .try_into()
+            .map_err(|_| Error::malformed("record", "header"))?,
+        epoch: u64_at(18)?,
+        seq: u64_at(26)?,
+        wall_ns: u64_at(34)?,
+        mono_ns: u64_at(42)?,
+    };
+    let tag = u32::from_le_bytes(
+        field(HEADER_LEN, 4)?
+            .try_into()
+            .map_err(|_| Error::malformed("record", "body tag"))?,
+    );
     Ok((header, tag))
 }
 
@@ -289,6 +316,9 @@ mod tests {
         assert!(Record::decode(&bytes).is_err());
         bytes.truncate(bytes.len() - 2);
         assert!(Record::decode(&bytes).is_err());
+        assert!(peek(&bytes[..HEADER_LEN + 3]).is_err(), "no whole body tag");
+        assert!(peek(&bytes[..HEADER_LEN - 1]).is_err(), "no whole header");
+        assert!(peek(&bytes[..HEADER_LEN + 4]).is_ok());
     }
 
     #[test]

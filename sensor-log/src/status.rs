@@ -39,6 +39,46 @@ pub struct AgentStatus {
     /// are in the log).
     #[serde(default)]
     pub output_missed: u64,
+    /// The agent's own executable (`Executable::of_process("self")` at start), so that
+    /// `sensorctl status` does not take another program under the pid, or any binary named
+    /// `sensor-agent`, for the agent. Absent in files of older agents.
+    #[serde(default)]
+    pub exe: Option<Executable>,
+    /// The agent's `batch_interval` in milliseconds: a live agent seals a batch at least this
+    /// often (a heartbeat when idle), which is what `sensorctl status` checks liveness by.
+    /// Absent in files of older agents (then the default, 1 s, is assumed).
+    #[serde(default)]
+    pub batch_interval_ms: Option<u64>,
+}
+
+/// An executable file as a process runs it: the path `/proc/PID/exe` names and the device
+/// and inode of the file it is (the same even after the path was replaced or deleted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Executable {
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Executable {
+    /// The executable of `/proc/<pid>` (`pid` may be `self`).
+    pub fn of_process(pid: &str) -> Result<Executable> {
+        use std::os::unix::fs::MetadataExt;
+        let link = Path::new("/proc").join(pid).join("exe");
+        let path = fs::read_link(&link).map_err(Error::io(&link))?;
+        let meta = fs::metadata(&link).map_err(Error::io(&link))?;
+        Ok(Executable {
+            path: path.to_string_lossy().into_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// The same file (device and inode; the path may differ, e.g. ` (deleted)` after an
+    /// upgrade replaced it).
+    pub fn same_file(&self, other: &Executable) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
 }
 
 /// What the anchor stage reports about the TPM anchor.

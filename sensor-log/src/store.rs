@@ -1,14 +1,18 @@
 //! The SQLite store: `log.db` in the state directory, WAL mode.
 //!
-//! `records.bytes` and `batches.header`/`signature` are the signed truth. The other record
-//! columns (kind, pid, exe, identity, path, time) are denormalised copies that exist only so
-//! queries can use indexes; readers re-check every filter against the decoded bytes and display
-//! only decoded data, so a tampered column can hide a row from a filtered query but cannot make
-//! the output lie. `records.leaf` lets the verifier name the exact record that was modified.
+//! `records.bytes` and `batches.header`/`signature` are the signed truth. The other columns
+//! (record epoch, batch, time and kind; batch ranges and counts) and the query index
+//! (`terms`, `postings`) are unsigned copies that exist so queries can narrow their search;
+//! readers re-check every filter against the decoded bytes and display only decoded data, and
+//! `verify` checks every copy against the signed data, so an edited copy can neither make the
+//! output lie nor hide a record from a query on a verified store. `records.leaf` lets the
+//! verifier name the exact record that was modified. Both the writer and the readers refuse a
+//! store whose schema is not exactly `SCHEMA`.
 
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
+use rusqlite::limits::Limit;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::batch::BatchHeader;
@@ -20,6 +24,12 @@ pub const DB_FILE: &str = "log.db";
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Page cache of a reader (`sensorctl`), in KiB: the index pages of a large store fit.
 const READER_CACHE_KIB: i64 = 64 * 1024;
+
+/// Longest text or blob SQLite loads on our connections (`SQLITE_LIMIT_LENGTH`): a value
+/// planted in the store larger than this is an error before it is allocated. Records and
+/// headers are at most `MAX_ENCODED_BYTES` (1 MiB); a postings blob is at most 5 bytes per
+/// record of its batch.
+pub(crate) const MAX_VALUE_BYTES: i32 = 16 << 20;
 
 /// Layout of the store (`PRAGMA user_version`); 2 replaced per-column record indexes by the
 /// term dictionary and per-batch postings (see `index.rs`).
@@ -105,6 +115,7 @@ pub struct StoredBatch {
 
 impl Store {
     /// Read-only open for `sensorctl`; works while the writer runs (WAL readers never block it).
+    /// The schema must be exactly the one this build creates (`check_schema`).
     pub fn open_read_only(state_dir: &Path) -> Result<Store> {
         let path = state_dir.join(DB_FILE);
         if !path.is_file() {
@@ -115,6 +126,8 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        harden(&conn)?;
+        check_schema(&conn, &path)?;
         conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
         Ok(Store {
             conn,
@@ -124,19 +137,15 @@ impl Store {
 
     /// Read-write open for the writer: creates the schema, WAL, `synchronous=FULL` so a
     /// committed batch survives power loss, incremental vacuum so pruning returns space.
+    /// An existing store must have exactly this build's schema (`check_schema`).
     pub(crate) fn open_writable(state_dir: &Path) -> Result<Store> {
-        let conn = Connection::open(state_dir.join(DB_FILE))?;
-        let layout: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tables: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
-            [],
-            |r| r.get(0),
-        )?;
-        if tables > 0 && layout != STORE_LAYOUT {
-            return Err(Error::malformed(
-                "store",
-                format!("layout {layout}, this build reads layout {STORE_LAYOUT}"),
-            ));
+        let path = state_dir.join(DB_FILE);
+        let conn = Connection::open(&path)?;
+        harden(&conn)?;
+        let objects: i64 =
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if objects > 0 {
+            check_schema(&conn, &path)?;
         }
         // Both only take effect on a new (empty) database file.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
@@ -147,8 +156,12 @@ impl Store {
         // Checkpoint every 16 MiB of WAL (1024 pages of 16 KiB), not every 1000 pages: pages
         // rewritten by consecutive batches then reach the database file once.
         conn.pragma_update(None, "wal_autocheckpoint", 1024)?;
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", STORE_LAYOUT)?;
+        if objects == 0 {
+            // In one transaction: a store is either empty or complete with its layout.
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA user_version = {STORE_LAYOUT}; COMMIT;"
+            ))?;
+        }
         Ok(Store {
             conn,
             dir: state_dir.to_path_buf(),
@@ -290,6 +303,60 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// Limits for a connection to a store that root may have edited: schema SQL is not trusted to
+/// call functions with side effects, and no value larger than `MAX_VALUE_BYTES` is loaded.
+fn harden(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "trusted_schema", false)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)?;
+    Ok(())
+}
+
+/// The store must have layout `STORE_LAYOUT` and exactly the tables and indexes `SCHEMA`
+/// creates, with the same SQL: a view, trigger, extra index or redefined table in their place
+/// would run attacker-chosen SQL inside `verify` and queries (a recursive view never ends)
+/// or inside the writer's inserts (a trigger). Refused with an error naming the object.
+fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
+    let refuse = |detail: String| Error::Schema {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let layout: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if layout != STORE_LAYOUT {
+        return Err(refuse(format!(
+            "layout {layout}, this build reads layout {STORE_LAYOUT}"
+        )));
+    }
+    let reference = Connection::open_in_memory()?;
+    reference.execute_batch(SCHEMA)?;
+    let expected = schema_of(&reference)?;
+    let actual = schema_of(conn)?;
+    for (name, (kind, sql)) in &actual {
+        match expected.get(name) {
+            None => return Err(refuse(format!("unexpected {kind} `{name}`"))),
+            Some((k, s)) if (k, s) != (kind, sql) => {
+                return Err(refuse(format!(
+                    "{kind} `{name}` is not the {k} this build creates: {}",
+                    sql.as_deref().unwrap_or("(no SQL)")
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some((name, (kind, _))) = expected.iter().find(|(n, _)| !actual.contains_key(*n)) {
+        return Err(refuse(format!("{kind} `{name}` is missing")));
+    }
+    Ok(())
+}
+
+/// Name -> (type, SQL) of every schema object.
+type Schema = std::collections::BTreeMap<String, (String, Option<String>)>;
+
+fn schema_of(conn: &Connection) -> Result<Schema> {
+    let mut stmt = conn.prepare("SELECT name, type, sql FROM sqlite_master")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+    Ok(rows.collect::<rusqlite::Result<Schema>>()?)
 }
 
 fn parse_key(bytes: &[u8]) -> Result<VerifyingKey> {

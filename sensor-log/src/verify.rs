@@ -17,8 +17,11 @@ use crate::anchor::{AnchorTrail, TrailBuilder};
 use crate::batch::{self, BatchHeader};
 use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::error::Error;
+use crate::index_check;
 use crate::merkle;
-use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT, FORMAT_VERSION};
+use crate::record::{
+    self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT, FORMAT_VERSION, MAX_ENCODED_BYTES,
+};
 use crate::store::{to_u64, Store};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,12 +105,37 @@ pub enum Verdict {
 }
 
 /// Verifies the whole store. `Err` only for I/O or store errors; tampering is a `Verdict`.
+///
+/// The query index is checked against the records on a second thread
+/// (`index_check::check`) with its own read connection for the index, fed by the walk over
+/// signatures, chain and Merkle roots with the bytes of each record it verified. A failure
+/// of the walk is reported before one of the index.
 pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, Error> {
-    match Walk::run(store, pinned) {
-        Ok(summary) => Ok(Verdict::Intact(summary)),
-        Err(Stop::Tampered(f)) => Ok(Verdict::Tampered(f)),
-        Err(Stop::Error(e)) => Err(e),
-    }
+    // The walk's snapshot begins here; the check's own connection opens after it.
+    let snapshot = store.conn.unchecked_transaction()?;
+    store
+        .conn
+        .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))?;
+    let index_store = Store::open_read_only(store.state_dir())?;
+    let verdict = std::thread::scope(|scope| {
+        let (feeder, fed) = index_check::channels();
+        let index = scope.spawn(move || index_check::check(&index_store, fed));
+        // Ends by dropping the feeder, which ends the check once it has caught up.
+        let walk = Walk::run(store, pinned, feeder);
+        let index = index
+            .join()
+            .unwrap_or_else(|_| Err(Error::malformed("query index", "its check panicked")));
+        match walk {
+            Ok(summary) => Ok(match index? {
+                Some(failure) => Verdict::Tampered(failure),
+                None => Verdict::Intact(summary),
+            }),
+            Err(Stop::Tampered(f)) => Ok(Verdict::Tampered(f)),
+            Err(Stop::Error(e)) => Err(e),
+        }
+    });
+    drop(snapshot);
+    verdict
 }
 
 /// A blob column; any other type (a tampered row) reads as empty, which no leaf matches.
@@ -141,6 +169,14 @@ struct Row {
     seq: u64,
     leaf: Vec<u8>,
     bytes: Vec<u8>,
+}
+
+/// An integer column; any other type (a tampered row) reads as `None`.
+fn integer(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<i64>, Stop> {
+    Ok(match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Integer(v) => Some(v),
+        _ => None,
+    })
 }
 
 /// Record rows in seq order with one row of lookahead, which tells an inserted or swapped
@@ -195,6 +231,19 @@ impl Rows<'_> {
     }
 }
 
+/// The unsigned columns of a `batches` row in `BATCH_COLUMNS` order (`None`: not an integer).
+type BatchColumns = [Option<i64>; 7];
+
+const BATCH_COLUMNS: [&str; 7] = [
+    "epoch",
+    "first_seq",
+    "count",
+    "bytes",
+    "wall_ns",
+    "min_wall",
+    "max_wall",
+];
+
 struct Walk<'s> {
     store: &'s Store,
     pinned: Option<&'s VerifyingKey>,
@@ -214,10 +263,18 @@ struct Walk<'s> {
     leaves: Vec<Hash>,
     /// The anchoring trail, from verified headers and TPM entries only.
     anchor: TrailBuilder,
+    /// Smallest and largest record `wall_ns` and the record bytes of the current batch, to
+    /// compare with the unsigned columns of its row.
+    wall_range: (u64, u64),
+    batch_bytes: u64,
 }
 
 impl<'s> Walk<'s> {
-    fn run(store: &'s Store, pinned: Option<&'s VerifyingKey>) -> Result<Summary, Stop> {
+    fn run(
+        store: &'s Store,
+        pinned: Option<&'s VerifyingKey>,
+        mut feeder: index_check::Feeder,
+    ) -> Result<Summary, Stop> {
         let mut walk = Walk {
             store,
             pinned,
@@ -235,13 +292,23 @@ impl<'s> Walk<'s> {
             pruning_accounted: false,
             leaves: Vec::new(),
             anchor: TrailBuilder::default(),
+            wall_range: (u64::MAX, 0),
+            batch_bytes: 0,
         };
-        let mut batches = store
-            .conn
-            .prepare("SELECT number, header, signature FROM batches ORDER BY number")?;
-        let mut records = store
-            .conn
-            .prepare("SELECT seq, leaf, bytes FROM records ORDER BY seq")?;
+        // A header, signature or record longer than the format allows is not loaded: it
+        // reads as empty (modified, or a bad signature).
+        let mut batches = store.conn.prepare(&format!(
+            "SELECT number,
+                    CASE WHEN octet_length(header) <= {MAX_ENCODED_BYTES} THEN header END,
+                    CASE WHEN octet_length(signature) <= 64 THEN signature END,
+                    {}
+             FROM batches ORDER BY number",
+            BATCH_COLUMNS.join(", ")
+        ))?;
+        let mut records = store.conn.prepare(&format!(
+            "SELECT seq, leaf, CASE WHEN octet_length(bytes) <= {MAX_ENCODED_BYTES} THEN bytes END
+             FROM records ORDER BY seq"
+        ))?;
         let mut rows = Rows {
             rows: records.query([])?,
             peeked: None,
@@ -250,9 +317,26 @@ impl<'s> Walk<'s> {
         let mut batch_rows = batches.query([])?;
         while let Some(b) = batch_rows.next()? {
             let number = to_u64(b.get(0)?, "batch number")?;
-            let header: Vec<u8> = b.get(1)?;
-            let signature: Vec<u8> = b.get(2)?;
-            walk.batch(number, &header, &signature, &mut rows)?;
+            let mut columns: BatchColumns = [None; 7];
+            for (column, i) in columns.iter_mut().zip(3..) {
+                *column = integer(b, i)?;
+            }
+            walk.batch(
+                number,
+                blob(b, 1)?,
+                blob(b, 2)?,
+                &columns,
+                &mut rows,
+                &mut feeder,
+            )?;
+            feeder.end();
+        }
+        if !walk.started {
+            return tampered(
+                Position::Batch(1),
+                Reason::Deleted,
+                "the log has no batches: a log begins at batch 1 or at a signed Pruned record",
+            );
         }
         if let Some(row) = rows.next()? {
             return tampered(
@@ -294,7 +378,8 @@ impl<'s> Walk<'s> {
             );
         }
         if header.number == 1
-            && (header.first_seq != 1
+            && (header.epoch != 1
+                || header.first_seq != 1
                 || header.prev_digest != [0; 32]
                 || header.prev_head != GENESIS_HEAD)
         {
@@ -322,7 +407,9 @@ impl<'s> Walk<'s> {
         number: u64,
         header_bytes: &[u8],
         signature: &[u8],
+        columns: &BatchColumns,
         rows: &mut Rows<'_>,
+        feeder: &mut index_check::Feeder,
     ) -> Result<(), Stop> {
         let here = Position::Batch(number);
         let header = match BatchHeader::decode(header_bytes) {
@@ -407,9 +494,12 @@ impl<'s> Walk<'s> {
         let Some(end) = header.first_seq.checked_add(header.count) else {
             return tampered(here, Reason::Modified, "record count overflows");
         };
+        feeder.begin(number, header.first_seq, header.count);
         self.leaves.clear();
+        self.wall_range = (u64::MAX, 0);
+        self.batch_bytes = 0;
         while self.next_seq < end {
-            self.record(&header, rows)?;
+            self.record(&header, rows, feeder)?;
         }
         let span = format!(
             "a record of batch {number} (seq {}..{}) changed together with its leaf column",
@@ -419,6 +509,7 @@ impl<'s> Walk<'s> {
         if merkle::root(&self.leaves) != header.merkle_root || self.head != header.chain_head {
             return tampered(Position::Seq(header.first_seq), Reason::Modified, span);
         }
+        self.columns(&header, columns)?;
         if let Some((epoch, key)) = self.rotation.take() {
             self.key = Some(key);
             self.key_epoch = epoch;
@@ -430,7 +521,12 @@ impl<'s> Walk<'s> {
         Ok(())
     }
 
-    fn record(&mut self, header: &BatchHeader, rows: &mut Rows<'_>) -> Result<(), Stop> {
+    fn record(
+        &mut self,
+        header: &BatchHeader,
+        rows: &mut Rows<'_>,
+        feeder: &mut index_check::Feeder,
+    ) -> Result<(), Stop> {
         let seq = self.next_seq;
         let here = Position::Seq(seq);
         let Some(row) = rows.next()? else {
@@ -501,6 +597,7 @@ impl<'s> Walk<'s> {
         }
         if tag == BODY_TAG_EVENT {
             self.same_epoch(inner.epoch, here)?;
+            feeder.record(seq, &row.bytes);
         } else {
             let Ok(record) = Record::decode(&row.bytes) else {
                 return tampered(
@@ -510,7 +607,13 @@ impl<'s> Walk<'s> {
                 );
             };
             self.internal(&record, here)?;
+            feeder.record(seq, &row.bytes);
         }
+        self.batch_bytes += row.bytes.len() as u64;
+        self.wall_range = (
+            self.wall_range.0.min(inner.wall_ns),
+            self.wall_range.1.max(inner.wall_ns),
+        );
         rows.recycle(row);
         self.head = chain_next(&self.head, &leaf);
         self.leaves.push(leaf);
@@ -520,6 +623,39 @@ impl<'s> Walk<'s> {
             self.summary.first_wall_ns = inner.wall_ns;
         }
         self.summary.last_wall_ns = inner.wall_ns;
+        Ok(())
+    }
+
+    /// The unsigned columns of a batch row must say what its signed header and its records
+    /// say: queries select batches by `first_seq`, `count`, `min_wall` and `max_wall`
+    /// (a heartbeat batch's range is its own sealing time), retention sums `bytes`.
+    fn columns(&self, header: &BatchHeader, c: &BatchColumns) -> Result<(), Stop> {
+        let (min, max) = if header.count == 0 {
+            (header.wall_ns, header.wall_ns)
+        } else {
+            self.wall_range
+        };
+        let signed = [
+            header.epoch,
+            header.first_seq,
+            header.count,
+            self.batch_bytes,
+            header.wall_ns,
+            min,
+            max,
+        ];
+        for ((name, stored), signed) in BATCH_COLUMNS.into_iter().zip(*c).zip(signed) {
+            if stored.and_then(|v| u64::try_from(v).ok()) != Some(signed) {
+                return tampered(
+                    Position::Batch(header.number),
+                    Reason::Modified,
+                    format!(
+                        "query index: the batches row's {name} column is {}, its signed header and records say {signed}",
+                        stored.map_or_else(|| "not an integer".to_string(), |v| v.to_string())
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 

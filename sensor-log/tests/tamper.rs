@@ -365,3 +365,345 @@ fn an_edited_key_creation_time_does_not_postpone_rotation() {
     w.seal_due(now).expect("seal_due");
     assert_eq!(w.public_key().0, 2, "the key rotated on schedule");
 }
+
+#[test]
+fn emptied_log_is_deleted_from_batch_1() {
+    let dir = written();
+    db(dir.path())
+        .execute_batch("DELETE FROM records; DELETE FROM postings; DELETE FROM batches;")
+        .expect("empty");
+    let store = Store::open_read_only(dir.path()).expect("store");
+    let key = store
+        .current_key()
+        .expect("key")
+        .expect("present")
+        .public_key;
+    let Verdict::Tampered(f) = verify(&store, Some(&key)).expect("verify") else {
+        panic!("an emptied log verified")
+    };
+    assert_eq!(
+        (f.position, f.reason),
+        (Position::Batch(1), Reason::Deleted)
+    );
+}
+
+/// The query index is unsigned; `verify` must name every edit that would make a query miss a
+/// record or show one twice.
+mod index {
+    use super::*;
+    use sensor_log::Filter;
+
+    fn index_failure(dir: &Path) -> (Position, String) {
+        match verdict(dir) {
+            Verdict::Tampered(f) if f.reason == Reason::Modified => {
+                assert!(f.detail.starts_with("query index: "), "{f}");
+                (f.position, f.detail)
+            }
+            other => panic!("index edit not named: {other:?}"),
+        }
+    }
+
+    fn path_id(conn: &Connection, path: &str) -> i64 {
+        conn.query_row(
+            "SELECT id FROM terms WHERE dim = 2 AND value = ?1",
+            [path],
+            |r| r.get(0),
+        )
+        .expect("term")
+    }
+
+    fn seqs(dir: &Path, filter: &Filter) -> sensor_log::Result<Vec<u64>> {
+        let store = Store::open_read_only(dir).expect("store");
+        let mut out = Vec::new();
+        store.query(filter, |r| {
+            out.push(r.header.seq);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn shadow() -> Filter {
+        Filter {
+            path_prefix: Some("/etc/shadow".to_string()),
+            ..Filter::default()
+        }
+    }
+
+    #[test]
+    fn deleted_posting_is_named() {
+        let dir = written();
+        let conn = db(dir.path());
+        let before = seqs(dir.path(), &shadow()).expect("query");
+        let term = path_id(&conn, "/etc/shadow");
+        conn.execute("DELETE FROM postings WHERE batch = 5 AND term = ?1", [term])
+            .expect("delete");
+        assert!(seqs(dir.path(), &shadow()).expect("query").len() < before.len());
+        let (position, detail) = index_failure(dir.path());
+        assert_eq!(position, Position::Batch(5));
+        assert!(
+            detail.contains("no posting lists seq") && detail.contains("/etc/shadow"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn changed_term_value_is_named() {
+        let dir = written();
+        let conn = db(dir.path());
+        conn.execute(
+            "UPDATE terms SET value = '/etc/shadoW' WHERE dim = 2 AND value = '/etc/shadow'",
+            [],
+        )
+        .expect("update");
+        assert!(seqs(dir.path(), &shadow()).expect("query").is_empty());
+        let (position, detail) = index_failure(dir.path());
+        // Record 3 is the first /etc/shadow read (event 1).
+        assert_eq!(position, Position::Seq(3));
+        assert!(
+            detail.contains("terms table has no path \"/etc/shadow\""),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn posting_pointing_into_the_next_batch_is_named_and_shows_nothing_twice() {
+        let dir = written();
+        let conn = db(dir.path());
+        let term = path_id(&conn, "/etc/shadow");
+        // Batch 5 holds 8 records; offset 8 + 1 names the second record of batch 6, an
+        // /etc/shadow read that batch 6's own posting lists too.
+        let blob: Vec<u8> = conn
+            .query_row(
+                "SELECT offsets FROM postings WHERE batch = 5 AND term = ?1",
+                [term],
+                |r| r.get(0),
+            )
+            .expect("posting");
+        let mut offsets = Vec::new();
+        let mut next = 0u64;
+        for b in &blob {
+            offsets.push(next + u64::from(*b));
+            next = offsets[offsets.len() - 1] + 1;
+        }
+        let gap = u8::try_from(9 - next).expect("small gap");
+        let mut forged = blob.clone();
+        forged.push(gap);
+        conn.execute(
+            "UPDATE postings SET offsets = ?1 WHERE batch = 5 AND term = ?2",
+            params![forged, term],
+        )
+        .expect("update");
+        match seqs(dir.path(), &shadow()) {
+            Ok(found) => {
+                let mut unique = found.clone();
+                unique.dedup();
+                assert_eq!(found, unique, "a record listed twice");
+            }
+            Err(e) => assert!(e.to_string().contains("sensorctl verify"), "{e}"),
+        }
+        let (position, detail) = index_failure(dir.path());
+        assert_eq!(position, Position::Batch(5));
+        assert!(detail.contains("beyond the batch"), "{detail}");
+    }
+
+    #[test]
+    fn posting_of_a_batch_the_log_lacks_is_named() {
+        for batch in [0, 9999] {
+            let dir = written();
+            db(dir.path())
+                .execute(
+                    "INSERT INTO postings (term, batch, offsets) VALUES (1, ?1, x'00')",
+                    [batch],
+                )
+                .expect("insert");
+            let (position, detail) = index_failure(dir.path());
+            assert_eq!(position, Position::Batch(batch), "{detail}");
+            assert!(detail.contains("which the log does not have"), "{detail}");
+        }
+    }
+
+    #[test]
+    fn huge_posting_is_refused_before_decoding() {
+        let dir = written();
+        let conn = db(dir.path());
+        let term = path_id(&conn, "/etc/shadow");
+        conn.execute(
+            "UPDATE postings SET offsets = zeroblob(8000000) WHERE batch = 5 AND term = ?1",
+            [term],
+        )
+        .expect("update");
+        let e = seqs(dir.path(), &shadow()).expect_err("a damaged index is an error");
+        assert!(e.to_string().contains("postings of batch 5"), "{e}");
+        assert_eq!(index_failure(dir.path()).0, Position::Batch(5));
+        // Beyond what any value of the store may be: refused without being read.
+        conn.execute(
+            "UPDATE postings SET offsets = zeroblob(40000000) WHERE batch = 5 AND term = ?1",
+            [term],
+        )
+        .expect("update");
+        let e = seqs(dir.path(), &shadow()).expect_err("a damaged index is an error");
+        assert!(e.to_string().contains("40000000 bytes, too large"), "{e}");
+        let (position, detail) = index_failure(dir.path());
+        assert_eq!(position, Position::Batch(5));
+        assert!(detail.contains("40000000 bytes, too large"), "{detail}");
+    }
+
+    #[test]
+    fn oversized_record_is_modified_not_loaded() {
+        let dir = written();
+        db(dir.path())
+            .execute(
+                "UPDATE records SET bytes = zeroblob(40000000) WHERE seq = 40",
+                [],
+            )
+            .expect("update");
+        assert_eq!(failure(dir.path()), (Position::Seq(40), Reason::Modified));
+    }
+
+    #[test]
+    fn edited_time_range_of_a_batch_is_named() {
+        let dir = written();
+        let conn = db(dir.path());
+        let (min, max): (i64, i64) = conn
+            .query_row(
+                "SELECT min_wall, max_wall FROM batches WHERE number = 5",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("batch");
+        let during = Filter {
+            since_ns: Some(u64::try_from(min).expect("ns")),
+            until_ns: Some(u64::try_from(max).expect("ns")),
+            ..Filter::default()
+        };
+        assert!(seqs(dir.path(), &during).expect("query").contains(&30));
+        // The batch's time range hides the whole batch from a time-bounded query.
+        conn.execute("UPDATE batches SET max_wall = 0 WHERE number = 5", [])
+            .expect("update");
+        assert!(!seqs(dir.path(), &during).expect("query").contains(&30));
+        let (position, detail) = index_failure(dir.path());
+        assert_eq!(position, Position::Batch(5));
+        assert!(detail.contains("max_wall column is 0"), "{detail}");
+        conn.execute(
+            "UPDATE batches SET max_wall = ?1, min_wall = ?1 + 1 WHERE number = 5",
+            [max],
+        )
+        .expect("update");
+        assert!(index_failure(dir.path()).1.contains("min_wall"));
+    }
+
+    #[test]
+    fn edited_batch_columns_are_named() {
+        for (sql, column) in [
+            ("UPDATE batches SET count = 0 WHERE number = 6", "count"),
+            (
+                "UPDATE batches SET first_seq = 50 WHERE number = 6",
+                "first_seq",
+            ),
+            ("UPDATE batches SET epoch = 2 WHERE number = 6", "epoch"),
+            ("UPDATE batches SET bytes = 1 WHERE number = 6", "bytes"),
+        ] {
+            let dir = written();
+            db(dir.path()).execute(sql, []).expect(sql);
+            let (at, detail) = index_failure(dir.path());
+            assert_eq!(at, Position::Batch(6), "{sql}: {detail}");
+            assert!(
+                detail.contains(&format!("{column} column")),
+                "{sql}: {detail}"
+            );
+        }
+    }
+
+    /// `records.epoch`, `batch`, `wall_ns` and `kind` are written for inspection only: no
+    /// query, no retention and not `verify` reads them, so editing them changes nothing.
+    #[test]
+    fn record_columns_nothing_reads_change_no_answer() {
+        let dir = written();
+        let conn = db(dir.path());
+        let wall: i64 = conn
+            .query_row("SELECT wall_ns FROM records WHERE seq = 30", [], |r| {
+                r.get(0)
+            })
+            .expect("record");
+        let at_30 = Filter {
+            since_ns: Some(u64::try_from(wall).expect("ns")),
+            until_ns: Some(u64::try_from(wall).expect("ns")),
+            kinds: vec!["file_open".to_string()],
+            ..Filter::default()
+        };
+        let time_only = Filter {
+            kinds: Vec::new(),
+            ..at_30.clone()
+        };
+        let before = (seqs(dir.path(), &at_30), seqs(dir.path(), &time_only));
+        assert!(before.0.as_ref().expect("query").contains(&30));
+        conn.execute(
+            "UPDATE records SET wall_ns = 0, kind = 'ptrace', batch = 1, epoch = 7 WHERE seq = 30",
+            [],
+        )
+        .expect("update");
+        let after = (seqs(dir.path(), &at_30), seqs(dir.path(), &time_only));
+        assert_eq!(
+            (after.0.expect("query"), after.1.expect("query")),
+            (before.0.expect("query"), before.1.expect("query"))
+        );
+        assert!(matches!(verdict(dir.path()), Verdict::Intact(_)));
+    }
+}
+
+/// The read side refuses a store whose schema is not the one the writer creates, naming the
+/// object, before running any of its SQL.
+mod schema {
+    use super::*;
+
+    fn refused(dir: &Path, object: &str) {
+        let e = match Store::open_read_only(dir) {
+            Ok(_) => panic!("a store with an edited schema ({object}) was opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(&format!("`{object}`")), "{e}");
+    }
+
+    #[test]
+    fn recursive_view_in_place_of_a_table_is_refused() {
+        let dir = written();
+        db(dir.path())
+            .execute_batch(
+                "DROP TABLE postings;
+                 CREATE VIEW postings (term, batch, offsets) AS
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+                 SELECT 1, i, zeroblob(1000) FROM n;",
+            )
+            .expect("view");
+        refused(dir.path(), "postings");
+        // The writer refuses it too, and changes nothing.
+        let e = LogWriter::open(dir.path(), common::options(8))
+            .err()
+            .expect("writer refuses");
+        assert!(e.to_string().contains("`postings`"), "{e}");
+    }
+
+    #[test]
+    fn trigger_extra_index_and_redefined_table_are_refused() {
+        for (sql, object) in [
+            (
+                "CREATE TRIGGER hide AFTER INSERT ON records BEGIN DELETE FROM records WHERE seq = new.seq; END",
+                "hide",
+            ),
+            ("CREATE INDEX by_kind ON records (kind)", "by_kind"),
+            (
+                "DROP TABLE meta; CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL, extra)",
+                "meta",
+            ),
+            ("DROP TABLE keys", "keys"),
+        ] {
+            let dir = written();
+            db(dir.path()).execute_batch(sql).expect(sql);
+            refused(dir.path(), object);
+            let e = LogWriter::open(dir.path(), common::options(8))
+                .err()
+                .unwrap_or_else(|| panic!("writer opened a store with {sql}"));
+            assert!(e.to_string().contains(&format!("`{object}`")), "{e}");
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! `sensorctl`: query and verify the agent's local log. A thin binary over `sensor-log`;
 //! it opens the store read-only, so it is safe to run while the agent writes.
 
+#[macro_use]
+mod output;
 mod commands;
 
 use std::path::PathBuf;
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sensorctl: {e}");
+            errln!("sensorctl: {e}");
             ExitCode::from(match e {
                 Failure::Usage(_) => 2,
                 Failure::Failed(_) => 1,

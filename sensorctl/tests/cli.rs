@@ -258,9 +258,294 @@ fn identities_and_status() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("agent:       not running (pid")
+        text.contains("agent:       NOT RUNNING (pid")
             && text.contains("chain head:")
             && text.contains("records:     11"),
         "{text}"
     );
+}
+
+/// Every command ends quietly when its reader has gone: the read end of its stdout is
+/// closed before it writes a byte, as `sensorctl events | head -1` does once head has its line.
+#[test]
+fn closed_stdout_ends_every_command_quietly() {
+    let dir = log();
+    for args in [
+        &["events"][..],
+        &["events", "--json"],
+        &["identities"],
+        &["verify"],
+        &["status"],
+        &["key", "show"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_sensorctl"))
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run sensorctl");
+        let err = stderr(&out);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+    }
+}
+
+/// A program that is not the agent, named `sensor-agent` (a copy of `sleep`); killed on drop.
+struct Impostor(std::process::Child);
+
+impl Impostor {
+    fn start(dir: &Path) -> Impostor {
+        let sleep = ["/bin/sleep", "/usr/bin/sleep"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("coreutils sleep");
+        let copy = dir.join("sensor-agent");
+        std::fs::copy(sleep, &copy).expect("copy sleep");
+        Impostor(
+            Command::new(&copy)
+                .arg("600")
+                .spawn()
+                .expect("start the copy"),
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The copy's executable as /proc shows it, which a forger can write into status.json.
+    fn exe(&self) -> serde_json::Value {
+        use std::os::unix::fs::MetadataExt;
+        let link = format!("/proc/{}/exe", self.pid());
+        let path = std::fs::read_link(&link).expect("exe link");
+        let file = std::fs::metadata(&link).expect("exe");
+        serde_json::json!({"path": path, "dev": file.dev(), "ino": file.ino()})
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Writes status.json by hand, as a root forging it would (fields older agents lack included).
+fn forge_status(dir: &Path, pid: u32, extra: serde_json::Value) {
+    let mut status = serde_json::json!({
+        "pid": pid,
+        "started": "2025-01-01T00:00:00Z",
+        "updated": sensor_log::time::rfc3339(Timestamp::now().wall_ns),
+        "probe_modes": {},
+        "events": {},
+        "losses": {},
+        "anchor": {"state": "anchored", "detail": "device:/dev/tpmrm0", "pcr": 13,
+                   "last_extended_batch": 3, "last_quoted_batch": 3, "nv_counter": 1,
+                   "gaps": 0, "tpm_commands": 10},
+    });
+    if let (Some(status), serde_json::Value::Object(extra)) = (status.as_object_mut(), extra) {
+        status.extend(extra);
+    }
+    std::fs::write(dir.join("status.json"), status.to_string()).expect("status.json");
+}
+
+fn agent_line(dir: &Path) -> String {
+    let out = sensorctl(dir, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    text.lines()
+        .find(|l| l.starts_with("agent:"))
+        .unwrap_or_else(|| panic!("no agent line: {text}"))
+        .to_string()
+}
+
+/// A log whose newest batch was sealed ten minutes ago: the agent that wrote it is gone.
+fn stale_log() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = LogWriter::open(dir.path(), WriterOptions::default()).expect("open");
+    let then = Timestamp::now().wall_ns - 600_000_000_000;
+    w.append(event(1), then, 1).expect("append");
+    w.close(Timestamp {
+        wall_ns: then,
+        mono_ns: 2,
+    })
+    .expect("close");
+    dir
+}
+
+#[test]
+fn status_does_not_take_a_copy_named_sensor_agent_for_the_agent() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let impostor = Impostor::start(work.path());
+
+    // A spoofed status.json naming the copy's pid, as an older agent would write it.
+    let dir = log();
+    forge_status(dir.path(), impostor.pid(), serde_json::json!({}));
+    let line = agent_line(dir.path());
+    assert!(line.starts_with("agent:       UNCONFIRMED"), "{line}");
+    assert!(line.contains("sensor-agent"), "{line}");
+
+    // It names an executable the process does not run.
+    let mut other = impostor.exe();
+    other["ino"] = serde_json::json!(other["ino"].as_u64().expect("ino") + 1);
+    forge_status(
+        dir.path(),
+        impostor.pid(),
+        serde_json::json!({ "exe": other }),
+    );
+    let line = agent_line(dir.path());
+    assert!(
+        line.starts_with("agent:       NOT RUNNING")
+            && line.contains("not the executable the agent recorded"),
+        "{line}"
+    );
+
+    // It names the copy exactly, but the log stopped ten minutes ago: nobody records.
+    let stale = stale_log();
+    forge_status(
+        stale.path(),
+        impostor.pid(),
+        serde_json::json!({ "exe": impostor.exe() }),
+    );
+    let line = agent_line(stale.path());
+    assert!(
+        line.starts_with("agent:       NOT RECORDING") && line.contains("sealed 10m"),
+        "{line}"
+    );
+    let out = stdout(&sensorctl(stale.path(), &["status"]));
+    assert!(
+        out.contains("anchor:      (last reported) anchored"),
+        "{out}"
+    );
+
+    // A dead pid.
+    forge_status(
+        stale.path(),
+        u32::MAX - 1,
+        serde_json::json!({ "exe": impostor.exe() }),
+    );
+    assert!(agent_line(stale.path()).contains("NOT RUNNING (pid 4294967294: no such process)"));
+}
+
+#[test]
+fn status_reports_a_stopped_agent_and_how_old_its_status_is() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let agent = Impostor::start(work.path());
+    let dir = log();
+    // The test's "agent" is the copy itself, its log fresh for an hour-long batch interval.
+    forge_status(
+        dir.path(),
+        agent.pid(),
+        serde_json::json!({ "exe": agent.exe(), "batch_interval_ms": 3_600_000 }),
+    );
+    let line = agent_line(dir.path());
+    assert!(line.starts_with("agent:       running (pid"), "{line}");
+    let out = stdout(&sensorctl(dir.path(), &["status"]));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("updated:") && l.ends_with("s ago)")),
+        "{out}"
+    );
+
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &agent.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    let stat = format!("/proc/{}/stat", agent.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&stat)
+        .expect("stat")
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let line = agent_line(dir.path());
+    signal("-CONT");
+    assert!(line.starts_with("agent:       STOPPED"), "{line}");
+}
+
+#[test]
+fn emptied_log_fails_verify_with_a_pinned_key() {
+    let dir = log();
+    let key = stdout(&sensorctl(dir.path(), &["key", "show"]));
+    let hex = key
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("public key: "))
+        .expect("key line")
+        .to_string();
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
+    conn.execute_batch("DELETE FROM records; DELETE FROM postings; DELETE FROM batches;")
+        .expect("empty");
+    let out = sensorctl(dir.path(), &["verify", "--public-key", &hex]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("batch 1: deleted"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A recursive view in place of a table made every command loop forever, filling the
+/// temporary directory; each command now refuses the store at once, naming the object.
+/// Run as child processes with a deadline, so the old behaviour fails instead of hanging.
+#[test]
+fn recursive_view_is_refused_not_run() {
+    let dir = log();
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
+    conn.execute_batch(
+        "DROP TABLE postings;
+         CREATE VIEW postings (term, batch, offsets) AS
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n)
+         SELECT 1, i, zeroblob(1000) FROM n ORDER BY i DESC;",
+    )
+    .expect("view");
+    drop(conn);
+    for args in [
+        &["events", "--path", "/etc/*"][..],
+        &["status"],
+        &["verify"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sensorctl"))
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("TMPDIR", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sensorctl");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().expect("wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sensorctl {args:?} still running after 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("view `postings`"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 }

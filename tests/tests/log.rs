@@ -233,3 +233,18 @@ fn a_full_disk_is_survived_and_the_gap_is_chained() {
     );
     assert_eq!(logged + lost, OPENS, "logged {logged} + lost {lost}");
 }
+
+/// `sensorctl status` judges liveness by the age of the newest batch in units of the agent's
+/// own `batch_interval`, which the agent reports: an agent sealing every 8 s is running 6 s
+/// after its last batch, not "NOT RECORDING" by a 1 s default.
+#[test]
+fn status_uses_the_agents_batch_interval() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let secret = secret_in(files.path());
+    let mut agent = Agent::start(&config(&secret, "[log]\nbatch_interval = \"8s\""));
+    std::thread::sleep(Duration::from_secs(7));
+    let (code, out, err) = sensorctl(&agent.state_dir, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("agent:       running"), "{out}");
+    agent.stop();
+}

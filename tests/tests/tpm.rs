@@ -166,8 +166,11 @@ fn a_cut_tail_is_named_truncation() {
     let last: i64 = conn
         .query_row("SELECT MAX(number) FROM batches", [], |r| r.get(0))
         .expect("last batch");
+    // A careful attacker removes the batches' query index rows too.
     conn.execute("DELETE FROM records WHERE batch > ?1", [last - 3])
         .expect("delete records");
+    conn.execute("DELETE FROM postings WHERE batch > ?1", [last - 3])
+        .expect("delete postings");
     conn.execute("DELETE FROM batches WHERE number > ?1", [last - 3])
         .expect("delete batches");
     drop(conn);

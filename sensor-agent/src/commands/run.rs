@@ -192,7 +192,12 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     stages.spawn_blocking(CHAIN, move || {
         chain.run(runtime, events_rx, output_tx, Some(sealed_tx))
     });
-    let status = StatusStage::new(state_dir, &probes.status, counters.clone());
+    let status = StatusStage::new(
+        state_dir,
+        &probes.status,
+        config.log.batch_interval,
+        counters.clone(),
+    );
     stages.spawn("status", async move {
         status.run(stop_rx).await;
         Ok(())

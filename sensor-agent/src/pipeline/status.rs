@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use sensor_log::{time::rfc3339, AgentStatus, Timestamp};
+use sensor_log::{time::rfc3339, AgentStatus, Executable, Timestamp};
 use tokio::sync::watch;
 
 use super::Counters;
@@ -23,16 +23,28 @@ pub struct StatusStage {
 }
 
 impl StatusStage {
-    pub fn new(state_dir: PathBuf, probes: &[ProbeStatus], counters: Arc<Counters>) -> Self {
+    /// `batch_interval` goes into the file: `sensorctl status` judges liveness by how old the
+    /// newest batch is in those units.
+    pub fn new(
+        state_dir: PathBuf,
+        probes: &[ProbeStatus],
+        batch_interval: Duration,
+        counters: Arc<Counters>,
+    ) -> Self {
         let probe_modes: BTreeMap<String, String> = probes
             .iter()
             .map(|p| (p.probe.to_owned(), format!("{} ({})", p.mode, p.hook)))
             .collect();
         let started = rfc3339(Timestamp::now().wall_ns);
+        let exe = Executable::of_process("self")
+            .inspect_err(|e| tracing::warn!("status.json will not name the executable: {e}"))
+            .ok();
         let status = AgentStatus {
             pid: std::process::id(),
             started,
             probe_modes,
+            exe,
+            batch_interval_ms: Some(u64::try_from(batch_interval.as_millis()).unwrap_or(u64::MAX)),
             ..AgentStatus::default()
         };
         StatusStage {

@@ -175,7 +175,7 @@ fn path_of(r: &Record) -> Option<&str> {
 fn print(records: &[Record], json: bool) {
     if json {
         for r in records {
-            println!("{}", to_json(r));
+            outln!("{}", to_json(r));
         }
     } else if !records.is_empty() {
         let rows: Vec<Vec<String>> = records.iter().map(row).collect();

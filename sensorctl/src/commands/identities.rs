@@ -67,7 +67,7 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
                 .iter()
                 .map(|((path, kind), n)| json!({"path": path, "kind": kind, "count": n}))
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 json!({
                     "user": user, "unit": unit, "container": container, "owner": s.owner, "human": s.human,

@@ -9,10 +9,10 @@ pub fn show(state_dir: &Path) -> Result<(), Failure> {
     let key = store
         .current_key()?
         .ok_or_else(|| Failure::Failed("the log has no signing key yet".to_string()))?;
-    println!(
+    outln!(
         "public key: {}",
         sensor_log::hex::encode(key.public_key.as_bytes())
     );
-    println!("key epoch:  {}", key.key_epoch);
+    outln!("key epoch:  {}", key.key_epoch);
     Ok(())
 }

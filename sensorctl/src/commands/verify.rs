@@ -52,7 +52,7 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
         }
         v => v,
     };
-    println!("{}", verdict?);
+    outln!("{}", verdict?);
     Ok(())
 }
 
@@ -86,7 +86,7 @@ fn report(s: &Summary) {
         .pruned_before
         .map(|p| format!(", starting at seq {p} after pruning"))
         .unwrap_or_default();
-    println!(
+    outln!(
         "intact: {} records and {} batches checked, {} epoch{}, {span}{pruned}",
         s.records,
         s.batches,
@@ -94,7 +94,7 @@ fn report(s: &Summary) {
         if s.epochs == 1 { "" } else { "s" }
     );
     if s.key_from_store {
-        eprintln!("warning: the first public key was taken from the store itself (trust on first use); pin it with --public-key");
+        errln!("warning: the first public key was taken from the store itself (trust on first use); pin it with --public-key");
     }
 }
 
