@@ -266,6 +266,12 @@ fn restart(dir: &Path) {
 fn a_failing_reader_stops_the_agent_and_is_chained() {
     let state = stage_failure_stops_the_agent("read");
     assert_eq!(stage_losses(state.path(), "read"), 1);
+    // The table says the amount is unknown rather than "lost 0".
+    let (_, table, _) = sensorctl(state.path(), &["events", "--kind", "loss"]);
+    assert!(
+        table.contains("lost an unknown number from stage_read"),
+        "{table}"
+    );
     restart(state.path());
     assert_eq!(previous_epoch_end(state.path()), "CleanStop");
 }

@@ -262,13 +262,18 @@ fn row(r: &Record) -> Vec<String> {
         detail.push(format!("{} ({}, {})", f.path, f.kind, f.access));
     }
     if let Some(l) = &e.loss {
-        let counts: Vec<String> = l.counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        detail.push(format!(
-            "lost {} from {}: {}",
-            l.total,
-            l.source,
-            counts.join(", ")
-        ));
+        if l.counts.is_empty() {
+            // A stage that ended (`stage_<name>`): nobody counted what it dropped.
+            detail.push(format!("lost an unknown number from {}", l.source));
+        } else {
+            let counts: Vec<String> = l.counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            detail.push(format!(
+                "lost {} from {}: {}",
+                l.total,
+                l.source,
+                counts.join(", ")
+            ));
+        }
     }
     if let Some(s) = &e.syscall {
         detail.extend(s.operation.clone());
