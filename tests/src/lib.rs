@@ -35,6 +35,22 @@ pub fn sensorctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `sensorctl events --json --kind KIND` in `dir`, one value per line.
+pub fn events(dir: &Path, kind: &str) -> Vec<Value> {
+    let (code, out, err) = sensorctl(dir, &["events", "--json", "--kind", kind]);
+    assert_eq!(code, 0, "sensorctl events: {err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// A file `secret` (content "k") in `dir`, by its canonical path, for a test to watch.
+pub fn secret_in(dir: &Path) -> PathBuf {
+    let secret = dir.canonicalize().expect("canonical").join("secret");
+    std::fs::write(&secret, "k").expect("write secret");
+    secret
+}
+
 /// The `openloop` load generator: opens `path` `count` times.
 pub fn openloop(count: u64, path: &Path) -> Child {
     Command::new(trigger_bin().with_file_name("openloop"))

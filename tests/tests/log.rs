@@ -9,8 +9,7 @@ use std::{
 };
 
 use rusqlite::{params, Connection};
-use sensor_tests::{openloop, sensorctl, Agent};
-use serde_json::Value;
+use sensor_tests::{events, openloop, secret_in, sensorctl, Agent};
 
 /// A config watching one file in `dir`.
 fn config(secret: &Path, extra: &str) -> String {
@@ -18,21 +17,6 @@ fn config(secret: &Path, extra: &str) -> String {
         "{extra}\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
         secret.display()
     )
-}
-
-fn secret_in(dir: &Path) -> PathBuf {
-    let secret = dir.canonicalize().expect("canonical").join("secret");
-    std::fs::write(&secret, "k").expect("write secret");
-    secret
-}
-
-/// `sensorctl events --json` rows of `kind`.
-fn events(dir: &Path, kind: &str) -> Vec<Value> {
-    let (code, out, err) = sensorctl(dir, &["events", "--json", "--kind", kind]);
-    assert_eq!(code, 0, "sensorctl events: {err}");
-    out.lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
 }
 
 /// Waits until `n` events of `path` have been logged (polls the store).

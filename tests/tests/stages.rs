@@ -6,17 +6,8 @@
 
 use std::{path::Path, time::Duration};
 
-use sensor_tests::{openloop, sensorctl, trigger, Agent, Start, Stdout};
+use sensor_tests::{events, openloop, secret_in, sensorctl, trigger, Agent, Start, Stdout};
 use serde_json::Value;
-
-/// `sensorctl events --json --kind KIND`.
-fn events(dir: &Path, kind: &str) -> Vec<Value> {
-    let (code, out, err) = sensorctl(dir, &["events", "--json", "--kind", kind]);
-    assert_eq!(code, 0, "sensorctl events: {err}");
-    out.lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
 
 /// Whether the log holds `pid`'s open of /etc/shadow.
 fn logged_shadow_read(dir: &Path, pid: u32) -> bool {
@@ -111,12 +102,7 @@ fn a_closed_stdout_stops_the_output_but_not_the_log() {
 #[test]
 fn a_stalled_stdout_reader_does_not_stall_the_log() {
     let files = tempfile::tempdir().expect("tempdir");
-    let secret = files
-        .path()
-        .canonicalize()
-        .expect("canonical")
-        .join("secret");
-    std::fs::write(&secret, "k").expect("write secret");
+    let secret = secret_in(files.path());
     let config = format!(
         "[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
         secret.display()

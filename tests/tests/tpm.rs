@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use sensor_log::{
     Anchor, AnchorTrail, LogWriter, Store, Timestamp, TpmEntry, Verdict, WriterOptions,
 };
-use sensor_tests::{openloop, sensorctl, Agent};
+use sensor_tests::{events, openloop, secret_in, sensorctl, Agent};
 use sensor_tpm::{quote_binding, replay, swtpm::Swtpm, verify_quote, AkPublic, Error, Quote};
 use serde_json::Value;
 
@@ -35,12 +35,7 @@ impl Setup {
         let tpm = Swtpm::start(tpm_dir.path())
             .unwrap_or_else(|e| panic!("cannot start swtpm ({e}): run `cargo xtask setup`"));
         let files = tempfile::tempdir().expect("tempdir");
-        let secret = files
-            .path()
-            .canonicalize()
-            .expect("canonical")
-            .join("secret");
-        std::fs::write(&secret, "k").expect("write secret");
+        let secret = secret_in(files.path());
         Setup {
             tpm,
             _tpm_dir: tpm_dir,
@@ -80,20 +75,11 @@ impl Setup {
     }
 }
 
-/// `sensorctl events --json` rows of `kind`.
-fn entries(dir: &Path, kind: &str) -> Vec<Value> {
-    let (code, out, err) = sensorctl(dir, &["events", "--json", "--kind", kind]);
-    assert_eq!(code, 0, "sensorctl events: {err}");
-    out.lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
-
 /// Polls until an entry of `kind` is in the log.
 fn wait_entry(dir: &Path, kind: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(e) = entries(dir, kind).pop() {
+        if let Some(e) = events(dir, kind).pop() {
             return e;
         }
         assert!(
@@ -151,7 +137,7 @@ fn anchors_during_a_storm_and_verifies() {
         out.contains("0 newer not yet extended") && out.contains("stored quote of batch"),
         "after a clean stop every batch is in the PCR: {out}"
     );
-    assert!(entries(s.dir(), "tpm_anchored").len() == 1);
+    assert!(events(s.dir(), "tpm_anchored").len() == 1);
 }
 
 #[test]
@@ -489,7 +475,7 @@ fn a_replaced_attestation_key_is_not_adopted() {
             .and_then(|d| d.split("AK ").nth(1))
             .map(str::to_string)
     };
-    let anchored = entries(s.dir(), "tpm_anchored");
+    let anchored = events(s.dir(), "tpm_anchored");
     assert_eq!(anchored.len(), 2, "{first} {second}");
     assert_eq!(ak(&anchored[0]), ak(&anchored[1]), "the pinned key stays");
     verify_tpm_fails(&s, "TPM state mismatch");
@@ -557,7 +543,7 @@ fn a_tpm_outage_loses_no_event_and_the_gap_is_recorded() {
     s.storm(3_000);
     assert_eq!(received(&agent, &s.secret), 9_000, "no event lost");
     assert!(
-        entries(s.dir(), "loss").is_empty(),
+        events(s.dir(), "loss").is_empty(),
         "nothing counted as lost"
     );
     let detail = resumed["detail"].as_str().unwrap_or_default();
@@ -567,7 +553,7 @@ fn a_tpm_outage_loses_no_event_and_the_gap_is_recorded() {
     );
     // The restarted swtpm is a TPM reset: the resumed span records the new reset count and
     // replays from the PCR value read then.
-    let anchored = entries(s.dir(), "tpm_anchored").pop().expect("anchored");
+    let anchored = events(s.dir(), "tpm_anchored").pop().expect("anchored");
     let resets = |e: &Value| reset_count(e["detail"].as_str().unwrap_or_default());
     assert_eq!(resets(&resumed), resets(&anchored) + 1, "{resumed}");
     agent.stop();
