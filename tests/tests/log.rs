@@ -232,3 +232,30 @@ fn status_uses_the_agents_batch_interval() {
     assert!(out.contains("agent:       running"), "{out}");
     agent.stop();
 }
+
+/// The key found on disk at start (possibly copied while the agent was stopped, or pinned at
+/// install) is replaced soon after start: the next key is announced under it, and its file is
+/// destroyed; the log still verifies.
+#[test]
+fn the_start_key_is_rotated_soon_after_start() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let secret = secret_in(files.path());
+    let mut agent = Agent::start(&config(&secret, "[log]\nfirst_key_rotation = \"2s\""));
+    let keys = agent.state_dir.join("keys");
+    assert!(keys.join("ed25519-1.key").exists());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while keys.join("ed25519-1.key").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the start key was not rotated"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(keys.join("ed25519-2.key").exists());
+    agent.stop();
+    let (code, out, err) = sensorctl(&agent.state_dir, &["key", "show"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("key epoch:  2\n"), "{out}");
+    let (code, out) = verify(&agent.state_dir);
+    assert_eq!(code, 0, "{out}");
+}
