@@ -7,8 +7,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::codec;
 use crate::error::Result;
-use crate::record::{self, Hash, HostId};
+use crate::record::{Hash, HostId};
 
 /// Domain tag of the header digest (15 ASCII bytes).
 pub const BATCH_TAG: &[u8] = b"sensor-batch-v1";
@@ -73,11 +74,11 @@ pub fn digest(header_bytes: &[u8]) -> Hash {
 
 impl BatchHeader {
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader> {
-        record::decode(bytes, "batch header")
+        codec::decode(bytes, "batch header")
     }
 
     pub fn seal(self, key: &SigningKey) -> Result<SealedBatch> {
-        let header_bytes = record::encode(&self)?;
+        let header_bytes = codec::encode(&self)?;
         let digest = digest(&header_bytes);
         let signature = key.sign(&digest).to_bytes();
         Ok(SealedBatch {
@@ -135,7 +136,7 @@ mod tests {
 
     fn header() -> BatchHeader {
         BatchHeader {
-            version: record::FORMAT_VERSION,
+            version: crate::record::FORMAT_VERSION,
             host_id: [1; 16],
             epoch: 1,
             number: 1,
@@ -188,7 +189,7 @@ mod tests {
             reset_count: 2,
             restart_count: 1,
         });
-        let bytes = record::encode(&h).expect("encodes");
+        let bytes = codec::encode(&h).expect("encodes");
         assert_eq!(BatchHeader::decode(&bytes).expect("decodes"), h);
     }
 

@@ -10,7 +10,7 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("cannot encode record: {0}")]
-    Encode(#[from] bincode::error::EncodeError),
+    Encode(#[from] crate::codec::EncodeError),
     /// Bytes read back from the store or a file did not parse; they are untrusted input.
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },

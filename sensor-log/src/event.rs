@@ -2,7 +2,7 @@
 //! and what the log stores. Documented in `docs/events.md`.
 //!
 //! Every field is always present (absent values are `null`), so the same struct encodes
-//! deterministically with bincode for the log and reads naturally as JSON.
+//! deterministically with the log's codec (`codec.rs`) and reads naturally as JSON.
 
 use std::collections::BTreeMap;
 

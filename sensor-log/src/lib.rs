@@ -8,6 +8,7 @@
 pub mod anchor;
 pub mod batch;
 pub mod chain;
+pub mod codec;
 pub mod error;
 pub mod event;
 pub mod hex;

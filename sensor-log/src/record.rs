@@ -1,63 +1,18 @@
-//! The record: the unit of the hash chain, and its canonical encoding.
-//!
-//! Encoding is bincode 2 through serde with one fixed configuration (little endian, fixed-width
-//! integers, a decode limit), so equal values always give equal bytes and an independent
-//! verifier can decode them from the layout in `docs/log-format.md`.
+//! The record: the unit of the hash chain. Its bytes come from `codec` (docs/log-format.md
+//! gives the layout an independent verifier decodes).
 
-use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
+pub use crate::codec::MAX_ENCODED_BYTES;
 use crate::error::{Error, Result};
 use crate::event::Event;
 
 /// Version of the record and batch-header layouts. Bumped on any change of bytes.
 pub const FORMAT_VERSION: u16 = 1;
 
-/// Largest encoded record or header accepted, in both directions. Decoding stops before
-/// allocating past it, so a corrupt length prefix in the store cannot exhaust memory.
-pub const MAX_ENCODED_BYTES: usize = 1 << 20;
-
 pub type Hash = [u8; 32];
 pub type HostId = [u8; 16];
-
-const CONFIG: Configuration<LittleEndian, Fixint, Limit<MAX_ENCODED_BYTES>> =
-    bincode::config::standard()
-        .with_little_endian()
-        .with_fixed_int_encoding()
-        .with_limit::<MAX_ENCODED_BYTES>();
-
-/// Canonical bytes of any log structure.
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let bytes = bincode::serde::encode_to_vec(value, CONFIG)?;
-    if bytes.len() > MAX_ENCODED_BYTES {
-        return Err(Error::malformed(
-            "record",
-            format!(
-                "{} bytes exceeds the {MAX_ENCODED_BYTES}-byte limit",
-                bytes.len()
-            ),
-        ));
-    }
-    Ok(bytes)
-}
-
-/// Decodes a prefix of `bytes`, returning the value and how many bytes it used.
-pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<(T, usize)> {
-    bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| Error::malformed(what, e))
-}
-
-/// Decodes exactly `bytes`: trailing bytes are rejected, as they would not be canonical.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
-    let (value, used) = decode_prefix(bytes, what)?;
-    if used != bytes.len() {
-        return Err(Error::malformed(
-            what,
-            format!("{} trailing bytes", bytes.len() - used),
-        ));
-    }
-    Ok(value)
-}
 
 /// One link of the chain.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -245,7 +200,7 @@ const HEADER_LEN: usize = 50;
 
 /// Reads the header and the body tag without decoding the body: the verifier's fast path.
 /// The header has fixed-width fields only (docs/log-format.md), so they are read at their
-/// offsets: through bincode this cost about 6 % of `verify`. `round_trip_and_deterministic`
+/// offsets: through the codec this cost about 6 % of `verify`. `round_trip_and_deterministic`
 /// checks it against the decoded header.
 pub(crate) fn peek(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
     let field = |at: usize, n: usize| {
@@ -280,11 +235,11 @@ pub(crate) fn peek(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
 
 impl Record {
     pub fn encode(&self) -> Result<Vec<u8>> {
-        encode(self)
+        codec::encode(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Record> {
-        decode(bytes, "record")
+        codec::decode(bytes, "record")
     }
 }
 
