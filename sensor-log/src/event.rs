@@ -5,8 +5,10 @@
 //! deterministically with the log's codec (`codec.rs`) and reads naturally as JSON.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The `kind` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -215,6 +217,37 @@ pub struct Loss {
     /// Where they were lost: `kernel_ringbuf`, `disk_full`, `stage_<name>`, ... (docs/events.md).
     pub source: String,
     /// Lost events by kind name since the previous `loss` event from the same source.
+    #[serde(deserialize_with = "ascending_keys")]
     pub counts: BTreeMap<String, u64>,
     pub total: u64,
+}
+
+/// Reads a map whose keys must be strictly ascending. Encoding writes them so; reading a
+/// repeated or unordered key into a `BTreeMap` would give a different map, whose bytes are
+/// not the ones that were signed (a repeated key would hide its first count).
+fn ascending_keys<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, u64>, D::Error> {
+    struct Ascending;
+    impl<'de> Visitor<'de> for Ascending {
+        type Value = BTreeMap<String, u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map with strictly ascending keys")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, u64>()? {
+                if let Some((last, _)) = out.last_key_value() {
+                    if *last >= key {
+                        return Err(A::Error::custom(format!(
+                            "map key {key:?} does not follow {last:?} in ascending order"
+                        )));
+                    }
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Ascending)
 }

@@ -455,7 +455,7 @@ type RecordTermValues<'a> = [Option<(Dim, Term<'a>)>; DIMS];
 /// Decoding every event in full (a dozen allocations) would cost `verify` about half its
 /// speed; this follows the layout of docs/log-format.md up to `file.path` and stops, and
 /// `tests::terms_in_place_equal_decoded` keeps it equal to `each_term` on the decoded record.
-fn terms_in_place(bytes: &[u8]) -> Option<(&'static str, RecordTermValues<'_>)> {
+pub(crate) fn terms_in_place(bytes: &[u8]) -> Option<(&'static str, RecordTermValues<'_>)> {
     let mut c = Cursor { bytes, at: 50 };
     if c.u32()? != crate::record::BODY_TAG_EVENT {
         return None;

@@ -25,6 +25,8 @@ pub mod verify;
 pub mod writer;
 
 #[cfg(test)]
+mod decode_props;
+#[cfg(test)]
 mod format;
 
 pub use anchor::AnchorTrail;
