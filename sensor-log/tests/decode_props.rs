@@ -98,7 +98,7 @@ fn decode_bounded(bytes: &[u8]) -> Result<sensor_log::Result<Record>, TestCaseEr
         bytes.len()
     );
     if let Ok(h) = header {
-        prop_assert_eq!(sensor_log::record::encode(&h).expect("re-encodes"), bytes);
+        prop_assert_eq!(sensor_log::codec::encode(&h).expect("re-encodes"), bytes);
     }
     Ok(record)
 }
@@ -410,7 +410,7 @@ proptest! {
 
     #[test]
     fn batch_headers_round_trip(header in batch_header()) {
-        let bytes = sensor_log::record::encode(&header).expect("encodes");
+        let bytes = sensor_log::codec::encode(&header).expect("encodes");
         prop_assert_eq!(BatchHeader::decode(&bytes).expect("decodes"), header);
     }
 
