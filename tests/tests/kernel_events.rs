@@ -205,6 +205,31 @@ fn evasion_routes_report_the_real_file() {
     assert!(umount.success());
 }
 
+/// The kernel copies at most 255 bytes of the path the caller passed (and a NUL); a longer
+/// one is reported cut, marked with `…`, while the opened file is still named in full.
+#[test]
+fn a_long_requested_path_is_cut_and_marked() {
+    let f = fixture();
+    let secret = f.dir.join("secret");
+    let with_slashes = |len: usize| {
+        let dir = s(&f.dir);
+        format!(
+            "{dir}{}secret",
+            "/".repeat(len - dir.len() - "secret".len())
+        )
+    };
+    let (short, long) = (with_slashes(254), with_slashes(400));
+    let (pid, ret) = trigger(&["open", &short]);
+    assert!(ret >= 0, "open failed: {ret}");
+    let e = file_event(pid);
+    assert_eq!(e["file"]["requested"], short.as_str(), "{e}");
+    let (pid, ret) = trigger(&["open", &long]);
+    assert!(ret >= 0, "open failed: {ret}");
+    let e = file_event(pid);
+    assert_eq!(e["file"]["path"], s(&secret), "{e}");
+    assert_eq!(e["file"]["requested"], format!("{}…", &long[..255]), "{e}");
+}
+
 #[test]
 fn denied_attempt_by_another_uid_is_reported() {
     let f = fixture();
