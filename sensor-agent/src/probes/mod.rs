@@ -24,7 +24,12 @@ use crate::Error;
 /// placeholder when the agent was compiled before it existed (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENSOR_EBPF_OBJECT"));
 
-/// The embedded object, or the error that says how to get one.
+/// The embedded object, or the error that says how to get one. [`preflight::check`] asks
+/// first, so an agent compiled without it stops before it writes anything.
+pub fn embedded_object() -> Result<&'static [u8], Error> {
+    ebpf_object(EBPF_OBJECT, cfg!(sensor_ebpf_placeholder))
+}
+
 fn ebpf_object(object: &'static [u8], placeholder: bool) -> Result<&'static [u8], Error> {
     if placeholder {
         return Err(Error::NoEbpfObject);
@@ -127,7 +132,7 @@ pub struct Probes {
 impl Probes {
     /// Loads and attaches every probe; [`preflight::check`] should have passed first.
     pub fn load(options: &LoadOptions) -> Result<Probes, Error> {
-        let object = ebpf_object(EBPF_OBJECT, cfg!(sensor_ebpf_placeholder))?;
+        let object = embedded_object()?;
         let offsets = offsets::from_btf(Path::new(offsets::VMLINUX_BTF))?;
         let config = SensorConfig {
             agent_tgid: std::process::id(),
@@ -227,8 +232,7 @@ mod tests {
     /// the real object must be what gets embedded, never the placeholder.
     #[test]
     fn the_built_object_is_embedded() {
-        let object = ebpf_object(EBPF_OBJECT, cfg!(sensor_ebpf_placeholder))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let object = embedded_object().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(object.get(..4), Some(&b"\x7fELF"[..]), "not an ELF object");
     }
 }
