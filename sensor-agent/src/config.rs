@@ -496,7 +496,8 @@ fn validate_agent(agent: &RawAgent, file: &str) -> Result<(), ConfigError> {
         }
     }
     if let Some(bytes) = agent.ring_buffer_bytes {
-        // SAFETY: sysconf has no preconditions.
+        // SAFETY: sysconf takes no pointers and touches no memory of ours; a failure returns
+        // -1, which the conversion refuses.
         let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         if !bytes.is_power_of_two() {
             return Err(invalid(

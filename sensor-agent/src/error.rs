@@ -30,6 +30,12 @@ pub enum Error {
     #[error("the kernel refused to load the eBPF programs: {0}")]
     Load(String),
 
+    #[error(
+        "this sensor-agent was compiled without its eBPF programs (the sensor-ebpf object did \
+         not exist yet): build it with `cargo xtask build`"
+    )]
+    NoEbpfObject,
+
     #[error("attaching probe {probe} to {hook}: {reason}")]
     Attach {
         probe: &'static str,

@@ -90,12 +90,19 @@ pub const PROC_CMDLINE: u32 = 8;
 /// `/proc/kcore` (physical memory): always reported.
 pub const PROC_KCORE: u32 = 16;
 
+/// aya::Pod requires a type with no uninitialised byte (no implicit padding) for which every
+/// bit pattern is a valid value: these are #[repr(C)] integers and byte arrays, with their
+/// padding spelled out as fields.
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain #[repr(C)] integers and byte arrays with explicit padding.
+    // SAFETY: u32 dev, u32 _pad, u64 ino: no implicit padding, any bits are valid.
     unsafe impl aya::Pod for super::InodeKey {}
+    // SAFETY: a 16-byte InodeKey then a byte array: no implicit padding, any bits are valid.
     unsafe impl aya::Pod for super::NameKey {}
+    // SAFETY: u32 rule, u32 flags, u64 name_lengths: no implicit padding, any bits are valid.
     unsafe impl aya::Pod for super::WatchValue {}
+    // SAFETY: two u32: no padding, any bits are valid.
     unsafe impl aya::Pod for super::SensorConfig {}
+    // SAFETY: only u32 fields: no padding, any bits are valid.
     unsafe impl aya::Pod for crate::KernelOffsets {}
 }

@@ -47,7 +47,8 @@ pub struct KernelOffsets {
 impl KernelOffsets {
     /// The value compiled into the eBPF object; the agent overwrites it before loading.
     pub const fn zeroed() -> Self {
-        // SAFETY: all fields are integers.
+        // SAFETY: KernelOffsets is #[repr(C)] with only u32 fields, for which all-zero bytes
+        // are a valid value.
         unsafe { core::mem::zeroed() }
     }
 }

@@ -2,7 +2,6 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-    bpf_probe_read_user_str_bytes,
 };
 use sensor_common::{
     name_length_bit,
@@ -12,8 +11,8 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{fd_file, off, pid_nr, BtfPtr, RawPtr, SyscallArgs},
-    output::{fill_header, reserve},
+    kernel::{fd_file, off, pid_nr, read_kernel_str, read_user_str, BtfPtr, RawPtr, SyscallArgs},
+    output::{header, reserve},
     CONFIG, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
 };
 
@@ -67,6 +66,8 @@ pub fn on_open(
         Watched::Openat => (OpenSyscall::Openat, a[0] as i32, a[1], a[2]),
         // open_how.flags is the first field of the caller's struct.
         Watched::Openat2 => {
+            // SAFETY: the helper copies into a u64 of its own and fails on an unmapped user
+            // address; every bit pattern is a valid u64.
             let how_flags = unsafe { bpf_probe_read_user(a[2] as *const u64) }.unwrap_or(0);
             (OpenSyscall::Openat2, a[0] as i32, a[1], how_flags)
         }
@@ -82,30 +83,36 @@ pub fn on_open(
     let Some(mut entry) = reserve::<FileEvent>(kind) else {
         return Ok(());
     };
-    let e = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut e.header, kind);
-    e.ret = ret;
-    e.flags = flags;
-    e.ino = m.ino;
-    e.dev = m.dev;
-    e.rule = m.rule;
-    e.target_tgid = m.target_tgid;
-    e.dfd = dfd;
-    e.syscall = syscall as u8;
-    e.matched = m.kind as u8;
-    e.requested_truncated = 0;
-    e.compat = compat as u8;
-    e._pad = [0; 4];
-    e.name[0] = 0;
-    if m.name != 0 {
-        let _ = read_name(m.name, &mut e.name);
-    }
-    e.requested[0] = 0;
-    if path != 0 {
-        if let Ok(s) = unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut e.requested) }
-        {
-            e.requested_truncated = (s.len() >= REQUESTED_LEN - 1) as u8;
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to the reserved entry, valid for writes of a FileEvent and 8-byte
+    // aligned (the ring buffer's record alignment, checked by `reserve`). Fields are written
+    // through raw pointers, so no reference to the uninitialised entry is formed, and the
+    // string helpers write at most the size of their field.
+    unsafe {
+        (&raw mut (*e).header).write(header(kind));
+        (&raw mut (*e).ret).write(ret);
+        (&raw mut (*e).flags).write(flags);
+        (&raw mut (*e).ino).write(m.ino);
+        (&raw mut (*e).dev).write(m.dev);
+        (&raw mut (*e).rule).write(m.rule);
+        (&raw mut (*e).target_tgid).write(m.target_tgid);
+        (&raw mut (*e).dfd).write(dfd);
+        (&raw mut (*e).syscall).write(syscall as u8);
+        (&raw mut (*e).matched).write(m.kind as u8);
+        (&raw mut (*e).compat).write(compat as u8);
+        (&raw mut (*e)._pad).write([0; 4]);
+        (&raw mut (*e).name).cast::<u8>().write(0);
+        if m.name != 0 {
+            let _ = read_kernel_str(&raw mut (*e).name, m.name);
         }
+        (&raw mut (*e).requested).cast::<u8>().write(0);
+        let requested = if path != 0 {
+            read_user_str(&raw mut (*e).requested, path).unwrap_or(0)
+        } else {
+            0
+        };
+        // The helper's length counts the NUL: a string that filled the field was cut.
+        (&raw mut (*e).requested_truncated).write((requested >= REQUESTED_LEN) as u8);
     }
     entry.submit(0);
     Ok(())
@@ -130,6 +137,9 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
         target_tgid: 0,
         name,
     };
+    // SAFETY: the element stays mapped while the program runs (RCU read side) and is only
+    // read here. WatchValue is plain integers, valid for every bit pattern, so an update by
+    // user space racing with this read can at worst give one event a stale rule id.
     if let Some(v) = unsafe { WATCHED_INODES.get(key) } {
         return Ok(hit(MatchKind::Inode, v));
     }
@@ -146,6 +156,7 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
         _pad: 0,
         ino: parent_inode.load(off!(inode_i_ino))?,
     };
+    // SAFETY: as for WATCHED_INODES above.
     let dv = unsafe { WATCHED_DIRS.get(dir) }.ok_or(NOT_WATCHED)?;
     if dv.flags & DIR_ANY_NAME != 0 {
         return Ok(hit(MatchKind::DirAny, dv));
@@ -159,6 +170,7 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
         name: [0; NAME_LEN],
     };
     read_name(name, &mut name_key.name)?;
+    // SAFETY: as for WATCHED_INODES above.
     let v = unsafe { WATCHED_NAMES.get(name_key) }.ok_or(NOT_WATCHED)?;
     Ok(hit(MatchKind::DirName, v))
 }
@@ -180,6 +192,8 @@ fn proc_match(inode: RawPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64
         b"kcore\0\0\0" => PROC_KCORE,
         _ => return Err(NOT_WATCHED),
     };
+    // SAFETY: CONFIG is a plain-data static that lives for the whole program; the volatile
+    // read keeps the compiler from folding the compiled-in zero the agent overrides at load.
     let enabled = unsafe { core::ptr::read_volatile(&CONFIG.proc_files) } | PROC_KCORE;
     if enabled & bit == 0 {
         return Err(NOT_WATCHED);
@@ -211,6 +225,8 @@ fn proc_match(inode: RawPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64
 /// Copies a kernel string (a dentry name) into `buf`, NUL-terminated.
 #[inline(always)]
 fn read_name(name: u64, buf: &mut [u8]) -> Result<(), i64> {
+    // SAFETY: `buf` is an initialised buffer the helper writes at most `buf.len()` bytes of;
+    // the kernel memory is read fault-safely.
     unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, buf) }?;
     Ok(())
 }

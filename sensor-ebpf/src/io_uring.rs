@@ -6,7 +6,7 @@ use sensor_common::{EventKind, IoUringEvent, IORING_OP_OPENAT, IORING_OP_OPENAT2
 
 use crate::{
     kernel::{off, read, tp_arg},
-    output::{fill_header, is_agent, reserve},
+    output::{header, is_agent, reserve},
 };
 
 /// io_uring_submit_req(struct io_kiocb *req)
@@ -22,11 +22,12 @@ pub fn on_submit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(mut entry) = reserve::<IoUringEvent>(EventKind::IoUring) else {
         return Ok(());
     };
-    let e = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut e.header, EventKind::IoUring);
-    e.opcode = opcode;
-    e._pad = [0; 7];
-    e.user_data = 0;
+    entry.write(IoUringEvent {
+        header: header(EventKind::IoUring),
+        opcode,
+        _pad: [0; 7],
+        user_data: 0,
+    });
     entry.submit(0);
     Ok(())
 }

@@ -1,7 +1,12 @@
 //! Reading kernel memory at offsets the agent derived from the running kernel's BTF.
 
+use core::ffi::{c_long, c_void};
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+    },
     programs::RawTracePointContext,
     EbpfContext,
 };
@@ -11,6 +16,8 @@ use sensor_common::syscall::TS_COMPAT;
 /// compiled-in zero.
 macro_rules! off {
     ($field:ident) => {
+        // SAFETY: OFFSETS is a plain-data static that lives for the whole program; a
+        // volatile read of one of its fields reads initialised, aligned memory.
         unsafe { core::ptr::read_volatile(&crate::OFFSETS.$field) as u64 }
     };
 }
@@ -18,17 +25,24 @@ pub(crate) use off;
 
 #[inline(always)]
 pub fn read<T>(addr: u64) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel copies into a value of its own and returns an error for
+    // an address that does not map; callers only read plain-data `T` (integers, pointers as
+    // numbers), for which every bit pattern is valid.
     unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|e| e as i64)
 }
 
 /// Argument `n` of a raw tracepoint (the tracepoint's `TP_PROTO` parameters, in order).
 #[inline(always)]
 pub fn tp_arg(ctx: &RawTracePointContext, n: usize) -> u64 {
+    // SAFETY: a raw tracepoint's context is the array of its `TP_PROTO` arguments, one u64
+    // each; callers pass an `n` below the tracepoint's argument count, and the verifier
+    // refuses the program if a read goes past the context.
     unsafe { *(ctx.as_ptr() as *const u64).add(n) }
 }
 
 #[inline(always)]
 pub fn current_task() -> u64 {
+    // SAFETY: the helper takes no arguments and only returns the current task's address.
     unsafe { bpf_get_current_task() }
 }
 
@@ -58,6 +72,8 @@ pub struct BtfPtr(*const u8);
 impl BtfPtr {
     #[inline(always)]
     pub fn current_task() -> BtfPtr {
+        // SAFETY: the helper takes no arguments; the verifier tracks its result as a BTF
+        // pointer to the current task, which lives for the whole program run.
         BtfPtr(unsafe { bpf_get_current_task_btf() } as *const u8)
     }
 
@@ -69,6 +85,9 @@ impl BtfPtr {
     /// The scalar field at `offset` (a load that cannot fail).
     #[inline(always)]
     pub fn get<T: Copy>(self, offset: u64) -> T {
+        // SAFETY: the verifier checks this load against the BTF type of the pointer and the
+        // constant offset, and turns it into a fault-safe load; callers read integers or
+        // pointers, for which every bit pattern is valid.
         unsafe { core::ptr::read_volatile(self.0.add(offset as usize) as *const T) }
     }
 }
@@ -132,6 +151,58 @@ impl SyscallArgs {
                 r(pt_regs::R9),
             ])
         }
+    }
+}
+
+/// Copies the NUL-terminated user string at `src` into the `N` bytes at `dst`, through a raw
+/// pointer so that `dst` may be uninitialised ring-buffer memory. Returns the length copied,
+/// NUL included (truncated to `N`); on failure the kernel zeroes `dst`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `N` bytes.
+#[inline(always)]
+pub unsafe fn read_user_str<const N: usize>(dst: *mut [u8; N], src: u64) -> Result<usize, i64> {
+    // SAFETY: the caller guarantees `dst` is writable for `N` bytes, the size passed; the
+    // helper reads user memory fault-safely and never writes past `N`.
+    str_len(unsafe { bpf_probe_read_user_str(dst.cast(), N as u32, src as *const c_void) })
+}
+
+/// [`read_user_str`] for a kernel string.
+///
+/// # Safety
+/// `dst` must be valid for writes of `N` bytes.
+#[inline(always)]
+pub unsafe fn read_kernel_str<const N: usize>(dst: *mut [u8; N], src: u64) -> Result<usize, i64> {
+    // SAFETY: as in `read_user_str`, for kernel memory.
+    str_len(unsafe { bpf_probe_read_kernel_str(dst.cast(), N as u32, src as *const c_void) })
+}
+
+/// The result of a `bpf_probe_read_*_str` helper: a length, or the negative error.
+#[inline(always)]
+fn str_len(ret: c_long) -> Result<usize, i64> {
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Copies `len` bytes of user memory at `src` into `dst`, through a raw pointer so that `dst`
+/// may be uninitialised ring-buffer memory; on failure the kernel zeroes the `len` bytes.
+///
+/// # Safety
+/// `dst` must be valid for writes of `N` bytes, and `len <= N`.
+#[inline(always)]
+pub unsafe fn read_user_buf<const N: usize>(
+    dst: *mut [u8; N],
+    len: usize,
+    src: u64,
+) -> Result<(), i64> {
+    // SAFETY: the caller guarantees `dst` is writable for `len <= N` bytes; the helper reads
+    // user memory fault-safely.
+    match unsafe { bpf_probe_read_user(dst.cast(), len as u32, src as *const c_void) } {
+        0 => Ok(()),
+        e => Err(e),
     }
 }
 

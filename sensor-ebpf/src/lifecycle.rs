@@ -1,15 +1,12 @@
 //! Process lifecycle, which feeds attribution in user space: the exe and argv at exec, the
 //! parent at fork, the end at exit.
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf},
-    programs::RawTracePointContext,
-};
+use aya_ebpf::programs::RawTracePointContext;
 use sensor_common::{EventKind, ExecEvent, ExitEvent, ForkEvent, ARGS_LEN};
 
 use crate::{
-    kernel::{current_task, off, read, tp_arg},
-    output::{fill_header, reserve},
+    kernel::{current_task, off, read, read_kernel_str, read_user_buf, tp_arg},
+    output::{header, reserve},
 };
 
 /// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -18,21 +15,31 @@ pub fn on_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(mut entry) = reserve::<ExecEvent>(EventKind::Exec) else {
         return Ok(());
     };
-    let e = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut e.header, EventKind::Exec);
-    e._pad = 0;
-    e.filename[0] = 0;
-    if let Ok(filename) = read::<u64>(bprm + off!(linux_binprm_filename)) {
-        let _ = unsafe { bpf_probe_read_kernel_str_bytes(filename as *const u8, &mut e.filename) };
+    let filename = read::<u64>(bprm + off!(linux_binprm_filename));
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to the reserved entry, valid for writes of an ExecEvent and 8-byte
+    // aligned (the ring buffer's record alignment, checked by `reserve`). Fields are written
+    // through raw pointers, so no reference to the uninitialised entry is formed, and the
+    // string helpers write at most the size of their field.
+    unsafe {
+        (&raw mut (*e).header).write(header(EventKind::Exec));
+        (&raw mut (*e)._pad).write(0);
+        (&raw mut (*e).filename).cast::<u8>().write(0);
+        if let Ok(filename) = filename {
+            let _ = read_kernel_str(&raw mut (*e).filename, filename);
+        }
+        (&raw mut (*e).args_len).write(read_args(&raw mut (*e).args).unwrap_or(0));
     }
-    e.args_len = read_args(&mut e.args).unwrap_or(0);
     entry.submit(0);
     Ok(())
 }
 
 /// Copies the new image's argv (NUL-separated) from `mm->arg_start..arg_end`.
+///
+/// # Safety
+/// `buf` must be valid for writes of `ARGS_LEN` bytes.
 #[inline(always)]
-fn read_args(buf: &mut [u8; ARGS_LEN]) -> Result<u32, i64> {
+unsafe fn read_args(buf: *mut [u8; ARGS_LEN]) -> Result<u32, i64> {
     let mm: u64 = read(current_task() + off!(task_struct_mm))?;
     let start: u64 = read(mm + off!(mm_struct_arg_start))?;
     let end: u64 = read(mm + off!(mm_struct_arg_end))?;
@@ -46,9 +53,13 @@ fn read_args(buf: &mut [u8; ARGS_LEN]) -> Result<u32, i64> {
         return Ok(0);
     }
     // A constant-size read keeps the verifier happy; bytes past `len` are ignored.
-    unsafe { bpf_probe_read_user_buf(start as *const u8, &mut buf[..]) }.or_else(|_| unsafe {
-        bpf_probe_read_user_buf(start as *const u8, &mut buf[..len & (ARGS_LEN - 1)])
-    })?;
+    // SAFETY: the caller guarantees `buf` is writable for ARGS_LEN bytes.
+    if unsafe { read_user_buf(buf, ARGS_LEN, start) }.is_err() {
+        // The full read ran off the end of the mapping: read exactly `len` bytes, masked so
+        // the verifier sees a bound.
+        // SAFETY: as above; the masked length is below ARGS_LEN.
+        unsafe { read_user_buf(buf, len & (ARGS_LEN - 1), start) }?;
+    }
     Ok(len as u32)
 }
 
@@ -63,10 +74,11 @@ pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(mut entry) = reserve::<ForkEvent>(EventKind::Fork) else {
         return Ok(());
     };
-    let e = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut e.header, EventKind::Fork);
-    e.child_tgid = child_tgid;
-    e._pad = 0;
+    entry.write(ForkEvent {
+        header: header(EventKind::Fork),
+        child_tgid,
+        _pad: 0,
+    });
     entry.submit(0);
     Ok(())
 }
@@ -83,10 +95,11 @@ pub fn on_exit(_ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(mut entry) = reserve::<ExitEvent>(EventKind::Exit) else {
         return Ok(());
     };
-    let e = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut e.header, EventKind::Exit);
-    e.exit_code = exit_code;
-    e._pad = 0;
+    entry.write(ExitEvent {
+        header: header(EventKind::Exit),
+        exit_code,
+        _pad: 0,
+    });
     entry.submit(0);
     Ok(())
 }

@@ -1,4 +1,8 @@
 //! Filling the common header and reserving ring-buffer space, with loss counting.
+//!
+//! A reserved entry is uninitialised memory: small events are built on the stack and written
+//! whole (`entry.write`); events too large for the 512-byte BPF stack are written field by
+//! field through raw pointers (`&raw mut (*p).field`), never through a `&mut` to the entry.
 
 use aya_ebpf::{
     helpers::{
@@ -18,6 +22,8 @@ use crate::{
 #[inline(always)]
 pub fn is_agent() -> bool {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: CONFIG is a plain-data static that lives for the whole program; the volatile
+    // read keeps the compiler from folding the compiled-in zero the agent overrides at load.
     tgid == unsafe { core::ptr::read_volatile(&CONFIG.agent_tgid) }
 }
 
@@ -27,34 +33,43 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
     let entry = EVENTS.reserve::<T>(0);
     if entry.is_none() {
         if let Some(counter) = LOST_EVENTS.get_ptr_mut(kind as u32) {
+            // SAFETY: `counter` points to this CPU's slot of a per-CPU array, valid and
+            // aligned while the program runs; the program runs with migration disabled and
+            // these tracepoints do not fire in interrupt context, so no other access to the
+            // slot overlaps this one.
             unsafe { *counter += 1 };
         }
     }
     entry
 }
 
-/// Fills the header from the current task.
+/// The common header, from the current task.
 #[inline(always)]
-pub fn fill_header(h: &mut EventHeader, kind: EventKind) {
+pub fn header(kind: EventKind) -> EventHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let task = current_task();
-    h.kind = kind as u8;
-    h._pad0 = [0; 3];
-    h.cpu = unsafe { bpf_get_smp_processor_id() };
-    h.boot_ns = unsafe { bpf_ktime_get_boot_ns() };
-    h.tgid = (pid_tgid >> 32) as u32;
-    h.tid = pid_tgid as u32;
-    h.uid = uid_gid as u32;
-    h.gid = (uid_gid >> 32) as u32;
-    h.ppid = read::<u64>(task + off!(task_struct_real_parent))
-        .and_then(|parent| read::<u32>(parent + off!(task_struct_tgid)))
-        .unwrap_or(0);
-    h.euid = read::<u64>(task + off!(task_struct_cred))
-        .and_then(|cred| read::<u32>(cred + off!(cred_euid)))
-        .unwrap_or(u32::MAX);
-    h.auid = read::<u32>(task + off!(task_struct_loginuid)).unwrap_or(u32::MAX);
-    h._pad1 = 0;
-    h.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    EventHeader {
+        kind: kind as u8,
+        _pad0: [0; 3],
+        // SAFETY: the helper takes no arguments and only returns a number.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: the helper takes no arguments and only returns a number.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ppid: read::<u64>(task + off!(task_struct_real_parent))
+            .and_then(|parent| read::<u32>(parent + off!(task_struct_tgid)))
+            .unwrap_or(0),
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        euid: read::<u64>(task + off!(task_struct_cred))
+            .and_then(|cred| read::<u32>(cred + off!(cred_euid)))
+            .unwrap_or(u32::MAX),
+        auid: read::<u32>(task + off!(task_struct_loginuid)).unwrap_or(u32::MAX),
+        _pad1: 0,
+        // SAFETY: the helper takes no arguments and only returns a number.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
 }

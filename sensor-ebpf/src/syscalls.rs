@@ -1,11 +1,10 @@
 //! Credential-bearing syscalls: reported with their arguments and result, every time.
 
-use aya_ebpf::helpers::bpf_probe_read_user_str_bytes;
 use sensor_common::{syscall::Watched, EventKind, SyscallEvent};
 
 use crate::{
-    kernel::{fd_file, off, pid_nr, BtfPtr, SyscallArgs},
-    output::{fill_header, reserve},
+    kernel::{fd_file, off, pid_nr, read_user_str, BtfPtr, SyscallArgs},
+    output::{header, reserve},
 };
 
 pub fn on_syscall(
@@ -33,21 +32,27 @@ pub fn on_syscall(
     let Some(mut entry) = reserve::<SyscallEvent>(kind) else {
         return Ok(());
     };
-    let e = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut e.header, kind);
-    e.ret = ret;
-    e.args = *a;
-    e.target_tgid = target_tgid;
-    e.compat = compat as u8;
-    e._pad = [0; 3];
-    e.key_type[0] = 0;
-    e.key_desc[0] = 0;
-    if has_key_strings {
-        if a[0] != 0 {
-            let _ = unsafe { bpf_probe_read_user_str_bytes(a[0] as *const u8, &mut e.key_type) };
-        }
-        if a[1] != 0 {
-            let _ = unsafe { bpf_probe_read_user_str_bytes(a[1] as *const u8, &mut e.key_desc) };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to the reserved entry, valid for writes of a SyscallEvent and 8-byte
+    // aligned (the ring buffer's record alignment, checked by `reserve`). Fields are written
+    // through raw pointers, so no reference to the uninitialised entry is formed, and the
+    // string helpers write at most the size of their field.
+    unsafe {
+        (&raw mut (*e).header).write(header(kind));
+        (&raw mut (*e).ret).write(ret);
+        (&raw mut (*e).args).write(*a);
+        (&raw mut (*e).target_tgid).write(target_tgid);
+        (&raw mut (*e).compat).write(compat as u8);
+        (&raw mut (*e)._pad).write([0; 3]);
+        (&raw mut (*e).key_type).cast::<u8>().write(0);
+        (&raw mut (*e).key_desc).cast::<u8>().write(0);
+        if has_key_strings {
+            if a[0] != 0 {
+                let _ = read_user_str(&raw mut (*e).key_type, a[0]);
+            }
+            if a[1] != 0 {
+                let _ = read_user_str(&raw mut (*e).key_desc, a[1]);
+            }
         }
     }
     entry.submit(0);

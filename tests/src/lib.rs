@@ -333,6 +333,8 @@ impl Agent {
 
     /// Sends a signal to the agent.
     pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill reads no memory of ours. The pid is this agent's: std reaps the child
+        // only in `wait`, after which no test signals it, so the pid cannot have been reused.
         unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
     }
 }
@@ -344,7 +346,9 @@ fn spawn_owned(mut cmd: Command) -> Child {
     use std::os::unix::process::CommandExt;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it calls prctl alone, which allocates nothing
+        // and takes no lock.
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -2,9 +2,10 @@
 //! event kind, every evasion route, attribution. Needs root (as CI runs).
 
 use std::{
+    io::{BufRead, BufReader, Write},
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
-    process::{Child, Command},
+    process::{Child, Command, Stdio},
     sync::OnceLock,
     time::Duration,
 };
@@ -205,6 +206,31 @@ fn evasion_routes_report_the_real_file() {
     assert!(umount.success());
 }
 
+/// The kernel copies at most 255 bytes of the path the caller passed (and a NUL); a longer
+/// one is reported cut, marked with `…`, while the opened file is still named in full.
+#[test]
+fn a_long_requested_path_is_cut_and_marked() {
+    let f = fixture();
+    let secret = f.dir.join("secret");
+    let with_slashes = |len: usize| {
+        let dir = s(&f.dir);
+        format!(
+            "{dir}{}secret",
+            "/".repeat(len - dir.len() - "secret".len())
+        )
+    };
+    let (short, long) = (with_slashes(254), with_slashes(400));
+    let (pid, ret) = trigger(&["open", &short]);
+    assert!(ret >= 0, "open failed: {ret}");
+    let e = file_event(pid);
+    assert_eq!(e["file"]["requested"], short.as_str(), "{e}");
+    let (pid, ret) = trigger(&["open", &long]);
+    assert!(ret >= 0, "open failed: {ret}");
+    let e = file_event(pid);
+    assert_eq!(e["file"]["path"], s(&secret), "{e}");
+    assert_eq!(e["file"]["requested"], format!("{}…", &long[..255]), "{e}");
+}
+
 #[test]
 fn denied_attempt_by_another_uid_is_reported() {
     let f = fixture();
@@ -278,9 +304,24 @@ fn files_created_or_replaced_after_start_stay_watched() {
     assert_eq!(file_event(pid)["file"]["path"], s(&replaced));
 }
 
-/// A long-lived process to be the target of the process-targeting calls.
+/// A long-lived process to be the target of the process-targeting calls: `cat`, which lives
+/// while its stdin is open. It echoes a line before it is returned, because a spawn returns
+/// when the exec is past its point of no return, before the kernel's `sched_process_exec`
+/// fired: without the round trip a busy machine can let the agent see the target as the
+/// test's own fork, not yet as `cat`.
 fn target_process() -> Child {
-    Command::new("sleep").arg("60").spawn().expect("sleep")
+    let mut target = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cat");
+    writeln!(target.stdin.as_mut().expect("stdin"), "ready").expect("write to cat");
+    let mut line = String::new();
+    BufReader::new(target.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read from cat");
+    assert_eq!(line, "ready\n");
+    target
 }
 
 #[test]
@@ -295,7 +336,7 @@ fn another_process_environment_and_memory() {
         assert_eq!(e["target"]["pid"], tpid, "{e}");
         assert_eq!(e["file"]["path"], path, "{e}");
         assert!(
-            e["target"]["exe"].as_str().unwrap_or("").ends_with("sleep"),
+            e["target"]["exe"].as_str().unwrap_or("").ends_with("/cat"),
             "{e}"
         );
     }

@@ -59,7 +59,8 @@ fn clock_ns(id: libc::clockid_t) -> i128 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: a valid clock id and timespec pointer.
+    // SAFETY: clock_gettime writes only `ts`, a timespec on this stack frame; an unknown
+    // clock id returns EINVAL and leaves it zero.
     unsafe { libc::clock_gettime(id, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }

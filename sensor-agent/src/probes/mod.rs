@@ -20,8 +20,22 @@ use serde::Serialize;
 
 use crate::Error;
 
-/// The eBPF object, built by `cargo xtask build` and embedded at compile time.
+/// The eBPF object, built by `cargo xtask build` and embedded at compile time; an empty
+/// placeholder when the agent was compiled before it existed (see build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SENSOR_EBPF_OBJECT"));
+
+/// The embedded object, or the error that says how to get one. [`preflight::check`] asks
+/// first, so an agent compiled without it stops before it writes anything.
+pub fn embedded_object() -> Result<&'static [u8], Error> {
+    ebpf_object(EBPF_OBJECT, cfg!(sensor_ebpf_placeholder))
+}
+
+fn ebpf_object(object: &'static [u8], placeholder: bool) -> Result<&'static [u8], Error> {
+    if placeholder {
+        return Err(Error::NoEbpfObject);
+    }
+    Ok(object)
+}
 
 /// A probe: what it reports, the program that implements it and where that attaches.
 pub struct Probe {
@@ -118,6 +132,7 @@ pub struct Probes {
 impl Probes {
     /// Loads and attaches every probe; [`preflight::check`] should have passed first.
     pub fn load(options: &LoadOptions) -> Result<Probes, Error> {
+        let object = embedded_object()?;
         let offsets = offsets::from_btf(Path::new(offsets::VMLINUX_BTF))?;
         let config = SensorConfig {
             agent_tgid: std::process::id(),
@@ -128,7 +143,7 @@ impl Probes {
             .override_global(CONFIG_GLOBAL, &config, true)
             .override_global(aya_log::LEVEL, &options.kernel_log_level, false)
             .map_max_entries(EVENTS, options.ring_buffer_bytes)
-            .load(EBPF_OBJECT)
+            .load(object)
             .map_err(|e| Error::Load(format!("{e:#}")))?;
         let btf = Btf::from_sys_fs().map_err(|e| Error::Btf {
             path: offsets::VMLINUX_BTF.into(),
@@ -197,5 +212,27 @@ fn describe(e: &ProgramError) -> String {
             format!("{io_error}; verifier: {}", tail.join(" | "))
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_compiled_without_the_object_refuses_to_load_and_names_the_fix() {
+        let e = ebpf_object(&[], true).expect_err("a placeholder must not load");
+        assert!(
+            e.to_string().contains("`cargo xtask build`"),
+            "unclear error: {e}"
+        );
+    }
+
+    /// `cargo xtask build` (and so `cargo xtask test`) builds sensor-ebpf before the agent:
+    /// the real object must be what gets embedded, never the placeholder.
+    #[test]
+    fn the_built_object_is_embedded() {
+        let object = embedded_object().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(object.get(..4), Some(&b"\x7fELF"[..]), "not an ELF object");
     }
 }

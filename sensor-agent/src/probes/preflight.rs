@@ -1,4 +1,5 @@
-//! Checks made before loading, so a missing privilege or kernel feature is reported as one
+//! Checks made before loading (and before the agent writes anything), so a binary compiled
+//! without its eBPF object, a missing privilege or kernel feature is reported as one
 //! sentence saying what to do, never as a raw errno from the loader.
 
 use std::path::Path;
@@ -10,6 +11,7 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 pub fn check() -> Result<(), Error> {
+    super::embedded_object()?;
     if !privileged(&std::fs::read_to_string("/proc/self/status")?) {
         return Err(Error::NotPrivileged);
     }

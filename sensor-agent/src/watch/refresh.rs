@@ -101,7 +101,8 @@ impl Watcher {
             revents: 0,
         };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
+        // SAFETY: `pfd` is a pollfd on this stack frame and the count is 1, so poll reads and
+        // writes that struct only; a closed fd would only come back as POLLNVAL.
         match unsafe { libc::poll(&mut pfd, 1, ms) } {
             n if n > 0 => Ok(true),
             0 => Ok(false),

@@ -59,6 +59,10 @@ fn sys(ret: libc::c_long) -> i64 {
 }
 
 fn run(action: &str, a: &[String]) -> i64 {
+    // SAFETY: every pointer handed to the kernel is to memory that outlives the call: the
+    // `c()` strings are temporaries that live to the end of their statement, the buffers,
+    // iovecs and `open_how` are locals sized as the length passed with them. A remote
+    // address for process_vm_* names memory of the target process, never of this one.
     unsafe {
         match action {
             "open" => sys(libc::syscall(
@@ -201,7 +205,7 @@ fn run(action: &str, a: &[String]) -> i64 {
     }
 }
 
-unsafe fn open_by_handle(path: &str) -> i64 {
+fn open_by_handle(path: &str) -> i64 {
     #[repr(C)]
     struct Handle {
         bytes: u32,
@@ -214,57 +218,73 @@ unsafe fn open_by_handle(path: &str) -> i64 {
         data: [0; 128],
     };
     let mut mount_id = 0;
-    let r = libc::syscall(
-        libc::SYS_name_to_handle_at,
-        libc::AT_FDCWD,
-        c(path).as_ptr(),
-        &mut h,
-        &mut mount_id,
-        0,
-    );
-    assert_eq!(
-        r,
-        0,
-        "name_to_handle_at: {}",
-        std::io::Error::last_os_error()
-    );
-    let dir = std::path::Path::new(path).parent().expect("a parent");
-    let mount_fd = libc::open(
-        c(dir.to_str().expect("utf-8")).as_ptr(),
-        libc::O_RDONLY | libc::O_DIRECTORY,
-    );
-    sys(libc::syscall(
-        libc::SYS_open_by_handle_at,
-        mount_fd,
-        &mut h,
-        libc::O_RDONLY,
-    ))
+    // SAFETY: `h` is a file_handle header followed by the 128 bytes its `bytes` field
+    // announces, and `mount_id` an int, both locals that outlive the calls; the path strings
+    // live to the end of their statements.
+    unsafe {
+        let r = libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            c(path).as_ptr(),
+            &mut h,
+            &mut mount_id,
+            0,
+        );
+        assert_eq!(
+            r,
+            0,
+            "name_to_handle_at: {}",
+            std::io::Error::last_os_error()
+        );
+        let dir = std::path::Path::new(path).parent().expect("a parent");
+        let mount_fd = libc::open(
+            c(dir.to_str().expect("utf-8")).as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+        );
+        sys(libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd,
+            &mut h,
+            libc::O_RDONLY,
+        ))
+    }
 }
 
-unsafe fn compat_open(path: &str) -> i64 {
-    let buf = libc::mmap(
-        std::ptr::null_mut(),
-        4096,
-        libc::PROT_READ | libc::PROT_WRITE,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
-        -1,
-        0,
-    );
-    assert_ne!(buf, libc::MAP_FAILED);
-    std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
-    let ret: i64;
-    // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
-    std::arch::asm!(
-        "push rbx",
-        "mov ebx, {path:e}",
-        "int 0x80",
-        "pop rbx",
-        path = in(reg) buf as u64,
-        inlateout("rax") 5i64 => ret,
-        in("rcx") libc::O_RDONLY as u64,
-        options(nostack),
-    );
-    ret
+fn compat_open(path: &str) -> i64 {
+    assert!(path.len() < 4096, "the path and its NUL must fit one page");
+    // SAFETY: a fresh private anonymous page below 4 GiB receives the path (shorter than the
+    // page, checked above), the page's zero bytes after it are its NUL. The asm saves and
+    // restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
+    // declares every register the ia32 entry may change as clobbered.
+    unsafe {
+        let buf = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        );
+        assert_ne!(buf, libc::MAP_FAILED);
+        std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
+        let ret: i64;
+        // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
+        std::arch::asm!(
+            "push rbx",
+            "mov ebx, {path:e}",
+            "int 0x80",
+            "pop rbx",
+            path = in(reg) buf as u64,
+            inlateout("rax") 5i64 => ret,
+            inout("rcx") libc::O_RDONLY as u64 => _,
+            // Kernels before 4.17 returned zero in r8-r11 from `int 0x80`.
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+        ret
+    }
 }
 
 fn io_uring_open(path: &str) -> i64 {
@@ -273,11 +293,15 @@ fn io_uring_open(path: &str) -> i64 {
     let sqe = io_uring::opcode::OpenAt::new(io_uring::types::Fd(libc::AT_FDCWD), p.as_ptr())
         .flags(libc::O_RDONLY)
         .build();
+    // SAFETY: the entry's path pointer is `p`, which lives until after the completion below
+    // has been reaped, so the kernel reads valid memory.
     unsafe { ring.submission().push(&sqe).expect("queue") };
     ring.submit_and_wait(1).expect("submit");
     let cqe = ring.completion().next().expect("a completion");
     let fd = cqe.result();
     if fd >= 0 {
+        // SAFETY: `fd` is the descriptor the kernel just created for this open; nothing else
+        // owns it, so closing it here is its only close.
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     fd as i64
