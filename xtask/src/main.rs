@@ -33,7 +33,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build, then run every test (unit and integration; needs root).
+    /// Build, run clippy with warnings as errors, then run every test (unit and integration;
+    /// needs root).
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -57,6 +58,20 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             build(&root)?;
+            // The lint set is only a rule if something runs it: an `unsafe` block without a
+            // `// SAFETY:` comment, or any other warning, fails the test command.
+            eprintln!("xtask: clippy (workspace lint set, warnings are errors)");
+            let mut clippy = cargo(&root);
+            clippy.args([
+                "clippy",
+                "--release",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
+            status(&mut clippy, "cargo clippy")?;
             let mut cmd = cargo(&root);
             cmd.args(["test", "--release", "--workspace"]).args(&args);
             status(&mut cmd, "cargo test")
