@@ -48,7 +48,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Build => build(&root),
+        Task::Build => build(&root).and_then(|()| build_fault_injection(&root)),
         Task::Run { args } => {
             build(&root)?;
             let agent = root.join("target/release/sensor-agent");
@@ -58,6 +58,7 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             build(&root)?;
+            build_fault_injection(&root)?;
             // The lint set is only a rule if something runs it: an `unsafe` block without a
             // `// SAFETY:` comment, or any other warning, fails the test command.
             eprintln!("xtask: clippy (workspace lint set, warnings are errors)");
@@ -108,7 +109,11 @@ fn build(root: &Path) -> Result<()> {
         "--bin",
         "sensorctl",
     ]);
-    status(&mut bins, "building the binaries")?;
+    status(&mut bins, "building the binaries")
+}
+
+/// The test-only agent binary; `run` does not need it.
+fn build_fault_injection(root: &Path) -> Result<()> {
     // The integration tests make pipeline stages fail through this build (see
     // sensor-agent/src/pipeline/fault.rs). It has its own name and its own build, so the
     // `sensor-agent` binary above never contains fault injection; building from the
