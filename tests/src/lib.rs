@@ -241,6 +241,17 @@ impl Agent {
         read_events(stdout, tx, usize::MAX);
     }
 
+    /// How many lines of the agent's log (stderr) so far are at `level` (`ERROR`, `WARN`, ...)
+    /// and contain `text`.
+    pub fn log_lines(&self, level: &str, text: &str) -> usize {
+        self.stderr
+            .lock()
+            .expect("lock")
+            .lines()
+            .filter(|l| l.contains(level) && l.contains(text))
+            .count()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -64,12 +64,12 @@ fn a_closed_stdout_stops_the_output_but_not_the_log() {
         agent.stderr.lock().expect("lock")
     );
     assert!(agent.wait_exit(Duration::ZERO).is_none(), "the agent ended");
-    let stderr = agent.stderr.lock().expect("lock").clone();
-    let warnings: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("the output stopped"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "one warning about the output:\n{stderr}");
+    assert_eq!(
+        agent.log_lines("WARN", "the output stopped"),
+        1,
+        "one warning about the output:\n{}",
+        agent.stderr.lock().expect("lock")
+    );
     // status.json is rewritten every 2 s.
     let output = || {
         let status: Value = serde_json::from_slice(
@@ -136,12 +136,7 @@ fn a_stalled_stdout_reader_does_not_stall_the_log() {
         agent.stderr.lock().expect("lock")
     );
     assert!(
-        agent
-            .stderr
-            .lock()
-            .expect("lock")
-            .lines()
-            .any(|l| l.contains("WARN") && l.contains("the reader of stdout is too slow")),
+        agent.log_lines("WARN", "the reader of stdout is too slow") > 0,
         "{}",
         agent.stderr.lock().expect("lock")
     );

@@ -239,12 +239,7 @@ fn alarm_at_start(agent: &Agent, reason: &str) -> String {
     let detail = alarm["detail"].as_str().unwrap_or_default().to_string();
     assert!(detail.starts_with(&format!("{reason}: ")), "{alarm}");
     assert!(
-        agent
-            .stderr
-            .lock()
-            .expect("lock")
-            .lines()
-            .any(|l| l.contains("ERROR") && l.contains(reason)),
+        agent.log_lines("ERROR", reason) > 0,
         "an error-level line says {reason}"
     );
     detail
