@@ -1,9 +1,11 @@
 //! A throw-away software TPM (swtpm over TCP) for tests and benches, so they exercise the
 //! real TSS stack instead of a mock. Not for production use.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -169,12 +171,24 @@ impl Drop for Swtpm {
 }
 
 fn free_port_pair() -> Result<u16> {
+    // Ports this process handed out before are never handed out again: a test that kills its
+    // swtpm and restarts it on the same ports (a TPM reset) leaves them free meanwhile, and
+    // another test running in parallel must not take them.
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
     for _ in 0..50 {
         let a = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| Error::Unavailable(format!("no free port: {e}")))?;
         let p = a.port();
-        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        let taken = |port: u16| given.contains(&port);
+        if p < u16::MAX
+            && !taken(p)
+            && !taken(p + 1)
+            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
+            given.insert(p);
+            given.insert(p + 1);
             return Ok(p);
         }
     }
