@@ -11,9 +11,8 @@ use sensor_agent::pipeline::{
     anchor::{AnchorStage, Note, QUEUE_BATCHES},
     Counters,
 };
-use sensor_log::{
-    Event, FileAccess, Kind, LogWriter, Process, SealedBatch, Timestamp, WriterOptions,
-};
+use sensor_log::{Event, FileAccess, Kind, Process, SealedBatch, Timestamp};
+use sensor_store::{LogWriter, WriterOptions};
 use sensor_tpm::{swtpm::Swtpm, TpmConfig};
 use tokio::sync::mpsc;
 

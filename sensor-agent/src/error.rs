@@ -55,7 +55,7 @@ pub enum Error {
     Watch(String),
 
     #[error("the local log: {0}")]
-    Log(#[source] sensor_log::Error),
+    Log(#[source] sensor_store::Error),
 
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),

@@ -1,45 +1,23 @@
-//! The crate's single error type.
+//! The crate's single error type: bytes that do not decode, a value that cannot be encoded,
+//! or a failure to read a batch file. Tampering is not an error but a `Verdict`.
 
 use std::io;
-use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("log store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
     #[error("cannot encode record: {0}")]
     Encode(#[from] crate::codec::EncodeError),
-    /// Bytes read back from the store or a file did not parse; they are untrusted input.
+    /// Bytes read from a store, a file or the network did not parse; they are untrusted input.
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
-    #[error("no log in {}: the agent has not run there", .0.display())]
-    NoStore(PathBuf),
-    #[error("the store in {} belongs to host {store} but host-id says {file}", dir.display())]
-    HostMismatch {
-        dir: PathBuf,
-        store: String,
-        file: String,
-    },
-    /// The store's SQLite schema is not the one this build creates: it was edited.
-    #[error("{}: {detail}; refusing to use this store (see docs/log-format.md, Store)", path.display())]
-    Schema { path: PathBuf, detail: String },
-    #[error("random source failed: {0}")]
-    Random(String),
-    #[error("signing key: {0}")]
-    Key(String),
+    #[error("reading batches: {0}")]
+    Read(#[source] io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
-        let path = path.into();
-        move |source| Error::Io { path, source }
-    }
-
-    pub(crate) fn malformed(what: &'static str, detail: impl ToString) -> Error {
+    pub fn malformed(what: &'static str, detail: impl ToString) -> Error {
         Error::Malformed {
             what,
             detail: detail.to_string(),

@@ -1,45 +1,35 @@
-//! The event schema shared by the agent, `sensorctl` and collectors, and the tamper-evident
-//! local log: canonical record encoding, hash chain, signed Merkle batches, the SQLite store,
-//! the writer the agent calls, the verifier and the query side. Plain std: no eBPF, no tokio.
+//! The tamper-evident log's format and its verifier, shared by the agent, `sensorctl` and
+//! collectors: the event schema, the canonical record encoding, the hash chain, signed Merkle
+//! batches with inclusion and consistency proofs, the anchoring trail, and `verify` over any
+//! `BatchSource` (the agent's store, a collector's database, a file of exported batches).
+//! No database and no TPM device here: plain std.
 //!
-//! The byte-level format is specified in `docs/log-format.md`; the test vectors there are
-//! asserted by `format::tests::documented_vectors` so the document and the code cannot drift.
+//! The byte-level format is specified in `docs/log-format.md`; its test vectors are computed
+//! by `vectors` and asserted to appear in the document verbatim, so the two cannot drift.
 
 pub mod anchor;
 pub mod batch;
+pub mod batch_file;
 pub mod chain;
 pub mod codec;
 pub mod error;
 pub mod event;
 pub mod hex;
-mod index;
-mod index_check;
-pub mod keys;
 pub mod merkle;
-pub mod query;
 pub mod record;
-pub mod status;
-pub mod store;
+pub mod source;
 pub mod time;
+pub mod vectors;
 pub mod verify;
-pub mod writer;
-
-#[cfg(test)]
-mod decode_props;
-#[cfg(test)]
-mod format;
 
 pub use anchor::AnchorTrail;
 pub use batch::{Anchor, BatchHeader, SealedBatch};
 pub use error::{Error, Result};
 pub use event::*;
-pub use query::Filter;
 pub use record::{
     AnchorBase, Body, EndReason, EpochStart, KeyRotation, Pruned, Record, RecordHeader, TpmEntry,
     TpmQuote,
 };
-pub use status::{AgentStatus, AnchorStatus, Executable};
-pub use store::Store;
+pub use source::BatchSource;
 pub use time::Timestamp;
 pub use verify::{verify, Failure, Position, Reason, Summary, Verdict};
-pub use writer::{Admission, LogWriter, WriterOptions};

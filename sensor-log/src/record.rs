@@ -193,7 +193,10 @@ impl Body {
 }
 
 /// Index of the `Event` variant in the body's u32 tag; other variants are log-internal.
-pub(crate) const BODY_TAG_EVENT: u32 = 0;
+pub const BODY_TAG_EVENT: u32 = 0;
+
+/// Index of the `Tpm` variant in the body's u32 tag (declaration order of `Body`).
+pub const BODY_TAG_TPM: u32 = 4;
 
 /// Length of the encoded `RecordHeader`; the body's `u32` tag follows it.
 const HEADER_LEN: usize = 50;
@@ -202,7 +205,7 @@ const HEADER_LEN: usize = 50;
 /// The header has fixed-width fields only (docs/log-format.md), so they are read at their
 /// offsets: through the codec this cost about 6 % of `verify`. `round_trip_and_deterministic`
 /// checks it against the decoded header.
-pub(crate) fn peek(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
+pub fn peek(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
     let field = |at: usize, n: usize| {
         bytes
             .get(at..at + n)
@@ -246,7 +249,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::vector_records;
+    use crate::vectors::records as vector_records;
 
     #[test]
     fn round_trip_and_deterministic() {

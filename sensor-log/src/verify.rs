@@ -1,4 +1,6 @@
-//! The verifier: walks every retained batch and record and reports the first failure.
+//! The verifier: walks every retained batch and record of a `BatchSource` (the agent's store,
+//! a collector's store, a file of exported batches) and reports the first failure. The rules
+//! are those of docs/log-format.md, "Verification".
 //!
 //! It starts at the oldest retained batch and trusts that batch's signed `prev_digest`,
 //! `prev_head` and `first_seq` as the starting point (older batches may have been pruned;
@@ -16,13 +18,9 @@ use ed25519_dalek::VerifyingKey;
 use crate::anchor::{AnchorTrail, TrailBuilder};
 use crate::batch::{self, BatchHeader};
 use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
-use crate::error::Error;
-use crate::index_check;
 use crate::merkle;
-use crate::record::{
-    self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT, FORMAT_VERSION, MAX_ENCODED_BYTES,
-};
-use crate::store::{to_u64, Store};
+use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT, FORMAT_VERSION};
+use crate::source::{BatchSource, SourceBatch, SourceRecord, VerifiedBatch};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -104,60 +102,34 @@ pub enum Verdict {
     Tampered(Failure),
 }
 
-/// Verifies the whole store. `Err` only for I/O or store errors; tampering is a `Verdict`.
-///
-/// The query index is checked against the records on a second thread
-/// (`index_check::check`) with its own read connection for the index, fed by the walk over
-/// signatures, chain and Merkle roots with the bytes of each record it verified. A failure
-/// of the walk is reported before one of the index.
-pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, Error> {
-    // The walk's snapshot begins here; the check's own connection opens after it.
-    let snapshot = store.conn.unchecked_transaction()?;
-    store
-        .conn
-        .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))?;
-    let index_store = Store::open_read_only(store.state_dir())?;
-    let verdict = std::thread::scope(|scope| {
-        let (feeder, fed) = index_check::channels();
-        let index = scope.spawn(move || index_check::check(&index_store, fed));
-        // Ends by dropping the feeder, which ends the check once it has caught up.
-        let walk = Walk::run(store, pinned, feeder);
-        let index = index
-            .join()
-            .unwrap_or_else(|_| Err(Error::malformed("query index", "its check panicked")));
-        match walk {
-            Ok(summary) => Ok(match index? {
-                Some(failure) => Verdict::Tampered(failure),
-                None => Verdict::Intact(summary),
-            }),
-            Err(Stop::Tampered(f)) => Ok(Verdict::Tampered(f)),
-            Err(Stop::Error(e)) => Err(e),
-        }
-    });
-    drop(snapshot);
-    verdict
-}
-
-/// A blob column; any other type (a tampered row) reads as empty, which no leaf matches.
-fn blob<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], Stop> {
-    Ok(match row.get_ref(i)? {
-        rusqlite::types::ValueRef::Blob(b) => b,
-        _ => &[],
-    })
-}
-
-enum Stop {
-    Error(Error),
-    Tampered(Failure),
-}
-
-impl<E: Into<Error>> From<E> for Stop {
-    fn from(e: E) -> Stop {
-        Stop::Error(e.into())
+/// Verifies every batch and record `source` yields. `Err` only when the source cannot be
+/// read; tampering is a `Verdict`.
+pub fn verify<S: BatchSource>(
+    source: &mut S,
+    pinned: Option<&VerifyingKey>,
+) -> Result<Verdict, S::Error> {
+    match Walk::run(source, pinned) {
+        Ok(summary) => Ok(Verdict::Intact(summary)),
+        Err(Stop::Tampered(f)) => Ok(Verdict::Tampered(f)),
+        Err(Stop::Error(e)) => Err(e),
     }
 }
 
-fn tampered<T>(position: Position, reason: Reason, detail: impl Into<String>) -> Result<T, Stop> {
+enum Stop<E> {
+    Error(E),
+    Tampered(Failure),
+}
+
+/// Reads from the source; its errors stop the walk as errors, not as tampering.
+fn read<T, E>(r: Result<T, E>) -> Result<T, Stop<E>> {
+    r.map_err(Stop::Error)
+}
+
+fn tampered<T, E>(
+    position: Position,
+    reason: Reason,
+    detail: impl Into<String>,
+) -> Result<T, Stop<E>> {
     Err(Stop::Tampered(Failure {
         position,
         reason,
@@ -165,60 +137,34 @@ fn tampered<T>(position: Position, reason: Reason, detail: impl Into<String>) ->
     }))
 }
 
-struct Row {
-    seq: u64,
-    leaf: Vec<u8>,
-    bytes: Vec<u8>,
+/// The source's records in order with one record of lookahead, which tells an inserted or
+/// swapped record from a modified one.
+struct Rows<'s, S> {
+    source: &'s mut S,
+    peeked: Option<Option<SourceRecord>>,
+    /// A consumed record whose buffers the next read reuses (no allocation per record).
+    spare: Option<SourceRecord>,
 }
 
-/// An integer column; any other type (a tampered row) reads as `None`.
-fn integer(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<i64>, Stop> {
-    Ok(match row.get_ref(i)? {
-        rusqlite::types::ValueRef::Integer(v) => Some(v),
-        _ => None,
-    })
-}
-
-/// Record rows in seq order with one row of lookahead, which tells an inserted or swapped
-/// row from a modified one.
-struct Rows<'s> {
-    rows: rusqlite::Rows<'s>,
-    peeked: Option<Option<Row>>,
-    /// A consumed row whose buffers the next read reuses (no allocation per record).
-    spare: Option<Row>,
-}
-
-impl Rows<'_> {
-    fn read(&mut self) -> Result<Option<Row>, Stop> {
-        let Some(r) = self.rows.next()? else {
-            return Ok(None);
-        };
-        let mut row = self.spare.take().unwrap_or(Row {
-            seq: 0,
-            leaf: Vec::with_capacity(32),
-            bytes: Vec::new(),
-        });
-        row.seq = to_u64(r.get(0)?, "seq")?;
-        row.leaf.clear();
-        row.leaf.extend_from_slice(blob(r, 1)?);
-        row.bytes.clear();
-        row.bytes.extend_from_slice(blob(r, 2)?);
-        Ok(Some(row))
+impl<S: BatchSource> Rows<'_, S> {
+    fn read(&mut self) -> Result<Option<SourceRecord>, Stop<S::Error>> {
+        let mut row = self.spare.take().unwrap_or_default();
+        Ok(read(self.source.next_record(&mut row))?.then_some(row))
     }
 
-    fn recycle(&mut self, row: Row) {
+    fn recycle(&mut self, row: SourceRecord) {
         self.spare = Some(row);
     }
 
-    fn next(&mut self) -> Result<Option<Row>, Stop> {
+    fn next(&mut self) -> Result<Option<SourceRecord>, Stop<S::Error>> {
         match self.peeked.take() {
             Some(row) => Ok(row),
             None => self.read(),
         }
     }
 
-    /// The sequence number encoded inside the next row, if it decodes.
-    fn peek_inner_seq(&mut self) -> Result<Option<u64>, Stop> {
+    /// The sequence number encoded inside the next record, if it decodes.
+    fn peek_inner_seq(&mut self) -> Result<Option<u64>, Stop<S::Error>> {
         if self.peeked.is_none() {
             self.peeked = Some(self.read()?);
         }
@@ -231,22 +177,8 @@ impl Rows<'_> {
     }
 }
 
-/// The unsigned columns of a `batches` row in `BATCH_COLUMNS` order (`None`: not an integer).
-type BatchColumns = [Option<i64>; 7];
-
-const BATCH_COLUMNS: [&str; 7] = [
-    "epoch",
-    "first_seq",
-    "count",
-    "bytes",
-    "wall_ns",
-    "min_wall",
-    "max_wall",
-];
-
-struct Walk<'s> {
-    store: &'s Store,
-    pinned: Option<&'s VerifyingKey>,
+struct Walk<'p> {
+    pinned: Option<&'p VerifyingKey>,
     summary: Summary,
     started: bool,
     host_id: HostId,
@@ -263,20 +195,18 @@ struct Walk<'s> {
     leaves: Vec<Hash>,
     /// The anchoring trail, from verified headers and TPM entries only.
     anchor: TrailBuilder,
-    /// Smallest and largest record `wall_ns` and the record bytes of the current batch, to
-    /// compare with the unsigned columns of its row.
+    /// Smallest and largest record `wall_ns` and the record bytes of the current batch, for
+    /// the source to compare with what it keeps beside the signed bytes.
     wall_range: (u64, u64),
     batch_bytes: u64,
 }
 
-impl<'s> Walk<'s> {
-    fn run(
-        store: &'s Store,
-        pinned: Option<&'s VerifyingKey>,
-        mut feeder: index_check::Feeder,
-    ) -> Result<Summary, Stop> {
+impl<'p> Walk<'p> {
+    fn run<S: BatchSource>(
+        source: &mut S,
+        pinned: Option<&'p VerifyingKey>,
+    ) -> Result<Summary, Stop<S::Error>> {
         let mut walk = Walk {
-            store,
             pinned,
             summary: Summary::default(),
             started: false,
@@ -295,41 +225,14 @@ impl<'s> Walk<'s> {
             wall_range: (u64::MAX, 0),
             batch_bytes: 0,
         };
-        // A header, signature or record longer than the format allows is not loaded: it
-        // reads as empty (modified, or a bad signature).
-        let mut batches = store.conn.prepare(&format!(
-            "SELECT number,
-                    CASE WHEN octet_length(header) <= {MAX_ENCODED_BYTES} THEN header END,
-                    CASE WHEN octet_length(signature) <= 64 THEN signature END,
-                    {}
-             FROM batches ORDER BY number",
-            BATCH_COLUMNS.join(", ")
-        ))?;
-        let mut records = store.conn.prepare(&format!(
-            "SELECT seq, leaf, CASE WHEN octet_length(bytes) <= {MAX_ENCODED_BYTES} THEN bytes END
-             FROM records ORDER BY seq"
-        ))?;
         let mut rows = Rows {
-            rows: records.query([])?,
+            source,
             peeked: None,
             spare: None,
         };
-        let mut batch_rows = batches.query([])?;
-        while let Some(b) = batch_rows.next()? {
-            let number = to_u64(b.get(0)?, "batch number")?;
-            let mut columns: BatchColumns = [None; 7];
-            for (column, i) in columns.iter_mut().zip(3..) {
-                *column = integer(b, i)?;
-            }
-            walk.batch(
-                number,
-                blob(b, 1)?,
-                blob(b, 2)?,
-                &columns,
-                &mut rows,
-                &mut feeder,
-            )?;
-            feeder.end();
+        let mut batch = SourceBatch::default();
+        while read(rows.source.next_batch(&mut batch))? {
+            walk.batch(&batch, &mut rows)?;
         }
         if !walk.started {
             return tampered(
@@ -339,8 +242,12 @@ impl<'s> Walk<'s> {
             );
         }
         if let Some(row) = rows.next()? {
+            let seq = row
+                .seq
+                .or_else(|| record::peek(&row.bytes).ok().map(|(h, _)| h.seq))
+                .unwrap_or(walk.next_seq);
             return tampered(
-                Position::Seq(row.seq),
+                Position::Seq(seq),
                 Reason::Inserted,
                 "no signed batch covers this record",
             );
@@ -358,13 +265,17 @@ impl<'s> Walk<'s> {
         Ok(walk.summary)
     }
 
-    fn start(&mut self, header: &BatchHeader) -> Result<(), Stop> {
+    fn start<S: BatchSource>(
+        &mut self,
+        header: &BatchHeader,
+        source: &mut S,
+    ) -> Result<(), Stop<S::Error>> {
         let position = Position::Batch(header.number);
         self.key = match self.pinned {
             Some(k) => Some(*k),
             None => {
                 self.summary.key_from_store = true;
-                self.store.public_key(header.key_epoch)?
+                read(source.public_key(header.key_epoch))?
             }
         };
         if self.key.is_none() {
@@ -372,7 +283,7 @@ impl<'s> Walk<'s> {
                 position,
                 Reason::BadSignature,
                 format!(
-                    "the store has no public key for key epoch {}",
+                    "no public key for key epoch {}: none pinned, none in the log's source",
                     header.key_epoch
                 ),
             );
@@ -402,29 +313,29 @@ impl<'s> Walk<'s> {
         Ok(())
     }
 
-    fn batch(
+    fn batch<S: BatchSource>(
         &mut self,
-        number: u64,
-        header_bytes: &[u8],
-        signature: &[u8],
-        columns: &BatchColumns,
-        rows: &mut Rows<'_>,
-        feeder: &mut index_check::Feeder,
-    ) -> Result<(), Stop> {
-        let here = Position::Batch(number);
-        let header = match BatchHeader::decode(header_bytes) {
+        stored: &SourceBatch,
+        rows: &mut Rows<'_, S>,
+    ) -> Result<(), Stop<S::Error>> {
+        let header = match BatchHeader::decode(&stored.header) {
             Ok(h) => h,
             Err(e) => {
+                let number = stored.number.unwrap_or(self.next_batch.max(1));
                 return tampered(
-                    here,
+                    Position::Batch(number),
                     Reason::Modified,
                     format!("header does not decode: {e}"),
-                )
+                );
             }
         };
         if !self.started {
-            self.start(&header)?;
+            self.start(&header, rows.source)?;
         }
+        // A source that files batches under a number of its own (a row key) is held to it; a
+        // file of batches is numbered by the signed headers alone.
+        let number = stored.number.unwrap_or(header.number);
+        let here = Position::Batch(number);
         if number != self.next_batch {
             return tampered(
                 Position::Batch(self.next_batch),
@@ -435,10 +346,10 @@ impl<'s> Walk<'s> {
                 ),
             );
         }
-        let digest = batch::digest(header_bytes);
+        let digest = batch::digest(&stored.header);
         if !self
             .key
-            .is_some_and(|k| batch::signature_valid(&k, &digest, signature))
+            .is_some_and(|k| batch::signature_valid(&k, &digest, &stored.signature))
         {
             return tampered(
                 here,
@@ -494,22 +405,36 @@ impl<'s> Walk<'s> {
         let Some(end) = header.first_seq.checked_add(header.count) else {
             return tampered(here, Reason::Modified, "record count overflows");
         };
-        feeder.begin(number, header.first_seq, header.count);
+        rows.source.batch_started(&header);
         self.leaves.clear();
         self.wall_range = (u64::MAX, 0);
         self.batch_bytes = 0;
         while self.next_seq < end {
-            self.record(&header, rows, feeder)?;
+            self.record(&header, rows)?;
         }
         let span = format!(
-            "a record of batch {number} (seq {}..{}) changed together with its leaf column",
+            "a record of batch {number} (seq {}..{}) does not match the signed Merkle root and chain head (changed together with any leaf hash kept beside it)",
             header.first_seq,
             end.saturating_sub(1)
         );
         if merkle::root(&self.leaves) != header.merkle_root || self.head != header.chain_head {
             return tampered(Position::Seq(header.first_seq), Reason::Modified, span);
         }
-        self.columns(&header, columns)?;
+        // A heartbeat batch's time range is its own sealing time.
+        let (min_wall, max_wall) = if header.count == 0 {
+            (header.wall_ns, header.wall_ns)
+        } else {
+            self.wall_range
+        };
+        let verified = VerifiedBatch {
+            header: &header,
+            record_bytes: self.batch_bytes,
+            min_wall,
+            max_wall,
+        };
+        if let Some(failure) = read(rows.source.batch_verified(&verified))? {
+            return Err(Stop::Tampered(failure));
+        }
         if let Some((epoch, key)) = self.rotation.take() {
             self.key = Some(key);
             self.key_epoch = epoch;
@@ -521,26 +446,25 @@ impl<'s> Walk<'s> {
         Ok(())
     }
 
-    fn record(
+    fn record<S: BatchSource>(
         &mut self,
         header: &BatchHeader,
-        rows: &mut Rows<'_>,
-        feeder: &mut index_check::Feeder,
-    ) -> Result<(), Stop> {
+        rows: &mut Rows<'_, S>,
+    ) -> Result<(), Stop<S::Error>> {
         let seq = self.next_seq;
         let here = Position::Seq(seq);
         let Some(row) = rows.next()? else {
-            return tampered(here, Reason::Deleted, "the store ends before this record");
+            return tampered(here, Reason::Deleted, "the log ends before this record");
         };
-        if row.seq > seq {
+        if let Some(stored) = row.seq.filter(|&s| s > seq) {
             return tampered(
                 here,
                 Reason::Deleted,
-                format!("no record between {seq} and {}", row.seq),
+                format!("no record between {seq} and {stored}"),
             );
         }
         let leaf = leaf_hash(&row.bytes);
-        if leaf[..] != row.leaf[..] {
+        if row.leaf.as_ref().is_some_and(|kept| kept[..] != leaf[..]) {
             // A forged row slid in before the genuine one, which now sits one row later.
             if rows.peek_inner_seq()? == Some(seq) {
                 return tampered(
@@ -597,7 +521,6 @@ impl<'s> Walk<'s> {
         }
         if tag == BODY_TAG_EVENT {
             self.same_epoch(inner.epoch, here)?;
-            feeder.record(seq, &row.bytes);
         } else {
             let Ok(record) = Record::decode(&row.bytes) else {
                 return tampered(
@@ -607,8 +530,8 @@ impl<'s> Walk<'s> {
                 );
             };
             self.internal(&record, here)?;
-            feeder.record(seq, &row.bytes);
         }
+        rows.source.record_verified(seq, &row.bytes);
         self.batch_bytes += row.bytes.len() as u64;
         self.wall_range = (
             self.wall_range.0.min(inner.wall_ns),
@@ -626,41 +549,8 @@ impl<'s> Walk<'s> {
         Ok(())
     }
 
-    /// The unsigned columns of a batch row must say what its signed header and its records
-    /// say: queries select batches by `first_seq`, `count`, `min_wall` and `max_wall`
-    /// (a heartbeat batch's range is its own sealing time), retention sums `bytes`.
-    fn columns(&self, header: &BatchHeader, c: &BatchColumns) -> Result<(), Stop> {
-        let (min, max) = if header.count == 0 {
-            (header.wall_ns, header.wall_ns)
-        } else {
-            self.wall_range
-        };
-        let signed = [
-            header.epoch,
-            header.first_seq,
-            header.count,
-            self.batch_bytes,
-            header.wall_ns,
-            min,
-            max,
-        ];
-        for ((name, stored), signed) in BATCH_COLUMNS.into_iter().zip(*c).zip(signed) {
-            if stored.and_then(|v| u64::try_from(v).ok()) != Some(signed) {
-                return tampered(
-                    Position::Batch(header.number),
-                    Reason::Modified,
-                    format!(
-                        "query index: the batches row's {name} column is {}, its signed header and records say {signed}",
-                        stored.map_or_else(|| "not an integer".to_string(), |v| v.to_string())
-                    ),
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// A record that is not an EpochStart must stay in the current epoch.
-    fn same_epoch(&mut self, epoch: u64, here: Position) -> Result<(), Stop> {
+    fn same_epoch<E>(&mut self, epoch: u64, here: Position) -> Result<(), Stop<E>> {
         match self.epoch {
             Some(e) if e != epoch => tampered(
                 here,
@@ -681,7 +571,7 @@ impl<'s> Walk<'s> {
         }
     }
 
-    fn internal(&mut self, record: &Record, here: Position) -> Result<(), Stop> {
+    fn internal<E>(&mut self, record: &Record, here: Position) -> Result<(), Stop<E>> {
         let epoch = record.header.epoch;
         match &record.body {
             Body::EpochStart(start) => {

@@ -58,10 +58,10 @@ pub enum Failure {
     Failed(String),
 }
 
-impl From<sensor_log::Error> for Failure {
-    fn from(e: sensor_log::Error) -> Failure {
+impl From<sensor_store::Error> for Failure {
+    fn from(e: sensor_store::Error) -> Failure {
         match e {
-            sensor_log::Error::NoStore(_) => Failure::Usage(e.to_string()),
+            sensor_store::Error::NoStore(_) => Failure::Usage(e.to_string()),
             other => Failure::Failed(other.to_string()),
         }
     }

@@ -3,9 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sensor_log::{
-    AgentStatus, Event, FileAccess, Identity, Kind, LogWriter, Process, Timestamp, WriterOptions,
-};
+use sensor_log::{Event, FileAccess, Identity, Kind, Process, Timestamp};
+use sensor_store::{AgentStatus, LogWriter, WriterOptions};
 
 /// 2023-11-14T22:13:20Z
 const BASE_NS: u64 = 1_700_000_000_000_000_000;

@@ -13,9 +13,8 @@ use std::{
 };
 
 use rusqlite::Connection;
-use sensor_log::{
-    Anchor, AnchorTrail, LogWriter, Store, Timestamp, TpmEntry, Verdict, WriterOptions,
-};
+use sensor_log::{Anchor, Timestamp, TpmEntry, Verdict};
+use sensor_store::{LogWriter, Store, WriterOptions};
 use sensor_tests::{events, openloop, secret_in, sensorctl, Agent};
 use sensor_tpm::{quote_binding, replay, swtpm::Swtpm, verify_quote, AkPublic, Error, Quote};
 use serde_json::Value;
@@ -575,7 +574,7 @@ fn stored_quotes_fail_with_a_wrong_nonce_or_a_tampered_pcr() {
     wait_entry(s.dir(), "tpm_quote", Duration::from_secs(10));
     agent.stop();
     let store = Store::open_read_only(s.dir()).expect("store");
-    let Verdict::Intact(summary) = sensor_log::verify(&store, None).expect("verifies") else {
+    let Verdict::Intact(summary) = sensor_store::verify(&store, None).expect("verifies") else {
         panic!("the agent's log does not verify");
     };
     let trail = summary.anchor;
@@ -646,8 +645,10 @@ fn a_forged_replay_base_does_not_hide_a_restored_copy() {
     restore(old.path(), s.dir());
 
     let live = pcr13(&s);
-    let trail =
-        AnchorTrail::read_newest(&Store::open_read_only(s.dir()).expect("store")).expect("trail");
+    let trail = Store::open_read_only(s.dir())
+        .expect("store")
+        .newest_anchor_trail()
+        .expect("trail");
     let genuine = trail.base().expect("a base").clone();
     let (_, newest) = trail.last_anchor.expect("anchored");
     let mut writer = LogWriter::open(s.dir(), WriterOptions::default()).expect("writer");

@@ -27,9 +27,9 @@ use std::{
 
 use sensor_log::{
     anchor::{base_cycle, cycle_of, Cycle},
-    Anchor, AnchorBase, AnchorStatus, AnchorTrail, BatchHeader, SealedBatch, Store, TpmEntry,
-    TpmQuote,
+    Anchor, AnchorBase, AnchorTrail, BatchHeader, SealedBatch, TpmEntry, TpmQuote,
 };
+use sensor_store::{AnchorStatus, Store};
 use sensor_tpm::{
     classify, counter_outcome, extend_pcr, quote_binding, BaseMark, ClockInfo, LogAnchorState,
     Outcome, TpmConfig, TpmInfo, TpmState, TpmWorker,
@@ -209,7 +209,7 @@ impl AnchorStage {
         let live = self.call(1, TpmWorker::pcr_read).map_err(text)?;
         let trail = self
             .store()
-            .and_then(|s| AnchorTrail::read_newest(s).map_err(|e| e.to_string()))
+            .and_then(|s| s.newest_anchor_trail().map_err(|e| e.to_string()))
             .map_err(|e| format!("reading the log for the start check: {e}"))?;
         self.info = Some(info.clone());
         let cycle = (clock.reset_count, clock.restart_count);

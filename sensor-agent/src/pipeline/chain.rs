@@ -16,7 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor_log::{Admission, Event, LogWriter, SealedBatch, Timestamp, WriterOptions};
+use sensor_log::{Event, SealedBatch, Timestamp};
+use sensor_store::{Admission, LogWriter, WriterOptions};
 use tokio::{runtime::Handle, sync::mpsc};
 
 use super::{
@@ -176,7 +177,7 @@ impl ChainStage {
     /// Hands sealed (durable) batches on; a failed seal keeps its records pending.
     fn publish(
         &mut self,
-        result: sensor_log::Result<Vec<SealedBatch>>,
+        result: sensor_store::Result<Vec<SealedBatch>>,
         sealed: &Option<mpsc::Sender<SealedBatch>>,
     ) {
         match result {

@@ -23,7 +23,8 @@ use std::{
     sync::{atomic::AtomicU64, Mutex},
 };
 
-use sensor_log::{AnchorStatus, Kind, SealedBatch};
+use sensor_log::{Kind, SealedBatch};
+use sensor_store::AnchorStatus;
 
 /// What travels between stages.
 pub type Batch<T> = Vec<T>;

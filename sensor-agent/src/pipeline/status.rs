@@ -7,7 +7,8 @@ use std::{
     time::Duration,
 };
 
-use sensor_log::{time::rfc3339, AgentStatus, Executable, Timestamp};
+use sensor_log::{time::rfc3339, Timestamp};
+use sensor_store::{AgentStatus, Executable};
 use tokio::sync::watch;
 
 use super::Counters;

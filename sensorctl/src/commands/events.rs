@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobMatcher};
-use sensor_log::{hex, AnchorBase, Body, Filter, Kind, Record, TpmEntry};
+use sensor_log::{hex, AnchorBase, Body, Kind, Record, TpmEntry};
+use sensor_store::Filter;
 use serde_json::{json, Value};
 
 use crate::Failure;

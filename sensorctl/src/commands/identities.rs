@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sensor_log::{Body, Filter};
+use sensor_log::Body;
+use sensor_store::Filter;
 use serde_json::json;
 
 use crate::Failure;

@@ -8,7 +8,7 @@ pub mod verify;
 
 use std::path::Path;
 
-use sensor_log::Store;
+use sensor_store::Store;
 
 use crate::Failure;
 

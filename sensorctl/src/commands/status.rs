@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sensor_log::{hex, AgentStatus, Executable};
+use sensor_log::hex;
+use sensor_store::{AgentStatus, Executable};
 
 use crate::Failure;
 

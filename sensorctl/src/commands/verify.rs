@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
-use sensor_log::{hex, AnchorBase, AnchorTrail, Store, Summary, Verdict};
+use sensor_log::{hex, AnchorBase, AnchorTrail, Summary, Verdict};
+use sensor_store::Store;
 use sensor_tpm::{
     classify, quote_binding, replay, verify_quote, AkPublic, BaseMark, Error as TpmError,
     LogAnchorState, Outcome, Quote, QuoteInfo, TpmConfig, TpmState, TpmWorker,
@@ -32,7 +33,7 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
     let pinned = args
         .public_key
         .as_deref()
-        .map(sensor_log::keys::parse_public_key)
+        .map(sensor_log::hex::parse_public_key)
         .transpose()
         .map_err(|e| Failure::Usage(format!("invalid --public-key: {e}")))?;
     let store = super::open(state_dir)?;
@@ -57,7 +58,7 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
 }
 
 fn intact(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Summary, Failure> {
-    match sensor_log::verify(store, pinned)? {
+    match sensor_store::verify(store, pinned)? {
         Verdict::Intact(s) => Ok(s),
         Verdict::Tampered(f) => Err(Failure::Failed(format!(
             "log verification failed at {}: {} ({})",

@@ -5,10 +5,8 @@
 
 use std::time::Instant;
 
-use sensor_log::{
-    verify, Event, FileAccess, Identity, Kind, LogWriter, Process, Store, Timestamp, Verdict,
-    WriterOptions,
-};
+use sensor_log::{Event, FileAccess, Identity, Kind, Process, Timestamp, Verdict};
+use sensor_store::{verify, LogWriter, Store, WriterOptions};
 
 /// Consecutive events from the same process. Credential reads come in bursts from one
 /// process (a tool opening several files, a scan); the pid index is the one whose inserts

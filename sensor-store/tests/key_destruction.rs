@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use sensor_log::{LogWriter, Timestamp};
+use sensor_log::Timestamp;
+use sensor_store::LogWriter;
 
 /// An ext4 image made with `mkfs.ext4 -O inline_data`, loop-mounted; unmounted when dropped.
 struct Ext4 {

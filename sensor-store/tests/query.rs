@@ -3,7 +3,8 @@
 
 mod common;
 
-use sensor_log::{Filter, LogWriter, Record, Store, Timestamp};
+use sensor_log::{Record, Timestamp};
+use sensor_store::{Filter, LogWriter, Store};
 
 /// 300 events in batches of 16 with wall times 1000 ns apart, pids and paths varying.
 fn written() -> (tempfile::TempDir, u64) {

@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::Result;
 use crate::index::{decode_offsets, each_term, offsets_column, offsets_sql, Dim, Term, DIMS};
-use crate::record::Record;
 use crate::store::Store;
-use crate::verify::{Failure, Position, Reason};
+use sensor_log::record::Record;
+use sensor_log::verify::{Failure, Position, Reason};
 
 /// Term ids as a query finds them (`SELECT id FROM terms WHERE dim = ? AND value = ?`), looked
 /// up once per distinct value the records carry, never by loading the table (rows no record
@@ -457,10 +457,10 @@ type RecordTermValues<'a> = [Option<(Dim, Term<'a>)>; DIMS];
 /// `tests::terms_in_place_equal_decoded` keeps it equal to `each_term` on the decoded record.
 pub(crate) fn terms_in_place(bytes: &[u8]) -> Option<(&'static str, RecordTermValues<'_>)> {
     let mut c = Cursor { bytes, at: 50 };
-    if c.u32()? != crate::record::BODY_TAG_EVENT {
+    if c.u32()? != sensor_log::record::BODY_TAG_EVENT {
         return None;
     }
-    let kind = crate::event::Kind::ALL
+    let kind = sensor_log::event::Kind::ALL
         .get(usize::try_from(c.u32()?).ok()?)?
         .as_str();
     let mut found = [None; DIMS];
@@ -577,11 +577,11 @@ fn describe(conn: &Connection, id: i64) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Body;
+    use sensor_log::record::Body;
 
     /// Events covering every optional part the in-place reader steps over.
     fn varied_events() -> Vec<Body> {
-        use crate::event::{Container, Event, FileAccess, Identity, Kind, Process};
+        use sensor_log::event::{Container, Event, FileAccess, Identity, Kind, Process};
         let full = Event {
             kind: Kind::Ptrace,
             time: "t".to_string(),
@@ -635,7 +635,7 @@ mod tests {
 
     #[test]
     fn terms_in_place_equal_decoded() {
-        use crate::record::{Record, RecordHeader};
+        use sensor_log::record::{Record, RecordHeader};
         for body in varied_events() {
             let record = Record {
                 header: RecordHeader {

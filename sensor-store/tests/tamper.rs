@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{params, Connection};
-use sensor_log::{verify, LogWriter, Position, Reason, Store, Timestamp, Verdict};
+use sensor_log::{Position, Reason, Timestamp, Verdict};
+use sensor_store::{verify, LogWriter, Store};
 
 fn verdict(dir: &Path) -> Verdict {
     let store = Store::open_read_only(dir).expect("open store");
@@ -300,7 +301,8 @@ fn pruning_verifies_and_unrecorded_pruning_does_not() {
 
 #[test]
 fn epochs_say_how_the_previous_one_ended() {
-    use sensor_log::{Body, EndReason, Filter};
+    use sensor_log::{Body, EndReason};
+    use sensor_store::Filter;
     let dir = tempfile::tempdir().expect("tempdir");
     let boot = dir.path().join("boot_id");
     std::fs::write(&boot, "boot-a\n").expect("boot id");
@@ -391,7 +393,7 @@ fn emptied_log_is_deleted_from_batch_1() {
 /// record or show one twice.
 mod index {
     use super::*;
-    use sensor_log::Filter;
+    use sensor_store::Filter;
 
     fn index_failure(dir: &Path) -> (Position, String) {
         match verdict(dir) {
@@ -412,7 +414,7 @@ mod index {
         .expect("term")
     }
 
-    fn seqs(dir: &Path, filter: &Filter) -> sensor_log::Result<Vec<u64>> {
+    fn seqs(dir: &Path, filter: &Filter) -> sensor_store::Result<Vec<u64>> {
         let store = Store::open_read_only(dir).expect("store");
         let mut out = Vec::new();
         store.query(filter, |r| {

@@ -11,9 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sensor_log::{
-    Event, FileAccess, Filter, Identity, Kind, LogWriter, Process, Store, Timestamp, WriterOptions,
-};
+use sensor_log::{Event, FileAccess, Identity, Kind, Process, Timestamp};
+use sensor_store::{Filter, LogWriter, Store, WriterOptions};
 
 const USERS: u64 = 200;
 const HOME_FILES: [&str; 10] = [

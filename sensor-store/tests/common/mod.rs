@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sensor_log::{Event, FileAccess, Identity, Kind, LogWriter, Process, Timestamp, WriterOptions};
+use sensor_log::{Event, FileAccess, Identity, Kind, Process, Timestamp};
+use sensor_store::{LogWriter, WriterOptions};
 
 pub fn event(i: u64) -> Event {
     Event {

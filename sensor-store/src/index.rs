@@ -17,7 +17,7 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, OptionalExtension, ToSql, Transaction};
 
 use crate::error::{Error, Result};
-use crate::record::Body;
+use sensor_log::record::Body;
 
 /// Query dimensions (the `terms.dim` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,8 +15,8 @@ use ed25519_dalek::VerifyingKey;
 use rusqlite::limits::Limit;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::batch::BatchHeader;
 use crate::error::{Error, Result};
+use sensor_log::batch::BatchHeader;
 
 pub const DB_FILE: &str = "log.db";
 
@@ -271,7 +271,7 @@ impl Store {
     /// Inserts one batch row (inside the writer's transaction).
     pub(crate) fn insert_batch(
         tx: &rusqlite::Transaction<'_>,
-        sealed: &crate::batch::SealedBatch,
+        sealed: &sensor_log::batch::SealedBatch,
         bytes: u64,
         wall_range: (u64, u64),
     ) -> Result<()> {

@@ -16,19 +16,19 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use rusqlite::params;
 
-use crate::batch::{self, Anchor, BatchHeader, BatchSealer, SealedBatch};
-use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::hex;
 use crate::index::{Dictionary, RecordTerms};
 use crate::keys::{self, KeyDir};
-use crate::record::{
+use crate::store::{self, to_i64, Store};
+use sensor_log::batch::{self, Anchor, BatchHeader, BatchSealer, SealedBatch};
+use sensor_log::chain::{chain_next, leaf_hash, GENESIS_HEAD};
+use sensor_log::event::Event;
+use sensor_log::hex;
+use sensor_log::record::{
     Body, EndReason, EpochStart, Hash, HostId, KeyRotation, Pruned, Record, RecordHeader, TpmEntry,
     FORMAT_VERSION,
 };
-use crate::store::{self, to_i64, Store};
-use crate::time::{duration_ns, Timestamp};
+use sensor_log::time::{duration_ns, Timestamp};
 
 pub const HOST_ID_FILE: &str = "host-id";
 
@@ -538,7 +538,7 @@ impl LogWriter {
                 number: self.durable.next_batch + u64::try_from(i).unwrap_or(u64::MAX),
                 first_seq,
                 count,
-                merkle_root: crate::merkle::root(&leaves),
+                merkle_root: sensor_log::merkle::root(&leaves),
                 prev_digest,
                 prev_head,
                 chain_head,
@@ -640,7 +640,7 @@ impl LogWriter {
 fn load_or_create_host_id(state_dir: &Path) -> Result<HostId> {
     let path = state_dir.join(HOST_ID_FILE);
     match fs::read_to_string(&path) {
-        Ok(text) => hex::decode_array::<16>(&text, "host-id"),
+        Ok(text) => Ok(hex::decode_array::<16>(&text, "host-id")?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = keys::random::<16>()?;
             let mut file = OpenOptions::new()

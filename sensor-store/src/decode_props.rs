@@ -3,15 +3,15 @@
 //! decoders (tests/decode_props.rs), they return a value or an error on any bytes, and agree
 //! with the full decode where both apply.
 //!
-//! `PROPTEST_CASES=100000 cargo test --release -p sensor-log --lib decode_props` searches longer.
+//! `PROPTEST_CASES=100000 cargo test --release -p sensor-store --lib decode_props` searches longer.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::format::vector_records;
 use crate::index::{decode_offsets, each_term, encode_offsets, DIMS};
 use crate::index_check::terms_in_place;
-use crate::record::{peek, Body, Record, RecordHeader, BODY_TAG_EVENT};
+use sensor_log::record::{peek, Body, Record, RecordHeader, BODY_TAG_EVENT};
+use sensor_log::vectors::records as vector_records;
 
 /// The documented vector records under an arbitrary header, and the encoding of one.
 fn vector_bytes() -> impl Strategy<Value = Vec<u8>> {

@@ -5,7 +5,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use sensor_log::{verify, Body, EndReason, Filter, LogWriter, Store, Timestamp, Verdict};
+use sensor_log::{Body, EndReason, Timestamp, Verdict};
+use sensor_store::{verify, Filter, LogWriter, Store};
 
 const CHILD_DIR: &str = "SENSOR_LOG_CRASH_CHILD_DIR";
 

@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use sensor_log::{verify, Admission, Body, Filter, Kind, LogWriter, Store, Timestamp, Verdict};
+use sensor_log::{Body, Kind, Timestamp, Verdict};
+use sensor_store::{verify, Admission, Filter, LogWriter, Store};
 
 struct Tmpfs(tempfile::TempDir);
 

@@ -16,10 +16,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 
 use crate::error::{Error, Result};
-use crate::hex;
 
 /// Size of a key file: one 4 KiB block, larger than any inline-data limit.
 pub const KEY_FILE_BYTES: usize = 4096;
@@ -127,13 +126,6 @@ impl KeyDir {
             .and_then(|d| d.sync_all())
             .map_err(Error::io(&self.dir))
     }
-}
-
-/// Parses a public key given as 64 hex digits (`sensorctl verify --public-key`).
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey> {
-    let bytes = hex::decode_array::<32>(text, "public key")?;
-    VerifyingKey::from_bytes(&bytes)
-        .map_err(|e| Error::Key(format!("not an Ed25519 public key: {e}")))
 }
 
 /// Bytes from the OS random source (keys and the host id).

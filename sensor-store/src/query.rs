@@ -11,8 +11,8 @@ use rusqlite::{params, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::index::{decode_offsets, offsets_column, offsets_sql, Dim, TermValue};
-use crate::record::{Body, Record};
 use crate::store::{to_i64, to_u64, Store};
+use sensor_log::record::{Body, Record};
 
 /// The denormalised query columns of a record (all NULL for log-internal records).
 #[derive(Clone, Debug, Default, PartialEq)]

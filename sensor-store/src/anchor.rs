@@ -1,0 +1,103 @@
+//! The newest TPM boot cycle's anchoring trail read straight from the store: the whole
+//! cycle, every epoch of the current boot, without verifying signatures (`verify` does that).
+
+use sensor_log::anchor::{cycle_of, TrailBuilder};
+use sensor_log::batch::{self, BatchHeader};
+use sensor_log::record::{self, Body, Record, TpmEntry, BODY_TAG_TPM};
+use sensor_log::AnchorTrail;
+
+use crate::error::Result;
+use crate::store::{to_i64, to_u64, Store};
+
+impl Store {
+    /// The newest TPM boot cycle's anchoring trail, for the agent's start check (a full
+    /// verification would cost minutes on a large log): the newest
+    /// anchored header names the cycle, the headers are read back to the first that names it,
+    /// then forwards from there with the cycle's TPM entries. Headers are decoded and hashed,
+    /// nothing is verified (`verify` does that), and only records whose kind column names a
+    /// TPM entry are decoded: an edited kind column can hide a base, which only makes the
+    /// check stricter (replay from an earlier base, or none). Cost: one pass over the
+    /// cycle's headers and one over its records' kind column; 40 bytes per batch of the
+    /// cycle in memory.
+    pub fn newest_anchor_trail(&self) -> Result<AnchorTrail> {
+        let Some(first) = newest_cycle_start(self)? else {
+            return Ok(AnchorTrail {
+                last_batch: self.last_batch()?.map_or(0, |b| b.number),
+                ..AnchorTrail::default()
+            });
+        };
+        let mut builder = TrailBuilder::default();
+        let mut batches = self
+            .conn
+            .prepare("SELECT number, header FROM batches WHERE number >= ?1 ORDER BY number")?;
+        let mut records = self.conn.prepare(
+            "SELECT seq, bytes FROM records WHERE seq >= ?1
+             AND kind IN ('tpm_anchored', 'tpm_resumed', 'tpm_quote', 'tpm_alarm')
+             ORDER BY seq",
+        )?;
+        let mut batch_rows = batches.query([to_i64(first.0)?])?;
+        let mut record_rows = records.query([to_i64(first.1)?])?;
+        let mut entry = next_entry(&mut record_rows)?;
+        while let Some(r) = batch_rows.next()? {
+            let bytes: Vec<u8> = r.get(1)?;
+            let header = BatchHeader::decode(&bytes)?;
+            builder.header(
+                header.number,
+                &batch::digest(&bytes),
+                header.anchor.as_ref(),
+            );
+            let end = header.first_seq.saturating_add(header.count);
+            while let Some((seq, e)) = entry.take() {
+                if seq >= end {
+                    entry = Some((seq, e));
+                    break;
+                }
+                builder.entry(seq, &e);
+                entry = next_entry(&mut record_rows)?;
+            }
+        }
+        Ok(builder.finish())
+    }
+}
+
+/// The first batch (number, first seq) of the newest TPM boot cycle a header names, read
+/// backwards from the newest batch; `None` when no header has an anchor.
+fn newest_cycle_start(store: &Store) -> Result<Option<(u64, u64)>> {
+    let mut stmt = store
+        .conn
+        .prepare("SELECT header FROM batches ORDER BY number DESC")?;
+    let mut rows = stmt.query([])?;
+    let mut cycle = None;
+    let mut first = None;
+    while let Some(r) = rows.next()? {
+        let header = BatchHeader::decode(&r.get::<_, Vec<u8>>(0)?)?;
+        match (header.anchor.as_ref().map(cycle_of), cycle) {
+            (Some(c), None) => cycle = Some(c),
+            (Some(c), Some(newest)) if c != newest => break,
+            _ => {}
+        }
+        if header.anchor.is_some() {
+            first = Some((header.number, header.first_seq));
+        }
+    }
+    Ok(first)
+}
+
+/// The next TPM entry among `rows` (seq, bytes), skipping rows that do not decode as one.
+fn next_entry(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(u64, TpmEntry)>> {
+    while let Some(r) = rows.next()? {
+        let seq = to_u64(r.get(0)?, "seq")?;
+        let bytes = r.get_ref(1)?.as_blob().unwrap_or_default();
+        if !matches!(record::peek(bytes), Ok((_, BODY_TAG_TPM))) {
+            continue;
+        }
+        if let Ok(Record {
+            body: Body::Tpm(entry),
+            ..
+        }) = Record::decode(bytes)
+        {
+            return Ok(Some((seq, entry)));
+        }
+    }
+    Ok(None)
+}
