@@ -13,7 +13,8 @@ use sensor_agent::pipeline::{
 };
 use sensor_log::{Event, FileAccess, Kind, Process, SealedBatch, Timestamp};
 use sensor_store::{LogWriter, WriterOptions};
-use sensor_tpm::{swtpm::Swtpm, TpmConfig};
+use sensor_tpm::TpmConfig;
+use swtpm_harness::Swtpm;
 use tokio::sync::mpsc;
 
 fn event(i: u64) -> Event {

@@ -87,7 +87,7 @@ pub struct Summary {
     pub first_wall_ns: u64,
     pub last_wall_ns: u64,
     pub key_rotations: u64,
-    /// The oldest batch's key came from the store itself (no pinned key): trust on first use.
+    /// The oldest batch's key came from the source itself (its store or file) (no pinned key): trust on first use.
     pub key_from_store: bool,
     /// Set when the log starts after pruning: the first retained sequence number.
     pub pruned_before: Option<u64>,

@@ -5,6 +5,7 @@
 
 mod anchor;
 pub mod error;
+pub mod export;
 mod index;
 mod index_check;
 pub mod keys;

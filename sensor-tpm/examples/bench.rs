@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use sensor_tpm::swtpm::Swtpm;
 use sensor_tpm::{TpmConfig, TpmWorker};
+use swtpm_harness::Swtpm;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: u32 = std::env::args()

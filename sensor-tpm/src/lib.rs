@@ -11,22 +11,27 @@
 //!   digest and the reset/restart counters to a verifier that has no TPM access.
 //!
 //! The verification side (`verify_quote`, `replay`, `classify`) is pure Rust and needs
-//! neither a TPM nor the TSS library. See docs/tpm.md for handles, schedule and costs.
+//! neither a TPM nor the TSS library: build with `default-features = false` (a collector
+//! does). The device side (`TpmWorker`) is the default feature `device`, over libtss2. See
+//! docs/tpm.md for handles, schedule and costs.
 
 pub mod attest;
 pub mod config;
+#[cfg(feature = "device")]
 mod device;
 pub mod error;
 pub mod replay;
-pub mod swtpm;
+#[cfg(feature = "device")]
 mod worker;
 
 pub use attest::{parse_attest, verify_quote, AkPublic, ClockInfo, ParsedAttest, Quote, QuoteInfo};
 pub use config::{TpmConfig, DEFAULT_AK_HANDLE, DEFAULT_DEVICE, DEFAULT_NV_INDEX, DEFAULT_PCR};
+#[cfg(feature = "device")]
 pub use device::TpmInfo;
 pub use error::{Error, Result};
 pub use replay::{
     bound_batch_number, classify, counter_outcome, extend_pcr, matching_prefix, quote_binding,
     replay, BaseMark, LogAnchorState, Outcome, TpmState,
 };
+#[cfg(feature = "device")]
 pub use worker::TpmWorker;

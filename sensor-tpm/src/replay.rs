@@ -1,6 +1,8 @@
 //! Software replay of the anchor PCR and the classification of log state against TPM state.
 //! Pure functions: `sensorctl verify --tpm` runs them without a TPM.
 
+use sensor_log::anchor::{base_cycle, Cycle};
+use sensor_log::AnchorTrail;
 use sha2::{Digest, Sha256};
 
 /// Domain tag of the quote binding (15 ASCII bytes, like the log's other tags).
@@ -97,7 +99,7 @@ pub struct BaseMark {
 #[derive(Clone, Debug)]
 pub struct LogAnchorState<'a> {
     /// The cycle's replay bases, oldest first; replay starts at the first. Not empty.
-    pub bases: &'a [BaseMark],
+    pub bases: Vec<BaseMark>,
     /// (number, header digest) of the cycle's batches from the first base on, oldest first.
     pub anchored: &'a [(u64, [u8; 32])],
     /// `anchor.nv_counter` of the newest anchored batch.
@@ -107,7 +109,29 @@ pub struct LogAnchorState<'a> {
     pub restart_count: u32,
 }
 
-impl LogAnchorState<'_> {
+impl<'a> LogAnchorState<'a> {
+    /// The log's side of `classify` for TPM boot cycle `cycle`, from the trail a verifier's
+    /// walk or the agent's store read: the cycle's bases, the batches anchored from the
+    /// first, and the newest anchored batch's counter.
+    pub fn of_trail(trail: &'a AnchorTrail, cycle: Cycle) -> LogAnchorState<'a> {
+        LogAnchorState {
+            bases: trail
+                .bases
+                .iter()
+                .filter(|(_, b)| base_cycle(b) == cycle)
+                .map(|(seq, b)| BaseMark {
+                    seq: *seq,
+                    replay_from: b.replay_from,
+                    pcr_value: b.pcr_value,
+                })
+                .collect(),
+            anchored: &trail.anchored,
+            newest_nv_counter: trail.last_anchor.map(|(_, a)| a.nv_counter),
+            reset_count: cycle.0,
+            restart_count: cycle.1,
+        }
+    }
+
     fn digests_before(&self, batch: u64) -> impl Iterator<Item = &[u8; 32]> + '_ {
         self.anchored
             .iter()
@@ -291,7 +315,7 @@ mod tests {
 
     fn state<'a>(anchored: &'a [(u64, [u8; 32])], bases: &'a [BaseMark]) -> LogAnchorState<'a> {
         LogAnchorState {
-            bases,
+            bases: bases.to_vec(),
             anchored,
             newest_nv_counter: Some(5),
             reset_count: 3,

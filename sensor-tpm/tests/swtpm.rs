@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use sensor_tpm::swtpm::Swtpm;
 use sensor_tpm::{extend_pcr, replay, verify_quote, Error, TpmConfig, TpmWorker, DEFAULT_PCR};
+use swtpm_harness::Swtpm;
 
 fn swtpm(dir: &tempfile::TempDir) -> Swtpm {
     match Swtpm::start(dir.path()) {

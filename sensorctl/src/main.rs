@@ -1,4 +1,5 @@
-//! `sensorctl`: query and verify the agent's local log. A thin binary over `sensor-log`;
+//! `sensorctl`: query and verify the agent's local log. A thin binary over `sensor-store`
+//! and `sensor-log`;
 //! it opens the store read-only, so it is safe to run while the agent writes.
 
 #[macro_use]
@@ -32,6 +33,8 @@ enum Command {
     Identities(commands::identities::Args),
     /// Check signatures, chain, Merkle roots and sequence; exit 1 naming the first failure.
     Verify(commands::verify::Args),
+    /// Write the log's signed bytes to a batch file, to verify elsewhere with `verify --file`.
+    Export(commands::export::Args),
     /// Whether the agent runs, its probe modes and counters, and the log's head.
     Status,
     /// Signing key commands.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Events(args) => commands::events::run(dir, &args),
         Command::Identities(args) => commands::identities::run(dir, &args),
         Command::Verify(args) => commands::verify::run(dir, &args),
+        Command::Export(args) => commands::export::run(dir, &args),
         Command::Status => commands::status::run(dir),
         Command::Key {
             command: KeyCommand::Show,

@@ -16,8 +16,9 @@ use rusqlite::Connection;
 use sensor_log::{Anchor, Timestamp, TpmEntry, Verdict};
 use sensor_store::{LogWriter, Store, WriterOptions};
 use sensor_tests::{events, openloop, secret_in, sensorctl, Agent};
-use sensor_tpm::{quote_binding, replay, swtpm::Swtpm, verify_quote, AkPublic, Error, Quote};
+use sensor_tpm::{quote_binding, replay, verify_quote, AkPublic, Error, Quote};
 use serde_json::Value;
+use swtpm_harness::Swtpm;
 
 /// A swtpm, the agent's state directory and a watched file, each in its own temp dir.
 struct Setup {

@@ -59,6 +59,7 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             build(&root)?;
             build_fault_injection(&root)?;
+            boundaries(&root)?;
             // The lint set is only a rule if something runs it: an `unsafe` block without a
             // `// SAFETY:` comment, or any other warning, fails the test command.
             eprintln!("xtask: clippy (workspace lint set, warnings are errors)");
@@ -129,6 +130,46 @@ fn build_fault_injection(root: &Path) -> Result<()> {
         "sensor-agent-fault-injection",
     ]);
     status(&mut faulty, "building the fault-injection test binary")
+}
+
+/// What a collector or another verifier links must stay free of the agent's database, TPM
+/// stack and runtime: the format crate, and the TPM crate without its `device` feature
+/// (checked by building it so, and by its dependency tree).
+fn boundaries(root: &Path) -> Result<()> {
+    const FORBIDDEN: [&str; 5] = ["rusqlite", "tss-esapi", "tokio", "aya", "sensor-store"];
+    eprintln!("xtask: dependency boundaries (sensor-log, sensor-tpm without `device`)");
+    for (package, features) in [
+        ("sensor-log", None),
+        ("sensor-tpm", Some("--no-default-features")),
+    ] {
+        let mut tree = cargo(root);
+        tree.args(["tree", "-e", "normal", "--prefix", "none", "-p", package])
+            .args(features);
+        let output = tree.output().context("starting cargo tree")?;
+        if !output.status.success() {
+            bail!("cargo tree -p {package} failed");
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        for line in text.lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if FORBIDDEN.contains(&name) {
+                bail!("{package} must not depend on {name}: {line}");
+            }
+        }
+    }
+    let mut check = cargo(root);
+    check.args([
+        "check",
+        "--release",
+        "-p",
+        "sensor-tpm",
+        "--no-default-features",
+        "--lib",
+    ]);
+    status(
+        &mut check,
+        "cargo check -p sensor-tpm --no-default-features",
+    )
 }
 
 fn cargo(root: &Path) -> Command {

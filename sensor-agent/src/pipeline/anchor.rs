@@ -26,13 +26,13 @@ use std::{
 };
 
 use sensor_log::{
-    anchor::{base_cycle, cycle_of, Cycle},
+    anchor::{cycle_of, Cycle},
     Anchor, AnchorBase, AnchorTrail, BatchHeader, SealedBatch, TpmEntry, TpmQuote,
 };
 use sensor_store::{AnchorStatus, Store};
 use sensor_tpm::{
-    classify, counter_outcome, extend_pcr, quote_binding, BaseMark, ClockInfo, LogAnchorState,
-    Outcome, TpmConfig, TpmInfo, TpmState, TpmWorker,
+    classify, counter_outcome, extend_pcr, quote_binding, ClockInfo, LogAnchorState, Outcome,
+    TpmConfig, TpmInfo, TpmState, TpmWorker,
 };
 use tokio::{runtime::Handle, sync::mpsc};
 
@@ -688,23 +688,7 @@ fn check(
             catch_up: Vec::new(),
         };
     }
-    let bases: Vec<BaseMark> = trail
-        .bases
-        .iter()
-        .filter(|(_, b)| base_cycle(b) == logged)
-        .map(|(seq, b)| BaseMark {
-            seq: *seq,
-            replay_from: b.replay_from,
-            pcr_value: b.pcr_value,
-        })
-        .collect();
-    let log = LogAnchorState {
-        bases: &bases,
-        anchored: &trail.anchored,
-        newest_nv_counter: Some(newest.nv_counter),
-        reset_count: logged.0,
-        restart_count: logged.1,
-    };
+    let log = LogAnchorState::of_trail(trail, logged);
     let tpm = TpmState {
         pcr_value: live,
         covers_batch: None,

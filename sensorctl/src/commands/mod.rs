@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod events;
+pub mod export;
 pub mod identities;
 pub mod key;
 pub mod status;

@@ -2,14 +2,15 @@
 //! compare the log with the TPM it is anchored in (docs/tpm.md, "What `sensorctl verify
 //! --tpm` checks").
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
+use sensor_log::batch_file::BatchFile;
 use sensor_log::{hex, AnchorBase, AnchorTrail, Summary, Verdict};
 use sensor_store::Store;
 use sensor_tpm::{
-    classify, quote_binding, replay, verify_quote, AkPublic, BaseMark, Error as TpmError,
-    LogAnchorState, Outcome, Quote, QuoteInfo, TpmConfig, TpmState, TpmWorker,
+    classify, quote_binding, replay, verify_quote, AkPublic, Error as TpmError, LogAnchorState,
+    Outcome, Quote, QuoteInfo, TpmConfig, TpmState, TpmWorker,
 };
 
 use crate::Failure;
@@ -27,6 +28,9 @@ pub struct Args {
     /// `swtpm:host=127.0.0.1,port=2321`.
     #[arg(long, value_name = "TCTI", num_args = 0..=1, default_missing_value = "")]
     tpm: Option<String>,
+    /// Verify a batch file written by `sensorctl export` instead of the state directory's log.
+    #[arg(long, value_name = "FILE", conflicts_with = "tpm")]
+    file: Option<PathBuf>,
 }
 
 pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
@@ -36,6 +40,14 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
         .map(sensor_log::hex::parse_public_key)
         .transpose()
         .map_err(|e| Failure::Usage(format!("invalid --public-key: {e}")))?;
+    if let Some(path) = &args.file {
+        let mut file = BatchFile::open(path)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+        let verdict = sensor_log::verify(&mut file, pinned.as_ref())
+            .map_err(|e| Failure::Failed(format!("{}: {e}", path.display())))?;
+        report(&summary_of(verdict)?);
+        return Ok(());
+    }
     let store = super::open(state_dir)?;
     let summary = intact(&store, pinned.as_ref())?;
     report(&summary);
@@ -58,7 +70,11 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
 }
 
 fn intact(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Summary, Failure> {
-    match sensor_store::verify(store, pinned)? {
+    summary_of(sensor_store::verify(store, pinned)?)
+}
+
+fn summary_of(verdict: Verdict) -> Result<Summary, Failure> {
+    match verdict {
         Verdict::Intact(s) => Ok(s),
         Verdict::Tampered(f) => Err(Failure::Failed(format!(
             "log verification failed at {}: {} ({})",
@@ -95,7 +111,7 @@ fn report(s: &Summary) {
         if s.epochs == 1 { "" } else { "s" }
     );
     if s.key_from_store {
-        errln!("warning: the first public key was taken from the store itself (trust on first use); pin it with --public-key");
+        errln!("warning: the first public key was taken from the log itself (its store or file) (trust on first use); pin it with --public-key");
     }
 }
 
@@ -199,22 +215,7 @@ impl Live {
         let base = base_of(trail)?;
         let stored_quote = self.stored_quote(trail, base)?;
         let counter = self.worker.read_counter().map_err(unreachable)?;
-        let bases: Vec<BaseMark> = trail
-            .bases
-            .iter()
-            .map(|(seq, b)| BaseMark {
-                seq: *seq,
-                replay_from: b.replay_from,
-                pcr_value: b.pcr_value,
-            })
-            .collect();
-        let log = LogAnchorState {
-            bases: &bases,
-            anchored: &trail.anchored,
-            newest_nv_counter: trail.last_anchor.map(|(_, a)| a.nv_counter),
-            reset_count: base.reset_count,
-            restart_count: base.restart_count,
-        };
+        let log = LogAnchorState::of_trail(trail, (base.reset_count, base.restart_count));
         let clock = self.clock.clock;
         let tpm = TpmState {
             pcr_value: self.quote.pcr_value,
@@ -233,8 +234,8 @@ impl Live {
                 base.replay_from,
                 base.pcr_index,
                 hex::encode(&self.quote.pcr_value),
-                bases.len(),
-                if bases.len() == 1 { "" } else { "s" },
+                log.bases.len(),
+                if log.bases.len() == 1 { "" } else { "s" },
                 clock.reset_count,
                 clock.restart_count,
                 stored_quote

@@ -1,5 +1,6 @@
 //! A throw-away software TPM (swtpm over TCP) for tests and benches, so they exercise the
-//! real TSS stack instead of a mock. Not for production use.
+//! real TSS stack instead of a mock. A crate of its own, a dev-dependency only: nothing the
+//! agent or `sensorctl` ships can start or drive a TPM emulator.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,7 +10,12 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+/// Why swtpm or a tpm2-tools command could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How long swtpm gets to open its port.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +44,7 @@ impl Swtpm {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Unavailable("swtpm did not start".into())))
+        Err(last.unwrap_or_else(|| Error("swtpm did not start".into())))
     }
 
     /// TCTI string for this instance.
@@ -77,16 +83,16 @@ impl Swtpm {
     pub fn pause(&self, paused: bool) -> Result<()> {
         let pid = self
             .pid()
-            .ok_or_else(|| Error::Unavailable("swtpm not running".into()))?;
+            .ok_or_else(|| Error("swtpm not running".into()))?;
         let sig = if paused { "-STOP" } else { "-CONT" };
         let status = Command::new("kill")
             .args([sig, &pid.to_string()])
             .status()
-            .map_err(|e| Error::Unavailable(format!("kill {sig}: {e}")))?;
+            .map_err(|e| Error(format!("kill {sig}: {e}")))?;
         if status.success() {
             Ok(())
         } else {
-            Err(Error::Unavailable(format!("kill {sig} {pid} failed")))
+            Err(Error(format!("kill {sig} {pid} failed")))
         }
     }
 
@@ -95,14 +101,14 @@ impl Swtpm {
     pub fn tpm2(&self, args: &[&str]) -> Result<String> {
         let (tool, rest) = args
             .split_first()
-            .ok_or_else(|| Error::Unavailable("no tpm2-tools command".into()))?;
+            .ok_or_else(|| Error("no tpm2-tools command".into()))?;
         let out = Command::new(tool)
             .args(["-T", &self.tcti()])
             .args(rest)
             .output()
-            .map_err(|e| Error::Unavailable(format!("{tool}: {e} (run `cargo xtask setup`)")))?;
+            .map_err(|e| Error(format!("{tool}: {e} (run `cargo xtask setup`)")))?;
         if !out.status.success() {
-            return Err(Error::Unavailable(format!(
+            return Err(Error(format!(
                 "{args:?}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
@@ -128,7 +134,7 @@ impl Swtpm {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| {
-                Error::Unavailable(if e.kind() == std::io::ErrorKind::NotFound {
+                Error(if e.kind() == std::io::ErrorKind::NotFound {
                     "swtpm is not installed: run `cargo xtask setup` (Debian: apt-get install swtpm swtpm-tools)".to_string()
                 } else {
                     format!("cannot run swtpm: {e}")
@@ -138,9 +144,7 @@ impl Swtpm {
         let addr = SocketAddr::from(([127, 0, 0, 1], p));
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::Unavailable(format!(
-                    "swtpm exited at start: {status}"
-                )));
+                return Err(Error(format!("swtpm exited at start: {status}")));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 self.child = Some(child);
@@ -149,7 +153,7 @@ impl Swtpm {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Unavailable("swtpm did not open its port".into()));
+                return Err(Error("swtpm did not open its port".into()));
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -179,7 +183,7 @@ fn free_port_pair() -> Result<u16> {
     for _ in 0..50 {
         let a = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| Error::Unavailable(format!("no free port: {e}")))?;
+            .map_err(|e| Error(format!("no free port: {e}")))?;
         let p = a.port();
         let taken = |port: u16| given.contains(&port);
         if p < u16::MAX
@@ -192,5 +196,5 @@ fn free_port_pair() -> Result<u16> {
             return Ok(p);
         }
     }
-    Err(Error::Unavailable("no free port pair".into()))
+    Err(Error("no free port pair".into()))
 }
