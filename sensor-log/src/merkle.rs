@@ -209,7 +209,7 @@ mod tests {
         ];
         let leaves: Vec<Hash> = inputs.iter().map(|d| leaf_hash(d)).collect();
         for (n, expected) in roots.iter().enumerate() {
-            assert_eq!(hex::encode(&root(&leaves[..n])), *expected, "tree size {n}");
+            assert_eq!(hex::encode(root(&leaves[..n])), *expected, "tree size {n}");
         }
     }
 

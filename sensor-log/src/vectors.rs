@@ -87,8 +87,8 @@ mod tests {
             leaves.push(leaf);
             let seq = record.header.seq;
             lines.push(format!("record {seq} bytes: {}", hex::encode(&bytes)));
-            lines.push(format!("record {seq} leaf: {}", hex::encode(&leaf)));
-            lines.push(format!("record {seq} chain head: {}", hex::encode(&head)));
+            lines.push(format!("record {seq} leaf: {}", hex::encode(leaf)));
+            lines.push(format!("record {seq} chain head: {}", hex::encode(head)));
         }
         let batch = BatchHeader {
             version: FORMAT_VERSION,
@@ -109,18 +109,15 @@ mod tests {
         .expect("seals");
         lines.push(format!(
             "merkle root: {}",
-            hex::encode(&batch.header.merkle_root)
+            hex::encode(batch.header.merkle_root)
         ));
         lines.push(format!(
             "header bytes: {}",
             hex::encode(&batch.header_bytes)
         ));
-        lines.push(format!("header digest: {}", hex::encode(&batch.digest)));
-        lines.push(format!("signature: {}", hex::encode(&batch.signature)));
-        lines.push(format!(
-            "empty root: {}",
-            hex::encode(&merkle::empty_root())
-        ));
+        lines.push(format!("header digest: {}", hex::encode(batch.digest)));
+        lines.push(format!("signature: {}", hex::encode(batch.signature)));
+        lines.push(format!("empty root: {}", hex::encode(merkle::empty_root())));
 
         let doc = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),

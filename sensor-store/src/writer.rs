@@ -156,7 +156,7 @@ impl LogWriter {
                 return Err(Error::HostMismatch {
                     dir: state_dir.to_path_buf(),
                     store: hex::encode(&stored),
-                    file: hex::encode(&host_id),
+                    file: hex::encode(host_id),
                 });
             }
         }
@@ -649,7 +649,7 @@ fn load_or_create_host_id(state_dir: &Path) -> Result<HostId> {
                 .mode(0o644)
                 .open(&path)
                 .map_err(Error::io(&path))?;
-            file.write_all(format!("{}\n", hex::encode(&id)).as_bytes())
+            file.write_all(format!("{}\n", hex::encode(id)).as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(Error::io(&path))?;
             Ok(id)

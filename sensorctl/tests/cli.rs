@@ -229,6 +229,53 @@ fn verify_exit_codes() {
     assert!(stderr(&out).contains("seq 6: deleted"), "{}", stderr(&out));
 }
 
+/// `export` then `verify --file`: the same verdicts as the store, without the store; an
+/// existing file is never overwritten; a damaged file is refused with the byte offset.
+#[test]
+fn export_and_verify_the_file_elsewhere() {
+    let dir = log();
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let file = out_dir.path().join("host.batches");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let out = sensorctl(dir.path(), &["export", file_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("exported"), "{}", stdout(&out));
+    let again = sensorctl(dir.path(), &["export", file_arg]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+
+    // Verified from another (empty) state directory: only the file is read.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let out = sensorctl(elsewhere.path(), &["verify", "--file", file_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("intact: 11 records and"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("trust on first use"));
+
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
+    conn.execute("DELETE FROM records WHERE seq = 6", [])
+        .expect("delete");
+    let cut = out_dir.path().join("cut.batches");
+    let cut_arg = cut.to_str().expect("utf-8 path");
+    assert!(sensorctl(dir.path(), &["export", cut_arg]).status.success());
+    let out = sensorctl(elsewhere.path(), &["verify", "--file", cut_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("seq 6: deleted"), "{}", stderr(&out));
+
+    let mut bytes = std::fs::read(&file).expect("read");
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&file, bytes).expect("write");
+    let out = sensorctl(elsewhere.path(), &["verify", "--file", file_arg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("malformed batch file: at byte"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn identities_and_status() {
     let dir = log();

@@ -366,8 +366,8 @@ impl AnchorStage {
                     "after batch {} PCR {} reads {}, the log's replay gives {}",
                     gap.1,
                     self.config.pcr,
-                    sensor_log::hex::encode(&live),
-                    sensor_log::hex::encode(&self.pcr)
+                    sensor_log::hex::encode(live),
+                    sensor_log::hex::encode(self.pcr)
                 ),
             );
         } else {

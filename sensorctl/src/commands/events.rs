@@ -196,11 +196,11 @@ fn to_json(r: &Record) -> Value {
         Body::Event(e) => serde_json::to_value(e).unwrap_or(Value::Null),
         Body::EpochStart(s) => json!({
             "kind": "epoch_start", "time": time, "epoch": r.header.epoch,
-            "previous_epoch": s.previous_epoch, "previous_head": hex::encode(&s.previous_head),
+            "previous_epoch": s.previous_epoch, "previous_head": hex::encode(s.previous_head),
             "reason": format!("{:?}", s.reason), "boot_id": s.boot_id,
         }),
         Body::KeyRotation(k) => json!({
-            "kind": "key_rotation", "time": time, "key_epoch": k.key_epoch, "new_public_key": hex::encode(&k.new_public_key),
+            "kind": "key_rotation", "time": time, "key_epoch": k.key_epoch, "new_public_key": hex::encode(k.new_public_key),
         }),
         Body::Pruned(p) => json!({
             "kind": "pruned", "time": time, "up_to_seq": p.up_to_seq, "records": p.records, "batches": p.batches,
@@ -229,7 +229,7 @@ fn row(r: &Record) -> Vec<String> {
             Body::KeyRotation(k) => format!(
                 "key epoch {} {}",
                 k.key_epoch,
-                hex::encode(&k.new_public_key)
+                hex::encode(k.new_public_key)
             ),
             Body::Pruned(p) => format!(
                 "removed {} records in {} batches, up to seq {}",
@@ -308,7 +308,7 @@ fn tpm_detail(t: &TpmEntry) -> String {
             "replay from batch {} on PCR {} = {}, reset count {}, restart count {}, NV counter {}, AK {}",
             b.replay_from,
             b.pcr_index,
-            hex::encode(&b.pcr_value),
+            hex::encode(b.pcr_value),
             b.reset_count,
             b.restart_count,
             b.nv_counter,

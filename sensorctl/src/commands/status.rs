@@ -78,7 +78,7 @@ pub fn run(state_dir: &Path) -> Result<(), Failure> {
     outln!("records:     {}", store.record_count()?);
     match last {
         Some(b) => {
-            outln!("chain head:  {}", hex::encode(&b.header.chain_head));
+            outln!("chain head:  {}", hex::encode(b.header.chain_head));
             outln!(
                 "last batch:  {} (epoch {}, {} records, sealed {}, {})",
                 b.number,

@@ -233,7 +233,7 @@ impl Live {
                 "tpm: consistent: {anchored} batches from batch {} replay to PCR {} = {}, {unanchored} newer not yet extended; {} replay base{} continuous; NV counter {counter}; reset count {}, restart count {}{}",
                 base.replay_from,
                 base.pcr_index,
-                hex::encode(&self.quote.pcr_value),
+                hex::encode(self.quote.pcr_value),
                 log.bases.len(),
                 if log.bases.len() == 1 { "" } else { "s" },
                 clock.reset_count,
