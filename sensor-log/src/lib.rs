@@ -20,6 +20,7 @@ pub mod record;
 pub mod source;
 pub mod time;
 pub mod vectors;
+pub mod verdict;
 pub mod verify;
 
 pub use anchor::AnchorTrail;
@@ -32,4 +33,5 @@ pub use record::{
 };
 pub use source::BatchSource;
 pub use time::Timestamp;
-pub use verify::{verify, Failure, Position, Reason, Summary, Verdict};
+pub use verdict::{Failure, Position, Reason, Summary, Verdict};
+pub use verify::verify;

@@ -8,7 +8,7 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::batch::BatchHeader;
-use crate::verify::Failure;
+use crate::verdict::Failure;
 
 /// A batch as a source holds it.
 #[derive(Clone, Debug, Default)]

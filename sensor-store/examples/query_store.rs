@@ -3,7 +3,7 @@
 //! the way `sensorctl events --path GLOB --since ...` runs them (`Store::query` with the
 //! glob's literal prefix, the full glob checked on each decoded record).
 //!
-//! `cargo run --release -p sensor-log --example query_store -- DIR [RECORDS]`
+//! `cargo run --release -p sensor-store --example query_store -- DIR [RECORDS]`
 //!
 //! The store takes about 5.5 GB for 10 million records; do not commit it. Figures go to
 //! docs/performance.md ("Log").

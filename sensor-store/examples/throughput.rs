@@ -1,6 +1,6 @@
 //! Durable throughput of chain + sign + store, and verify speed, on a real store.
 //!
-//! `cargo run --release -p sensor-log --example throughput -- [RECORDS] [DIR]`
+//! `cargo run --release -p sensor-store --example throughput -- [RECORDS] [DIR]`
 //! (defaults: 1000000 records, a fresh temp dir). Figures go to docs/performance.md.
 
 use std::time::Instant;

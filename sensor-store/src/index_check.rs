@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::index::{decode_offsets, each_term, offsets_column, offsets_sql, Dim, Term, DIMS};
 use crate::store::Store;
 use sensor_log::record::Record;
-use sensor_log::verify::{Failure, Position, Reason};
+use sensor_log::{Failure, Position, Reason};
 
 /// Term ids as a query finds them (`SELECT id FROM terms WHERE dim = ? AND value = ?`), looked
 /// up once per distinct value the records carry, never by loading the table (rows no record
