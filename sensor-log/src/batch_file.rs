@@ -198,29 +198,32 @@ impl<R: Read + Seek> Cursor<R> {
 
     /// A length-prefixed field into `buf`, refused before allocation when over `max`.
     fn field(&mut self, buf: &mut Vec<u8>, max: u32, what: &str) -> Result<()> {
-        let len = u32::from_le_bytes(self.array(what)?);
-        if len > max {
-            return Err(self.error(format!(
-                "a {what} of {len} bytes is over the {max}-byte limit"
-            )));
-        }
+        let len = self.length(max, what)?;
         buf.resize(len as usize, 0);
         self.exact(buf, what)
     }
 
     /// Skips a length-prefixed field.
     fn skip(&mut self, max: u32, what: &str) -> Result<()> {
-        let len = u32::from_le_bytes(self.array(what)?);
-        if len > max {
-            return Err(self.error(format!(
-                "a {what} of {len} bytes is over the {max}-byte limit"
-            )));
-        }
+        let len = self.length(max, what)?;
         self.input
             .seek(SeekFrom::Current(i64::from(len)))
             .map_err(Error::Read)?;
         self.at += u64::from(len);
         Ok(())
+    }
+
+    /// A field's length prefix, refused when over `max`; the error names the prefix's offset.
+    fn length(&mut self, max: u32, what: &str) -> Result<u32> {
+        let start = self.at;
+        let len = u32::from_le_bytes(self.array(what)?);
+        if len > max {
+            self.at = start;
+            return Err(self.error(format!(
+                "a {what} of {len} bytes is over the {max}-byte limit"
+            )));
+        }
+        Ok(len)
     }
 
     /// Skips items until one tagged `want`, which it leaves to be read; `false` at the end.

@@ -324,6 +324,14 @@ impl<'p> Walk<'p> {
         let Some(end) = header.first_seq.checked_add(header.count) else {
             return tampered(here, Reason::Modified, "record count overflows");
         };
+        // Signed numbers come from outside: none may wrap, and none may crash the walk.
+        let Some(next_batch) = number.checked_add(1) else {
+            return tampered(
+                here,
+                Reason::Modified,
+                "no batch number can follow this one",
+            );
+        };
         rows.source.batch_started(&header);
         self.leaves.clear();
         self.wall_range = (u64::MAX, 0);
@@ -360,7 +368,7 @@ impl<'p> Walk<'p> {
             self.summary.key_rotations += 1;
         }
         self.prev_digest = digest;
-        self.next_batch += 1;
+        self.next_batch = next_batch;
         self.summary.batches += 1;
         Ok(())
     }
@@ -441,12 +449,15 @@ impl<'p> Walk<'p> {
         if tag == BODY_TAG_EVENT {
             self.same_epoch(inner.epoch, here)?;
         } else {
-            let Ok(record) = Record::decode(&row.bytes) else {
-                return tampered(
-                    here,
-                    Reason::Modified,
-                    "log-internal record does not decode",
-                );
+            let record = match Record::decode(&row.bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    return tampered(
+                        here,
+                        Reason::Modified,
+                        format!("log-internal record does not decode: {e}"),
+                    )
+                }
             };
             self.internal(&record, here)?;
         }
@@ -496,7 +507,7 @@ impl<'p> Walk<'p> {
             Body::EpochStart(start) => {
                 let linked = match self.epoch {
                     Some(previous) => {
-                        epoch == previous + 1
+                        previous.checked_add(1) == Some(epoch)
                             && start.previous_epoch == Some(previous)
                             && start.previous_head == self.head
                             && start.reason != EndReason::First
@@ -521,19 +532,32 @@ impl<'p> Walk<'p> {
             }
             Body::KeyRotation(rotation) => {
                 self.same_epoch(epoch, here)?;
-                let key = VerifyingKey::from_bytes(&rotation.new_public_key).ok();
-                match key {
-                    Some(key)
-                        if rotation.key_epoch == self.key_epoch + 1 && self.rotation.is_none() =>
-                    {
-                        self.rotation = Some((rotation.key_epoch, key));
-                    }
-                    _ => return tampered(here, Reason::Modified, "invalid key rotation"),
+                let invalid = |why: String| {
+                    tampered(
+                        here,
+                        Reason::Modified,
+                        format!("invalid key rotation: {why}"),
+                    )
+                };
+                if self.rotation.is_some() {
+                    return invalid("a second one in the same batch".to_string());
                 }
+                if self.key_epoch.checked_add(1) != Some(rotation.key_epoch) {
+                    return invalid(format!(
+                        "announces key epoch {} in key epoch {}",
+                        rotation.key_epoch, self.key_epoch
+                    ));
+                }
+                let Ok(key) = VerifyingKey::from_bytes(&rotation.new_public_key) else {
+                    return invalid("the new key is not an Ed25519 public key".to_string());
+                };
+                self.rotation = Some((rotation.key_epoch, key));
             }
             Body::Pruned(pruned) => {
                 self.same_epoch(epoch, here)?;
-                if self.summary.pruned_before == Some(pruned.up_to_seq.saturating_add(1)) {
+                if self.summary.pruned_before.is_some()
+                    && self.summary.pruned_before == pruned.up_to_seq.checked_add(1)
+                {
                     self.pruning_accounted = true;
                 }
             }

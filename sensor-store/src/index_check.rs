@@ -269,7 +269,7 @@ fn index_failure(position: Position, detail: String) -> Failure {
 /// offsets of its records carrying each term (no posting missing, added, shortened,
 /// lengthened or pointing outside its batch; none naming a batch the store does not have).
 /// With this, a query that narrows by the index finds every record a full scan would, once
-/// (docs/log-format.md, Verification step 7).
+/// (docs/log-format.md, store check S4).
 ///
 /// Runs on a second thread, fed by the walk with the bytes of every record of every batch
 /// it verified, and reads the postings itself on its own connection `store`, in a read
