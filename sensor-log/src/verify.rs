@@ -255,6 +255,17 @@ impl<'p> Walk<'p> {
         // file of batches is numbered by the signed headers alone.
         let number = stored.number.unwrap_or(header.number);
         let here = Position::Batch(number);
+        if number < self.next_batch && self.summary.batches > 0 {
+            // Only a source numbered by the headers (a file) can hold a batch twice.
+            return tampered(
+                here,
+                Reason::Inserted,
+                format!(
+                    "batch {number} comes again after batch {}",
+                    self.next_batch - 1
+                ),
+            );
+        }
         if number != self.next_batch {
             return tampered(
                 Position::Batch(self.next_batch),

@@ -355,6 +355,27 @@ fn cases() -> Vec<Case> {
         build(&base(), 1, untouched).without_batches(3..=3).file(),
     ));
     let mut log = build(&base(), 1, untouched);
+    let again = log.batches[2].clone();
+    log.batches.insert(3, again);
+    out.push(case(
+        "batch-repeated.batches",
+        "batch 3 and its records 6 and 7 repeated after batch 3",
+        "batch 3: inserted",
+        "batch 3 comes again after batch 3",
+        log.file(),
+    ));
+    let log = Log {
+        batches: build(&base(), 1, untouched).batches,
+        first_key_epoch: 7,
+    };
+    out.push(case(
+        "no-key.batches",
+        "the file carries the key of key epoch 7 only, and nothing pins the key of batch 1's key epoch 1",
+        "batch 1: bad signature",
+        "no public key for key epoch 1",
+        log.file(),
+    ));
+    let mut log = build(&base(), 1, untouched);
     let mut forged = log.records(3)[0].clone();
     forged[RECORD_WALL_NS] ^= 1;
     log.records(3).insert(0, forged);
