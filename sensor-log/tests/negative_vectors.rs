@@ -8,7 +8,8 @@
 //! explains it), then runs `verify` on each checked-in file.
 //!
 //! After a deliberate change: `VECTORS_WRITE=1 cargo test -p sensor-log --test
-//! negative_vectors`, then review the diff of `tests/vectors/` and of the document's table.
+//! negative_vectors generator` (only the writing test: the others read the files), then
+//! review the diff of `tests/vectors/` and of the document's table.
 //!
 //! Each damage is made so that only the rule under test fails: the decoding and semantic
 //! cases are re-hashed and re-signed with the log's own keys (a verifier that skipped the
@@ -725,7 +726,7 @@ fn generator_reproduces_the_checked_in_corpus() {
         drift.is_empty() && present == files.keys().cloned().collect::<Vec<_>>(),
         "tests/vectors differs from what this generator writes ({drift:?} differ; present: \
          {present:?}); if the change is deliberate, run VECTORS_WRITE=1 cargo test -p sensor-log \
-         --test negative_vectors and update docs/log-format.md"
+         --test negative_vectors generator and update docs/log-format.md"
     );
 }
 
