@@ -15,7 +15,7 @@
 //! panic. An exporter writes each batch item followed by the record items of that batch.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
@@ -36,6 +36,9 @@ pub const ITEM_RECORD: u8 = 2;
 pub const MAX_SIGNATURE_BYTES: u32 = 64;
 /// Most keys a file may carry (the exporter writes one: the oldest batch's).
 pub const MAX_KEYS: u32 = 1024;
+
+/// Read buffer of each of a file's two readers: a batch's worth of records per refill.
+const READ_BUFFER: usize = 1 << 20;
 
 /// Writes a batch file: `start`, then each batch followed by its records.
 pub struct BatchFileWriter<W: Write> {
@@ -100,12 +103,16 @@ pub struct BatchFile<R> {
 
 impl BatchFile<BufReader<File>> {
     pub fn open(path: &Path) -> Result<Self> {
-        let open = || File::open(path).map(BufReader::new).map_err(Error::Read);
+        let open = || {
+            File::open(path)
+                .map(|f| BufReader::with_capacity(READ_BUFFER, f))
+                .map_err(Error::Read)
+        };
         BatchFile::read(open()?, open()?)
     }
 }
 
-impl<R: Read + Seek> BatchFile<R> {
+impl<R: Read> BatchFile<R> {
     /// Reads the file header from `first`; `second` is another reader of the same bytes.
     pub fn read(first: R, second: R) -> Result<Self> {
         let mut batches = Cursor {
@@ -140,12 +147,9 @@ impl<R: Read + Seek> BatchFile<R> {
         }
         let mut records = Cursor {
             input: second,
-            at: batches.at,
+            at: 0,
         };
-        records
-            .input
-            .seek(SeekFrom::Start(records.at))
-            .map_err(Error::Read)?;
+        records.pass(batches.at, "file header")?;
         Ok(BatchFile {
             keys,
             batches,
@@ -160,7 +164,7 @@ struct Cursor<R> {
     at: u64,
 }
 
-impl<R: Read + Seek> Cursor<R> {
+impl<R: Read> Cursor<R> {
     fn error(&self, detail: impl std::fmt::Display) -> Error {
         Error::malformed("batch file", format!("at byte {}: {detail}", self.at))
     }
@@ -206,10 +210,18 @@ impl<R: Read + Seek> Cursor<R> {
     /// Skips a length-prefixed field.
     fn skip(&mut self, max: u32, what: &str) -> Result<()> {
         let len = self.length(max, what)?;
-        self.input
-            .seek(SeekFrom::Current(i64::from(len)))
-            .map_err(Error::Read)?;
-        self.at += u64::from(len);
+        self.pass(u64::from(len), what)
+    }
+
+    /// Reads past `len` bytes (through the reader's buffer: a seek would empty it).
+    fn pass(&mut self, len: u64, what: &str) -> Result<()> {
+        let passed =
+            io::copy(&mut (&mut self.input).take(len), &mut io::sink()).map_err(Error::Read)?;
+        if passed < len {
+            self.at += passed;
+            return Err(self.error(format!("file ends inside the {what}")));
+        }
+        self.at += len;
         Ok(())
     }
 
@@ -248,7 +260,7 @@ impl<R: Read + Seek> Cursor<R> {
 
 const MAX_RECORD: u32 = MAX_ENCODED_BYTES as u32;
 
-impl<R: Read + Seek> BatchSource for BatchFile<R> {
+impl<R: Read> BatchSource for BatchFile<R> {
     type Error = Error;
 
     fn next_batch(&mut self, batch: &mut SourceBatch) -> Result<bool> {

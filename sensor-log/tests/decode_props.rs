@@ -1,5 +1,5 @@
-//! Property tests of the decoders of bytes read from the store or a file: `Record::decode`
-//! and `BatchHeader::decode`. Whatever the bytes, they return a value or an error: no panic,
+//! Property tests of the decoders of bytes read from the store or a file: `Record::decode`,
+//! `BatchHeader::decode`, and a whole batch file read and verified (`BatchFile`). Whatever the bytes, they return a value or an error: no panic,
 //! no endless loop, and no allocation beyond a bound set by the codec's limit, never by a
 //! length the bytes claim.
 //!
@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use proptest::collection::{btree_map, vec};
 use proptest::option::of;
 use proptest::prelude::*;
+use sensor_log::batch_file::{BatchFile, MAGIC};
 use sensor_log::record::MAX_ENCODED_BYTES;
 use sensor_log::{
     Anchor, AnchorBase, BatchHeader, Body, Container, EndReason, EpochStart, Event, FileAccess,
     Identity, KeyRotation, Kind, Loss, Process, Pruned, Record, RecordHeader, SyscallDetail,
-    Target, TpmEntry, TpmQuote,
+    Target, TpmEntry, TpmQuote, Verdict,
 };
 
 /// Counts the bytes each thread holds, so a test can measure the peak a call allocates. A
@@ -463,6 +464,65 @@ proptest! {
                 check_canonical(&changed)?;
             }
         }
+    }
+}
+
+/// An intact batch file of the negative-vector corpus: the starting point for changes that
+/// reach the batch file reader's and the verifier's deeper states.
+const INTACT_FILE: &[u8] = include_bytes!("vectors/intact.batches");
+
+/// Most a batch file read and verification may hold at once: a header, a signature and two
+/// record buffers (one looked ahead), each within the 1 MiB item limit, with the decodes of
+/// a record and a header within their own bound, and the walk's per-batch leaves.
+const FILE_ALLOCATION_BOUND: isize = 4 * MAX_ENCODED_BYTES as isize + ALLOCATION_BOUND;
+
+/// Reads and verifies `bytes` as a batch file: a verdict or an error, never a panic, within
+/// the allocation bound.
+fn verify_file_bounded(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let (result, peak) = peak_of(|| {
+        let mut file = BatchFile::read(bytes, bytes)?;
+        sensor_log::verify(&mut file, None)
+    });
+    prop_assert!(
+        peak <= FILE_ALLOCATION_BOUND,
+        "a batch file of {} bytes held {peak} bytes",
+        bytes.len()
+    );
+    if let Ok(Verdict::Intact(summary)) = result {
+        prop_assert!(summary.batches > 0);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn batch_file_noise_is_a_verdict_or_an_error(noise in vec(any::<u8>(), 0..600)) {
+        let mut bytes = INTACT_FILE[..MAGIC.len() + 2].to_vec();
+        bytes.extend_from_slice(&noise);
+        verify_file_bounded(&bytes)?;
+        verify_file_bounded(&noise)?;
+    }
+
+    #[test]
+    fn batch_file_changes_are_a_verdict_or_an_error(
+        changes in vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        huge in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = INTACT_FILE.to_vec();
+        for (at, value) in changes {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        verify_file_bounded(&bytes)?;
+        // A huge length anywhere is refused before it is allocated.
+        let at = huge.index(bytes.len() - 3);
+        bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        verify_file_bounded(&bytes)?;
+        bytes.truncate(cut.index(bytes.len() + 1));
+        verify_file_bounded(&bytes)?;
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use sensor_log::batch_file::BatchFile;
 use sensor_log::{Event, FileAccess, Identity, Kind, Process, Timestamp, Verdict};
 use sensor_store::{verify, LogWriter, Store, WriterOptions};
 
@@ -104,6 +105,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "verify: {} records, {} batches in {:.2} s = {:.0} records/s",
         summary.records,
         summary.batches,
+        took.as_secs_f64(),
+        summary.records as f64 / took.as_secs_f64()
+    );
+
+    // The same log as a batch file (what a collector or `verify --file` reads): the signed
+    // bytes alone, without the store's own checks.
+    let path = dir.join("export.batches");
+    let _ = std::fs::remove_file(&path);
+    store.export(std::io::BufWriter::new(std::fs::File::create(&path)?))?;
+    let start = Instant::now();
+    let verdict = sensor_log::verify(&mut BatchFile::open(&path)?, None)?;
+    let took = start.elapsed();
+    std::fs::remove_file(&path)?;
+    let Verdict::Intact(summary) = verdict else {
+        return Err(format!("{verdict:?}").into());
+    };
+    println!(
+        "verify --file: {} records in {:.2} s = {:.0} records/s",
+        summary.records,
         took.as_secs_f64(),
         summary.records as f64 / took.as_secs_f64()
     );
