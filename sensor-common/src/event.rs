@@ -1,4 +1,9 @@
 //! Kernel → user-space event records.
+//!
+//! The kinds' numbers are their discriminants and their names are derived from the variant
+//! names (snake case), so the kernel, the agent and the log share one source for each.
+
+use strum::{FromRepr, IntoStaticStr, VariantArray};
 
 /// Longest path string copied from the caller's memory (the `requested` field).
 pub const REQUESTED_LEN: usize = 256;
@@ -12,9 +17,11 @@ pub const KEY_TYPE_LEN: usize = 32;
 pub const KEY_DESC_LEN: usize = 128;
 pub const COMM_LEN: usize = 16;
 
-/// The kind byte at offset 0 of every kernel event.
+/// The kind byte at offset 0 of every kernel event. Its name (`file_open`) is the one the
+/// log's `kind` field and loss counts use.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     FileOpen = 1,
     ProcAccess = 2,
@@ -32,42 +39,24 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// One past the largest kind: the size of per-kind counter arrays.
-    pub const COUNT: u32 = 14;
+    pub const ALL: &'static [EventKind] = Self::VARIANTS;
 
-    pub const ALL: [EventKind; 13] = [
-        EventKind::FileOpen,
-        EventKind::ProcAccess,
-        EventKind::Ptrace,
-        EventKind::ProcessVmReadv,
-        EventKind::ProcessVmWritev,
-        EventKind::PidfdGetfd,
-        EventKind::Keyctl,
-        EventKind::AddKey,
-        EventKind::RequestKey,
-        EventKind::IoUring,
-        EventKind::Exec,
-        EventKind::Fork,
-        EventKind::Exit,
-    ];
+    /// One past the largest kind: the size of per-kind counter arrays.
+    pub const COUNT: u32 = {
+        let mut max = 0;
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u32 > max {
+                max = Self::ALL[i] as u32;
+            }
+            i += 1;
+        }
+        max + 1
+    };
 
     /// The name used in JSON output and loss reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            EventKind::FileOpen => "file_open",
-            EventKind::ProcAccess => "proc_access",
-            EventKind::Ptrace => "ptrace",
-            EventKind::ProcessVmReadv => "process_vm_readv",
-            EventKind::ProcessVmWritev => "process_vm_writev",
-            EventKind::PidfdGetfd => "pidfd_getfd",
-            EventKind::Keyctl => "keyctl",
-            EventKind::AddKey => "add_key",
-            EventKind::RequestKey => "request_key",
-            EventKind::IoUring => "io_uring",
-            EventKind::Exec => "exec",
-            EventKind::Fork => "fork",
-            EventKind::Exit => "exit",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -78,11 +67,7 @@ pub struct UnknownKind(pub u8);
 impl TryFrom<u8> for EventKind {
     type Error = UnknownKind;
     fn try_from(v: u8) -> Result<Self, UnknownKind> {
-        EventKind::ALL
-            .iter()
-            .copied()
-            .find(|k| *k as u8 == v)
-            .ok_or(UnknownKind(v))
+        EventKind::from_repr(v).ok_or(UnknownKind(v))
     }
 }
 
@@ -116,7 +101,7 @@ pub struct EventHeader {
 
 /// How an opened file matched the watched set.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr)]
 pub enum MatchKind {
     /// The opened inode is in `WATCHED_INODES`.
     Inode = 1,
@@ -133,20 +118,14 @@ pub enum MatchKind {
 impl TryFrom<u8> for MatchKind {
     type Error = UnknownKind;
     fn try_from(v: u8) -> Result<Self, UnknownKind> {
-        Ok(match v {
-            1 => MatchKind::Inode,
-            2 => MatchKind::DirName,
-            3 => MatchKind::DirAny,
-            4 => MatchKind::Denied,
-            5 => MatchKind::Proc,
-            other => return Err(UnknownKind(other)),
-        })
+        MatchKind::from_repr(v).ok_or(UnknownKind(v))
     }
 }
 
-/// Which open-family syscall produced a [`FileEvent`].
+/// Which open-family syscall produced a [`FileEvent`]; its name is the syscall's.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum OpenSyscall {
     Open = 1,
     Openat = 2,
@@ -156,28 +135,15 @@ pub enum OpenSyscall {
 }
 
 impl OpenSyscall {
-    pub const fn name(self) -> &'static str {
-        match self {
-            OpenSyscall::Open => "open",
-            OpenSyscall::Openat => "openat",
-            OpenSyscall::Openat2 => "openat2",
-            OpenSyscall::Creat => "creat",
-            OpenSyscall::OpenByHandleAt => "open_by_handle_at",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
 impl TryFrom<u8> for OpenSyscall {
     type Error = UnknownKind;
     fn try_from(v: u8) -> Result<Self, UnknownKind> {
-        Ok(match v {
-            1 => OpenSyscall::Open,
-            2 => OpenSyscall::Openat,
-            3 => OpenSyscall::Openat2,
-            4 => OpenSyscall::Creat,
-            5 => OpenSyscall::OpenByHandleAt,
-            other => return Err(UnknownKind(other)),
-        })
+        OpenSyscall::from_repr(v).ok_or(UnknownKind(v))
     }
 }
 

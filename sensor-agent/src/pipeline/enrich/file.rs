@@ -3,8 +3,8 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use sensor_common::{EventKind, FileEvent, InodeKey, MatchKind, OpenSyscall};
-use sensor_log::{Event, FileAccess, Kind};
+use sensor_common::{FileEvent, InodeKey, MatchKind, OpenSyscall};
+use sensor_log::{Event, FileAccess};
 
 use super::names::{access, open_flags};
 use super::Enricher;
@@ -13,7 +13,10 @@ use crate::watch::{kernel_dev, lexical_normalize, resolve_denied, Located};
 
 impl Enricher {
     pub(super) fn file_event(&mut self, e: &FileEvent) -> Option<Event> {
-        let Ok(matched) = MatchKind::try_from(e.matched) else {
+        let (Ok(matched), Some(event_kind)) = (
+            MatchKind::try_from(e.matched),
+            self.kinds.log_kind(e.header.kind),
+        ) else {
             self.stats.malformed += 1;
             return None;
         };
@@ -71,11 +74,6 @@ impl Enricher {
                     None,
                 )
             }
-        };
-        let event_kind = if e.header.kind == EventKind::ProcAccess as u8 {
-            Kind::ProcAccess
-        } else {
-            Kind::FileOpen
         };
         let mut requested = c_string(&e.requested);
         if e.requested_truncated != 0 {

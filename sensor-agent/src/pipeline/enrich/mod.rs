@@ -14,7 +14,7 @@ mod syscall;
 use std::path::{Path, PathBuf};
 use std::sync::{atomic::Ordering, Arc};
 
-use sensor_common::{EventHeader, ARGS_LEN};
+use sensor_common::{EventHeader, EventKind, ARGS_LEN};
 use sensor_log::{Event, Kind, Target};
 use tokio::sync::{mpsc, watch};
 
@@ -53,7 +53,29 @@ pub struct Enricher {
     proc_root: PathBuf,
     agent_pid: u32,
     clock: Clock,
+    kinds: LogKinds,
     stats: EnrichStats,
+}
+
+/// The log's kind of each kernel kind byte, found by name once: a kernel kind is logged as
+/// the log kind of the same name, and one with none (exec, fork, exit) is not logged.
+struct LogKinds([Option<Kind>; EventKind::COUNT as usize]);
+
+impl LogKinds {
+    fn new() -> LogKinds {
+        let mut table = [None; EventKind::COUNT as usize];
+        for &kernel in EventKind::ALL {
+            table[kernel as usize] = Kind::ALL
+                .iter()
+                .copied()
+                .find(|k| k.as_str() == kernel.name());
+        }
+        LogKinds(table)
+    }
+
+    fn log_kind(&self, byte: u8) -> Option<Kind> {
+        self.0.get(usize::from(byte)).copied().flatten()
+    }
 }
 
 impl Enricher {
@@ -77,6 +99,7 @@ impl Enricher {
             proc_root: proc_root.to_path_buf(),
             agent_pid: std::process::id(),
             clock: Clock::new(),
+            kinds: LogKinds::new(),
             stats: EnrichStats::default(),
         }
     }
@@ -364,6 +387,22 @@ mod tests {
 
     use super::fixture::{c_buf, fixture, header, open_event};
     use super::*;
+
+    /// Every kernel kind but the lifecycle ones is logged under its own name; a renamed
+    /// variant on either side fails here.
+    #[test]
+    fn kernel_kinds_are_logged_under_their_own_name() {
+        let kinds = LogKinds::new();
+        for &kernel in EventKind::ALL {
+            let logged = kinds.log_kind(kernel as u8).map(Kind::as_str);
+            match kernel {
+                EventKind::Exec | EventKind::Fork | EventKind::Exit => assert_eq!(logged, None),
+                _ => assert_eq!(logged, Some(kernel.name()), "{kernel:?}"),
+            }
+        }
+        assert_eq!(kinds.log_kind(0), None);
+        assert_eq!(kinds.log_kind(u8::MAX), None);
+    }
 
     #[test]
     fn exec_updates_the_process_table() {

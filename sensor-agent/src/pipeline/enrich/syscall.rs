@@ -10,7 +10,10 @@ use crate::pipeline::decode::c_string;
 
 impl Enricher {
     pub(super) fn syscall_event(&mut self, e: &SyscallEvent) -> Option<Event> {
-        let Ok(kind) = EventKind::try_from(e.header.kind) else {
+        let (Ok(kind), Some(out_kind)) = (
+            EventKind::try_from(e.header.kind),
+            self.kinds.log_kind(e.header.kind),
+        ) else {
             self.stats.malformed += 1;
             return None;
         };
@@ -20,33 +23,24 @@ impl Enricher {
             ..SyscallDetail::default()
         };
         let caller = e.header.tgid;
-        let (out_kind, target) = match kind {
+        let target = match kind {
             EventKind::Ptrace => {
                 let request = e.args[0];
                 detail.operation = Some(ptrace_request(request));
-                let target = if request == PTRACE_TRACEME {
+                if request == PTRACE_TRACEME {
                     None
                 } else {
                     self.caller_target(caller, e.target_tgid)
-                };
-                (Kind::Ptrace, target)
+                }
             }
             EventKind::ProcessVmReadv | EventKind::ProcessVmWritev => {
                 detail.bytes = ok.then_some(e.ret as u64);
-                let k = if kind == EventKind::ProcessVmReadv {
-                    Kind::ProcessVmReadv
-                } else {
-                    Kind::ProcessVmWritev
-                };
-                (k, self.caller_target(caller, e.target_tgid))
+                self.caller_target(caller, e.target_tgid)
             }
             EventKind::PidfdGetfd => {
                 detail.target_fd = Some(e.args[1] as u32 as i32);
                 // The kernel resolved the pidfd to a host tgid.
-                (
-                    Kind::PidfdGetfd,
-                    (e.target_tgid != 0).then(|| self.target(e.target_tgid)),
-                )
+                (e.target_tgid != 0).then(|| self.target(e.target_tgid))
             }
             EventKind::Keyctl => {
                 let op = e.args[0];
@@ -54,21 +48,15 @@ impl Enricher {
                 // key_serial_t is a 32-bit int; special keyrings are negative.
                 detail.key_serial =
                     keyctl_arg1_is_key(op).then_some(e.args[1] as u32 as i32 as i64);
-                (Kind::Keyctl, None)
+                None
             }
             EventKind::AddKey | EventKind::RequestKey => {
                 detail.key_type = Some(c_string(&e.key_type));
                 detail.key_description = Some(c_string(&e.key_desc));
                 detail.key_serial = ok.then_some(e.ret);
-                (
-                    if kind == EventKind::AddKey {
-                        Kind::AddKey
-                    } else {
-                        Kind::RequestKey
-                    },
-                    None,
-                )
+                None
             }
+            // A file or io_uring kind in a syscall record: a kernel/agent mismatch.
             _ => {
                 self.stats.malformed += 1;
                 return None;
