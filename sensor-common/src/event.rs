@@ -4,6 +4,7 @@
 //! names (snake case), so the kernel, the agent and the log share one source for each.
 
 use strum::{FromRepr, IntoStaticStr, VariantArray};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Longest path string copied from the caller's memory (the `requested` field).
 pub const REQUESTED_LEN: usize = 256;
@@ -73,7 +74,7 @@ impl TryFrom<u8> for EventKind {
 
 /// Common header at offset 0 of every kernel event: who did it, and when.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct EventHeader {
     /// An [`EventKind`] byte.
     pub kind: u8,
@@ -149,7 +150,7 @@ impl TryFrom<u8> for OpenSyscall {
 
 /// `file_open` and `proc_access`: an open-family syscall that touched a watched file.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct FileEvent {
     pub header: EventHeader,
     /// Syscall return: the new fd, or `-errno`.
@@ -184,7 +185,7 @@ pub struct FileEvent {
 /// `ptrace`, `process_vm_readv`, `process_vm_writev`, `pidfd_getfd`, `keyctl`, `add_key`,
 /// `request_key`: the raw arguments and result, plus what the kernel resolved.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct SyscallEvent {
     pub header: EventHeader,
     pub ret: i64,
@@ -204,7 +205,7 @@ pub struct SyscallEvent {
 
 /// An open submitted through io_uring, which bypasses the syscall tracepoints.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct IoUringEvent {
     pub header: EventHeader,
     /// `IORING_OP_*` of the submitted request.
@@ -215,7 +216,7 @@ pub struct IoUringEvent {
 
 /// A successful exec: new image of `header.tgid`.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct ExecEvent {
     pub header: EventHeader,
     /// Length of the valid bytes in `args` (NUL-separated argv).
@@ -227,7 +228,7 @@ pub struct ExecEvent {
 
 /// A new process (not a new thread): `header` describes the parent.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct ForkEvent {
     pub header: EventHeader,
     pub child_tgid: u32,
@@ -236,7 +237,7 @@ pub struct ForkEvent {
 
 /// A thread-group leader exited.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct ExitEvent {
     pub header: EventHeader,
     /// `task->exit_code` (`status << 8 | signal`).
