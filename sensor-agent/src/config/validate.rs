@@ -119,9 +119,7 @@ fn validate_agent(agent: &RawAgent, file: &str) -> Result<(), ConfigError> {
         }
     }
     if let Some(bytes) = agent.ring_buffer_bytes {
-        // SAFETY: sysconf takes no pointers and touches no memory of ours; a failure returns
-        // -1, which the conversion refuses.
-        let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = rustix::param::page_size();
         if !bytes.is_power_of_two() {
             return Err(invalid(
                 file,
@@ -129,7 +127,7 @@ fn validate_agent(agent: &RawAgent, file: &str) -> Result<(), ConfigError> {
                 format_args!("`{bytes}` is not a power of two"),
             ));
         }
-        if bytes < page {
+        if (bytes as usize) < page {
             return Err(invalid(
                 file,
                 "agent.ring_buffer_bytes",

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use rustix::time::{clock_gettime, ClockId};
+
 /// Converts `CLOCK_BOOTTIME` event stamps to wall-clock time. The offset is re-measured
 /// every second of event time so an NTP step is followed.
 pub(super) struct Clock {
@@ -11,14 +13,8 @@ pub(super) struct Clock {
 
 const CLOCK_REMEASURE_NS: u64 = 1_000_000_000;
 
-fn clock_ns(id: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only `ts`, a timespec on this stack frame; an unknown
-    // clock id returns EINVAL and leaves it zero.
-    unsafe { libc::clock_gettime(id, &mut ts) };
+fn clock_ns(id: ClockId) -> i128 {
+    let ts = clock_gettime(id);
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
@@ -31,7 +27,7 @@ impl Clock {
     }
 
     fn measure() -> i128 {
-        clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME)
+        clock_ns(ClockId::Realtime) - clock_ns(ClockId::Boottime)
     }
 
     pub(super) fn rfc3339(&mut self, boot_ns: u64) -> String {
