@@ -1,4 +1,10 @@
 //! Kernel → user-space event records.
+//!
+//! The kinds' numbers are their discriminants and their names are derived from the variant
+//! names (snake case), so the kernel, the agent and the log share one source for each.
+
+use strum::{FromRepr, IntoStaticStr, VariantArray};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Longest path string copied from the caller's memory (the `requested` field).
 pub const REQUESTED_LEN: usize = 256;
@@ -12,9 +18,11 @@ pub const KEY_TYPE_LEN: usize = 32;
 pub const KEY_DESC_LEN: usize = 128;
 pub const COMM_LEN: usize = 16;
 
-/// The kind byte at offset 0 of every kernel event.
+/// The kind byte at offset 0 of every kernel event. Its name (`file_open`) is the one the
+/// log's `kind` field and loss counts use.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     FileOpen = 1,
     ProcAccess = 2,
@@ -32,42 +40,24 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// One past the largest kind: the size of per-kind counter arrays.
-    pub const COUNT: u32 = 14;
+    pub const ALL: &'static [EventKind] = Self::VARIANTS;
 
-    pub const ALL: [EventKind; 13] = [
-        EventKind::FileOpen,
-        EventKind::ProcAccess,
-        EventKind::Ptrace,
-        EventKind::ProcessVmReadv,
-        EventKind::ProcessVmWritev,
-        EventKind::PidfdGetfd,
-        EventKind::Keyctl,
-        EventKind::AddKey,
-        EventKind::RequestKey,
-        EventKind::IoUring,
-        EventKind::Exec,
-        EventKind::Fork,
-        EventKind::Exit,
-    ];
+    /// One past the largest kind: the size of per-kind counter arrays.
+    pub const COUNT: u32 = {
+        let mut max = 0;
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u32 > max {
+                max = Self::ALL[i] as u32;
+            }
+            i += 1;
+        }
+        max + 1
+    };
 
     /// The name used in JSON output and loss reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            EventKind::FileOpen => "file_open",
-            EventKind::ProcAccess => "proc_access",
-            EventKind::Ptrace => "ptrace",
-            EventKind::ProcessVmReadv => "process_vm_readv",
-            EventKind::ProcessVmWritev => "process_vm_writev",
-            EventKind::PidfdGetfd => "pidfd_getfd",
-            EventKind::Keyctl => "keyctl",
-            EventKind::AddKey => "add_key",
-            EventKind::RequestKey => "request_key",
-            EventKind::IoUring => "io_uring",
-            EventKind::Exec => "exec",
-            EventKind::Fork => "fork",
-            EventKind::Exit => "exit",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -78,17 +68,13 @@ pub struct UnknownKind(pub u8);
 impl TryFrom<u8> for EventKind {
     type Error = UnknownKind;
     fn try_from(v: u8) -> Result<Self, UnknownKind> {
-        EventKind::ALL
-            .iter()
-            .copied()
-            .find(|k| *k as u8 == v)
-            .ok_or(UnknownKind(v))
+        EventKind::from_repr(v).ok_or(UnknownKind(v))
     }
 }
 
 /// Common header at offset 0 of every kernel event: who did it, and when.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct EventHeader {
     /// An [`EventKind`] byte.
     pub kind: u8,
@@ -116,7 +102,7 @@ pub struct EventHeader {
 
 /// How an opened file matched the watched set.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr)]
 pub enum MatchKind {
     /// The opened inode is in `WATCHED_INODES`.
     Inode = 1,
@@ -133,20 +119,14 @@ pub enum MatchKind {
 impl TryFrom<u8> for MatchKind {
     type Error = UnknownKind;
     fn try_from(v: u8) -> Result<Self, UnknownKind> {
-        Ok(match v {
-            1 => MatchKind::Inode,
-            2 => MatchKind::DirName,
-            3 => MatchKind::DirAny,
-            4 => MatchKind::Denied,
-            5 => MatchKind::Proc,
-            other => return Err(UnknownKind(other)),
-        })
+        MatchKind::from_repr(v).ok_or(UnknownKind(v))
     }
 }
 
-/// Which open-family syscall produced a [`FileEvent`].
+/// Which open-family syscall produced a [`FileEvent`]; its name is the syscall's.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum OpenSyscall {
     Open = 1,
     Openat = 2,
@@ -156,34 +136,21 @@ pub enum OpenSyscall {
 }
 
 impl OpenSyscall {
-    pub const fn name(self) -> &'static str {
-        match self {
-            OpenSyscall::Open => "open",
-            OpenSyscall::Openat => "openat",
-            OpenSyscall::Openat2 => "openat2",
-            OpenSyscall::Creat => "creat",
-            OpenSyscall::OpenByHandleAt => "open_by_handle_at",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
 impl TryFrom<u8> for OpenSyscall {
     type Error = UnknownKind;
     fn try_from(v: u8) -> Result<Self, UnknownKind> {
-        Ok(match v {
-            1 => OpenSyscall::Open,
-            2 => OpenSyscall::Openat,
-            3 => OpenSyscall::Openat2,
-            4 => OpenSyscall::Creat,
-            5 => OpenSyscall::OpenByHandleAt,
-            other => return Err(UnknownKind(other)),
-        })
+        OpenSyscall::from_repr(v).ok_or(UnknownKind(v))
     }
 }
 
 /// `file_open` and `proc_access`: an open-family syscall that touched a watched file.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct FileEvent {
     pub header: EventHeader,
     /// Syscall return: the new fd, or `-errno`.
@@ -218,7 +185,7 @@ pub struct FileEvent {
 /// `ptrace`, `process_vm_readv`, `process_vm_writev`, `pidfd_getfd`, `keyctl`, `add_key`,
 /// `request_key`: the raw arguments and result, plus what the kernel resolved.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct SyscallEvent {
     pub header: EventHeader,
     pub ret: i64,
@@ -238,7 +205,7 @@ pub struct SyscallEvent {
 
 /// An open submitted through io_uring, which bypasses the syscall tracepoints.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct IoUringEvent {
     pub header: EventHeader,
     /// `IORING_OP_*` of the submitted request.
@@ -249,7 +216,7 @@ pub struct IoUringEvent {
 
 /// A successful exec: new image of `header.tgid`.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct ExecEvent {
     pub header: EventHeader,
     /// Length of the valid bytes in `args` (NUL-separated argv).
@@ -261,7 +228,7 @@ pub struct ExecEvent {
 
 /// A new process (not a new thread): `header` describes the parent.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct ForkEvent {
     pub header: EventHeader,
     pub child_tgid: u32,
@@ -270,7 +237,7 @@ pub struct ForkEvent {
 
 /// A thread-group leader exited.
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct ExitEvent {
     pub header: EventHeader,
     /// `task->exit_code` (`status << 8 | signal`).

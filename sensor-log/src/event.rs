@@ -10,9 +10,26 @@ use std::fmt;
 use serde::de::{Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The `kind` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The `kind` field. Its name is derived from the variant's, for serde (JSON) and for
+/// [`Kind::as_str`] alike; its number in the log is the declaration order (the codec writes
+/// the variant index). A kernel kind of the same name (`sensor_common::EventKind`) is logged
+/// as this kind.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Kind {
     FileOpen,
     ProcAccess,
@@ -28,34 +45,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
-        Kind::FileOpen,
-        Kind::ProcAccess,
-        Kind::Ptrace,
-        Kind::ProcessVmReadv,
-        Kind::ProcessVmWritev,
-        Kind::PidfdGetfd,
-        Kind::Keyctl,
-        Kind::AddKey,
-        Kind::RequestKey,
-        Kind::IoUring,
-        Kind::Loss,
-    ];
+    /// Every kind, in declaration order: `ALL[i]` is the kind the codec writes as `i`.
+    pub const ALL: &'static [Kind] = <Kind as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::FileOpen => "file_open",
-            Kind::ProcAccess => "proc_access",
-            Kind::Ptrace => "ptrace",
-            Kind::ProcessVmReadv => "process_vm_readv",
-            Kind::ProcessVmWritev => "process_vm_writev",
-            Kind::PidfdGetfd => "pidfd_getfd",
-            Kind::Keyctl => "keyctl",
-            Kind::AddKey => "add_key",
-            Kind::RequestKey => "request_key",
-            Kind::IoUring => "io_uring",
-            Kind::Loss => "loss",
-        }
+        self.into()
     }
 }
 
@@ -250,4 +244,21 @@ fn ascending_keys<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, u6
         }
     }
     d.deserialize_map(Ascending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` and serde derive the name each on their own: they must agree, or the JSON
+    /// output, `sensorctl --kind` and the query index would name a kind differently.
+    #[test]
+    fn kind_names_agree_with_serde() {
+        for &kind in Kind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json.as_str(), Some(kind.as_str()), "{kind:?}");
+            assert_eq!(kind.as_str().parse::<Kind>(), Ok(kind));
+        }
+        assert_eq!(Kind::ProcessVmReadv.as_str(), "process_vm_readv");
+    }
 }

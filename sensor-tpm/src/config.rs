@@ -1,8 +1,10 @@
-//! Where the TPM is and which of its resources the agent uses. See docs/tpm.md for why
-//! these defaults.
+//! Where the TPM is and which of its resources the agent uses, and the `[tpm]` section of
+//! the agent's config file that says so. See docs/tpm.md for why these defaults.
 
 use std::path::Path;
 use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
@@ -79,48 +81,231 @@ impl TpmConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<()> {
-        let bad = |s: String| Err(Error::Config(s));
+    /// Refuses settings that would anchor nothing (a resettable PCR) or touch what is not
+    /// ours; the error names the `[tpm]` key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: String| Err(ConfigError { key, message });
         if self.pcr > 23 {
-            return bad(format!("pcr {} is outside 0..=23", self.pcr));
+            return bad("tpm.pcr", format!("pcr {} is outside 0..=23", self.pcr));
         }
         if matches!(self.pcr, 16 | 23) {
-            return bad(format!(
-                "pcr {} can be reset by any local root; pick a non-resettable PCR",
-                self.pcr
-            ));
+            return bad(
+                "tpm.pcr",
+                format!(
+                    "pcr {} can be reset by any local root; pick a non-resettable PCR",
+                    self.pcr
+                ),
+            );
         }
         if !(0x0100_0000..=0x01ff_ffff).contains(&self.nv_index) {
-            return bad(format!(
-                "nv_index {:#010x} is not an NV index",
-                self.nv_index
-            ));
+            return bad(
+                "tpm.nv_index",
+                format!("nv_index {:#010x} is not an NV index", self.nv_index),
+            );
         }
         if !(0x8100_0000..=0x817f_ffff).contains(&self.ak_handle) {
-            return bad(format!(
-                "ak_handle {:#010x} is not an owner persistent handle",
-                self.ak_handle
-            ));
+            return bad(
+                "tpm.ak_handle",
+                format!(
+                    "ak_handle {:#010x} is not an owner persistent handle",
+                    self.ak_handle
+                ),
+            );
         }
         if self.queue_depth == 0 || self.queue_depth > 4096 {
-            return bad(format!(
-                "queue_depth {} is outside 1..=4096",
-                self.queue_depth
-            ));
+            return bad(
+                "tpm.queue_depth",
+                format!("queue_depth {} is outside 1..=4096", self.queue_depth),
+            );
         }
         if self.op_timeout.is_zero() {
-            return bad("op_timeout must be positive".into());
+            return bad("tpm.op_timeout", "op_timeout must be positive".into());
         }
         if let Some(t) = &self.tcti {
             if !["device", "swtpm", "mssim", "tabrmd"]
                 .iter()
                 .any(|p| t == p || t.starts_with(&format!("{p}:")))
             {
-                return bad(format!(
-                    "tcti {t:?}: expected device:, swtpm:, mssim: or tabrmd:"
-                ));
+                return bad(
+                    "tpm.tcti",
+                    format!("tcti {t:?}: expected device:, swtpm:, mssim: or tabrmd:"),
+                );
             }
         }
         Ok(())
+    }
+}
+
+/// A wrong `[tpm]` key: which one (`tpm.pcr`) and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e.to_string())
+    }
+}
+
+/// A duration key as the config file writes it (`"1s"`, `"24h"`), more than zero. Public so
+/// that every section of the agent's file reads durations and words their errors alike.
+pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(ConfigError {
+            key,
+            message: "must be more than zero".into(),
+        }),
+        Err(e) => Err(ConfigError {
+            key,
+            message: format!("`{text}` is not a duration like \"1s\" or \"24h\" ({e})"),
+        }),
+    }
+}
+
+/// `[tpm]` as written: every key optional. `tcti = "off"` switches anchoring off; unset
+/// means `/dev/tpmrm0` if it exists.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTpmSection {
+    tcti: Option<String>,
+    pcr: Option<u32>,
+    nv_index: Option<u32>,
+    ak_handle: Option<u32>,
+    quote_period: Option<String>,
+    nv_interval: Option<String>,
+    op_timeout: Option<String>,
+    queue_depth: Option<usize>,
+}
+
+/// `[tpm]` of one file after validation, every key still optional so that a user's file
+/// can set some keys over the defaults' file ([`TpmSection::or`]).
+#[derive(Debug, Default)]
+pub struct TpmSection {
+    /// `Some(None)`: `"off"`.
+    tcti: Option<Option<String>>,
+    pcr: Option<u32>,
+    nv_index: Option<u32>,
+    ak_handle: Option<u32>,
+    quote_period: Option<Duration>,
+    nv_interval: Option<Duration>,
+    op_timeout: Option<Duration>,
+    queue_depth: Option<usize>,
+}
+
+impl TpmSection {
+    /// Reads the durations and checks this file's keys over the built-in defaults, so a
+    /// bad key is reported against the file that sets it.
+    pub fn parse(raw: &RawTpmSection) -> Result<TpmSection, ConfigError> {
+        let duration = |key, text: &Option<String>| {
+            text.as_deref().map(|t| parse_duration(key, t)).transpose()
+        };
+        let section = TpmSection {
+            tcti: raw.tcti.as_ref().map(|t| (t != "off").then(|| t.clone())),
+            pcr: raw.pcr,
+            nv_index: raw.nv_index,
+            ak_handle: raw.ak_handle,
+            quote_period: duration("tpm.quote_period", &raw.quote_period)?,
+            nv_interval: duration("tpm.nv_interval", &raw.nv_interval)?,
+            op_timeout: duration("tpm.op_timeout", &raw.op_timeout)?,
+            queue_depth: raw.queue_depth,
+        };
+        if let Some(config) = section.config() {
+            config.validate()?;
+        }
+        Ok(section)
+    }
+
+    /// The keys set here, and `lower`'s where not.
+    pub fn or(self, lower: TpmSection) -> TpmSection {
+        TpmSection {
+            tcti: self.tcti.or(lower.tcti),
+            pcr: self.pcr.or(lower.pcr),
+            nv_index: self.nv_index.or(lower.nv_index),
+            ak_handle: self.ak_handle.or(lower.ak_handle),
+            quote_period: self.quote_period.or(lower.quote_period),
+            nv_interval: self.nv_interval.or(lower.nv_interval),
+            op_timeout: self.op_timeout.or(lower.op_timeout),
+            queue_depth: self.queue_depth.or(lower.queue_depth),
+        }
+    }
+
+    /// The keys set here over [`TpmConfig::default`]; `None` when anchoring is off.
+    pub fn config(&self) -> Option<TpmConfig> {
+        let base = TpmConfig::default();
+        let tcti = match &self.tcti {
+            Some(None) => return None,
+            Some(Some(t)) => Some(t.clone()),
+            None => base.tcti,
+        };
+        Some(TpmConfig {
+            tcti,
+            pcr: self.pcr.unwrap_or(base.pcr),
+            nv_index: self.nv_index.unwrap_or(base.nv_index),
+            ak_handle: self.ak_handle.unwrap_or(base.ak_handle),
+            quote_period: self.quote_period.unwrap_or(base.quote_period),
+            nv_interval: self.nv_interval.unwrap_or(base.nv_interval),
+            op_timeout: self.op_timeout.unwrap_or(base.op_timeout),
+            queue_depth: self.queue_depth.unwrap_or(base.queue_depth),
+            ..base
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_errors_carry_the_key() {
+        let parse = |raw: RawTpmSection| TpmSection::parse(&raw).map(|s| s.config());
+        let key = |raw| parse(raw).unwrap_err().key;
+        assert_eq!(
+            key(RawTpmSection {
+                pcr: Some(23),
+                ..RawTpmSection::default()
+            }),
+            "tpm.pcr"
+        );
+        assert_eq!(
+            key(RawTpmSection {
+                nv_interval: Some("0s".into()),
+                ..RawTpmSection::default()
+            }),
+            "tpm.nv_interval"
+        );
+        assert_eq!(
+            key(RawTpmSection {
+                ak_handle: Some(1),
+                ..RawTpmSection::default()
+            }),
+            "tpm.ak_handle"
+        );
+        // "off" switches anchoring off, and then nothing else is checked.
+        let off = RawTpmSection {
+            tcti: Some("off".into()),
+            pcr: Some(16),
+            ..RawTpmSection::default()
+        };
+        assert_eq!(parse(off).unwrap(), None);
+        let set = TpmSection::parse(&RawTpmSection {
+            pcr: Some(14),
+            ..RawTpmSection::default()
+        })
+        .unwrap();
+        let lower = TpmSection::parse(&RawTpmSection {
+            pcr: Some(12),
+            quote_period: Some("5s".into()),
+            ..RawTpmSection::default()
+        })
+        .unwrap();
+        let merged = set.or(lower).config().unwrap();
+        assert_eq!(
+            (merged.pcr, merged.quote_period),
+            (14, Duration::from_secs(5))
+        );
     }
 }

@@ -25,7 +25,10 @@ pub mod replay;
 mod worker;
 
 pub use attest::{parse_attest, verify_quote, AkPublic, ClockInfo, ParsedAttest, Quote, QuoteInfo};
-pub use config::{TpmConfig, DEFAULT_AK_HANDLE, DEFAULT_DEVICE, DEFAULT_NV_INDEX, DEFAULT_PCR};
+pub use config::{
+    parse_duration, ConfigError, RawTpmSection, TpmConfig, TpmSection, DEFAULT_AK_HANDLE,
+    DEFAULT_DEVICE, DEFAULT_NV_INDEX, DEFAULT_PCR,
+};
 #[cfg(feature = "device")]
 pub use device::TpmInfo;
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustix::process::{kill_process, set_parent_process_death_signal, Pid, Signal};
 use serde_json::Value;
 
 /// The release `sensorctl` built by `cargo xtask build`.
@@ -313,7 +314,7 @@ impl Agent {
 
     /// Stops the agent as systemd would (SIGTERM) and waits for it; panics unless it exits 0.
     pub fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::TERM);
         let status = self.child.wait().expect("wait for the agent");
         assert!(
             status.success(),
@@ -338,15 +339,15 @@ impl Agent {
 
     /// Kills the agent with SIGKILL, as a crash would, and waits for it.
     pub fn crash(&mut self) {
-        self.signal(libc::SIGKILL);
+        self.signal(Signal::KILL);
         let _ = self.child.wait();
     }
 
     /// Sends a signal to the agent.
-    pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill reads no memory of ours. The pid is this agent's: std reaps the child
-        // only in `wait`, after which no test signals it, so the pid cannot have been reused.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    /// The pid is this agent's: std reaps the child only in `wait`, after which no test
+    /// signals it, so the pid cannot have been reused.
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill_process(Pid::from_child(&self.child), sig);
     }
 }
 
@@ -358,11 +359,11 @@ fn spawn_owned(mut cmd: Command) -> Child {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         // SAFETY: the closure runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed: it calls prctl alone, which allocates nothing
-        // and takes no lock.
+        // async-signal-safe calls are allowed: it makes the prctl syscall alone, which
+        // allocates nothing and takes no lock.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let _ = set_parent_process_death_signal(Some(Signal::KILL));
                 Ok(())
             });
         }

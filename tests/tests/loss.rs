@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use rustix::process::Signal;
 use sensor_tests::Agent;
 
 #[test]
@@ -19,12 +20,12 @@ fn every_lost_event_is_counted() {
     let agent = Agent::start(&config);
     const OPENS: u64 = 5000;
 
-    agent.signal(libc::SIGSTOP);
+    agent.signal(Signal::STOP);
     let status = sensor_tests::openloop(OPENS, &secret)
         .wait()
         .expect("openloop");
     assert!(status.success());
-    agent.signal(libc::SIGCONT);
+    agent.signal(Signal::CONT);
 
     // Count this storm's events, and the file_open losses, until a quiet second passes.
     let mut received = 0u64;

@@ -1,8 +1,9 @@
 //! Decode stage: ring-buffer bytes → typed kernel events, by checked conversion.
 //!
-//! The kind byte is converted with `EventKind::try_from` and the length is checked against
-//! the kind's struct before the bytes are read as that struct; a record that fails either
-//! check is rejected and counted, never reinterpreted.
+//! The kind byte is converted with `EventKind::try_from`, then the bytes are read as the
+//! kind's struct by zerocopy's `read_from_prefix`, which checks the length (the structs
+//! derive `FromBytes`: every bit pattern is valid); a record that fails either check is
+//! rejected and counted, never reinterpreted.
 
 use std::mem::size_of;
 
@@ -10,6 +11,7 @@ use sensor_common::{
     EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, SyscallEvent,
     UnknownKind,
 };
+use zerocopy::FromBytes;
 
 /// A kernel event after decoding.
 #[derive(Clone, Copy)]
@@ -56,19 +58,16 @@ impl From<UnknownKind> for DecodeError {
     }
 }
 
-/// Reads `T` from the front of `bytes` after checking the length.
-fn read<T: Copy>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
-    let need = size_of::<T>();
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
+/// Reads `T` from the front of `bytes` (any alignment; bytes past `T` are the ring buffer's
+/// rounding and ignored).
+fn read<T: FromBytes>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
+    T::read_from_prefix(bytes)
+        .map(|(event, _)| event)
+        .map_err(|_| DecodeError::Short {
             kind,
             len: bytes.len(),
-            need,
-        });
-    }
-    // SAFETY: the length was checked; T is a #[repr(C)] struct of integers and byte arrays
-    // for which every bit pattern is valid; read_unaligned makes no alignment assumption.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+            need: size_of::<T>(),
+        })
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {

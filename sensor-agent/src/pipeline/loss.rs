@@ -67,7 +67,7 @@ impl LossStage {
     fn poll(&mut self) -> Result<Vec<Event>, Error> {
         let mut events = Vec::new();
         let mut counts = BTreeMap::new();
-        for kind in EventKind::ALL {
+        for &kind in EventKind::ALL {
             let index = kind as u32;
             let per_cpu = self.lost.get(&index, 0).map_err(|e| Error::Map {
                 map: sensor_common::LOST_EVENTS,

@@ -58,6 +58,16 @@ impl ReadStage {
     }
 }
 
+/// One ring-buffer record decoded, or counted as a decode error and logged.
+fn accept(record: &[u8], counters: &Counters) -> Option<decode::Decoded> {
+    decode::decode(record)
+        .inspect_err(|e| {
+            counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("rejected a kernel record: {e}");
+        })
+        .ok()
+}
+
 /// Reads until the ring buffer is empty; false when downstream has gone.
 async fn drain(
     ring: &mut RingBuf<MapData>,
@@ -68,13 +78,7 @@ async fn drain(
         let mut batch = Vec::with_capacity(BATCH_LEN);
         while batch.len() < BATCH_LEN {
             let Some(item) = ring.next() else { break };
-            match decode::decode(&item) {
-                Ok(event) => batch.push(event),
-                Err(e) => {
-                    counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("rejected a kernel record: {e}");
-                }
-            }
+            batch.extend(accept(&item, counters));
         }
         if batch.is_empty() {
             return true;
@@ -85,5 +89,38 @@ async fn drain(
         if out.send(batch).await.is_err() {
             return false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use sensor_common::{EventKind, ExecEvent, ForkEvent};
+
+    use super::*;
+
+    /// A record cut one byte short of its kind's layout, or of a kind whose layout is longer
+    /// than its bytes, is rejected and counted; the whole one decodes.
+    #[test]
+    fn short_and_wrong_kind_records_are_counted() {
+        let counters = Counters::default();
+        let mut fork = vec![0u8; size_of::<ForkEvent>()];
+        fork[0] = EventKind::Fork as u8;
+        assert!(accept(&fork[..fork.len() - 1], &counters).is_none());
+        assert_eq!(counters.decode_errors.load(Ordering::Relaxed), 1);
+        // A fork record labelled exec: too short for an exec.
+        let mut exec = fork.clone();
+        exec[0] = EventKind::Exec as u8;
+        assert!(size_of::<ExecEvent>() > exec.len());
+        assert!(accept(&exec, &counters).is_none());
+        assert!(accept(&[0xff; 64], &counters).is_none());
+        assert!(accept(&[], &counters).is_none());
+        assert_eq!(counters.decode_errors.load(Ordering::Relaxed), 4);
+        assert!(matches!(
+            accept(&fork, &counters),
+            Some(decode::Decoded::Fork(_))
+        ));
+        assert_eq!(counters.decode_errors.load(Ordering::Relaxed), 4);
     }
 }

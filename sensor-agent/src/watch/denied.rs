@@ -2,12 +2,12 @@
 //! sent the path string. It is resolved here the way the kernel would have, from the
 //! caller's root and working directory, and kept only if it names a watched file.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use sensor_common::{syscall::AT_FDCWD, InodeKey};
 
@@ -47,7 +47,11 @@ pub fn resolve_denied(
         Err(_) if absolute => return by_pattern(set, requested),
         Err(_) => return None,
     };
-    let resolve = if absolute { libc::RESOLVE_IN_ROOT } else { 0 };
+    let resolve = if absolute {
+        ResolveFlags::IN_ROOT
+    } else {
+        ResolveFlags::empty()
+    };
 
     if let Ok(file) = openat2(&base, requested, resolve) {
         if let Some(found) = File::from(file)
@@ -116,47 +120,22 @@ fn split_last(path: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 fn open_path(path: &Path) -> io::Result<OwnedFd> {
-    let c = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: `c` is a valid NUL-terminated string; the result is checked.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The kernel's `struct open_how` (libc's is non-exhaustive, so it cannot be built here).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
+    Ok(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// `openat2(dir, path, O_PATH, resolve)`, following symlinks as the caller's open did.
-fn openat2(dir: &OwnedFd, path: &[u8], resolve: u64) -> io::Result<OwnedFd> {
-    let c = CString::new(path)?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
+fn openat2(dir: &OwnedFd, path: &[u8], resolve: ResolveFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat2(
+        dir,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
         resolve,
-    };
-    // SAFETY: valid fd, NUL-terminated path and a correctly sized `open_how`.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall returned a new descriptor that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    )?)
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 use tokio::sync::watch;
 
 use super::{Rule, WatchSet};
@@ -95,25 +96,13 @@ impl Watcher {
 
     /// Waits until inotify has events (true) or the timeout passes (false).
     fn wait(&self, timeout: Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.inotify.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `pfd` is a pollfd on this stack frame and the count is 1, so poll reads and
-        // writes that struct only; a closed fd would only come back as POLLNVAL.
-        match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            n if n > 0 => Ok(true),
-            0 => Ok(false),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+        let mut fds = [PollFd::new(&self.inotify, PollFlags::IN)];
+        // A timeout too long for a timespec waits without one.
+        let timeout = Timespec::try_from(timeout).ok();
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(n) => Ok(n > 0),
+            Err(Errno::INTR) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -6,6 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustix::fs::{open, Mode, OFlags};
+
 fn main() {
     let usage = "usage: openloop COUNT PATH [RATE]";
     let mut args = std::env::args().skip(1);
@@ -21,13 +23,12 @@ fn main() {
                 std::thread::sleep(wait);
             }
         }
-        // SAFETY: a valid C string; the descriptor is closed at once.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if fd >= 0 {
-                libc::close(fd);
-            }
-        }
+        // The descriptor, if any, is closed at once.
+        drop(open(
+            path.as_c_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ));
     }
     println!("{}", start.elapsed().as_nanos());
 }

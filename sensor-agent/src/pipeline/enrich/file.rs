@@ -1,0 +1,338 @@
+//! The file event (`file_open`, `proc_access`): the kernel's match confirmed against the
+//! watched set, and the watched file named.
+
+use std::os::unix::fs::MetadataExt;
+
+use sensor_common::{FileEvent, InodeKey, MatchKind, OpenSyscall};
+use sensor_log::{Event, FileAccess};
+
+use super::names::{access, open_flags};
+use super::Enricher;
+use crate::pipeline::decode::{c_bytes, c_string};
+use crate::watch::{kernel_dev, lexical_normalize, resolve_denied, Located};
+
+impl Enricher {
+    pub(super) fn file_event(&mut self, e: &FileEvent) -> Option<Event> {
+        let (Ok(matched), Some(event_kind)) = (
+            MatchKind::try_from(e.matched),
+            self.kinds.log_kind(e.header.kind),
+        ) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        let name = c_bytes(&e.name);
+        let mut target = None;
+        let (path, kind, owner) = match matched {
+            MatchKind::Inode => {
+                let key = InodeKey {
+                    dev: e.dev,
+                    _pad: 0,
+                    ino: e.ino,
+                };
+                match self.set.by_inode(&key) {
+                    Some(found) if Self::inode_still_watched(&found, &key, name) => {
+                        self.watched(Some(found), e)
+                    }
+                    // A stale entry: decide by the path the process asked for.
+                    _ => match self.resolve_requested(e, Some(&key)) {
+                        Some(found) => self.watched(Some(found), e),
+                        None => {
+                            self.stats.stale_inode += 1;
+                            return None;
+                        }
+                    },
+                }
+            }
+            MatchKind::DirName => self.watched(self.set.locate(e.rule, e.dev, e.ino, name), e),
+            MatchKind::DirAny => match self.set.locate(e.rule, e.dev, e.ino, name) {
+                Some(found) => self.watched(Some(found), e),
+                None => {
+                    self.stats.unmatched_names += 1;
+                    return None;
+                }
+            },
+            MatchKind::Denied => match self.resolve_requested(e, None) {
+                Some(found) => self.watched(Some(found), e),
+                None => {
+                    self.stats.denied_unwatched += 1;
+                    return None;
+                }
+            },
+            MatchKind::Proc if name == b"kcore" => {
+                ("/proc/kcore".to_owned(), "procfs".to_owned(), None)
+            }
+            MatchKind::Proc => {
+                let tgid = self.attribution.procs.tgid_of(e.target_tgid);
+                if tgid == e.header.tgid {
+                    self.stats.self_access += 1;
+                    return None;
+                }
+                target = Some(self.target(tgid));
+                (
+                    format!("/proc/{tgid}/{}", String::from_utf8_lossy(name)),
+                    "procfs".to_owned(),
+                    None,
+                )
+            }
+        };
+        let mut requested = c_string(&e.requested);
+        if e.requested_truncated != 0 {
+            requested.push('…');
+        }
+        let opened = e.ino != 0;
+        let file = FileAccess {
+            path,
+            requested,
+            kind,
+            access: access(e.flags).to_owned(),
+            flags: open_flags(e.flags),
+            syscall: OpenSyscall::try_from(e.syscall)
+                .map_or("unknown", |s| s.name())
+                .to_owned(),
+            dev: opened.then(|| format!("{}:{}", e.dev >> 20, e.dev & 0xf_ffff)),
+            inode: opened.then_some(e.ino),
+            owner,
+            compat: e.compat != 0,
+        };
+        let mut event = self.base(event_kind, &e.header, Some(e.ret));
+        event.file = Some(file);
+        event.target = target;
+        Some(event)
+    }
+
+    /// Path, credential kind and owner of a kernel-confirmed watched file. When the set
+    /// changed between the kernel's match and now, the kernel's rule id still gives the kind
+    /// and the requested path (normalised) stands in for the file's path.
+    fn watched(&self, found: Option<Located>, e: &FileEvent) -> (String, String, Option<String>) {
+        let (path, rule) = match found {
+            Some(l) => (l.path, l.rule),
+            None => {
+                let requested = c_string(&e.requested);
+                (lexical_normalize(&requested).unwrap_or(requested), e.rule)
+            }
+        };
+        match self.set.rule(rule) {
+            Some(r) => (path, r.kind.clone(), r.owner.clone()),
+            None => (path, "unknown".to_owned(), None),
+        }
+    }
+
+    /// Whether an inode entry still names the file the kernel saw. When a watched file is
+    /// replaced, its old inode number can be reused by an unrelated file before the kernel
+    /// map is refreshed; the opened name matching the watched name settles the common case
+    /// without a `stat`, and a `stat` of the watched path settles the rest (hard links).
+    fn inode_still_watched(found: &Located, key: &InodeKey, name: &[u8]) -> bool {
+        let watched_name = found.path.rsplit('/').next().unwrap_or_default();
+        watched_name.as_bytes() == name
+            || std::fs::metadata(&found.path)
+                .is_ok_and(|m| m.ino() == key.ino && kernel_dev(m.dev()) == key.dev)
+    }
+
+    /// The watched file the requested path names, resolved as the kernel would for the
+    /// caller; a file with the identity `stale` is matched by name only.
+    fn resolve_requested(&self, e: &FileEvent, stale: Option<&InodeKey>) -> Option<Located> {
+        let requested = c_bytes(&e.requested);
+        resolve_denied(
+            &self.set,
+            &self.proc_root,
+            e.header.tgid,
+            e.dfd,
+            requested,
+            stale,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use sensor_common::{EventKind, FileEvent, MatchKind, NAME_LEN};
+    use sensor_log::{Kind, Target};
+
+    use super::super::fixture::{c_buf, fixture, open_event, ACTOR, VICTIM};
+    use crate::pipeline::decode::Decoded;
+
+    #[test]
+    fn inode_match_is_fully_attributed() {
+        let mut f = fixture();
+        let shadow = f.root.join("etc/shadow");
+        let e = open_event(MatchKind::Inode, &shadow, b"/etc/shadow", 3);
+        let event = f.enricher.enrich(&Decoded::File(e)).unwrap();
+        assert_eq!(event.kind, Kind::FileOpen);
+        assert!(event.ok);
+        assert_eq!(event.errno, None);
+        assert!(
+            event.time.ends_with('Z') && event.time.len() == "2024-01-01T00:00:00.000000000Z".len(),
+            "{}",
+            event.time
+        );
+        let file = event.file.unwrap();
+        let meta = fs::metadata(&shadow).unwrap();
+        assert_eq!(file.path, shadow.to_str().unwrap());
+        assert_eq!(file.requested, "/etc/shadow");
+        assert_eq!(
+            (file.kind.as_str(), file.access.as_str()),
+            ("password-db", "read")
+        );
+        assert_eq!(
+            (file.flags.as_str(), file.syscall.as_str()),
+            ("O_RDONLY|O_CLOEXEC", "openat")
+        );
+        assert_eq!(
+            file.dev,
+            Some(format!(
+                "{}:{}",
+                libc::major(meta.dev()),
+                libc::minor(meta.dev())
+            ))
+        );
+        assert_eq!(file.inode, Some(meta.ino()));
+        let p = event.process.unwrap();
+        assert_eq!(
+            (p.pid, p.comm.as_str(), p.exe.as_str()),
+            (ACTOR, "nginx", "/usr/sbin/nginx")
+        );
+        assert_eq!(p.cmdline, "/usr/sbin/nginx -c");
+        assert_eq!(p.ancestors, ["init"]);
+        let id = event.identity.unwrap();
+        assert_eq!(
+            (id.user.as_str(), id.unit.as_deref()),
+            ("root", Some("nginx.service"))
+        );
+        assert!(!id.human);
+        assert_eq!(id.human_reason, "no login uid; unit nginx.service");
+        assert_eq!(id.owner.as_deref(), Some("web"));
+        assert_eq!(f.enricher.stats().emitted, 1);
+    }
+
+    #[test]
+    fn login_uid_makes_a_human() {
+        let mut f = fixture();
+        let mut e = open_event(
+            MatchKind::Inode,
+            &f.root.join("etc/shadow"),
+            b"/etc/shadow",
+            3,
+        );
+        e.header.auid = 0;
+        let id = f
+            .enricher
+            .enrich(&Decoded::File(e))
+            .unwrap()
+            .identity
+            .unwrap();
+        assert!(id.human);
+        assert_eq!(id.human_reason, "login uid 0 (root)");
+    }
+
+    #[test]
+    fn dir_any_names_are_checked_against_the_glob() {
+        let mut f = fixture();
+        let key = f.root.join("home/a/.ssh/id_rsa");
+        let hit = f
+            .enricher
+            .enrich(&Decoded::File(open_event(
+                MatchKind::DirAny,
+                &key,
+                b".ssh/id_rsa",
+                4,
+            )))
+            .unwrap();
+        let file = hit.file.unwrap();
+        assert_eq!(
+            (file.path.as_str(), file.kind.as_str()),
+            (key.to_str().unwrap(), "ssh-key")
+        );
+        let public = f.root.join("home/a/.ssh/id_rsa.pub");
+        assert!(f
+            .enricher
+            .enrich(&Decoded::File(open_event(
+                MatchKind::DirAny,
+                &public,
+                b"x",
+                4
+            )))
+            .is_none());
+        assert_eq!(f.enricher.stats().unmatched_names, 1);
+    }
+
+    #[test]
+    fn denied_opens_resolve_in_the_callers_root() {
+        let mut f = fixture();
+        let shadow = f.root.join("etc/shadow");
+        let e = open_event(MatchKind::Denied, &shadow, b"/etc/../etc/shadow", -13);
+        let event = f.enricher.enrich(&Decoded::File(e)).unwrap();
+        assert_eq!((event.ok, event.errno), (false, Some(13)));
+        let file = event.file.unwrap();
+        assert_eq!(
+            (file.path.as_str(), file.dev, file.inode),
+            (shadow.to_str().unwrap(), None, None)
+        );
+        let rel = open_event(MatchKind::Denied, &shadow, b".ssh/id_dsa", -1);
+        let file = f
+            .enricher
+            .enrich(&Decoded::File(rel))
+            .unwrap()
+            .file
+            .unwrap();
+        assert_eq!(
+            file.path,
+            f.root.join("home/a/.ssh/id_dsa").to_str().unwrap()
+        );
+        let other = open_event(MatchKind::Denied, &shadow, b"/etc/passwd", -13);
+        assert!(f.enricher.enrich(&Decoded::File(other)).is_none());
+        assert_eq!(f.enricher.stats().denied_unwatched, 1);
+    }
+
+    fn proc_event(target: u32, name: &[u8]) -> FileEvent {
+        let mut e = open_event(
+            MatchKind::Proc,
+            Path::new("/proc/self/environ"),
+            b"/proc/201/environ",
+            3,
+        );
+        e.header.kind = EventKind::ProcAccess as u8;
+        e.target_tgid = target;
+        e.rule = sensor_common::PROC_ENVIRON;
+        e.name = c_buf::<NAME_LEN>(name);
+        e
+    }
+
+    #[test]
+    fn proc_access_maps_threads_and_drops_self_access() {
+        let mut f = fixture();
+        let event = f
+            .enricher
+            .enrich(&Decoded::File(proc_event(201, b"environ")))
+            .unwrap();
+        assert_eq!(event.kind, Kind::ProcAccess);
+        let file = event.file.unwrap();
+        assert_eq!(
+            (file.path.as_str(), file.kind.as_str()),
+            ("/proc/200/environ", "procfs")
+        );
+        assert_eq!(
+            event.target,
+            Some(Target {
+                pid: VICTIM,
+                exe: Some("/usr/bin/victim".into())
+            })
+        );
+        assert!(f
+            .enricher
+            .enrich(&Decoded::File(proc_event(101, b"mem")))
+            .is_none());
+        assert_eq!(f.enricher.stats().self_access, 1);
+        let kcore = f
+            .enricher
+            .enrich(&Decoded::File(proc_event(0, b"kcore")))
+            .unwrap();
+        assert_eq!(
+            (kcore.file.unwrap().path.as_str(), kcore.target),
+            ("/proc/kcore", None)
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! The kinds' numbers are the kernel ABI and their names the output's: both are derived, and
+//! this pins what the derivation gives, so a renamed variant is a failing test, not a silent
+//! change of the log's or the loss reports' names.
+
+use sensor_common::{EventKind, MatchKind, OpenSyscall, UnknownKind};
+
+#[test]
+fn event_kind_numbers_and_names() {
+    let expected = [
+        (1, "file_open"),
+        (2, "proc_access"),
+        (3, "ptrace"),
+        (4, "process_vm_readv"),
+        (5, "process_vm_writev"),
+        (6, "pidfd_getfd"),
+        (7, "keyctl"),
+        (8, "add_key"),
+        (9, "request_key"),
+        (10, "io_uring"),
+        (11, "exec"),
+        (12, "fork"),
+        (13, "exit"),
+    ];
+    let got: Vec<_> = EventKind::ALL
+        .iter()
+        .map(|&k| (k as u8, k.name()))
+        .collect();
+    assert_eq!(got, expected);
+    for (byte, _) in expected {
+        assert_eq!(EventKind::try_from(byte).map(|k| k as u8), Ok(byte));
+    }
+    for byte in [0, 14, 255] {
+        assert_eq!(EventKind::try_from(byte), Err(UnknownKind(byte)));
+    }
+    assert_eq!(EventKind::COUNT, 14);
+}
+
+#[test]
+fn open_syscall_names_and_match_kinds() {
+    let names: Vec<_> = (0..=6)
+        .map(|b| OpenSyscall::try_from(b).map(OpenSyscall::name).ok())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            None,
+            Some("open"),
+            Some("openat"),
+            Some("openat2"),
+            Some("creat"),
+            Some("open_by_handle_at"),
+            None
+        ]
+    );
+    assert_eq!(MatchKind::try_from(5), Ok(MatchKind::Proc));
+    assert_eq!(MatchKind::try_from(6), Err(UnknownKind(6)));
+}
