@@ -8,7 +8,7 @@ mod common;
 use std::io::Cursor;
 use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use sensor_log::batch_file::{BatchFile, BatchFileWriter, ITEM_RECORD, MAGIC};
 use sensor_log::{Position, Reason, Verdict};
 use sensor_store::{verify, Store};
@@ -81,16 +81,7 @@ fn intact_log_verifies_from_its_file_with_the_same_summary() {
 fn a_modified_record_is_found_in_its_batch() {
     let dir = written();
     let conn = db(dir.path());
-    let mut bytes: Vec<u8> = conn
-        .query_row("SELECT bytes FROM records WHERE seq = 40", [], |r| r.get(0))
-        .expect("row");
-    let last = bytes.len() - 20;
-    bytes[last] ^= 0x01;
-    conn.execute(
-        "UPDATE records SET bytes = ?1 WHERE seq = 40",
-        params![bytes],
-    )
-    .expect("update");
+    common::flip_record_bit(&conn, 40);
     // The store keeps a leaf hash per record and names the record; the file holds the
     // signed bytes only, so the batch's Merkle root names its first record.
     assert_eq!(

@@ -48,17 +48,7 @@ fn intact_log_verifies() {
 #[test]
 fn modified_byte_is_named() {
     let dir = written();
-    let conn = db(dir.path());
-    let mut bytes: Vec<u8> = conn
-        .query_row("SELECT bytes FROM records WHERE seq = 40", [], |r| r.get(0))
-        .expect("row");
-    let last = bytes.len() - 20;
-    bytes[last] ^= 0x01;
-    conn.execute(
-        "UPDATE records SET bytes = ?1 WHERE seq = 40",
-        params![bytes],
-    )
-    .expect("update");
+    common::flip_record_bit(&db(dir.path()), 40);
     assert_eq!(failure(dir.path()), (Position::Seq(40), Reason::Modified));
 }
 

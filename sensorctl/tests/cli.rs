@@ -199,17 +199,22 @@ fn usage_errors_are_one_sentence_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `verify` said the 11 records of `log()` are intact, with the key taken on first use.
+fn assert_intact_on_trust(out: &Output) {
+    assert!(out.status.success(), "{}", stderr(out));
+    assert!(
+        stdout(out).starts_with("intact: 11 records and"),
+        "{}",
+        stdout(out)
+    );
+    assert!(stderr(out).contains("trust on first use"));
+}
+
 #[test]
 fn verify_exit_codes() {
     let dir = log();
     let out = sensorctl(dir.path(), &["verify"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).starts_with("intact: 11 records and"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(stderr(&out).contains("trust on first use"));
+    assert_intact_on_trust(&out);
 
     let key = stdout(&sensorctl(dir.path(), &["key", "show"]));
     let hex = key
@@ -246,13 +251,7 @@ fn export_and_verify_the_file_elsewhere() {
     // Verified from another (empty) state directory: only the file is read.
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let out = sensorctl(elsewhere.path(), &["verify", "--file", file_arg]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).starts_with("intact: 11 records and"),
-        "{}",
-        stdout(&out)
-    );
-    assert!(stderr(&out).contains("trust on first use"));
+    assert_intact_on_trust(&out);
 
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
     conn.execute("DELETE FROM records WHERE seq = 6", [])

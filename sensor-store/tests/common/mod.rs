@@ -105,6 +105,24 @@ pub fn write_log(dir: &Path, n: u64, batch: usize) {
     w.close(Timestamp::now()).expect("close");
 }
 
+/// Flips one bit near the end of record `seq`'s bytes in the store (an event field, so the
+/// record still decodes) and returns the changed bytes.
+pub fn flip_record_bit(conn: &rusqlite::Connection, seq: i64) -> Vec<u8> {
+    let mut bytes: Vec<u8> = conn
+        .query_row("SELECT bytes FROM records WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .expect("row");
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0x01;
+    conn.execute(
+        "UPDATE records SET bytes = ?1 WHERE seq = ?2",
+        rusqlite::params![bytes, seq],
+    )
+    .expect("update");
+    bytes
+}
+
 /// A test whose precondition (root, a tool) is missing: skipped on a developer's machine,
 /// a failure in CI (`CI=true`), where it must run.
 pub fn precondition_missing(what: &str) {
