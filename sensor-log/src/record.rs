@@ -34,7 +34,11 @@ pub struct RecordHeader {
     pub mono_ns: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A log-internal body's kind name is the variant's name in snake case (derived).
+#[derive(
+    Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
 #[expect(
     clippy::large_enum_variant,
     reason = "nearly every record is an Event; boxing would add an allocation per record"
@@ -94,7 +98,11 @@ pub struct Pruned {
 
 /// A TPM anchoring entry. Batches from a base's `replay_from` on are extended into the PCR in
 /// order, so a verifier replays their digests from the base's `pcr_value`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Its kind name is `tpm_` and the variant's name in snake case (derived).
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case", prefix = "tpm_")]
 pub enum TpmEntry {
     /// Anchoring starts in this epoch (the agent started).
     Anchored(AnchorBase),
@@ -155,14 +163,7 @@ pub struct TpmQuote {
 
 impl TpmEntry {
     pub fn kind_name(&self) -> &'static str {
-        match self {
-            TpmEntry::Anchored(_) => "tpm_anchored",
-            TpmEntry::Resumed { .. } => "tpm_resumed",
-            TpmEntry::Unanchored { .. } => "tpm_unanchored",
-            TpmEntry::Failing { .. } => "tpm_failing",
-            TpmEntry::Quote(_) => "tpm_quote",
-            TpmEntry::Alarm { .. } => "tpm_alarm",
-        }
+        self.into()
     }
 }
 
@@ -171,25 +172,20 @@ impl Body {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Body::Event(e) => e.kind.as_str(),
-            Body::EpochStart(_) => "epoch_start",
-            Body::KeyRotation(_) => "key_rotation",
-            Body::Pruned(_) => "pruned",
             Body::Tpm(t) => t.kind_name(),
+            internal => internal.into(),
         }
     }
 
-    /// Names accepted by `kind_name`, for error messages.
-    pub const INTERNAL_KINDS: [&'static str; 9] = [
-        "epoch_start",
-        "key_rotation",
-        "pruned",
-        "tpm_anchored",
-        "tpm_resumed",
-        "tpm_unanchored",
-        "tpm_failing",
-        "tpm_quote",
-        "tpm_alarm",
-    ];
+    /// Names `kind_name` gives log-internal records, for error messages and queries.
+    pub fn internal_kinds() -> impl Iterator<Item = &'static str> {
+        use strum::VariantNames;
+        Body::VARIANTS
+            .iter()
+            .filter(|name| !matches!(**name, "event" | "tpm"))
+            .chain(TpmEntry::VARIANTS)
+            .copied()
+    }
 }
 
 /// Index of the `Event` variant in the body's u32 tag; other variants are log-internal.
@@ -248,6 +244,37 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
+    /// The names are part of the query interface (`sensorctl events --kind`) and of the
+    /// store's kind column: derived, and pinned here so a renamed variant fails.
+    #[test]
+    fn internal_kind_names_are_derived_and_pinned() {
+        assert_eq!(
+            Body::internal_kinds().collect::<Vec<_>>(),
+            [
+                "epoch_start",
+                "key_rotation",
+                "pruned",
+                "tpm_anchored",
+                "tpm_resumed",
+                "tpm_unanchored",
+                "tpm_failing",
+                "tpm_quote",
+                "tpm_alarm",
+            ]
+        );
+        let alarm = TpmEntry::Alarm {
+            reason: String::new(),
+            detail: String::new(),
+        };
+        assert_eq!(Body::Tpm(alarm).kind_name(), "tpm_alarm");
+        let pruned = Body::Pruned(Pruned {
+            up_to_seq: 1,
+            records: 1,
+            batches: 1,
+        });
+        assert_eq!(pruned.kind_name(), "pruned");
+    }
+
     use super::*;
     use crate::vectors::records as vector_records;
 

@@ -113,7 +113,7 @@ fn filter(args: &Args) -> Result<(Filter, Option<GlobMatcher>), Failure> {
     let valid: Vec<&str> = Kind::ALL
         .iter()
         .map(|k| k.as_str())
-        .chain(Body::INTERNAL_KINDS)
+        .chain(Body::internal_kinds())
         .collect();
     for k in &args.kind {
         if !valid.contains(&k.as_str()) {
