@@ -63,7 +63,7 @@ impl AnchorTrail {
 }
 
 /// Builds an `AnchorTrail` from verified headers and records, in log order.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct TrailBuilder {
     trail: AnchorTrail,
     /// The cycle of the newest anchored header or base.

@@ -34,4 +34,4 @@ pub use record::{
 pub use source::BatchSource;
 pub use time::Timestamp;
 pub use verdict::{Failure, Position, Reason, Summary, Verdict};
-pub use verify::verify;
+pub use verify::{verify, Checkpoint, Verifier};

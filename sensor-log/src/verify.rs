@@ -27,7 +27,7 @@ pub fn verify<S: BatchSource>(
     source: &mut S,
     pinned: Option<&VerifyingKey>,
 ) -> Result<Verdict, S::Error> {
-    match Walk::run(source, pinned) {
+    match Verifier::with_pinned(pinned.copied()).run(source) {
         Ok(summary) => Ok(Verdict::Intact(summary)),
         Err(Stop::Tampered(f)) => Ok(Verdict::Tampered(f)),
         Err(Stop::Error(e)) => Err(e),
@@ -54,6 +54,56 @@ fn tampered<T, E>(
         reason,
         detail: detail.into(),
     }))
+}
+
+/// What a verifier holds between two batches of a log: enough to check that the next batch
+/// continues it (a collector stores one per host).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub host_id: HostId,
+    /// The key epoch in force and its public key (a rotation announced in the last batch is
+    /// already in force).
+    pub key_epoch: u64,
+    pub public_key: [u8; 32],
+    pub next_batch: u64,
+    pub next_seq: u64,
+    /// Digest of the last batch header and the chain head after its last record.
+    pub prev_digest: Hash,
+    pub head: Hash,
+    /// The epoch of the last record, `None` before any.
+    pub epoch: Option<u64>,
+    /// The first seq the log had when verification began (above 1: it began after pruning),
+    /// and whether a `Pruned` record has accounted for the records before it.
+    pub first_seq: u64,
+    pub pruning_accounted: bool,
+}
+
+/// The records of one message, as a source with no batches of its own.
+struct Message<'m> {
+    records: std::slice::Iter<'m, &'m [u8]>,
+}
+
+impl BatchSource for Message<'_> {
+    type Error = std::convert::Infallible;
+
+    fn next_batch(&mut self, _batch: &mut SourceBatch) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    fn next_record(&mut self, record: &mut SourceRecord) -> Result<bool, Self::Error> {
+        let Some(bytes) = self.records.next() else {
+            return Ok(false);
+        };
+        record.seq = None;
+        record.leaf = None;
+        record.bytes.clear();
+        record.bytes.extend_from_slice(bytes);
+        Ok(true)
+    }
+
+    fn public_key(&mut self, _key_epoch: u64) -> Result<Option<VerifyingKey>, Self::Error> {
+        Ok(None)
+    }
 }
 
 /// The source's records in order with one record of lookahead, which tells an inserted or
@@ -96,8 +146,12 @@ impl<S: BatchSource> Rows<'_, S> {
     }
 }
 
-struct Walk<'p> {
-    pinned: Option<&'p VerifyingKey>,
+/// Verifies a log batch after batch. `verify` runs one over a whole source; a collector runs
+/// one per host over the batches as they arrive (`Verifier::message`), keeping a
+/// `Checkpoint` between them, so both apply exactly the same rules.
+#[derive(Debug)]
+pub struct Verifier {
+    pinned: Option<VerifyingKey>,
     summary: Summary,
     started: bool,
     host_id: HostId,
@@ -120,12 +174,14 @@ struct Walk<'p> {
     batch_bytes: u64,
 }
 
-impl<'p> Walk<'p> {
-    fn run<S: BatchSource>(
-        source: &mut S,
-        pinned: Option<&'p VerifyingKey>,
-    ) -> Result<Summary, Stop<S::Error>> {
-        let mut walk = Walk {
+impl Verifier {
+    /// A verifier of a log from its first retained batch on, with the key that signed it.
+    pub fn new(key: VerifyingKey) -> Verifier {
+        Verifier::with_pinned(Some(key))
+    }
+
+    fn with_pinned(pinned: Option<VerifyingKey>) -> Verifier {
+        Verifier {
             pinned,
             summary: Summary::default(),
             started: false,
@@ -143,7 +199,107 @@ impl<'p> Walk<'p> {
             anchor: TrailBuilder::default(),
             wall_range: (u64::MAX, 0),
             batch_bytes: 0,
+        }
+    }
+
+    /// Goes on from `checkpoint`, the state after the last batch a verifier accepted.
+    pub fn resume(checkpoint: &Checkpoint) -> Result<Verifier, Failure> {
+        let key = VerifyingKey::from_bytes(&checkpoint.public_key).map_err(|e| Failure {
+            position: Position::Batch(checkpoint.next_batch),
+            reason: Reason::BadSignature,
+            detail: format!("the checkpoint's key is not an Ed25519 public key: {e}"),
+        })?;
+        let mut verifier = Verifier::new(key);
+        verifier.started = true;
+        verifier.host_id = checkpoint.host_id;
+        verifier.key = Some(key);
+        verifier.key_epoch = checkpoint.key_epoch;
+        verifier.next_batch = checkpoint.next_batch;
+        verifier.next_seq = checkpoint.next_seq;
+        verifier.prev_digest = checkpoint.prev_digest;
+        verifier.head = checkpoint.head;
+        verifier.epoch = checkpoint.epoch;
+        verifier.pruning_accounted = checkpoint.pruning_accounted;
+        verifier.summary.first_seq = checkpoint.first_seq;
+        verifier.summary.pruned_before = (checkpoint.first_seq > 1).then_some(checkpoint.first_seq);
+        Ok(verifier)
+    }
+
+    /// What the next batch is checked against; `None` before the first batch.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            host_id: self.host_id,
+            key_epoch: self.key_epoch,
+            public_key: self.key?.to_bytes(),
+            next_batch: self.next_batch,
+            next_seq: self.next_seq,
+            prev_digest: self.prev_digest,
+            head: self.head,
+            epoch: self.epoch,
+            first_seq: self.summary.first_seq,
+            pruning_accounted: self.pruning_accounted,
+        })
+        .filter(|_| self.started)
+    }
+
+    /// Verifies one batch with exactly its records, as one message of a forwarding protocol
+    /// carries them, by the rules `verify` applies to a whole log. On success the verifier
+    /// expects the next batch. On a failure it is left inside the refused batch: resume from
+    /// the last checkpoint to go on (a collector refuses the batch and keeps what it held).
+    pub fn message(
+        &mut self,
+        header: &[u8],
+        signature: &[u8],
+        records: &[&[u8]],
+    ) -> Result<BatchHeader, Failure> {
+        let stored = SourceBatch {
+            number: None,
+            header: header.to_vec(),
+            signature: signature.to_vec(),
         };
+        let mut message = Message {
+            records: records.iter(),
+        };
+        let mut rows = Rows {
+            source: &mut message,
+            peeked: None,
+            spare: None,
+        };
+        let checked = self.batch(&stored, &mut rows).and_then(|()| match rows.next()? {
+            Some(extra) => {
+                let seq = record::peek(&extra.bytes).map_or(self.next_seq, |(h, _)| h.seq);
+                tampered(
+                    Position::Seq(seq),
+                    Reason::Inserted,
+                    "no signed batch covers this record: the message carries more records than its header counts",
+                )
+            }
+            None => Ok(()),
+        });
+        match checked {
+            Ok(()) => BatchHeader::decode(header).map_err(|e| Failure {
+                position: Position::Batch(self.next_batch.saturating_sub(1)),
+                reason: Reason::Modified,
+                detail: e.to_string(),
+            }),
+            Err(Stop::Tampered(failure)) => Err(failure),
+            Err(Stop::Error(never)) => match never {},
+        }
+    }
+
+    /// The checks at the end of a log, for a verifier fed by `message`: the summary of what
+    /// it accepted since it was created or resumed, or the failure a whole-log `verify` would
+    /// report at the end.
+    pub fn end(mut self) -> Result<Summary, Failure> {
+        match self.finish::<std::convert::Infallible>() {
+            Ok(summary) => Ok(summary),
+            Err(Stop::Tampered(failure)) => Err(failure),
+            Err(Stop::Error(never)) => match never {},
+        }
+    }
+
+    fn run<S: BatchSource>(mut self, source: &mut S) -> Result<Summary, Stop<S::Error>> {
+        let walk = &mut self;
         let mut rows = Rows {
             source,
             peeked: None,
@@ -171,9 +327,14 @@ impl<'p> Walk<'p> {
                 "no signed batch covers this record",
             );
         }
-        walk.summary.anchor = Box::new(std::mem::take(&mut walk.anchor).finish());
-        if let Some(first) = walk.summary.pruned_before {
-            if !walk.pruning_accounted {
+        walk.finish()
+    }
+
+    /// The checks at the end of a log: a log that starts after pruning names its pruning.
+    fn finish<E>(&mut self) -> Result<Summary, Stop<E>> {
+        *self.summary.anchor = std::mem::take(&mut self.anchor).finish();
+        if let Some(first) = self.summary.pruned_before {
+            if !self.pruning_accounted {
                 return tampered(
                     Position::Seq(first - 1),
                     Reason::Deleted,
@@ -181,7 +342,7 @@ impl<'p> Walk<'p> {
                 );
             }
         }
-        Ok(walk.summary)
+        Ok(std::mem::take(&mut self.summary))
     }
 
     fn start<S: BatchSource>(
@@ -191,7 +352,7 @@ impl<'p> Walk<'p> {
     ) -> Result<(), Stop<S::Error>> {
         let position = Position::Batch(header.number);
         self.key = match self.pinned {
-            Some(k) => Some(*k),
+            Some(k) => Some(k),
             None => {
                 self.summary.key_from_store = true;
                 read(source.public_key(header.key_epoch))?
@@ -248,14 +409,15 @@ impl<'p> Walk<'p> {
                 );
             }
         };
-        if !self.started {
+        let first = !self.started;
+        if first {
             self.start(&header, rows.source)?;
         }
         // A source that files batches under a number of its own (a row key) is held to it; a
         // file of batches is numbered by the signed headers alone.
         let number = stored.number.unwrap_or(header.number);
         let here = Position::Batch(number);
-        if number < self.next_batch && self.summary.batches > 0 {
+        if number < self.next_batch && !first {
             // Only a source numbered by the headers (a file) can hold a batch twice.
             return tampered(
                 here,
