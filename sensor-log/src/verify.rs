@@ -210,19 +210,24 @@ impl Verifier {
             detail: format!("the checkpoint's key is not an Ed25519 public key: {e}"),
         })?;
         let mut verifier = Verifier::new(key);
-        verifier.started = true;
-        verifier.host_id = checkpoint.host_id;
-        verifier.key = Some(key);
-        verifier.key_epoch = checkpoint.key_epoch;
-        verifier.next_batch = checkpoint.next_batch;
-        verifier.next_seq = checkpoint.next_seq;
-        verifier.prev_digest = checkpoint.prev_digest;
-        verifier.head = checkpoint.head;
-        verifier.epoch = checkpoint.epoch;
-        verifier.pruning_accounted = checkpoint.pruning_accounted;
-        verifier.summary.first_seq = checkpoint.first_seq;
-        verifier.summary.pruned_before = (checkpoint.first_seq > 1).then_some(checkpoint.first_seq);
+        verifier.enter(key, checkpoint);
         Ok(verifier)
+    }
+
+    /// Takes up the state of `at`, with `key` in force.
+    fn enter(&mut self, key: VerifyingKey, at: &Checkpoint) {
+        self.started = true;
+        self.host_id = at.host_id;
+        self.key = Some(key);
+        self.key_epoch = at.key_epoch;
+        self.next_batch = at.next_batch;
+        self.next_seq = at.next_seq;
+        self.prev_digest = at.prev_digest;
+        self.head = at.head;
+        self.epoch = at.epoch;
+        self.pruning_accounted = at.pruning_accounted;
+        self.summary.first_seq = at.first_seq;
+        self.summary.pruned_before = (at.first_seq > 1).then_some(at.first_seq);
     }
 
     /// What the next batch is checked against; `None` before the first batch.
@@ -358,7 +363,7 @@ impl Verifier {
                 read(source.public_key(header.key_epoch))?
             }
         };
-        if self.key.is_none() {
+        let Some(key) = self.key else {
             return tampered(
                 position,
                 Reason::BadSignature,
@@ -367,7 +372,7 @@ impl Verifier {
                     header.key_epoch
                 ),
             );
-        }
+        };
         if header.number == 1
             && (header.epoch != 1
                 || header.first_seq != 1
@@ -380,16 +385,22 @@ impl Verifier {
                 "batch 1 does not start at the genesis",
             );
         }
-        self.started = true;
-        self.host_id = header.host_id;
-        self.key_epoch = header.key_epoch;
-        self.next_batch = header.number;
-        self.next_seq = header.first_seq;
-        self.prev_digest = header.prev_digest;
-        self.head = header.prev_head;
-        self.summary.first_seq = header.first_seq;
+        self.enter(
+            key,
+            &Checkpoint {
+                host_id: header.host_id,
+                key_epoch: header.key_epoch,
+                public_key: key.to_bytes(),
+                next_batch: header.number,
+                next_seq: header.first_seq,
+                prev_digest: header.prev_digest,
+                head: header.prev_head,
+                epoch: None,
+                first_seq: header.first_seq,
+                pruning_accounted: false,
+            },
+        );
         self.summary.first_batch = header.number;
-        self.summary.pruned_before = (header.first_seq > 1).then_some(header.first_seq);
         Ok(())
     }
 
