@@ -122,17 +122,13 @@ impl<R: Read> BatchFile<R> {
         let mut magic = [0u8; MAGIC.len()];
         batches.exact(&mut magic, "magic")?;
         if &magic != MAGIC {
-            return Err(Error::malformed(
-                "batch file",
-                "not a batch file (bad magic)",
-            ));
+            batches.at = 0;
+            return Err(batches.error("not a batch file (bad magic)"));
         }
         let version = u16::from_le_bytes(batches.array("version")?);
         if version != FILE_VERSION {
-            return Err(Error::malformed(
-                "batch file",
-                format!("unknown batch file version {version}"),
-            ));
+            batches.at = MAGIC.len() as u64;
+            return Err(batches.error(format!("unknown batch file version {version}")));
         }
         let count = u32::from_le_bytes(batches.array("key count")?);
         if count > MAX_KEYS {
