@@ -211,10 +211,10 @@ fn framing_damage_is_refused_with_the_reason() {
     };
     let mut bad = bytes.clone();
     bad[0] ^= 1;
-    assert!(err(&bad).contains("bad magic"));
+    assert!(err(&bad).contains("at byte 0: not a batch file (bad magic)"));
     let mut bad = bytes.clone();
     bad[MAGIC.len()] = 9;
-    assert!(err(&bad).contains("unknown batch file version 9"));
+    assert!(err(&bad).contains("at byte 14: unknown batch file version 9"));
     // A record item claiming 4 GiB is refused before any allocation.
     let mut w = BatchFileWriter::start(Vec::new(), &[]).expect("start");
     w.record(b"x").expect("record");
