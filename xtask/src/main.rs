@@ -169,7 +169,59 @@ fn boundaries(root: &Path) -> Result<()> {
     status(
         &mut check,
         "cargo check -p sensor-tpm --no-default-features",
-    )
+    )?;
+    rust_version(root)
+}
+
+/// The workspace's `rust-version` is a promise only if no locked dependency needs a newer
+/// compiler (the resolver does not enforce it): one that does fails the test command.
+fn rust_version(root: &Path) -> Result<()> {
+    let output = cargo(root)
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .output()
+        .context("starting cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    // "1.87" and "1.87.0" name the same compiler.
+    let version = |v: &serde_json::Value| -> Option<[u64; 3]> {
+        let mut out = [0; 3];
+        for (slot, n) in out.iter_mut().zip(v.as_str()?.split('.')) {
+            *slot = n.parse().ok()?;
+        }
+        Some(out)
+    };
+    let resolved: Vec<&str> = metadata["resolve"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    let ours = packages
+        .iter()
+        .find(|p| p["name"] == "sensor-agent")
+        .and_then(|p| version(&p["rust_version"]))
+        .context("sensor-agent has no rust-version")?;
+    for p in &packages {
+        if !resolved.contains(&p["id"].as_str().unwrap_or_default()) {
+            continue;
+        }
+        if version(&p["rust_version"]).is_some_and(|needs| needs > ours) {
+            bail!(
+                "{} {} needs rust {}, past the workspace's rust-version: pin an older one (cargo update -p {} --precise VERSION)",
+                p["name"].as_str().unwrap_or_default(),
+                p["version"].as_str().unwrap_or_default(),
+                p["rust_version"].as_str().unwrap_or_default(),
+                p["name"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn cargo(root: &Path) -> Command {
