@@ -16,6 +16,7 @@ const APT_PACKAGES: &[&str] = &[
     "tpm2-tools",
     "bpftool",
     "hyperfine",
+    "postgresql",
 ];
 
 pub fn run() -> Result<()> {
