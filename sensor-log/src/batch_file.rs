@@ -66,6 +66,11 @@ impl<W: Write> BatchFileWriter<W> {
         Ok(BatchFileWriter { out })
     }
 
+    /// A writer of items only, without the file header: the body of a forwarding message.
+    pub(crate) fn items(out: W) -> Self {
+        BatchFileWriter { out }
+    }
+
     pub fn batch(&mut self, header: &[u8], signature: &[u8]) -> io::Result<()> {
         self.out.write_all(&[ITEM_BATCH])?;
         self.bytes(header)?;
@@ -115,10 +120,7 @@ impl BatchFile<BufReader<File>> {
 impl<R: Read> BatchFile<R> {
     /// Reads the file header from `first`; `second` is another reader of the same bytes.
     pub fn read(first: R, second: R) -> Result<Self> {
-        let mut batches = Cursor {
-            input: first,
-            at: 0,
-        };
+        let mut batches = Cursor::file(first);
         let mut magic = [0u8; MAGIC.len()];
         batches.exact(&mut magic, "magic")?;
         if &magic != MAGIC {
@@ -141,10 +143,7 @@ impl<R: Read> BatchFile<R> {
                 .map_err(|e| batches.error(format!("not an Ed25519 public key: {e}")))?;
             keys.push((epoch, key));
         }
-        let mut records = Cursor {
-            input: second,
-            at: 0,
-        };
+        let mut records = Cursor::file(second);
         records.pass(batches.at, "file header")?;
         Ok(BatchFile {
             keys,
@@ -154,34 +153,64 @@ impl<R: Read> BatchFile<R> {
     }
 }
 
-/// One reader's position in the file.
-struct Cursor<R> {
+/// One reader's position in a batch file, or in a forwarding message (`forward.rs`), which
+/// carries a batch as the same items.
+pub(crate) struct Cursor<R> {
     input: R,
     at: u64,
+    /// What is read, for errors: "batch file" or "forward message", and its short name.
+    unit: &'static str,
+    short: &'static str,
+    /// Where the input ends, when known (a message's payload): a length past it is refused
+    /// before anything is allocated for it.
+    end: Option<u64>,
 }
 
 impl<R: Read> Cursor<R> {
-    fn error(&self, detail: impl std::fmt::Display) -> Error {
-        Error::malformed("batch file", format!("at byte {}: {detail}", self.at))
+    fn file(input: R) -> Cursor<R> {
+        Cursor {
+            input,
+            at: 0,
+            unit: "batch file",
+            short: "file",
+            end: None,
+        }
     }
 
-    fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
+    /// A cursor over a message's payload of `len` bytes.
+    pub(crate) fn message(input: R, len: usize) -> Cursor<R> {
+        Cursor {
+            input,
+            at: 0,
+            unit: "forward message",
+            short: "message",
+            end: Some(len as u64),
+        }
+    }
+
+    pub(crate) fn error(&self, detail: impl std::fmt::Display) -> Error {
+        Error::malformed(self.unit, format!("at byte {}: {detail}", self.at))
+    }
+
+    pub(crate) fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
         self.input.read_exact(buf).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => self.error(format!("file ends inside the {what}")),
+            io::ErrorKind::UnexpectedEof => {
+                self.error(format!("{} ends inside the {what}", self.short))
+            }
             _ => Error::Read(e),
         })?;
         self.at += buf.len() as u64;
         Ok(())
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         self.exact(&mut out, what)?;
         Ok(out)
     }
 
     /// The next item's tag, `None` at the end of the file.
-    fn tag(&mut self) -> Result<Option<u8>> {
+    pub(crate) fn tag(&mut self) -> Result<Option<u8>> {
         let mut tag = [0u8; 1];
         loop {
             return match self.input.read(&mut tag) {
@@ -197,7 +226,7 @@ impl<R: Read> Cursor<R> {
     }
 
     /// A length-prefixed field into `buf`, refused before allocation when over `max`.
-    fn field(&mut self, buf: &mut Vec<u8>, max: u32, what: &str) -> Result<()> {
+    pub(crate) fn field(&mut self, buf: &mut Vec<u8>, max: u32, what: &str) -> Result<()> {
         let len = self.length(max, what)?;
         buf.resize(len as usize, 0);
         self.exact(buf, what)
@@ -215,7 +244,7 @@ impl<R: Read> Cursor<R> {
             io::copy(&mut (&mut self.input).take(len), &mut io::sink()).map_err(Error::Read)?;
         if passed < len {
             self.at += passed;
-            return Err(self.error(format!("file ends inside the {what}")));
+            return Err(self.error(format!("{} ends inside the {what}", self.short)));
         }
         self.at += len;
         Ok(())
@@ -230,6 +259,12 @@ impl<R: Read> Cursor<R> {
             return Err(self.error(format!(
                 "a {what} of {len} bytes is over the {max}-byte limit"
             )));
+        }
+        if self
+            .end
+            .is_some_and(|end| u64::from(len) > end.saturating_sub(self.at))
+        {
+            return Err(self.error(format!("{} ends inside the {what}", self.short)));
         }
         Ok(len)
     }
@@ -254,7 +289,7 @@ impl<R: Read> Cursor<R> {
     }
 }
 
-const MAX_RECORD: u32 = MAX_ENCODED_BYTES as u32;
+pub(crate) const MAX_RECORD: u32 = MAX_ENCODED_BYTES as u32;
 
 impl<R: Read> BatchSource for BatchFile<R> {
     type Error = Error;

@@ -1,5 +1,6 @@
-//! Property tests of the decoders of bytes read from the store or a file: `Record::decode`,
-//! `BatchHeader::decode`, and a whole batch file read and verified (`BatchFile`). Whatever the bytes, they return a value or an error: no panic,
+//! Property tests of the decoders of bytes read from the store, a file or the network:
+//! `Record::decode`, `BatchHeader::decode`, a whole batch file read and verified
+//! (`BatchFile`), and a stream of forwarding-protocol messages (`forward::Framer`). Whatever the bytes, they return a value or an error: no panic,
 //! no endless loop, and no allocation beyond a bound set by the codec's limit, never by a
 //! length the bytes claim.
 //!
@@ -14,6 +15,9 @@ use proptest::collection::{btree_map, vec};
 use proptest::option::of;
 use proptest::prelude::*;
 use sensor_log::batch_file::{BatchFile, MAGIC};
+use sensor_log::forward::{
+    encode, BatchMessage, Framer, Hello, Message, Refusal, RefuseCode, DEFAULT_MAX_MESSAGE,
+};
 use sensor_log::record::MAX_ENCODED_BYTES;
 use sensor_log::{
     Anchor, AnchorBase, BatchHeader, Body, Container, EndReason, EpochStart, Event, FileAccess,
@@ -523,6 +527,84 @@ proptest! {
         verify_file_bounded(&bytes)?;
         bytes.truncate(cut.index(bytes.len() + 1));
         verify_file_bounded(&bytes)?;
+    }
+}
+
+/// Feeds `bytes` to a forwarding-protocol framer in `chunk`-byte pieces and takes every
+/// message out: messages or one error, never a panic, within the allocation bound (the
+/// framer holds the input; a decode holds at most a frame's worth).
+fn frame_bounded(bytes: &[u8], chunk: usize) -> Result<(), TestCaseError> {
+    let (_, peak) = peak_of(|| {
+        let mut framer = Framer::new(DEFAULT_MAX_MESSAGE);
+        for part in bytes.chunks(chunk.max(1)) {
+            framer.push(part);
+            loop {
+                match framer.next_message() {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+        let _ = framer.finish();
+    });
+    prop_assert!(
+        peak <= 4 * bytes.len() as isize + 4096,
+        "framing {} bytes held {peak} bytes",
+        bytes.len()
+    );
+    Ok(())
+}
+
+/// A valid stream of every kind of message, to change.
+fn forward_stream() -> Vec<u8> {
+    let mut out = Vec::new();
+    let messages = [
+        Message::Hello(Hello {
+            host_id: [1; 16],
+            agent_version: "v".into(),
+            oldest: 1,
+            newest: 2,
+            keys: vec![(1, [2; 32])],
+        }),
+        Message::Batch(BatchMessage {
+            header: vec![3; 40],
+            signature: vec![4; 64],
+            records: vec![vec![5; 20], vec![6; 3]],
+        }),
+        Message::Ack(7),
+        Message::Refuse(Refusal {
+            batch: 8,
+            expected: 9,
+            code: RefuseCode::Fork,
+            reason: "r".into(),
+        }),
+    ];
+    for m in &messages {
+        encode(m, &mut out).expect("encodes");
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn forward_noise_is_messages_or_an_error(bytes in vec(any::<u8>(), 0..600), chunk in 1..64usize) {
+        frame_bounded(&bytes, chunk)?;
+    }
+
+    #[test]
+    fn forward_changes_are_messages_or_an_error(
+        changes in vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        chunk in 1..64usize,
+    ) {
+        let mut bytes = forward_stream();
+        for (at, value) in changes {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        frame_bounded(&bytes, chunk)?;
     }
 }
 
