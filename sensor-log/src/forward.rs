@@ -83,7 +83,9 @@ pub struct BatchMessage {
 }
 
 /// Why a collector did not store a batch; the session goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::FromRepr, strum::IntoStaticStr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::FromRepr, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[repr(u16)]
 #[strum(serialize_all = "snake_case")]
 pub enum RefuseCode {
@@ -115,7 +117,9 @@ pub struct Refusal {
 }
 
 /// Why a session ends; the peer closes it after sending this.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::FromRepr, strum::IntoStaticStr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::FromRepr, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[repr(u16)]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
@@ -517,6 +521,27 @@ mod tests {
             "docs/forwarding.md lacks some of these frames:\n{}",
             lines.join("\n")
         );
+    }
+
+    /// Every code appears in the document as its number and its name.
+    #[test]
+    fn documented_codes() {
+        use strum::VariantArray;
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/forwarding.md"
+        ))
+        .expect("docs/forwarding.md");
+        let refuse = RefuseCode::VARIANTS
+            .iter()
+            .map(|c| (*c as u16, c.to_string()));
+        let error = ErrorCode::VARIANTS
+            .iter()
+            .map(|c| (*c as u16, c.to_string()));
+        for (number, name) in refuse.chain(error) {
+            let text = format!("{number} `{name}`");
+            assert!(doc.contains(&text), "docs/forwarding.md lacks {text}");
+        }
     }
 
     fn tag_name(m: &Message) -> &'static str {
