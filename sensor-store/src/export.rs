@@ -1,15 +1,17 @@
-//! `sensorctl export`: the store's signed bytes, exactly as stored, as a batch file
-//! (`sensor_log::batch_file`), so the log can be kept off the host and verified anywhere by
-//! the same verifier. Nothing is checked here: a tampered store exports tampered bytes, and
-//! the file's verification says where.
+//! The store's signed bytes handed out exactly as stored: to a batch file for `sensorctl
+//! export` (`sensor_log::batch_file`), so the log can be kept off the host and verified
+//! anywhere by the same verifier, and batch by batch as forwarding messages for a collector
+//! (the outbox). Nothing is checked here: a tampered store hands out tampered bytes, and
+//! their verification says where.
 
 use std::io::Write;
 
 use rusqlite::types::ValueRef;
 use sensor_log::batch_file::BatchFileWriter;
+use sensor_log::forward::BatchMessage;
 
 use crate::error::{Error, Result};
-use crate::store::{to_u64, Store};
+use crate::store::{to_i64, to_u64, Store};
 
 /// What an export wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,5 +83,33 @@ fn blob(value: ValueRef<'_>) -> &[u8] {
     match value {
         ValueRef::Blob(b) => b,
         _ => &[],
+    }
+}
+
+impl Store {
+    /// Batch `number` with the records its signed header covers (`first_seq` and `count`), as
+    /// the message that forwards it; `None` when the store does not hold it. One read
+    /// snapshot, so a batch being pruned meanwhile is either whole or absent.
+    pub fn outbox_batch(&self, number: u64) -> Result<Option<BatchMessage>> {
+        let snapshot = self.conn.unchecked_transaction()?;
+        let Some(batch) = self.batch(number)? else {
+            return Ok(None);
+        };
+        let first = batch.header.first_seq;
+        let end = first.saturating_add(batch.header.count);
+        let mut records = self.conn.prepare_cached(
+            "SELECT bytes FROM records WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
+        )?;
+        let records = records
+            .query_map([to_i64(first)?, to_i64(end)?], |r| {
+                Ok(blob(r.get_ref(0)?).to_vec())
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(snapshot);
+        Ok(Some(BatchMessage {
+            header: batch.header_bytes,
+            signature: batch.signature,
+            records,
+        }))
     }
 }
