@@ -66,8 +66,9 @@ impl<W: Write> BatchFileWriter<W> {
         Ok(BatchFileWriter { out })
     }
 
-    /// A writer of items only, without the file header: the body of a forwarding message.
-    pub(crate) fn items(out: W) -> Self {
+    /// A writer of items only, without the file header: the body of a forwarding message,
+    /// or the record items a collector keeps with a batch.
+    pub fn items(out: W) -> Self {
         BatchFileWriter { out }
     }
 

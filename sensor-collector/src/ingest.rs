@@ -1,0 +1,196 @@
+//! What the collector does with each batch a host sends: the answer (ack or refusal, with the
+//! batch expected next) and the alarms, by the rules of docs/forwarding.md ("Session").
+//! Verification is `sensor_log::Verifier`, the code `sensorctl verify` runs, resumed from
+//! the checkpoint held for the host.
+
+use sensor_log::batch::digest;
+use sensor_log::forward::{BatchMessage, Refusal, RefuseCode};
+use sensor_log::record::HostId;
+use sensor_log::{BatchHeader, Reason, Verifier};
+
+use crate::error::Result;
+use crate::store::{Alarm, Commit, Store, Verified};
+
+/// The answer to one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Durably stored, or already held byte for byte.
+    Ack(u64),
+    Refuse(Refusal),
+}
+
+/// Attempts at storing one batch when other sessions keep advancing the same host.
+const COMMIT_ATTEMPTS: usize = 3;
+
+pub struct Collector {
+    store: Store,
+}
+
+impl Collector {
+    pub fn new(store: Store) -> Collector {
+        Collector { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Handles one batch from the host its client certificate names. `Err` only when the
+    /// collector's own store fails; everything the peer can do wrong is a refusal.
+    pub fn receive(&mut self, certified: &HostId, message: &BatchMessage) -> Result<Reply> {
+        let Ok(header) = BatchHeader::decode(&message.header) else {
+            let expected = self.expected(certified)?;
+            return Ok(refuse(
+                0,
+                expected,
+                RefuseCode::Malformed,
+                "the batch header does not decode",
+            ));
+        };
+        let number = header.number;
+        if header.host_id != *certified {
+            let detail = "the batch's host id is not its client certificate's".to_string();
+            self.alarm(certified, "host_mismatch", number, &detail)?;
+            let expected = self.expected(certified)?;
+            return Ok(refuse(number, expected, RefuseCode::HostMismatch, &detail));
+        }
+        let Some(host) = self.store.host(certified)? else {
+            return Ok(refuse(
+                number,
+                0,
+                RefuseCode::NotEnrolled,
+                "this host is not enrolled: an operator approves its key",
+            ));
+        };
+        let batch_digest = digest(&message.header);
+        for _ in 0..COMMIT_ATTEMPTS {
+            let before = self.store.checkpoint(certified)?;
+            if let Some(cp) = &before {
+                if number < cp.next_batch {
+                    return self.held_before(certified, &header, message, cp.next_batch);
+                }
+                if number > cp.next_batch {
+                    return Ok(refuse(
+                        number,
+                        cp.next_batch,
+                        RefuseCode::OutOfOrder,
+                        &format!("batch {} comes next", cp.next_batch),
+                    ));
+                }
+            }
+            let mut verifier = match &before {
+                Some(cp) => match Verifier::resume(cp) {
+                    Ok(v) => v,
+                    Err(f) => return Err(crate::Error::Corrupt(format!("a checkpoint: {f}"))),
+                },
+                None => Verifier::new(host.public_key),
+            };
+            let records: Vec<&[u8]> = message.records.iter().map(Vec::as_slice).collect();
+            if let Err(failure) = verifier.message(&message.header, &message.signature, &records) {
+                let kind = match failure.reason {
+                    Reason::BadSignature => "bad_signature",
+                    _ => "invalid",
+                };
+                self.alarm(certified, kind, number, &failure.to_string())?;
+                let expected = before.as_ref().map_or(number, |cp| cp.next_batch);
+                return Ok(refuse(
+                    number,
+                    expected,
+                    RefuseCode::Invalid,
+                    &failure.to_string(),
+                ));
+            }
+            let Some(after) = verifier.checkpoint() else {
+                return Err(crate::Error::Corrupt(
+                    "a verified batch left no checkpoint".into(),
+                ));
+            };
+            let commit = self.store.commit(&Verified {
+                header: &header,
+                message,
+                digest: batch_digest,
+                before: before.as_ref(),
+                after: &after,
+            })?;
+            match commit {
+                Commit::Stored => {
+                    if before.is_none() && number > 1 {
+                        self.alarm(
+                            certified,
+                            "gap",
+                            number,
+                            &format!("history before batch {number} never reached this collector"),
+                        )?;
+                    }
+                    return Ok(Reply::Ack(number));
+                }
+                Commit::Duplicate => return Ok(Reply::Ack(number)),
+                Commit::Fork => {
+                    let next = self.expected(certified)?;
+                    return self.held_before(certified, &header, message, next);
+                }
+                Commit::Stale => continue,
+            }
+        }
+        let expected = self.expected(certified)?;
+        Ok(refuse(
+            number,
+            expected,
+            RefuseCode::Unavailable,
+            "other sessions kept advancing this host: send again",
+        ))
+    }
+
+    /// A batch under a number already held: the same bytes are a resend, other bytes a fork
+    /// (a host restored from an older copy, or a new log from scratch), kept as evidence.
+    fn held_before(
+        &mut self,
+        host: &HostId,
+        header: &BatchHeader,
+        message: &BatchMessage,
+        next: u64,
+    ) -> Result<Reply> {
+        let number = header.number;
+        let batch_digest = digest(&message.header);
+        if self.store.held_digest(host, number)?.as_deref() == Some(&batch_digest[..]) {
+            return Ok(Reply::Ack(number));
+        }
+        self.store.keep_fork(header, message, &batch_digest)?;
+        let (kind, detail) = if number == 1 {
+            (
+                "new_log",
+                "a different batch 1: a new log from scratch (the host's state was wiped or replaced)".to_string(),
+            )
+        } else {
+            (
+                "fork",
+                format!("a different batch {number} than the one held: the host's log was restored from an older copy or rewritten; both are kept"),
+            )
+        };
+        self.alarm(host, kind, number, &detail)?;
+        Ok(refuse(number, next, RefuseCode::Fork, &detail))
+    }
+
+    /// The batch expected next from the host; 0 when none is held.
+    fn expected(&self, host: &HostId) -> Result<u64> {
+        Ok(self.store.checkpoint(host)?.map_or(0, |cp| cp.next_batch))
+    }
+
+    fn alarm(&self, host: &HostId, kind: &str, batch: u64, detail: &str) -> Result<()> {
+        self.store.raise(&Alarm {
+            host_id: *host,
+            kind: kind.to_string(),
+            batch,
+            detail: detail.to_string(),
+        })
+    }
+}
+
+fn refuse(batch: u64, expected: u64, code: RefuseCode, reason: &str) -> Reply {
+    Reply::Refuse(Refusal {
+        batch,
+        expected,
+        code,
+        reason: reason.to_string(),
+    })
+}

@@ -1,0 +1,302 @@
+//! The collector's ingest rules on real logs written by the agent's `LogWriter` and handed
+//! out by its outbox, stored in a real SQLite store: every batch is stored once however
+//! often it is sent; a gap, a modified batch, a forged key, another host's batch and an
+//! unenrolled host are refused with their reason while the collector goes on; a fork and a
+//! wiped host are kept as evidence and raise their alarm. (The network side is not built
+//! yet: these call the ingest directly, as a session will.)
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use sensor_collector::ingest::{Collector, Reply};
+use sensor_collector::store::{Host, Store as CollectorStore};
+use sensor_log::forward::{BatchMessage, RefuseCode};
+use sensor_log::record::HostId;
+use sensor_log::{Body, Timestamp};
+use sensor_store::{LogWriter, Store, WriterOptions};
+
+/// Appends `n` events to the log in `dir` (a new epoch each time it is opened), in batches
+/// of 4, and closes it.
+fn write(dir: &Path, n: u64, pid: u32) {
+    let mut writer = LogWriter::open(
+        dir,
+        WriterOptions {
+            batch_max_records: 4,
+            ..WriterOptions::default()
+        },
+    )
+    .expect("open log");
+    let Body::Event(mut event) = sensor_log::vectors::records()[1].body.clone() else {
+        panic!("vector record 2 is an event")
+    };
+    for i in 0..n {
+        if let Some(p) = event.process.as_mut() {
+            p.pid = pid + u32::try_from(i).unwrap_or(0);
+        }
+        let now = Timestamp::now();
+        writer
+            .append(event.clone(), now.wall_ns, now.mono_ns)
+            .expect("append");
+        writer.seal_due(now).expect("seal");
+    }
+    writer.close(Timestamp::now()).expect("close");
+}
+
+/// The host id, the key of its first batch, and every batch as the outbox hands it out.
+fn outbox(dir: &Path) -> (HostId, VerifyingKey, Vec<BatchMessage>) {
+    let store = Store::open_read_only(dir).expect("open store");
+    let first = store.first_batch().expect("read").expect("a batch");
+    let last = store.last_batch().expect("read").expect("a batch").number;
+    let key = store
+        .public_key(first.header.key_epoch)
+        .expect("read")
+        .expect("key");
+    let messages = (first.number..=last)
+        .map(|n| store.outbox_batch(n).expect("read").expect("held"))
+        .collect();
+    (first.header.host_id, key, messages)
+}
+
+fn collector(dir: &Path) -> Collector {
+    Collector::new(CollectorStore::open(&dir.join("collector.db")).expect("collector store"))
+}
+
+fn enroll(c: &Collector, host_id: HostId, key: VerifyingKey) {
+    c.store()
+        .enroll(
+            &Host {
+                host_id,
+                key_epoch: 1,
+                public_key: key,
+            },
+            "operator",
+        )
+        .expect("enroll");
+}
+
+fn refused(reply: Reply) -> (RefuseCode, u64, String) {
+    match reply {
+        Reply::Refuse(r) => (r.code, r.expected, r.reason),
+        Reply::Ack(n) => panic!("batch {n} acknowledged"),
+    }
+}
+
+fn alarms(c: &Collector, host: &HostId) -> Vec<String> {
+    c.store()
+        .alarms(host)
+        .expect("alarms")
+        .into_iter()
+        .map(|a| a.kind)
+        .collect()
+}
+
+#[test]
+fn every_batch_is_stored_once_however_often_it_is_sent() {
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 30, 100);
+    let (host, key, messages) = outbox(host_dir.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = collector(dir.path());
+    enroll(&c, host, key);
+    for round in 0..3 {
+        for (i, m) in messages.iter().enumerate() {
+            let n = i as u64 + 1;
+            assert_eq!(
+                c.receive(&host, m).expect("store"),
+                Reply::Ack(n),
+                "round {round}"
+            );
+        }
+    }
+    let held = c.store().held(&host).expect("held");
+    assert_eq!(held.len(), messages.len());
+    assert!(held.iter().map(|(n, _)| *n).eq(1..=messages.len() as u64));
+    let records: u64 = held.iter().map(|(_, count)| count).sum();
+    assert!(
+        records > 30,
+        "{records} records for 30 events and the log's own"
+    );
+    assert!(alarms(&c, &host).is_empty());
+}
+
+#[test]
+fn bad_batches_are_refused_with_their_reason_and_the_collector_goes_on() {
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 20, 100);
+    let (host, key, messages) = outbox(host_dir.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = collector(dir.path());
+
+    // Not enrolled yet.
+    let (code, _, _) = refused(c.receive(&host, &messages[0]).expect("refuse"));
+    assert_eq!(code, RefuseCode::NotEnrolled);
+    enroll(&c, host, key);
+    assert_eq!(
+        c.receive(&host, &messages[0]).expect("store"),
+        Reply::Ack(1)
+    );
+
+    // A gap: batch 3 before 2.
+    let (code, expected, _) = refused(c.receive(&host, &messages[2]).expect("refuse"));
+    assert_eq!((code, expected), (RefuseCode::OutOfOrder, 2));
+
+    // A record of batch 2 changed in transit or on the host.
+    let mut modified = messages[1].clone();
+    let last = modified.records[0].len() - 1;
+    modified.records[0][last] ^= 1;
+    let (code, expected, reason) = refused(c.receive(&host, &modified).expect("refuse"));
+    assert_eq!((code, expected), (RefuseCode::Invalid, 2));
+    assert!(reason.contains("modified"), "{reason}");
+
+    // Signed by a key the host never announced.
+    let mut forged = messages[1].clone();
+    let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let header = sensor_log::BatchHeader::decode(&forged.header).expect("header");
+    forged.signature = header.seal(&other).expect("seal").signature.to_vec();
+    let (code, _, reason) = refused(c.receive(&host, &forged).expect("refuse"));
+    assert_eq!(code, RefuseCode::Invalid);
+    assert!(reason.contains("bad signature"), "{reason}");
+
+    // Another host's certificate.
+    let (code, _, _) = refused(c.receive(&[0x22; 16], &messages[1]).expect("refuse"));
+    assert_eq!(code, RefuseCode::HostMismatch);
+
+    // Bytes that are no header at all.
+    let mut garbage = messages[1].clone();
+    garbage.header = vec![0xff; 3];
+    let (code, expected, _) = refused(c.receive(&host, &garbage).expect("refuse"));
+    assert_eq!((code, expected), (RefuseCode::Malformed, 2));
+
+    // And it goes on: the genuine batches are stored.
+    for (i, m) in messages.iter().enumerate().skip(1) {
+        assert_eq!(
+            c.receive(&host, m).expect("store"),
+            Reply::Ack(i as u64 + 1)
+        );
+    }
+    assert_eq!(alarms(&c, &host), ["invalid", "bad_signature"]);
+    assert_eq!(alarms(&c, &[0x22; 16]), ["host_mismatch"]);
+}
+
+#[test]
+fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept() {
+    // The host logs, its state directory is copied, it goes on; later the copy is put back
+    // and logs on its own: two different batches under the same numbers.
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 8, 100);
+    let copy = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(host_dir.path()).expect("dir") {
+        let entry = entry.expect("entry");
+        let to = copy.path().join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir(&to).expect("mkdir");
+            for f in std::fs::read_dir(entry.path()).expect("dir") {
+                let f = f.expect("entry");
+                std::fs::copy(f.path(), to.join(f.file_name())).expect("copy");
+            }
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy");
+        }
+    }
+    write(host_dir.path(), 8, 200);
+    write(copy.path(), 8, 300);
+    let (host, key, genuine) = outbox(host_dir.path());
+    let (_, _, restored) = outbox(copy.path());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = collector(dir.path());
+    enroll(&c, host, key);
+    for m in &genuine {
+        assert!(matches!(c.receive(&host, m).expect("store"), Reply::Ack(_)));
+    }
+    let first_different = restored
+        .iter()
+        .zip(&genuine)
+        .position(|(a, b)| a != b)
+        .expect("the copies diverge");
+    let (code, _, reason) = refused(
+        c.receive(&host, &restored[first_different])
+            .expect("refuse"),
+    );
+    assert_eq!(code, RefuseCode::Fork, "{reason}");
+    let number = first_different as u64 + 1;
+    assert_eq!(c.store().forks(&host).expect("forks"), [number]);
+    assert_eq!(alarms(&c, &host), ["fork"]);
+    // The held batch was not overwritten.
+    assert_eq!(
+        c.receive(&host, &genuine[first_different]).expect("resend"),
+        Reply::Ack(number)
+    );
+
+    // Wiped: a new log from scratch under the same host id (and certificate), a new key.
+    let wiped = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        host_dir.path().join(sensor_store::writer::HOST_ID_FILE),
+        wiped.path().join(sensor_store::writer::HOST_ID_FILE),
+    )
+    .expect("copy host id");
+    write(wiped.path(), 3, 400);
+    let (wiped_host, _, fresh) = outbox(wiped.path());
+    assert_eq!(wiped_host, host);
+    let (code, _, _) = refused(c.receive(&host, &fresh[0]).expect("refuse"));
+    assert_eq!(code, RefuseCode::Fork);
+    assert_eq!(alarms(&c, &host), ["fork", "new_log"]);
+}
+
+/// Continuity is the database's: a batch verified against a checkpoint that is no longer
+/// the host's (another session moved it) is not stored, and nothing of it stays (`Stale`).
+#[test]
+fn a_batch_verified_against_a_moved_checkpoint_is_not_stored() {
+    use sensor_collector::store::{Commit, Verified};
+    use sensor_log::{BatchHeader, Checkpoint, Verifier};
+
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 12, 100);
+    let (host, key, messages) = outbox(host_dir.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = CollectorStore::open(&dir.path().join("collector.db")).expect("open");
+    // Verifies batch `i` from `from` and stores it as verified against `claimed`.
+    let commit = |store: &mut CollectorStore,
+                  i: usize,
+                  from: Option<&Checkpoint>,
+                  claimed: Option<&Checkpoint>| {
+        let m: &BatchMessage = &messages[i];
+        let records: Vec<&[u8]> = m.records.iter().map(Vec::as_slice).collect();
+        let mut v = match from {
+            Some(cp) => Verifier::resume(cp).expect("resume"),
+            None => Verifier::new(key),
+        };
+        v.message(&m.header, &m.signature, &records)
+            .expect("verifies");
+        let after = v.checkpoint().expect("checkpoint");
+        let header = BatchHeader::decode(&m.header).expect("header");
+        let result = store
+            .commit(&Verified {
+                header: &header,
+                message: m,
+                digest: sensor_log::batch::digest(&m.header),
+                before: claimed,
+                after: &after,
+            })
+            .expect("commit");
+        (result, after)
+    };
+    let (first, cp1) = commit(&mut store, 0, None, None);
+    assert_eq!(first, Commit::Stored);
+    let mut moved = cp1.clone();
+    moved.next_batch = 5;
+    let (stale, _) = commit(&mut store, 1, Some(&cp1), Some(&moved));
+    assert_eq!(stale, Commit::Stale);
+    assert_eq!(
+        store.held(&host).expect("held"),
+        [(1, messages_count(&messages[0]))]
+    );
+    let (stored, _) = commit(&mut store, 1, Some(&cp1), Some(&cp1));
+    assert_eq!(stored, Commit::Stored);
+    let (again, _) = commit(&mut store, 1, Some(&cp1), Some(&cp1));
+    assert_eq!(again, Commit::Duplicate);
+}
+
+fn messages_count(m: &BatchMessage) -> u64 {
+    m.records.len() as u64
+}
