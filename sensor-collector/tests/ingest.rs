@@ -47,10 +47,7 @@ fn outbox(dir: &Path) -> (HostId, VerifyingKey, Vec<BatchMessage>) {
     let store = Store::open_read_only(dir).expect("open store");
     let first = store.first_batch().expect("read").expect("a batch");
     let last = store.last_batch().expect("read").expect("a batch").number;
-    let key = store
-        .public_key(first.header.key_epoch)
-        .expect("read")
-        .expect("key");
+    let (_, key) = store.oldest_key().expect("read").expect("key");
     let messages = (first.number..=last)
         .map(|n| store.outbox_batch(n).expect("read").expect("held"))
         .collect();

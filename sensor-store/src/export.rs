@@ -6,6 +6,7 @@
 
 use std::io::Write;
 
+use ed25519_dalek::VerifyingKey;
 use rusqlite::types::ValueRef;
 use sensor_log::batch_file::BatchFileWriter;
 use sensor_log::forward::BatchMessage;
@@ -26,13 +27,7 @@ impl Store {
     /// last), with the public key of the oldest batch's key epoch.
     pub fn export<W: Write>(&self, out: W) -> Result<(W, Exported)> {
         let snapshot = self.conn.unchecked_transaction()?;
-        let first = self.first_batch()?;
-        let key = match first.as_ref() {
-            Some(b) => self
-                .public_key(b.header.key_epoch)?
-                .map(|k| (b.header.key_epoch, k)),
-            None => None,
-        };
+        let key = self.oldest_key()?;
         let io = |e| Error::Io {
             path: "batch file".into(),
             source: e,
@@ -87,6 +82,17 @@ fn blob(value: ValueRef<'_>) -> &[u8] {
 }
 
 impl Store {
+    /// The key epoch of the oldest retained batch and the public key the store records for
+    /// it: what a verifier of the retained log starts from (a batch file carries it; a
+    /// collector enrolls it).
+    pub fn oldest_key(&self) -> Result<Option<(u64, VerifyingKey)>> {
+        let Some(first) = self.first_batch()? else {
+            return Ok(None);
+        };
+        let epoch = first.header.key_epoch;
+        Ok(self.public_key(epoch)?.map(|key| (epoch, key)))
+    }
+
     /// Batch `number` with the records its signed header covers (`first_seq` and `count`), as
     /// the message that forwards it; `None` when the store does not hold it. One read
     /// snapshot, so a batch being pruned meanwhile is either whole or absent.

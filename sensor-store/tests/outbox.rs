@@ -21,10 +21,7 @@ fn forwarded(dir: &Path) -> Result<u64, Failure> {
     let store = Store::open_read_only(dir).expect("open");
     let first = store.first_batch().expect("read").expect("a batch");
     let last = store.last_batch().expect("read").expect("a batch").number;
-    let key = store
-        .public_key(first.header.key_epoch)
-        .expect("read")
-        .expect("key");
+    let (_, key) = store.oldest_key().expect("read").expect("key");
     let mut verifier = Verifier::new(key);
     let mut batches = 0;
     for number in first.number..=last {
