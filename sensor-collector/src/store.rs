@@ -50,6 +50,17 @@ pub struct Alarm {
     pub detail: String,
 }
 
+/// A host as `sensor-collector hosts` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSummary {
+    pub host: Host,
+    pub enrolled_by: String,
+    /// Batches held, and the newest one's number.
+    pub batches: u64,
+    pub last_batch: Option<u64>,
+    pub alarms: u64,
+}
+
 /// A verified batch, ready to store.
 pub struct Verified<'a> {
     pub header: &'a BatchHeader,
@@ -300,6 +311,82 @@ impl Store {
             .prepare("SELECT number FROM forks WHERE host_id = ?1 ORDER BY number")?;
         let rows = stmt.query_map([&host_id[..]], |r| r.get::<_, i64>(0))?;
         rows.map(|n| uint(n?)).collect()
+    }
+}
+
+impl Store {
+    /// Every enrolled host with what is held for it, by host id.
+    pub fn hosts(&self) -> Result<Vec<HostSummary>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT h.host_id, h.enrolled_by,
+                    (SELECT COUNT(*) FROM batches b WHERE b.host_id = h.host_id),
+                    (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
+                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id)
+             FROM hosts h ORDER BY h.host_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, enrolled_by, batches, last, alarms) = row?;
+            let host_id: HostId = id
+                .try_into()
+                .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))?;
+            let host = self
+                .host(&host_id)?
+                .ok_or_else(|| Error::Corrupt("a host vanished".into()))?;
+            Ok(HostSummary {
+                host,
+                enrolled_by,
+                batches: uint(batches)?,
+                last_batch: last.map(uint).transpose()?,
+                alarms: uint(alarms)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Calls `each` with every batch held for the host, in number order, as it was received.
+    pub fn each_batch(
+        &self,
+        host_id: &HostId,
+        mut each: impl FnMut(BatchMessage) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare(
+            "SELECT header, signature, records, number FROM batches WHERE host_id = ?1 ORDER BY number",
+        )?;
+        let mut rows = stmt.query([&host_id[..]])?;
+        while let Some(r) = rows.next()? {
+            let header: Vec<u8> = r.get(0)?;
+            let signature: Vec<u8> = r.get(1)?;
+            let records: Vec<u8> = r.get(2)?;
+            // The stored items are a batch message's body after its batch item: decoded by
+            // the protocol's own bounded reader.
+            let mut payload = BatchFileWriter::items(Vec::new());
+            payload
+                .batch(&header, &signature)
+                .map_err(|e| Error::Corrupt(format!("a stored batch: {e}")))?;
+            let mut payload = payload
+                .finish()
+                .map_err(|e| Error::Corrupt(format!("a stored batch: {e}")))?;
+            payload.extend_from_slice(&records);
+            match sensor_log::forward::decode(sensor_log::forward::TAG_BATCH, &payload) {
+                Ok(sensor_log::forward::Message::Batch(message)) => each(message)?,
+                Ok(_) | Err(_) => {
+                    return Err(Error::Corrupt(format!(
+                        "the record items stored with batch {} do not parse",
+                        r.get::<_, i64>(3)?
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 }
 

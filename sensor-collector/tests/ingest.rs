@@ -5,71 +5,13 @@
 //! wiped host are kept as evidence and raise their alarm. (The network side is not built
 //! yet: these call the ingest directly, as a session will.)
 
-use std::path::Path;
+mod common;
 
-use ed25519_dalek::VerifyingKey;
+use common::{collector, enroll, outbox, write};
 use sensor_collector::ingest::{Collector, Reply};
-use sensor_collector::store::{Host, Store as CollectorStore};
+use sensor_collector::store::Store as CollectorStore;
 use sensor_log::forward::{BatchMessage, RefuseCode};
 use sensor_log::record::HostId;
-use sensor_log::{Body, Timestamp};
-use sensor_store::{LogWriter, Store, WriterOptions};
-
-/// Appends `n` events to the log in `dir` (a new epoch each time it is opened), in batches
-/// of 4, and closes it.
-fn write(dir: &Path, n: u64, pid: u32) {
-    let mut writer = LogWriter::open(
-        dir,
-        WriterOptions {
-            batch_max_records: 4,
-            ..WriterOptions::default()
-        },
-    )
-    .expect("open log");
-    let Body::Event(mut event) = sensor_log::vectors::records()[1].body.clone() else {
-        panic!("vector record 2 is an event")
-    };
-    for i in 0..n {
-        if let Some(p) = event.process.as_mut() {
-            p.pid = pid + u32::try_from(i).unwrap_or(0);
-        }
-        let now = Timestamp::now();
-        writer
-            .append(event.clone(), now.wall_ns, now.mono_ns)
-            .expect("append");
-        writer.seal_due(now).expect("seal");
-    }
-    writer.close(Timestamp::now()).expect("close");
-}
-
-/// The host id, the key of its first batch, and every batch as the outbox hands it out.
-fn outbox(dir: &Path) -> (HostId, VerifyingKey, Vec<BatchMessage>) {
-    let store = Store::open_read_only(dir).expect("open store");
-    let first = store.first_batch().expect("read").expect("a batch");
-    let last = store.last_batch().expect("read").expect("a batch").number;
-    let (_, key) = store.oldest_key().expect("read").expect("key");
-    let messages = (first.number..=last)
-        .map(|n| store.outbox_batch(n).expect("read").expect("held"))
-        .collect();
-    (first.header.host_id, key, messages)
-}
-
-fn collector(dir: &Path) -> Collector {
-    Collector::new(CollectorStore::open(&dir.join("collector.db")).expect("collector store"))
-}
-
-fn enroll(c: &Collector, host_id: HostId, key: VerifyingKey) {
-    c.store()
-        .enroll(
-            &Host {
-                host_id,
-                key_epoch: 1,
-                public_key: key,
-            },
-            "operator",
-        )
-        .expect("enroll");
-}
 
 fn refused(reply: Reply) -> (RefuseCode, u64, String) {
     match reply {

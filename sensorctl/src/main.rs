@@ -3,7 +3,8 @@
 //! it opens the store read-only, so it is safe to run while the agent writes.
 
 #[macro_use]
-mod output;
+extern crate sensor_view;
+
 mod commands;
 
 use std::path::PathBuf;

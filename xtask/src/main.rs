@@ -24,8 +24,8 @@ struct Cli {
 enum Task {
     /// Install what the build needs (apt packages, nightly rust-src, bpf-linker); idempotent.
     Setup,
-    /// Build the eBPF object and the release binaries `sensor-agent` and `sensorctl` (and, for
-    /// the tests, `sensor-agent-fault-injection`).
+    /// Build the eBPF object and the release binaries `sensor-agent`, `sensorctl` and
+    /// `sensor-collector` (and, for the tests, `sensor-agent-fault-injection`).
     Build,
     /// Build, then run the agent on its embedded defaults, printing events as JSON lines.
     Run {
@@ -100,7 +100,7 @@ fn build(root: &Path) -> Result<()> {
         .env_remove("CARGO")
         .env_remove("RUSTC");
     status(&mut ebpf, "building sensor-ebpf")?;
-    eprintln!("xtask: building sensor-agent and sensorctl (release)");
+    eprintln!("xtask: building sensor-agent, sensorctl and sensor-collector (release)");
     let mut bins = cargo(root);
     bins.args([
         "build",
@@ -109,6 +109,8 @@ fn build(root: &Path) -> Result<()> {
         "sensor-agent",
         "--bin",
         "sensorctl",
+        "--bin",
+        "sensor-collector",
     ]);
     status(&mut bins, "building the binaries")
 }

@@ -1,4 +1,5 @@
-//! Writing to stdout and stderr without `println!`'s panic on a closed pipe.
+//! What the command-line tools (`sensorctl`, `sensor-collector`) share to show the log:
+//! writing to stdout and stderr without `println!`'s panic on a closed pipe.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -15,7 +16,7 @@ pub fn line(args: fmt::Arguments<'_>) {
         if e.kind() == io::ErrorKind::BrokenPipe {
             std::process::exit(CLOSED_PIPE_STATUS);
         }
-        error_line(format_args!("sensorctl: writing output: {e}"));
+        error_line(format_args!("{}: writing output: {e}", program()));
         std::process::exit(1);
     }
 }
@@ -25,16 +26,31 @@ pub fn error_line(args: fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr().lock(), "{args}");
 }
 
+/// The running program's name, for messages.
+pub fn program() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map_or_else(
+            || "sensor".to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+}
+
 /// `println!` through [`line`].
+#[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::output::line(format_args!($($arg)*))
+        $crate::line(format_args!($($arg)*))
     };
 }
 
 /// `eprintln!` through [`error_line`].
+#[macro_export]
 macro_rules! errln {
     ($($arg:tt)*) => {
-        $crate::output::error_line(format_args!($($arg)*))
+        $crate::error_line(format_args!($($arg)*))
     };
 }

@@ -1,0 +1,82 @@
+//! `sensor-collector`: a thin binary over the crate. Today: the operator's commands on the
+//! store (`hosts`, `hosts approve`, `verify`); `serve` comes with the network side.
+
+#[macro_use]
+extern crate sensor_view;
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sensor-collector",
+    version,
+    about = "Keep and verify the signed logs hosts forward"
+)]
+struct Cli {
+    /// The store: `sqlite:PATH`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "sqlite:/var/lib/sensor-collector/collector.db"
+    )]
+    store: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrolled hosts, what is held for each, and their alarms.
+    Hosts {
+        #[command(subcommand)]
+        command: Option<commands::hosts::HostsCommand>,
+    },
+    /// Verify every batch held, host by host, with the agent's own verifier; exit 1 naming
+    /// the first failure.
+    Verify(commands::verify::Args),
+}
+
+/// How a command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Bad arguments: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Verification failed, or the store could not be read: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<sensor_collector::Error> for Failure {
+    fn from(e: sensor_collector::Error) -> Failure {
+        Failure::Failed(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = commands::open(&cli.store).and_then(|store| match cli.command {
+        Command::Hosts { command } => commands::hosts::run(&store, command),
+        Command::Verify(args) => commands::verify::run(&store, &args),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            errln!("sensor-collector: {e}");
+            ExitCode::from(match e {
+                Failure::Usage(_) => 2,
+                Failure::Failed(_) => 1,
+            })
+        }
+    }
+}
+
+/// Parses a host id given as 32 hex digits.
+fn host_id(text: &str) -> Result<sensor_log::record::HostId, Failure> {
+    sensor_log::hex::decode_array::<16>(text, "host id")
+        .map_err(|e| Failure::Usage(format!("invalid host id: {e}")))
+}

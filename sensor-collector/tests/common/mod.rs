@@ -1,0 +1,69 @@
+//! Helpers shared by the collector's tests: real logs written by the agent's `LogWriter`,
+//! handed out by its outbox, and a collector over a real SQLite store.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use sensor_collector::ingest::Collector;
+use sensor_collector::store::{Host, Store as CollectorStore};
+use sensor_log::forward::BatchMessage;
+use sensor_log::record::HostId;
+use sensor_log::{Body, Timestamp};
+use sensor_store::{LogWriter, Store, WriterOptions};
+
+/// Appends `n` events to the log in `dir` (a new epoch each time it is opened), in batches
+/// of 4, and closes it.
+pub fn write(dir: &Path, n: u64, pid: u32) {
+    let mut writer = LogWriter::open(
+        dir,
+        WriterOptions {
+            batch_max_records: 4,
+            ..WriterOptions::default()
+        },
+    )
+    .expect("open log");
+    let Body::Event(mut event) = sensor_log::vectors::records()[1].body.clone() else {
+        panic!("vector record 2 is an event")
+    };
+    for i in 0..n {
+        if let Some(p) = event.process.as_mut() {
+            p.pid = pid + u32::try_from(i).unwrap_or(0);
+        }
+        let now = Timestamp::now();
+        writer
+            .append(event.clone(), now.wall_ns, now.mono_ns)
+            .expect("append");
+        writer.seal_due(now).expect("seal");
+    }
+    writer.close(Timestamp::now()).expect("close");
+}
+
+/// The host id, the key of its first batch, and every batch as the outbox hands it out.
+pub fn outbox(dir: &Path) -> (HostId, VerifyingKey, Vec<BatchMessage>) {
+    let store = Store::open_read_only(dir).expect("open store");
+    let first = store.first_batch().expect("read").expect("a batch");
+    let last = store.last_batch().expect("read").expect("a batch").number;
+    let (_, key) = store.oldest_key().expect("read").expect("key");
+    let messages = (first.number..=last)
+        .map(|n| store.outbox_batch(n).expect("read").expect("held"))
+        .collect();
+    (first.header.host_id, key, messages)
+}
+
+pub fn collector(dir: &Path) -> Collector {
+    Collector::new(CollectorStore::open(&dir.join("collector.db")).expect("collector store"))
+}
+
+pub fn enroll(c: &Collector, host_id: HostId, key: VerifyingKey) {
+    c.store()
+        .enroll(
+            &Host {
+                host_id,
+                key_epoch: 1,
+                public_key: key,
+            },
+            "operator",
+        )
+        .expect("enroll");
+}
