@@ -5,6 +5,8 @@
 pub enum Error {
     #[error("collector store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("collector store: {0}")]
+    Postgres(#[source] postgres::Error),
     /// The store holds something this build did not write (an edited database).
     #[error("collector store: {0}")]
     Corrupt(String),

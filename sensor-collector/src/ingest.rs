@@ -23,16 +23,16 @@ pub enum Reply {
 const COMMIT_ATTEMPTS: usize = 3;
 
 pub struct Collector {
-    store: Store,
+    store: Box<dyn Store>,
 }
 
 impl Collector {
-    pub fn new(store: Store) -> Collector {
+    pub fn new(store: Box<dyn Store>) -> Collector {
         Collector { store }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
     }
 
     /// Handles one batch from the host its client certificate names. `Err` only when the
@@ -172,11 +172,11 @@ impl Collector {
     }
 
     /// The batch expected next from the host; 0 when none is held.
-    fn expected(&self, host: &HostId) -> Result<u64> {
+    fn expected(&mut self, host: &HostId) -> Result<u64> {
         Ok(self.store.checkpoint(host)?.map_or(0, |cp| cp.next_batch))
     }
 
-    fn alarm(&self, host: &HostId, kind: &str, batch: u64, detail: &str) -> Result<()> {
+    fn alarm(&mut self, host: &HostId, kind: &str, batch: u64, detail: &str) -> Result<()> {
         self.store.raise(&Alarm {
             host_id: *host,
             kind: kind.to_string(),

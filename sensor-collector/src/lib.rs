@@ -11,4 +11,4 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub use ingest::{Collector, Reply};
-pub use store::Store;
+pub use store::{PostgresStore, SqliteStore, Store};

@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
     about = "Keep and verify the signed logs hosts forward"
 )]
 struct Cli {
-    /// The store: `sqlite:PATH`.
+    /// The store: `sqlite:PATH`, or a PostgreSQL connection string
+    /// (`postgresql://USER@HOST/DB`, `host=… user=… dbname=…`).
     #[arg(
         long,
         global = true,
@@ -59,9 +60,9 @@ impl From<sensor_collector::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = commands::open(&cli.store).and_then(|store| match cli.command {
-        Command::Hosts { command } => commands::hosts::run(&store, command),
-        Command::Verify(args) => commands::verify::run(&store, &args),
+    let result = commands::open(&cli.store).and_then(|mut store| match cli.command {
+        Command::Hosts { command } => commands::hosts::run(store.as_mut(), command),
+        Command::Verify(args) => commands::verify::run(store.as_mut(), &args),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

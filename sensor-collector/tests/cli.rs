@@ -35,7 +35,7 @@ fn filled() -> (tempfile::TempDir, std::path::PathBuf, String) {
     let (host, key, messages) = outbox(host_dir.path());
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = collector(dir.path());
-    enroll(&c, host, key);
+    enroll(&mut c, host, key);
     for m in &messages {
         assert!(matches!(
             c.receive(&host, m).expect("ingest"),

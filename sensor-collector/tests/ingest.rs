@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{collector, enroll, outbox, write};
+use common::{collector, enroll, outbox, pg_collector, postgres, write};
 use sensor_collector::ingest::{Collector, Reply};
-use sensor_collector::store::Store as CollectorStore;
+use sensor_collector::store::{SqliteStore, Store};
 use sensor_log::forward::{BatchMessage, RefuseCode};
 use sensor_log::record::HostId;
 
@@ -20,7 +20,7 @@ fn refused(reply: Reply) -> (RefuseCode, u64, String) {
     }
 }
 
-fn alarms(c: &Collector, host: &HostId) -> Vec<String> {
+fn alarms(c: &mut Collector, host: &HostId) -> Vec<String> {
     c.store()
         .alarms(host)
         .expect("alarms")
@@ -29,14 +29,11 @@ fn alarms(c: &Collector, host: &HostId) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_batch_is_stored_once_however_often_it_is_sent() {
+fn every_batch_is_stored_once_however_often_it_is_sent(mut c: Collector) {
     let host_dir = tempfile::tempdir().expect("tempdir");
     write(host_dir.path(), 30, 100);
     let (host, key, messages) = outbox(host_dir.path());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = collector(dir.path());
-    enroll(&c, host, key);
+    enroll(&mut c, host, key);
     for round in 0..3 {
         for (i, m) in messages.iter().enumerate() {
             let n = i as u64 + 1;
@@ -55,21 +52,18 @@ fn every_batch_is_stored_once_however_often_it_is_sent() {
         records > 30,
         "{records} records for 30 events and the log's own"
     );
-    assert!(alarms(&c, &host).is_empty());
+    assert!(alarms(&mut c, &host).is_empty());
 }
 
-#[test]
-fn bad_batches_are_refused_with_their_reason_and_the_collector_goes_on() {
+fn bad_batches_are_refused_with_their_reason_and_the_collector_goes_on(mut c: Collector) {
     let host_dir = tempfile::tempdir().expect("tempdir");
     write(host_dir.path(), 20, 100);
     let (host, key, messages) = outbox(host_dir.path());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = collector(dir.path());
 
     // Not enrolled yet.
     let (code, _, _) = refused(c.receive(&host, &messages[0]).expect("refuse"));
     assert_eq!(code, RefuseCode::NotEnrolled);
-    enroll(&c, host, key);
+    enroll(&mut c, host, key);
     assert_eq!(
         c.receive(&host, &messages[0]).expect("store"),
         Reply::Ack(1)
@@ -113,12 +107,11 @@ fn bad_batches_are_refused_with_their_reason_and_the_collector_goes_on() {
             Reply::Ack(i as u64 + 1)
         );
     }
-    assert_eq!(alarms(&c, &host), ["invalid", "bad_signature"]);
-    assert_eq!(alarms(&c, &[0x22; 16]), ["host_mismatch"]);
+    assert_eq!(alarms(&mut c, &host), ["invalid", "bad_signature"]);
+    assert_eq!(alarms(&mut c, &[0x22; 16]), ["host_mismatch"]);
 }
 
-#[test]
-fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept() {
+fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept(mut c: Collector) {
     // The host logs, its state directory is copied, it goes on; later the copy is put back
     // and logs on its own: two different batches under the same numbers.
     let host_dir = tempfile::tempdir().expect("tempdir");
@@ -142,9 +135,7 @@ fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept() {
     let (host, key, genuine) = outbox(host_dir.path());
     let (_, _, restored) = outbox(copy.path());
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = collector(dir.path());
-    enroll(&c, host, key);
+    enroll(&mut c, host, key);
     for m in &genuine {
         assert!(matches!(c.receive(&host, m).expect("store"), Reply::Ack(_)));
     }
@@ -160,7 +151,7 @@ fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept() {
     assert_eq!(code, RefuseCode::Fork, "{reason}");
     let number = first_different as u64 + 1;
     assert_eq!(c.store().forks(&host).expect("forks"), [number]);
-    assert_eq!(alarms(&c, &host), ["fork"]);
+    assert_eq!(alarms(&mut c, &host), ["fork"]);
     // The held batch was not overwritten.
     assert_eq!(
         c.receive(&host, &genuine[first_different]).expect("resend"),
@@ -179,7 +170,7 @@ fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept() {
     assert_eq!(wiped_host, host);
     let (code, _, _) = refused(c.receive(&host, &fresh[0]).expect("refuse"));
     assert_eq!(code, RefuseCode::Fork);
-    assert_eq!(alarms(&c, &host), ["fork", "new_log"]);
+    assert_eq!(alarms(&mut c, &host), ["fork", "new_log"]);
 }
 
 /// Continuity is the database's: a batch verified against a checkpoint that is no longer
@@ -193,9 +184,9 @@ fn a_batch_verified_against_a_moved_checkpoint_is_not_stored() {
     write(host_dir.path(), 12, 100);
     let (host, key, messages) = outbox(host_dir.path());
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = CollectorStore::open(&dir.path().join("collector.db")).expect("open");
+    let mut store = SqliteStore::open(&dir.path().join("collector.db")).expect("open");
     // Verifies batch `i` from `from` and stores it as verified against `claimed`.
-    let commit = |store: &mut CollectorStore,
+    let commit = |store: &mut SqliteStore,
                   i: usize,
                   from: Option<&Checkpoint>,
                   claimed: Option<&Checkpoint>| {
@@ -238,4 +229,70 @@ fn a_batch_verified_against_a_moved_checkpoint_is_not_stored() {
 
 fn messages_count(m: &BatchMessage) -> u64 {
     m.records.len() as u64
+}
+
+/// Each case against the SQLite store and against a real PostgreSQL server.
+macro_rules! on_both_stores {
+    ($($case:ident),*) => {
+        mod sqlite {
+            $(#[test]
+            fn $case() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                super::$case(super::collector(dir.path()));
+            })*
+        }
+        mod postgresql {
+            $(#[test]
+            fn $case() {
+                let Some(pg) = super::postgres() else { return };
+                super::$case(super::pg_collector(&pg.url()));
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    every_batch_is_stored_once_however_often_it_is_sent,
+    bad_batches_are_refused_with_their_reason_and_the_collector_goes_on,
+    a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept
+);
+
+/// Two collectors against one PostgreSQL database, the host's connection moving from one
+/// to the other and back mid-stream, with resends on both: every batch is stored exactly
+/// once and the chain held for the host is continuous.
+#[test]
+fn two_collectors_share_one_postgresql_without_duplicates_or_gaps() {
+    let Some(pg) = postgres() else { return };
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 60, 100);
+    let (host, key, messages) = outbox(host_dir.path());
+    let mut a = pg_collector(&pg.url());
+    let mut b = pg_collector(&pg.url());
+    enroll(&mut a, host, key);
+    // A takes 1..=5, B takes 4..=9 (4 and 5 are resends), A takes 8..=12 (8 and 9 resent),
+    // B the rest; each answers every batch with an ack.
+    let spans = [
+        (true, 0..5),
+        (false, 3..9),
+        (true, 7..12),
+        (false, 11..messages.len()),
+    ];
+    for (on_a, span) in spans {
+        let c = if on_a { &mut a } else { &mut b };
+        for i in span {
+            assert_eq!(
+                c.receive(&host, &messages[i]).expect("store"),
+                Reply::Ack(i as u64 + 1)
+            );
+        }
+    }
+    let held = b.store().held(&host).expect("held");
+    assert!(
+        held.iter().map(|(n, _)| *n).eq(1..=messages.len() as u64),
+        "{held:?}"
+    );
+    let checkpoint = a.store().checkpoint(&host).expect("read").expect("held");
+    assert_eq!(checkpoint.next_batch, messages.len() as u64 + 1);
+    assert_eq!(b.store().checkpoint(&host).expect("read"), Some(checkpoint));
+    assert!(alarms(&mut a, &host).is_empty());
 }

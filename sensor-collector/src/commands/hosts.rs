@@ -21,7 +21,7 @@ pub enum HostsCommand {
     },
 }
 
-pub fn run(store: &Store, command: Option<HostsCommand>) -> Result<(), Failure> {
+pub fn run(store: &mut dyn Store, command: Option<HostsCommand>) -> Result<(), Failure> {
     match command {
         None => list(store),
         Some(HostsCommand::Approve {
@@ -51,7 +51,7 @@ pub fn run(store: &Store, command: Option<HostsCommand>) -> Result<(), Failure> 
     }
 }
 
-fn list(store: &Store) -> Result<(), Failure> {
+fn list(store: &mut dyn Store) -> Result<(), Failure> {
     outln!(
         "HOST                              KEY EPOCH  ENROLLED BY   BATCHES  LAST BATCH  ALARMS"
     );

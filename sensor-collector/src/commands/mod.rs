@@ -3,18 +3,11 @@
 pub mod hosts;
 pub mod verify;
 
-use std::path::Path;
-
 use sensor_collector::Store;
 
 use crate::Failure;
 
 /// Opens the store a `--store` URL names.
-pub fn open(url: &str) -> Result<Store, Failure> {
-    let Some(path) = url.strip_prefix("sqlite:") else {
-        return Err(Failure::Usage(format!(
-            "--store {url}: expected sqlite:PATH"
-        )));
-    };
-    Ok(Store::open(Path::new(path))?)
+pub fn open(url: &str) -> Result<Box<dyn Store>, Failure> {
+    Ok(sensor_collector::store::open(url)?)
 }

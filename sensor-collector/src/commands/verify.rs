@@ -3,6 +3,7 @@
 //! held for the host must be where the batches lead.
 
 use sensor_collector::Store;
+use sensor_log::forward::BatchMessage;
 use sensor_log::hex;
 use sensor_log::Verifier;
 
@@ -15,7 +16,7 @@ pub struct Args {
     host: Option<String>,
 }
 
-pub fn run(store: &Store, args: &Args) -> Result<(), Failure> {
+pub fn run(store: &mut dyn Store, args: &Args) -> Result<(), Failure> {
     let only = args.host.as_deref().map(crate::host_id).transpose()?;
     let hosts: Vec<_> = store
         .hosts()?
@@ -34,7 +35,7 @@ pub fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         let mut verifier = Verifier::new(h.host.public_key);
         let mut failure = None;
         let mut records = 0;
-        store.each_batch(&h.host.host_id, |batch| {
+        store.each_batch(&h.host.host_id, &mut |batch: BatchMessage| {
             if failure.is_none() {
                 let items: Vec<&[u8]> = batch.records.iter().map(Vec::as_slice).collect();
                 records += items.len();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use sensor_collector::ingest::Collector;
-use sensor_collector::store::{Host, Store as CollectorStore};
+use sensor_collector::store::{Host, PostgresStore, SqliteStore};
 use sensor_log::forward::BatchMessage;
 use sensor_log::record::HostId;
 use sensor_log::{Body, Timestamp};
@@ -52,10 +52,33 @@ pub fn outbox(dir: &Path) -> (HostId, VerifyingKey, Vec<BatchMessage>) {
 }
 
 pub fn collector(dir: &Path) -> Collector {
-    Collector::new(CollectorStore::open(&dir.join("collector.db")).expect("collector store"))
+    Collector::new(Box::new(
+        SqliteStore::open(&dir.join("collector.db")).expect("collector store"),
+    ))
 }
 
-pub fn enroll(c: &Collector, host_id: HostId, key: VerifyingKey) {
+/// A throw-away PostgreSQL server; `None` (the test then passes as skipped) only outside CI.
+pub fn postgres() -> Option<pg_harness::PgServer> {
+    match pg_harness::PgServer::start() {
+        Ok(s) => Some(s),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI must run this test: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+/// A collector over the PostgreSQL database at `url`.
+pub fn pg_collector(url: &str) -> Collector {
+    Collector::new(Box::new(
+        PostgresStore::connect(url).expect("postgres store"),
+    ))
+}
+
+pub fn enroll(c: &mut Collector, host_id: HostId, key: VerifyingKey) {
     c.store()
         .enroll(
             &Host {

@@ -1,0 +1,164 @@
+//! The collector's store: enrolled hosts, the checkpoint each host's next batch is verified
+//! against, the batches (signed bytes and record items verbatim), forks kept as evidence,
+//! and alarms; in SQLite (`sqlite.rs`, one collector) or PostgreSQL (`postgres.rs`, several
+//! collectors sharing one database). Each keeps its SQL in its own file and schema.
+//!
+//! Idempotence, fork detection and continuity come from the database, never from a lock in
+//! one process: a batch is inserted only if no batch is held under its (host, number), and
+//! the checkpoint advances only from the value the batch was verified against (compare and
+//! set), in one transaction.
+
+mod postgres;
+mod sqlite;
+
+use ed25519_dalek::VerifyingKey;
+use sensor_log::batch_file::BatchFileWriter;
+use sensor_log::forward::{self, BatchMessage, Message};
+use sensor_log::record::{Hash, HostId};
+use sensor_log::{BatchHeader, Checkpoint};
+
+use crate::error::{Error, Result};
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+/// An enrolled host: the key that signs its log from its first batch on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    pub host_id: HostId,
+    pub key_epoch: u64,
+    pub public_key: VerifyingKey,
+}
+
+/// What storing a verified batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    Stored,
+    /// The same batch was already held: nothing written.
+    Duplicate,
+    /// Another batch is held under this number: nothing written (the caller keeps it as a
+    /// fork).
+    Fork,
+    /// The host's checkpoint moved since it was read (another session stored a batch):
+    /// nothing written; verify again against the new one.
+    Stale,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alarm {
+    pub host_id: HostId,
+    pub kind: String,
+    pub batch: u64,
+    pub detail: String,
+}
+
+/// A host as `sensor-collector hosts` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostSummary {
+    pub host: Host,
+    pub enrolled_by: String,
+    /// Batches held, and the newest one's number.
+    pub batches: u64,
+    pub last_batch: Option<u64>,
+    pub alarms: u64,
+}
+
+/// A verified batch, ready to store.
+pub struct Verified<'a> {
+    pub header: &'a BatchHeader,
+    pub message: &'a BatchMessage,
+    pub digest: Hash,
+    /// The checkpoint the batch was verified against (`None`: the host's first batch) and the
+    /// one after it.
+    pub before: Option<&'a Checkpoint>,
+    pub after: &'a Checkpoint,
+}
+
+/// What the ingest and the commands need of a store.
+pub trait Store: Send {
+    /// Pins `host`'s first key (an operator's approval, or first contact when allowed).
+    fn enroll(&mut self, host: &Host, by: &str) -> Result<()>;
+    fn host(&mut self, host_id: &HostId) -> Result<Option<Host>>;
+    /// The state the host's next batch is verified against; `None` before its first batch.
+    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Checkpoint>>;
+    /// The digest of the batch held under `number` for the host.
+    fn held_digest(&mut self, host_id: &HostId, number: u64) -> Result<Option<Vec<u8>>>;
+    /// Stores a verified batch and advances the host's checkpoint, in one transaction.
+    fn commit(&mut self, batch: &Verified<'_>) -> Result<Commit>;
+    /// Keeps a batch that conflicts with the one held under its number, as evidence.
+    fn keep_fork(
+        &mut self,
+        header: &BatchHeader,
+        message: &BatchMessage,
+        digest: &Hash,
+    ) -> Result<()>;
+    /// Raises an alarm; the same alarm for the same batch is kept once.
+    fn raise(&mut self, alarm: &Alarm) -> Result<()>;
+    /// The host's alarms, oldest first.
+    fn alarms(&mut self, host_id: &HostId) -> Result<Vec<Alarm>>;
+    /// (number, record count) of every batch held for the host, in order.
+    fn held(&mut self, host_id: &HostId) -> Result<Vec<(u64, u64)>>;
+    /// Numbers of the forks kept for the host.
+    fn forks(&mut self, host_id: &HostId) -> Result<Vec<u64>>;
+    /// Every enrolled host with what is held for it, by host id.
+    fn hosts(&mut self) -> Result<Vec<HostSummary>>;
+    /// Calls `each` with every batch held for the host, in number order, as received.
+    fn each_batch(
+        &mut self,
+        host_id: &HostId,
+        each: &mut dyn FnMut(BatchMessage) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// Opens the store a URL names: `sqlite:PATH`, or a PostgreSQL connection string
+/// (`postgresql://…` or `host=… user=… dbname=…`).
+pub fn open(url: &str) -> Result<Box<dyn Store>> {
+    match url.strip_prefix("sqlite:") {
+        Some(path) => Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?)),
+        None => Ok(Box::new(PostgresStore::connect(url)?)),
+    }
+}
+
+pub(crate) fn int(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Corrupt(format!("{v} does not fit the store")))
+}
+
+pub(crate) fn uint(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative value {v}")))
+}
+
+/// A stored batch read back as the message it arrived in, by the protocol's own bounded
+/// reader.
+pub(crate) fn batch_message(
+    number: u64,
+    header: &[u8],
+    signature: &[u8],
+    records: &[u8],
+) -> Result<BatchMessage> {
+    let corrupt = || {
+        Error::Corrupt(format!(
+            "the record items stored with batch {number} do not parse"
+        ))
+    };
+    let mut payload = BatchFileWriter::items(Vec::new());
+    payload.batch(header, signature).map_err(|_| corrupt())?;
+    let mut payload = payload.finish().map_err(|_| corrupt())?;
+    payload.extend_from_slice(records);
+    match forward::decode(forward::TAG_BATCH, &payload) {
+        Ok(Message::Batch(message)) => Ok(message),
+        Ok(_) | Err(_) => Err(corrupt()),
+    }
+}
+
+/// The batch's records as batch-file record items, verbatim.
+pub(crate) fn record_items(message: &BatchMessage) -> Result<Vec<u8>> {
+    let mut items = BatchFileWriter::items(Vec::new());
+    for record in &message.records {
+        items
+            .record(record)
+            .map_err(|e| Error::Corrupt(format!("a record item: {e}")))?;
+    }
+    items
+        .finish()
+        .map_err(|e| Error::Corrupt(format!("record items: {e}")))
+}

@@ -1,0 +1,295 @@
+//! The PostgreSQL store (`postgres.sql`), for fleets: several collector processes against
+//! one database. Continuity and idempotence rest on the database alone: the primary key of
+//! `batches` makes a second insert of (host, number) wait for the first transaction and then
+//! find its row, and the checkpoint's compare-and-set (`WHERE next_batch = $before`) lets
+//! exactly one collector advance a host; the loser's transaction is rolled back (`Stale`).
+//! Commits are durable (`synchronous_commit` is left on).
+
+use ed25519_dalek::VerifyingKey;
+use postgres::{Client, NoTls};
+use sensor_log::forward::BatchMessage;
+use sensor_log::record::{Hash, HostId};
+use sensor_log::time::wall_now_ns;
+use sensor_log::{BatchHeader, Checkpoint};
+
+use super::{
+    batch_message, int, record_items, uint, Alarm, Commit, Host, HostSummary, Store, Verified,
+};
+use crate::error::{Error, Result};
+
+const SCHEMA: &str = include_str!("postgres.sql");
+
+/// Advisory lock key under which collectors create the schema, one at a time.
+const SCHEMA_LOCK: i64 = 0x5e05_0c01;
+
+pub struct PostgresStore {
+    client: Client,
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Error {
+        Error::Postgres(e)
+    }
+}
+
+impl PostgresStore {
+    /// Connects (no TLS: a local socket or a network the operator secures) and creates the
+    /// schema if it is missing.
+    pub fn connect(url: &str) -> Result<PostgresStore> {
+        let mut client = Client::connect(url, NoTls)?;
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+        tx.batch_execute(SCHEMA)?;
+        tx.commit()?;
+        Ok(PostgresStore { client })
+    }
+}
+
+impl Store for PostgresStore {
+    fn enroll(&mut self, host: &Host, by: &str) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO hosts (host_id, key_epoch, public_key, enrolled_by, enrolled_ns)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &&host.host_id[..],
+                &int(host.key_epoch)?,
+                &&host.public_key.as_bytes()[..],
+                &by,
+                &int(wall_now_ns())?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn host(&mut self, host_id: &HostId) -> Result<Option<Host>> {
+        let row = self.client.query_opt(
+            "SELECT key_epoch, public_key FROM hosts WHERE host_id = $1",
+            &[&&host_id[..]],
+        )?;
+        row.map(|r| {
+            let key: [u8; 32] = r
+                .get::<_, Vec<u8>>(1)
+                .try_into()
+                .map_err(|_| Error::Corrupt("a pinned key is not 32 bytes".into()))?;
+            Ok(Host {
+                host_id: *host_id,
+                key_epoch: uint(r.get(0))?,
+                public_key: VerifyingKey::from_bytes(&key)
+                    .map_err(|e| Error::Corrupt(format!("a pinned key: {e}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Checkpoint>> {
+        let row = self.client.query_opt(
+            "SELECT state FROM checkpoints WHERE host_id = $1",
+            &[&&host_id[..]],
+        )?;
+        row.map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map_err(|e| Error::Corrupt(format!("a checkpoint does not parse: {e}")))
+        })
+        .transpose()
+    }
+
+    fn held_digest(&mut self, host_id: &HostId, number: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT digest FROM batches WHERE host_id = $1 AND number = $2",
+                &[&&host_id[..], &int(number)?],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn commit(&mut self, batch: &Verified<'_>) -> Result<Commit> {
+        let h = batch.header;
+        let records = record_items(batch.message)?;
+        let state = serde_json::to_string(batch.after)
+            .map_err(|e| Error::Corrupt(format!("a checkpoint does not serialize: {e}")))?;
+        let now = int(wall_now_ns())?;
+        let host = &h.host_id[..];
+        let number = int(h.number)?;
+        let mut tx = self.client.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO batches (host_id, number, epoch, first_seq, count, wall_ns, header,
+                                  signature, digest, records, received_ns)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (host_id, number) DO NOTHING",
+            &[
+                &host,
+                &number,
+                &int(h.epoch)?,
+                &int(h.first_seq)?,
+                &int(h.count)?,
+                &int(h.wall_ns)?,
+                &batch.message.header,
+                &batch.message.signature,
+                &&batch.digest[..],
+                &records,
+                &now,
+            ],
+        )?;
+        if inserted == 0 {
+            let held: Vec<u8> = tx
+                .query_one(
+                    "SELECT digest FROM batches WHERE host_id = $1 AND number = $2",
+                    &[&host, &number],
+                )?
+                .get(0);
+            return Ok(if held == batch.digest {
+                Commit::Duplicate
+            } else {
+                Commit::Fork
+            });
+        }
+        let next = int(batch.after.next_batch)?;
+        let advanced = match batch.before {
+            Some(before) => tx.execute(
+                "UPDATE checkpoints SET next_batch = $2, state = $3, updated_ns = $4
+                 WHERE host_id = $1 AND next_batch = $5",
+                &[&host, &next, &state, &now, &int(before.next_batch)?],
+            )?,
+            None => tx.execute(
+                "INSERT INTO checkpoints (host_id, next_batch, state, updated_ns)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (host_id) DO NOTHING",
+                &[&host, &next, &state, &now],
+            )?,
+        };
+        if advanced == 0 {
+            // Dropping the transaction rolls the batch row back.
+            return Ok(Commit::Stale);
+        }
+        tx.commit()?;
+        Ok(Commit::Stored)
+    }
+
+    fn keep_fork(
+        &mut self,
+        header: &BatchHeader,
+        message: &BatchMessage,
+        digest: &Hash,
+    ) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO forks (host_id, number, digest, header, signature, records, received_ns)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[
+                &&header.host_id[..],
+                &int(header.number)?,
+                &&digest[..],
+                &message.header,
+                &message.signature,
+                &record_items(message)?,
+                &int(wall_now_ns())?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn raise(&mut self, alarm: &Alarm) -> Result<()> {
+        self.client.execute(
+            "INSERT INTO alarms (host_id, kind, batch, detail, raised_ns)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                &&alarm.host_id[..],
+                &alarm.kind,
+                &int(alarm.batch)?,
+                &alarm.detail,
+                &int(wall_now_ns())?,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn alarms(&mut self, host_id: &HostId) -> Result<Vec<Alarm>> {
+        self.client
+            .query(
+                "SELECT kind, batch, detail FROM alarms WHERE host_id = $1 ORDER BY id",
+                &[&&host_id[..]],
+            )?
+            .into_iter()
+            .map(|r| {
+                Ok(Alarm {
+                    host_id: *host_id,
+                    kind: r.get(0),
+                    batch: uint(r.get(1))?,
+                    detail: r.get(2),
+                })
+            })
+            .collect()
+    }
+
+    fn held(&mut self, host_id: &HostId) -> Result<Vec<(u64, u64)>> {
+        self.client
+            .query(
+                "SELECT number, count FROM batches WHERE host_id = $1 ORDER BY number",
+                &[&&host_id[..]],
+            )?
+            .into_iter()
+            .map(|r| Ok((uint(r.get(0))?, uint(r.get(1))?)))
+            .collect()
+    }
+
+    fn forks(&mut self, host_id: &HostId) -> Result<Vec<u64>> {
+        self.client
+            .query(
+                "SELECT number FROM forks WHERE host_id = $1 ORDER BY number",
+                &[&&host_id[..]],
+            )?
+            .into_iter()
+            .map(|r| uint(r.get(0)))
+            .collect()
+    }
+
+    fn hosts(&mut self) -> Result<Vec<HostSummary>> {
+        let rows = self.client.query(
+            "SELECT h.host_id, h.enrolled_by,
+                    (SELECT COUNT(*) FROM batches b WHERE b.host_id = h.host_id),
+                    (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
+                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id)
+             FROM hosts h ORDER BY h.host_id",
+            &[],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let host_id: HostId = r
+                    .get::<_, Vec<u8>>(0)
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))?;
+                let host = self
+                    .host(&host_id)?
+                    .ok_or_else(|| Error::Corrupt("a host vanished".into()))?;
+                Ok(HostSummary {
+                    host,
+                    enrolled_by: r.get(1),
+                    batches: uint(r.get(2))?,
+                    last_batch: r.get::<_, Option<i64>>(3).map(uint).transpose()?,
+                    alarms: uint(r.get(4))?,
+                })
+            })
+            .collect()
+    }
+
+    fn each_batch(
+        &mut self,
+        host_id: &HostId,
+        each: &mut dyn FnMut(BatchMessage) -> Result<()>,
+    ) -> Result<()> {
+        let rows = self.client.query(
+            "SELECT number, header, signature, records FROM batches WHERE host_id = $1
+             ORDER BY number",
+            &[&&host_id[..]],
+        )?;
+        for r in rows {
+            let number = uint(r.get(0))?;
+            each(batch_message(
+                number,
+                r.get::<_, &[u8]>(1),
+                r.get::<_, &[u8]>(2),
+                r.get::<_, &[u8]>(3),
+            )?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+-- The collector's PostgreSQL store, shared by several collectors: the tables of sqlite.sql
+-- with PostgreSQL's types. Uniqueness of (host, number) and the compare-and-set on
+-- `checkpoints` hold across collector processes; nothing depends on a lock in one of them.
+CREATE TABLE IF NOT EXISTS hosts (
+    host_id     BYTEA PRIMARY KEY,
+    key_epoch   BIGINT NOT NULL,
+    public_key  BYTEA NOT NULL,
+    enrolled_by TEXT NOT NULL,
+    enrolled_ns BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    host_id     BYTEA PRIMARY KEY,
+    next_batch  BIGINT NOT NULL,
+    state       TEXT NOT NULL,
+    updated_ns  BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    host_id     BYTEA NOT NULL,
+    number      BIGINT NOT NULL,
+    epoch       BIGINT NOT NULL,
+    first_seq   BIGINT NOT NULL,
+    count       BIGINT NOT NULL,
+    wall_ns     BIGINT NOT NULL,
+    header      BYTEA NOT NULL,
+    signature   BYTEA NOT NULL,
+    digest      BYTEA NOT NULL,
+    records     BYTEA NOT NULL,
+    received_ns BIGINT NOT NULL,
+    PRIMARY KEY (host_id, number)
+);
+CREATE TABLE IF NOT EXISTS forks (
+    host_id     BYTEA NOT NULL,
+    number      BIGINT NOT NULL,
+    digest      BYTEA NOT NULL,
+    header      BYTEA NOT NULL,
+    signature   BYTEA NOT NULL,
+    records     BYTEA NOT NULL,
+    received_ns BIGINT NOT NULL,
+    PRIMARY KEY (host_id, number, digest)
+);
+CREATE TABLE IF NOT EXISTS alarms (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    host_id     BYTEA NOT NULL,
+    kind        TEXT NOT NULL,
+    batch       BIGINT NOT NULL,
+    detail      TEXT NOT NULL,
+    raised_ns   BIGINT NOT NULL,
+    UNIQUE (host_id, kind, batch)
+);
