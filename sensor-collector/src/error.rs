@@ -5,7 +5,7 @@
 pub enum Error {
     #[error("collector store: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("collector store: {0}")]
+    #[error("collector store: {}", postgres_message(.0))]
     Postgres(#[source] postgres::Error),
     /// The store holds something this build did not write (an edited database).
     #[error("collector store: {0}")]
@@ -13,3 +13,11 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The server's own message when there is one: `postgres::Error` alone says "db error".
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}

@@ -39,6 +39,22 @@ enum Command {
     /// Verify every batch held, host by host, with the agent's own verifier; exit 1 naming
     /// the first failure.
     Verify(commands::verify::Args),
+    /// The store's schema.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create the schema (PostgreSQL: as the database's owner) and grant the role collectors
+    /// connect as what they need, and no more: event rows stay append-only.
+    Init {
+        /// The collectors' role (PostgreSQL).
+        #[arg(long)]
+        grant: Option<String>,
+    },
 }
 
 /// How a command failed; each maps to an exit code.
@@ -60,10 +76,17 @@ impl From<sensor_collector::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = commands::open(&cli.store).and_then(|mut store| match cli.command {
-        Command::Hosts { command } => commands::hosts::run(store.as_mut(), command),
-        Command::Verify(args) => commands::verify::run(store.as_mut(), &args),
-    });
+    let result = match cli.command {
+        Command::Db {
+            command: DbCommand::Init { grant },
+        } => sensor_collector::store::init(&cli.store, grant.as_deref())
+            .map_err(Failure::from)
+            .map(|()| outln!("schema ready in {}", cli.store)),
+        Command::Hosts { command } => commands::open(&cli.store)
+            .and_then(|mut store| commands::hosts::run(store.as_mut(), command)),
+        Command::Verify(args) => commands::open(&cli.store)
+            .and_then(|mut store| commands::verify::run(store.as_mut(), &args)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

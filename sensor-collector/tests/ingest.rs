@@ -296,3 +296,51 @@ fn two_collectors_share_one_postgresql_without_duplicates_or_gaps() {
     assert_eq!(b.store().checkpoint(&host).expect("read"), Some(checkpoint));
     assert!(alarms(&mut a, &host).is_empty());
 }
+
+/// The collectors' role adds and reads but cannot change or remove an event row; the owner
+/// cannot either while the append-only trigger stands.
+#[test]
+fn event_rows_are_append_only_for_the_collector_role_and_the_owner() {
+    let Some(pg) = postgres() else { return };
+    pg.psql("CREATE ROLE collector_rw LOGIN").expect("role");
+    sensor_collector::PostgresStore::init(&pg.url(), Some("collector_rw")).expect("init");
+    let as_role = pg.url().replace("user=sensor_test", "user=collector_rw");
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 6, 100);
+    let (host, key, messages) = outbox(host_dir.path());
+    let mut c = sensor_collector::Collector::new(Box::new(
+        sensor_collector::PostgresStore::connect(&as_role).expect("connect as the role"),
+    ));
+    enroll(&mut c, host, key);
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(
+            c.receive(&host, m).expect("store"),
+            Reply::Ack(i as u64 + 1)
+        );
+    }
+    let mut role = postgres::Client::connect(&as_role, postgres::NoTls).expect("connect");
+    for sql in [
+        "UPDATE batches SET count = 0",
+        "DELETE FROM batches",
+        "DELETE FROM forks",
+        "TRUNCATE batches",
+    ] {
+        let e = role.batch_execute(sql).expect_err(sql);
+        let e = e
+            .as_db_error()
+            .map_or(e.to_string(), |d| d.message().to_string());
+        assert!(e.contains("permission denied"), "{sql}: {e}");
+    }
+    for sql in [
+        "UPDATE batches SET count = 0",
+        "DELETE FROM batches",
+        "TRUNCATE batches",
+    ] {
+        let e = pg.psql(sql).expect_err(sql).to_string();
+        assert!(e.contains("append-only"), "{sql}: {e}");
+    }
+    assert_eq!(
+        pg.psql("SELECT COUNT(*) FROM batches").expect("count"),
+        messages.len().to_string()
+    );
+}

@@ -110,6 +110,16 @@ pub trait Store: Send {
     ) -> Result<()>;
 }
 
+/// Prepares the store a URL names (`sensor-collector db init`): SQLite creates its schema on
+/// open; PostgreSQL's is created by the database's owner, who grants `role` what collectors
+/// need.
+pub fn init(url: &str, role: Option<&str>) -> Result<()> {
+    match url.strip_prefix("sqlite:") {
+        Some(path) => SqliteStore::open(std::path::Path::new(path)).map(drop),
+        None => PostgresStore::init(url, role),
+    }
+}
+
 /// Opens the store a URL names: `sqlite:PATH`, or a PostgreSQL connection string
 /// (`postgresql://…` or `host=… user=… dbname=…`).
 pub fn open(url: &str) -> Result<Box<dyn Store>> {

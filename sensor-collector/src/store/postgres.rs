@@ -32,15 +32,48 @@ impl From<postgres::Error> for Error {
     }
 }
 
+/// What the collector's database role may do: add batches, forks and alarms, and read;
+/// move checkpoints and enroll hosts. Never change or remove an event row.
+const GRANTS: &str = "
+    GRANT SELECT, INSERT ON batches, forks, alarms TO {role};
+    GRANT SELECT, INSERT, UPDATE ON checkpoints TO {role};
+    GRANT SELECT, INSERT ON hosts TO {role};
+";
+
 impl PostgresStore {
-    /// Connects (no TLS: a local socket or a network the operator secures) and creates the
-    /// schema if it is missing.
-    pub fn connect(url: &str) -> Result<PostgresStore> {
+    /// Creates the schema (as the database's owner: `sensor-collector db init`) and grants
+    /// `role`, the role collectors connect as, what `GRANTS` says.
+    pub fn init(url: &str, role: Option<&str>) -> Result<()> {
         let mut client = Client::connect(url, NoTls)?;
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
         tx.batch_execute(SCHEMA)?;
+        if let Some(role) = role {
+            if role.is_empty()
+                || !role
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(Error::Corrupt(format!(
+                    "role {role:?}: a role name here is lower-case letters, digits and _"
+                )));
+            }
+            tx.batch_execute(&GRANTS.replace("{role}", role))?;
+        }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Connects (no TLS: a local socket, or a network the operator secures) to a database
+    /// `init` prepared.
+    pub fn connect(url: &str) -> Result<PostgresStore> {
+        let mut client = Client::connect(url, NoTls)?;
+        if let Err(e) = client.batch_execute("SELECT 1 FROM batches LIMIT 0") {
+            return Err(Error::Corrupt(format!(
+                "{}; is the schema there? (sensor-collector db init)",
+                Error::Postgres(e)
+            )));
+        }
         Ok(PostgresStore { client })
     }
 }

@@ -47,3 +47,16 @@ CREATE TABLE IF NOT EXISTS alarms (
     raised_ns   BIGINT NOT NULL,
     UNIQUE (host_id, kind, batch)
 );
+-- Event rows cannot change, even for the owner, short of dropping this trigger: tamper
+-- evidence still rests on the signatures and `sensor-collector verify`, this only stops
+-- mistakes and a collector role that was given more than it should have.
+CREATE OR REPLACE FUNCTION sensor_append_only() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN RAISE EXCEPTION 'append-only: % on %', TG_OP, TG_TABLE_NAME; END$$;
+CREATE OR REPLACE TRIGGER batches_append_only BEFORE UPDATE OR DELETE ON batches
+    FOR EACH ROW EXECUTE FUNCTION sensor_append_only();
+CREATE OR REPLACE TRIGGER batches_no_truncate BEFORE TRUNCATE ON batches
+    FOR EACH STATEMENT EXECUTE FUNCTION sensor_append_only();
+CREATE OR REPLACE TRIGGER forks_append_only BEFORE UPDATE OR DELETE ON forks
+    FOR EACH ROW EXECUTE FUNCTION sensor_append_only();
+CREATE OR REPLACE TRIGGER forks_no_truncate BEFORE TRUNCATE ON forks
+    FOR EACH STATEMENT EXECUTE FUNCTION sensor_append_only();

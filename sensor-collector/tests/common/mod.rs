@@ -71,8 +71,9 @@ pub fn postgres() -> Option<pg_harness::PgServer> {
     }
 }
 
-/// A collector over the PostgreSQL database at `url`.
+/// A collector over the PostgreSQL database at `url`, its schema created if missing.
 pub fn pg_collector(url: &str) -> Collector {
+    PostgresStore::init(url, None).expect("schema");
     Collector::new(Box::new(
         PostgresStore::connect(url).expect("postgres store"),
     ))
