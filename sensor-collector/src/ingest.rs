@@ -141,6 +141,26 @@ impl Collector {
         ))
     }
 
+    /// Raises a `silent` alarm for every host not heard from for longer than `timeout_ns` at
+    /// `now_ns` (a host that stops sending heartbeat batches: cut off, stopped, or blinded);
+    /// one alarm per silence, named by the last batch held. Returns the silent hosts.
+    pub fn sweep_silent(&mut self, now_ns: u64, timeout_ns: u64) -> Result<Vec<HostId>> {
+        let mut silent = Vec::new();
+        for h in self.store.hosts()? {
+            let quiet = now_ns.saturating_sub(h.last_heard_ns);
+            if quiet > timeout_ns {
+                let last = h.last_batch.unwrap_or(0);
+                let detail = format!(
+                    "nothing from this host for {} s (last batch held: {last})",
+                    quiet / 1_000_000_000
+                );
+                self.alarm(&h.host.host_id, "silent", last, &detail)?;
+                silent.push(h.host.host_id);
+            }
+        }
+        Ok(silent)
+    }
+
     /// A batch under a number already held: the same bytes are a resend, other bytes a fork
     /// (a host restored from an older copy, or a new log from scratch), kept as evidence.
     fn held_before(

@@ -231,6 +231,47 @@ fn messages_count(m: &BatchMessage) -> u64 {
     m.records.len() as u64
 }
 
+fn a_host_that_stops_sending_is_reported_silent(mut c: Collector) {
+    const MINUTE: u64 = 60_000_000_000;
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 16, 100);
+    let (host, key, messages) = outbox(host_dir.path());
+    enroll(&mut c, host, key);
+    let half = messages.len() / 2;
+    for m in &messages[..half] {
+        assert!(matches!(c.receive(&host, m).expect("store"), Reply::Ack(_)));
+    }
+    let now = sensor_log::time::wall_now_ns();
+    assert!(c.sweep_silent(now, MINUTE).expect("sweep").is_empty());
+    assert_eq!(
+        c.sweep_silent(now + 2 * MINUTE, MINUTE).expect("sweep"),
+        [host]
+    );
+    // The same silence is one alarm, however often it is swept.
+    c.sweep_silent(now + 3 * MINUTE, MINUTE).expect("sweep");
+    let silences = |c: &mut Collector| {
+        c.store()
+            .alarms(&host)
+            .expect("alarms")
+            .into_iter()
+            .filter(|a| a.kind == "silent")
+            .map(|a| a.batch)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(silences(&mut c), [half as u64]);
+    // It speaks again, then falls silent again: a second alarm, at its new last batch.
+    for m in &messages[half..] {
+        assert!(matches!(c.receive(&host, m).expect("store"), Reply::Ack(_)));
+    }
+    let now = sensor_log::time::wall_now_ns();
+    assert!(c.sweep_silent(now, MINUTE).expect("sweep").is_empty());
+    assert_eq!(
+        c.sweep_silent(now + 2 * MINUTE, MINUTE).expect("sweep"),
+        [host]
+    );
+    assert_eq!(silences(&mut c), [half as u64, messages.len() as u64]);
+}
+
 /// Each case against the SQLite store and against a real PostgreSQL server.
 macro_rules! on_both_stores {
     ($($case:ident),*) => {
@@ -254,7 +295,8 @@ macro_rules! on_both_stores {
 on_both_stores!(
     every_batch_is_stored_once_however_often_it_is_sent,
     bad_batches_are_refused_with_their_reason_and_the_collector_goes_on,
-    a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept
+    a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept,
+    a_host_that_stops_sending_is_reported_silent
 );
 
 /// Two collectors against one PostgreSQL database, the host's connection moving from one

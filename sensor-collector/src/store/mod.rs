@@ -61,6 +61,8 @@ pub struct HostSummary {
     pub batches: u64,
     pub last_batch: Option<u64>,
     pub alarms: u64,
+    /// When the collector last stored a batch of the host (its enrollment before the first).
+    pub last_heard_ns: u64,
 }
 
 /// A verified batch, ready to store.

@@ -280,7 +280,9 @@ impl Store for PostgresStore {
             "SELECT h.host_id, h.enrolled_by,
                     (SELECT COUNT(*) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
-                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id)
+                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id),
+                    COALESCE((SELECT MAX(received_ns) FROM batches b WHERE b.host_id = h.host_id),
+                             h.enrolled_ns)
              FROM hosts h ORDER BY h.host_id",
             &[],
         )?;
@@ -299,6 +301,7 @@ impl Store for PostgresStore {
                     batches: uint(r.get(2))?,
                     last_batch: r.get::<_, Option<i64>>(3).map(uint).transpose()?,
                     alarms: uint(r.get(4))?,
+                    last_heard_ns: uint(r.get(5))?,
                 })
             })
             .collect()

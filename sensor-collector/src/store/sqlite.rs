@@ -258,7 +258,9 @@ impl Store for SqliteStore {
             "SELECT h.host_id, h.enrolled_by,
                     (SELECT COUNT(*) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
-                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id)
+                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id),
+                    COALESCE((SELECT MAX(received_ns) FROM batches b WHERE b.host_id = h.host_id),
+                             h.enrolled_ns)
              FROM hosts h ORDER BY h.host_id",
         )?;
         let rows = stmt
@@ -269,12 +271,13 @@ impl Store for SqliteStore {
                     r.get::<_, i64>(2)?,
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(stmt);
         rows.into_iter()
-            .map(|(id, enrolled_by, batches, last, alarms)| {
+            .map(|(id, enrolled_by, batches, last, alarms, heard)| {
                 let host_id: HostId = id
                     .try_into()
                     .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))?;
@@ -287,6 +290,7 @@ impl Store for SqliteStore {
                     batches: uint(batches)?,
                     last_batch: last.map(uint).transpose()?,
                     alarms: uint(alarms)?,
+                    last_heard_ns: uint(heard)?,
                 })
             })
             .collect()
