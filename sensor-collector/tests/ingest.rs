@@ -238,15 +238,20 @@ fn a_host_that_stops_sending_is_reported_silent(mut c: Collector) {
     let (host, key, messages) = outbox(host_dir.path());
     enroll(&mut c, host, key);
     let half = messages.len() / 2;
-    for m in &messages[..half] {
-        assert!(matches!(c.receive(&host, m).expect("store"), Reply::Ack(_)));
-    }
-    let now = sensor_log::time::wall_now_ns();
-    assert!(c.sweep_silent(now, MINUTE).expect("sweep").is_empty());
-    assert_eq!(
-        c.sweep_silent(now + 2 * MINUTE, MINUTE).expect("sweep"),
-        [host]
-    );
+    // Sends `span`, then: heard now, silent two timeouts later.
+    let speak_then_fall_silent = |c: &mut Collector, span: &[BatchMessage]| {
+        for m in span {
+            assert!(matches!(c.receive(&host, m).expect("store"), Reply::Ack(_)));
+        }
+        let now = sensor_log::time::wall_now_ns();
+        assert!(c.sweep_silent(now, MINUTE).expect("sweep").is_empty());
+        assert_eq!(
+            c.sweep_silent(now + 2 * MINUTE, MINUTE).expect("sweep"),
+            [host]
+        );
+        now
+    };
+    let now = speak_then_fall_silent(&mut c, &messages[..half]);
     // The same silence is one alarm, however often it is swept.
     c.sweep_silent(now + 3 * MINUTE, MINUTE).expect("sweep");
     let silences = |c: &mut Collector| {
@@ -260,15 +265,7 @@ fn a_host_that_stops_sending_is_reported_silent(mut c: Collector) {
     };
     assert_eq!(silences(&mut c), [half as u64]);
     // It speaks again, then falls silent again: a second alarm, at its new last batch.
-    for m in &messages[half..] {
-        assert!(matches!(c.receive(&host, m).expect("store"), Reply::Ack(_)));
-    }
-    let now = sensor_log::time::wall_now_ns();
-    assert!(c.sweep_silent(now, MINUTE).expect("sweep").is_empty());
-    assert_eq!(
-        c.sweep_silent(now + 2 * MINUTE, MINUTE).expect("sweep"),
-        [host]
-    );
+    speak_then_fall_silent(&mut c, &messages[half..]);
     assert_eq!(silences(&mut c), [half as u64, messages.len() as u64]);
 }
 
