@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{db, written};
+
 use std::io::Cursor;
 use std::path::Path;
 
@@ -12,17 +14,6 @@ use rusqlite::Connection;
 use sensor_log::batch_file::{BatchFile, BatchFileWriter, ITEM_RECORD, MAGIC};
 use sensor_log::{Position, Reason, Verdict};
 use sensor_store::{verify, Store};
-
-/// A log of 1 EpochStart + 100 events in batches of 8.
-fn written() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    common::write_log(dir.path(), 100, 8);
-    dir
-}
-
-fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("log.db")).expect("open db")
-}
 
 fn exported(dir: &Path) -> Vec<u8> {
     let store = Store::open_read_only(dir).expect("open store");

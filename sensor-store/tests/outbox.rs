@@ -4,17 +4,13 @@
 
 mod common;
 
+use common::written;
+
 use std::path::Path;
 
 use sensor_log::forward::BatchMessage;
 use sensor_log::{Failure, Position, Reason, Verdict, Verifier};
 use sensor_store::{verify, Store};
-
-fn written() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    common::write_log(dir.path(), 100, 8);
-    dir
-}
 
 /// Feeds every batch of the store to a verifier, as a collector receives them.
 fn forwarded(dir: &Path) -> Result<u64, Failure> {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::{db, written};
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,17 +22,6 @@ fn failure(dir: &Path) -> (Position, Reason) {
         Verdict::Tampered(f) => (f.position, f.reason),
         Verdict::Intact(s) => panic!("tampering not detected: {s:?}"),
     }
-}
-
-/// A log of 1 EpochStart + 100 events in batches of 8; returns its directory.
-fn written() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    common::write_log(dir.path(), 100, 8);
-    dir
-}
-
-fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("log.db")).expect("open db")
 }
 
 #[test]

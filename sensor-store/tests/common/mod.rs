@@ -105,6 +105,19 @@ pub fn write_log(dir: &Path, n: u64, batch: usize) {
     w.close(Timestamp::now()).expect("close");
 }
 
+/// A log of 1 EpochStart + 100 events in batches of 8, in a fresh directory: the log the
+/// tamper, batch-file and outbox tests attack.
+pub fn written() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), 100, 8);
+    dir
+}
+
+/// A read-write connection to the store in `dir`, as an attacker with root opens it.
+pub fn db(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("log.db")).expect("open db")
+}
+
 /// Flips one bit near the end of record `seq`'s bytes in the store (an event field, so the
 /// record still decodes) and returns the changed bytes.
 pub fn flip_record_bit(conn: &rusqlite::Connection, seq: i64) -> Vec<u8> {
