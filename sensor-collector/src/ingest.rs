@@ -5,7 +5,7 @@
 
 use sensor_log::batch::digest;
 use sensor_log::forward::{BatchMessage, Refusal, RefuseCode};
-use sensor_log::record::HostId;
+use sensor_log::record::{Hash, HostId};
 use sensor_log::{BatchHeader, Reason, Verifier};
 
 use crate::error::Result;
@@ -67,7 +67,13 @@ impl Collector {
             let before = self.store.checkpoint(certified)?;
             if let Some(cp) = &before {
                 if number < cp.next_batch {
-                    return self.held_before(certified, &header, message, cp.next_batch);
+                    return self.held_before(
+                        certified,
+                        &header,
+                        message,
+                        &batch_digest,
+                        cp.next_batch,
+                    );
                 }
                 if number > cp.next_batch {
                     return Ok(refuse(
@@ -127,7 +133,7 @@ impl Collector {
                 Commit::Duplicate => return Ok(Reply::Ack(number)),
                 Commit::Fork => {
                     let next = self.expected(certified)?;
-                    return self.held_before(certified, &header, message, next);
+                    return self.held_before(certified, &header, message, &batch_digest, next);
                 }
                 Commit::Stale => continue,
             }
@@ -168,14 +174,14 @@ impl Collector {
         host: &HostId,
         header: &BatchHeader,
         message: &BatchMessage,
+        batch_digest: &Hash,
         next: u64,
     ) -> Result<Reply> {
         let number = header.number;
-        let batch_digest = digest(&message.header);
         if self.store.held_digest(host, number)?.as_deref() == Some(&batch_digest[..]) {
             return Ok(Reply::Ack(number));
         }
-        self.store.keep_fork(header, message, &batch_digest)?;
+        self.store.keep_fork(header, message, batch_digest)?;
         let (kind, detail) = if number == 1 {
             (
                 "new_log",

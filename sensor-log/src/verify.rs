@@ -257,11 +257,6 @@ impl Verifier {
         signature: &[u8],
         records: &[&[u8]],
     ) -> Result<BatchHeader, Failure> {
-        let stored = SourceBatch {
-            number: None,
-            header: header.to_vec(),
-            signature: signature.to_vec(),
-        };
         let mut message = Message {
             records: records.iter(),
         };
@@ -270,23 +265,21 @@ impl Verifier {
             peeked: None,
             spare: None,
         };
-        let checked = self.batch(&stored, &mut rows).and_then(|()| match rows.next()? {
-            Some(extra) => {
-                let seq = record::peek(&extra.bytes).map_or(self.next_seq, |(h, _)| h.seq);
-                tampered(
-                    Position::Seq(seq),
-                    Reason::Inserted,
-                    "no signed batch covers this record: the message carries more records than its header counts",
-                )
-            }
-            None => Ok(()),
-        });
+        let checked = self
+            .batch(None, header, signature, &mut rows)
+            .and_then(|decoded| match rows.next()? {
+                Some(extra) => {
+                    let seq = record::peek(&extra.bytes).map_or(self.next_seq, |(h, _)| h.seq);
+                    tampered(
+                        Position::Seq(seq),
+                        Reason::Inserted,
+                        "no signed batch covers this record: the message carries more records than its header counts",
+                    )
+                }
+                None => Ok(decoded),
+            });
         match checked {
-            Ok(()) => BatchHeader::decode(header).map_err(|e| Failure {
-                position: Position::Batch(self.next_batch.saturating_sub(1)),
-                reason: Reason::Modified,
-                detail: e.to_string(),
-            }),
+            Ok(decoded) => Ok(decoded),
             Err(Stop::Tampered(failure)) => Err(failure),
             Err(Stop::Error(never)) => match never {},
         }
@@ -312,7 +305,7 @@ impl Verifier {
         };
         let mut batch = SourceBatch::default();
         while read(rows.source.next_batch(&mut batch))? {
-            walk.batch(&batch, &mut rows)?;
+            walk.batch(batch.number, &batch.header, &batch.signature, &mut rows)?;
         }
         if !walk.started {
             return tampered(
@@ -404,15 +397,19 @@ impl Verifier {
         Ok(())
     }
 
+    /// One batch, filed under `stored_number` when its source keeps one, and its records
+    /// from `rows`; returns its decoded header.
     fn batch<S: BatchSource>(
         &mut self,
-        stored: &SourceBatch,
+        stored_number: Option<u64>,
+        header_bytes: &[u8],
+        signature: &[u8],
         rows: &mut Rows<'_, S>,
-    ) -> Result<(), Stop<S::Error>> {
-        let header = match BatchHeader::decode(&stored.header) {
+    ) -> Result<BatchHeader, Stop<S::Error>> {
+        let header = match BatchHeader::decode(header_bytes) {
             Ok(h) => h,
             Err(e) => {
-                let number = stored.number.unwrap_or(self.next_batch.max(1));
+                let number = stored_number.unwrap_or(self.next_batch.max(1));
                 return tampered(
                     Position::Batch(number),
                     Reason::Modified,
@@ -426,7 +423,7 @@ impl Verifier {
         }
         // A source that files batches under a number of its own (a row key) is held to it; a
         // file of batches is numbered by the signed headers alone.
-        let number = stored.number.unwrap_or(header.number);
+        let number = stored_number.unwrap_or(header.number);
         let here = Position::Batch(number);
         if number < self.next_batch && !first {
             // Only a source numbered by the headers (a file) can hold a batch twice.
@@ -449,10 +446,10 @@ impl Verifier {
                 ),
             );
         }
-        let digest = batch::digest(&stored.header);
+        let digest = batch::digest(header_bytes);
         if !self
             .key
-            .is_some_and(|k| batch::signature_valid(&k, &digest, &stored.signature))
+            .is_some_and(|k| batch::signature_valid(&k, &digest, signature))
         {
             return tampered(
                 here,
@@ -554,7 +551,7 @@ impl Verifier {
         self.prev_digest = digest;
         self.next_batch = next_batch;
         self.summary.batches += 1;
-        Ok(())
+        Ok(header)
     }
 
     fn record<S: BatchSource>(

@@ -52,6 +52,24 @@ pub struct Alarm {
     pub detail: String,
 }
 
+impl Host {
+    /// A host from its stored columns, which must hold a 16-byte id and an Ed25519 key.
+    pub(crate) fn from_row(host_id: &[u8], key_epoch: i64, public_key: &[u8]) -> Result<Host> {
+        let host_id: HostId = host_id
+            .try_into()
+            .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))?;
+        let key: [u8; 32] = public_key
+            .try_into()
+            .map_err(|_| Error::Corrupt("a pinned key is not 32 bytes".into()))?;
+        Ok(Host {
+            host_id,
+            key_epoch: uint(key_epoch)?,
+            public_key: VerifyingKey::from_bytes(&key)
+                .map_err(|e| Error::Corrupt(format!("a pinned key: {e}")))?,
+        })
+    }
+}
+
 /// A host as `sensor-collector hosts` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostSummary {

@@ -5,7 +5,6 @@
 //! exactly one collector advance a host; the loser's transaction is rolled back (`Stale`).
 //! Commits are durable (`synchronous_commit` is left on).
 
-use ed25519_dalek::VerifyingKey;
 use postgres::{Client, NoTls};
 use sensor_log::forward::BatchMessage;
 use sensor_log::record::{Hash, HostId};
@@ -99,19 +98,8 @@ impl Store for PostgresStore {
             "SELECT key_epoch, public_key FROM hosts WHERE host_id = $1",
             &[&&host_id[..]],
         )?;
-        row.map(|r| {
-            let key: [u8; 32] = r
-                .get::<_, Vec<u8>>(1)
-                .try_into()
-                .map_err(|_| Error::Corrupt("a pinned key is not 32 bytes".into()))?;
-            Ok(Host {
-                host_id: *host_id,
-                key_epoch: uint(r.get(0))?,
-                public_key: VerifyingKey::from_bytes(&key)
-                    .map_err(|e| Error::Corrupt(format!("a pinned key: {e}")))?,
-            })
-        })
-        .transpose()
+        row.map(|r| Host::from_row(host_id, r.get(0), r.get(1)))
+            .transpose()
     }
 
     fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Checkpoint>> {
@@ -277,7 +265,7 @@ impl Store for PostgresStore {
 
     fn hosts(&mut self) -> Result<Vec<HostSummary>> {
         let rows = self.client.query(
-            "SELECT h.host_id, h.enrolled_by,
+            "SELECT h.host_id, h.key_epoch, h.public_key, h.enrolled_by,
                     (SELECT COUNT(*) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id),
@@ -288,20 +276,13 @@ impl Store for PostgresStore {
         )?;
         rows.into_iter()
             .map(|r| {
-                let host_id: HostId = r
-                    .get::<_, Vec<u8>>(0)
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))?;
-                let host = self
-                    .host(&host_id)?
-                    .ok_or_else(|| Error::Corrupt("a host vanished".into()))?;
                 Ok(HostSummary {
-                    host,
-                    enrolled_by: r.get(1),
-                    batches: uint(r.get(2))?,
-                    last_batch: r.get::<_, Option<i64>>(3).map(uint).transpose()?,
-                    alarms: uint(r.get(4))?,
-                    last_heard_ns: uint(r.get(5))?,
+                    host: Host::from_row(r.get(0), r.get(1), r.get(2))?,
+                    enrolled_by: r.get(3),
+                    batches: uint(r.get(4))?,
+                    last_batch: r.get::<_, Option<i64>>(5).map(uint).transpose()?,
+                    alarms: uint(r.get(6))?,
+                    last_heard_ns: uint(r.get(7))?,
                 })
             })
             .collect()

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use ed25519_dalek::VerifyingKey;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sensor_log::forward::BatchMessage;
 use sensor_log::record::{Hash, HostId};
@@ -59,18 +58,8 @@ impl Store for SqliteStore {
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
             )
             .optional()?;
-        row.map(|(key_epoch, key)| {
-            let key: [u8; 32] = key
-                .try_into()
-                .map_err(|_| Error::Corrupt("a pinned key is not 32 bytes".into()))?;
-            Ok(Host {
-                host_id: *host_id,
-                key_epoch: uint(key_epoch)?,
-                public_key: VerifyingKey::from_bytes(&key)
-                    .map_err(|e| Error::Corrupt(format!("a pinned key: {e}")))?,
-            })
-        })
-        .transpose()
+        row.map(|(key_epoch, key)| Host::from_row(host_id, key_epoch, &key))
+            .transpose()
     }
 
     /// The state the host's next batch is verified against; `None` before its first batch.
@@ -255,7 +244,7 @@ impl Store for SqliteStore {
     /// Every enrolled host with what is held for it, by host id.
     fn hosts(&mut self) -> Result<Vec<HostSummary>> {
         let mut stmt = self.conn.prepare(
-            "SELECT h.host_id, h.enrolled_by,
+            "SELECT h.host_id, h.key_epoch, h.public_key, h.enrolled_by,
                     (SELECT COUNT(*) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id),
@@ -266,26 +255,23 @@ impl Store for SqliteStore {
         let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
+                    Host::from_row(
+                        &r.get::<_, Vec<u8>>(0)?,
+                        r.get(1)?,
+                        &r.get::<_, Vec<u8>>(2)?,
+                    ),
+                    r.get::<_, String>(3)?,
                     r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        drop(stmt);
         rows.into_iter()
-            .map(|(id, enrolled_by, batches, last, alarms, heard)| {
-                let host_id: HostId = id
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))?;
-                let host = self
-                    .host(&host_id)?
-                    .ok_or_else(|| Error::Corrupt("a host vanished".into()))?;
+            .map(|(host, enrolled_by, batches, last, alarms, heard)| {
                 Ok(HostSummary {
-                    host,
+                    host: host?,
                     enrolled_by,
                     batches: uint(batches)?,
                     last_batch: last.map(uint).transpose()?,
