@@ -1,4 +1,4 @@
-//! The crate's single error type: the collector's own store failed. A peer's bad input is
+//! The crate's single error type: the collector's own store (or its workers) failed. A peer's bad input is
 //! never an error here but a refusal (`ingest::Reply`).
 
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +10,9 @@ pub enum Error {
     /// The store holds something this build did not write (an edited database).
     #[error("collector store: {0}")]
     Corrupt(String),
+    /// The collector cannot take work (its workers are gone, or it cannot start them).
+    #[error("collector: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

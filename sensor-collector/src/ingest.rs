@@ -3,13 +3,14 @@
 //! Verification is `sensor_log::Verifier`, the code `sensorctl verify` runs, resumed from
 //! the checkpoint held for the host.
 
+use ed25519_dalek::VerifyingKey;
 use sensor_log::batch::digest;
-use sensor_log::forward::{BatchMessage, Refusal, RefuseCode};
+use sensor_log::forward::{BatchMessage, Hello, Refusal, RefuseCode};
 use sensor_log::record::{Hash, HostId};
 use sensor_log::{BatchHeader, Reason, Verifier};
 
 use crate::error::Result;
-use crate::store::{Alarm, Commit, Store, Verified};
+use crate::store::{Alarm, Commit, Host, Store, Verified};
 
 /// The answer to one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +18,18 @@ pub enum Reply {
     /// Durably stored, or already held byte for byte.
     Ack(u64),
     Refuse(Refusal),
+}
+
+/// What a hello gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Greeting {
+    /// An enrolled host: the batch expected next (0: none held yet).
+    Known { next_batch: u64 },
+    /// Enrolled now, on first contact, with the key its hello announced.
+    Enrolled(Box<Host>),
+    /// Not enrolled, and the configuration does not enroll on first contact: its batches
+    /// are refused until an operator approves it.
+    NotEnrolled,
 }
 
 /// Attempts at storing one batch when other sessions keep advancing the same host.
@@ -33,6 +46,37 @@ impl Collector {
 
     pub fn store(&mut self) -> &mut dyn Store {
         self.store.as_mut()
+    }
+
+    /// Answers a session's hello from the host its client certificate names: the batch it
+    /// should send next. A host not known yet is enrolled with the key its hello announces
+    /// when `first_contact` allows it.
+    pub fn hello(
+        &mut self,
+        certified: &HostId,
+        hello: &Hello,
+        first_contact: bool,
+    ) -> Result<Greeting> {
+        let next_batch = self.expected(certified)?;
+        if self.store.host(certified)?.is_some() {
+            return Ok(Greeting::Known { next_batch });
+        }
+        let announced = hello
+            .keys
+            .first()
+            .and_then(|(epoch, key)| VerifyingKey::from_bytes(key).ok().map(|k| (*epoch, k)));
+        match announced {
+            Some((key_epoch, public_key)) if first_contact => {
+                let host = Host {
+                    host_id: *certified,
+                    key_epoch,
+                    public_key,
+                };
+                self.store.enroll(&host, "first_contact")?;
+                Ok(Greeting::Enrolled(Box::new(host)))
+            }
+            _ => Ok(Greeting::NotEnrolled),
+        }
     }
 
     /// Handles one batch from the host its client certificate names. `Err` only when the
@@ -203,6 +247,7 @@ impl Collector {
     }
 
     fn alarm(&mut self, host: &HostId, kind: &str, batch: u64, detail: &str) -> Result<()> {
+        crate::metrics::alarm(kind);
         self.store.raise(&Alarm {
             host_id: *host,
             kind: kind.to_string(),

@@ -2,11 +2,14 @@
 //! with the agent's own verifier (`sensor_log::Verifier`, resumed from the checkpoint held for
 //! the host), and keeps it where the host's root cannot reach, once, or as evidence of a fork.
 //!
-//! This crate holds the ingest rules and the SQLite store; the transport
-//! (docs/forwarding.md) is built on them next.
+//! `serve` runs the transport (docs/forwarding.md, `sensor_forward::server`) over the ingest
+//! rules (`ingest`) and a store (`store`, SQLite or PostgreSQL).
 
+pub mod config;
 pub mod error;
 pub mod ingest;
+mod metrics;
+pub mod serve;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
-//! `sensor-collector`: a thin binary over the crate. Today: the operator's commands on the
-//! store (`hosts`, `hosts approve`, `verify`); `serve` comes with the network side.
+//! `sensor-collector`: a thin binary over the crate: `serve`, and the operator's commands on
+//! the store (`hosts`, `hosts approve`, `verify`, `db init`).
 
 #[macro_use]
 extern crate sensor_view;
@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Receive hosts' batches over mutually authenticated TLS, verify and keep them.
+    Serve(commands::serve::Args),
     /// Enrolled hosts, what is held for each, and their alarms.
     Hosts {
         #[command(subcommand)]
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         } => sensor_collector::store::init(&cli.store, grant.as_deref())
             .map_err(Failure::from)
             .map(|()| outln!("schema ready in {}", cli.store)),
+        Command::Serve(args) => commands::serve::run(&args),
         Command::Hosts { command } => commands::open(&cli.store)
             .and_then(|mut store| commands::hosts::run(store.as_mut(), command)),
         Command::Verify(args) => commands::open(&cli.store)

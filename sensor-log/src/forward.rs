@@ -130,6 +130,8 @@ pub enum ErrorCode {
     /// An unknown tag, a truncated frame, or a message out of turn.
     ProtocolViolation = 4,
     ShuttingDown = 5,
+    /// The collector's store failed; the agent tries again later.
+    Unavailable = 6,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +150,21 @@ pub enum Message {
     Ack(u64),
     Refuse(Refusal),
     Error(SessionError),
+}
+
+impl Message {
+    /// The message's name in docs/forwarding.md.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Batch(_) => "batch",
+            Message::Bye => "bye",
+            Message::Welcome(_) => "welcome",
+            Message::Ack(_) => "ack",
+            Message::Refuse(_) => "refuse",
+            Message::Error(_) => "error",
+        }
+    }
 }
 
 impl fmt::Display for RefuseCode {
@@ -171,8 +188,21 @@ pub enum ProtocolError {
     TooLong { len: u32, max: u32 },
     #[error("the stream ends inside a message ({0} bytes of it)")]
     Truncated(usize),
+    #[error("unsupported protocol version {0} (this side speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
     #[error(transparent)]
     Malformed(#[from] Error),
+}
+
+impl ProtocolError {
+    /// Whether the stream is still in step after this error (`Framer`): the bad message can
+    /// be refused and the next one read.
+    pub fn recoverable(&self) -> bool {
+        matches!(
+            self,
+            ProtocolError::TooLong { .. } | ProtocolError::Malformed(_)
+        )
+    }
 }
 
 /// Appends the frame of `message` to `out`.
@@ -197,14 +227,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), Error> {
                 out.extend_from_slice(key);
             }
         }
-        Message::Batch(b) => {
-            let mut items = BatchFileWriter::items(&mut *out);
-            let io = |e: std::io::Error| Error::malformed("batch message", e);
-            items.batch(&b.header, &b.signature).map_err(io)?;
-            for record in &b.records {
-                items.record(record).map_err(io)?;
-            }
-        }
+        Message::Batch(b) => batch_items(b, out)?,
         Message::Bye => {}
         Message::Welcome(w) => {
             out.extend_from_slice(&w.version.to_le_bytes());
@@ -226,6 +249,29 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) -> Result<(), Error> {
             reason(out, &e.reason);
         }
     }
+    set_length(out, start)
+}
+
+/// Appends the frame of a batch message, which stays the caller's.
+pub fn encode_batch(batch: &BatchMessage, out: &mut Vec<u8>) -> Result<(), Error> {
+    let start = out.len();
+    out.extend_from_slice(&[TAG_BATCH, 0, 0, 0, 0]);
+    batch_items(batch, out)?;
+    set_length(out, start)
+}
+
+fn batch_items(b: &BatchMessage, out: &mut Vec<u8>) -> Result<(), Error> {
+    let mut items = BatchFileWriter::items(&mut *out);
+    let io = |e: std::io::Error| Error::malformed("batch message", e);
+    items.batch(&b.header, &b.signature).map_err(io)?;
+    for record in &b.records {
+        items.record(record).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Writes the length of the frame that starts at `start` and runs to the end of `out`.
+fn set_length(out: &mut [u8], start: usize) -> Result<(), Error> {
     let len = u32::try_from(out.len() - start - FRAME_HEADER)
         .ok()
         .filter(|&n| n <= HARD_MAX_MESSAGE)
@@ -267,9 +313,16 @@ fn reason(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Reassembles messages from a byte stream cut anywhere (TLS records, HTTP/2 frames).
+///
+/// A frame that is whole but whose payload does not decode, and a frame over the length
+/// limit, are errors after which the stream is still in step: the framer drops the bad
+/// frame (the over-long one as its bytes arrive, never holding them) and the next call goes
+/// on with the frame after it. The session can refuse that one message and keep serving.
 pub struct Framer {
     buf: Vec<u8>,
     max: u32,
+    /// Bytes of an over-long frame still to be dropped as they arrive.
+    skip: u64,
 }
 
 impl Framer {
@@ -278,6 +331,7 @@ impl Framer {
         Framer {
             buf: Vec::new(),
             max: max_message.min(HARD_MAX_MESSAGE),
+            skip: 0,
         }
     }
 
@@ -289,6 +343,17 @@ impl Framer {
     /// The next whole message, `None` until one has arrived. A frame's length is checked
     /// against the limit as soon as its header is in, before its payload is waited for.
     pub fn next_message(&mut self) -> Result<Option<Message>, ProtocolError> {
+        if self.skip > 0 {
+            let dropped = self
+                .buf
+                .len()
+                .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+            self.buf.drain(..dropped);
+            self.skip -= dropped as u64;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
         let Some(header) = self.buf.get(..FRAME_HEADER) else {
             return Ok(None);
         };
@@ -301,22 +366,26 @@ impl Framer {
             return Err(ProtocolError::UnknownTag(tag));
         }
         if len > self.max {
+            self.buf.drain(..FRAME_HEADER);
+            self.skip = u64::from(len);
             return Err(ProtocolError::TooLong { len, max: self.max });
         }
         let end = FRAME_HEADER + len as usize;
         if self.buf.len() < end {
             return Ok(None);
         }
-        let message = decode(tag, &self.buf[FRAME_HEADER..end])?;
+        let message = decode(tag, &self.buf[FRAME_HEADER..end]);
         self.buf.drain(..end);
-        Ok(Some(message))
+        Ok(Some(message?))
     }
 
     /// The stream ended: an error if it ended inside a message.
     pub fn finish(&self) -> Result<(), ProtocolError> {
-        match self.buf.len() {
-            0 => Ok(()),
-            n => Err(ProtocolError::Truncated(n)),
+        match (self.buf.len(), self.skip) {
+            (0, 0) => Ok(()),
+            (n, skip) => Err(ProtocolError::Truncated(
+                n.max(usize::try_from(skip).unwrap_or(usize::MAX)),
+            )),
         }
     }
 }
@@ -332,9 +401,7 @@ pub fn decode(tag: u8, payload: &[u8]) -> Result<Message, ProtocolError> {
             }
             let version = u16::from_le_bytes(c.array("version")?);
             if version != PROTOCOL_VERSION {
-                return Err(c
-                    .error(format!("unsupported protocol version {version}"))
-                    .into());
+                return Err(ProtocolError::UnsupportedVersion(version));
             }
             let host_id = c.array("host id")?;
             let agent_version = read_short_text(&mut c, "agent version")?;
@@ -514,7 +581,7 @@ mod tests {
         .expect("docs/forwarding.md");
         let lines: Vec<String> = every_message()
             .iter()
-            .map(|m| format!("{}: {}", tag_name(m), hex::encode(frame(m))))
+            .map(|m| format!("{}: {}", Message::name(m), hex::encode(frame(m))))
             .collect();
         assert!(
             lines.iter().all(|l| doc.contains(l.as_str())),
@@ -541,18 +608,6 @@ mod tests {
         for (number, name) in refuse.chain(error) {
             let text = format!("{number} `{name}`");
             assert!(doc.contains(&text), "docs/forwarding.md lacks {text}");
-        }
-    }
-
-    fn tag_name(m: &Message) -> &'static str {
-        match m {
-            Message::Hello(_) => "hello",
-            Message::Batch(_) => "batch",
-            Message::Bye => "bye",
-            Message::Welcome(_) => "welcome",
-            Message::Ack(_) => "ack",
-            Message::Refuse(_) => "refuse",
-            Message::Error(_) => "error",
         }
     }
 
@@ -603,6 +658,56 @@ mod tests {
         framer.push(&frame(&Message::Ack(1))[..7]);
         assert!(framer.next_message().expect("waits").is_none());
         assert!(framer.finish().is_err(), "a cut message at the end");
+    }
+
+    /// A peer that sends one bad message must not lose the session for the good ones after
+    /// it: the framer stays in step past a payload that does not decode and past an
+    /// over-long frame, which it drops as it arrives without holding it.
+    #[test]
+    fn the_stream_stays_in_step_after_a_bad_message() {
+        let mut bad_batch = frame(&every_message()[1]);
+        bad_batch[FRAME_HEADER] = ITEM_RECORD;
+        let mut stream = bad_batch;
+        stream.extend_from_slice(&frame(&Message::Ack(7)));
+        let mut huge = vec![TAG_BATCH];
+        huge.extend_from_slice(&100_000u32.to_le_bytes());
+        stream.extend_from_slice(&huge);
+        stream.extend_from_slice(&vec![0xee; 100_000]);
+        stream.extend_from_slice(&frame(&Message::Ack(8)));
+
+        let mut framer = Framer::new(1000);
+        let mut seen = Vec::new();
+        for chunk in stream.chunks(4096) {
+            framer.push(chunk);
+            assert!(
+                framer.buf.len() <= 4096 + 1000,
+                "held {} bytes",
+                framer.buf.len()
+            );
+            loop {
+                match framer.next_message() {
+                    Ok(Some(m)) => seen.push(format!("{m:?}")),
+                    Ok(None) => break,
+                    Err(e) => {
+                        assert!(e.recoverable(), "{e}");
+                        seen.push(e.to_string());
+                    }
+                }
+                assert!(
+                    seen.len() <= 4,
+                    "the framer repeats itself: {:?}",
+                    &seen[..5]
+                );
+            }
+        }
+        framer.finish().expect("ends between messages");
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(seen[0].contains("starts with a batch item"), "{seen:?}");
+        assert_eq!(seen[1], "Ack(7)");
+        assert!(seen[2].contains("over the 1000-byte limit"), "{seen:?}");
+        assert_eq!(seen[3], "Ack(8)");
+        assert!(!ProtocolError::UnknownTag(0x7f).recoverable());
+        assert!(!ProtocolError::Truncated(3).recoverable());
     }
 
     #[test]

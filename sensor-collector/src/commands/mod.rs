@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod hosts;
+pub mod serve;
 pub mod verify;
 
 use sensor_collector::Store;

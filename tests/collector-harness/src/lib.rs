@@ -1,0 +1,257 @@
+//! Test support: a throw-away PKI and a real `sensor-collector serve` process.
+//!
+//! [`Pki`] writes PEM files into its own temporary directory: a CA, a collector certificate
+//! for `localhost` and `127.0.0.1`, and host certificates whose subject common name is the
+//! host id, as production certificates are issued. [`CollectorProcess`] starts the built
+//! binary with a configuration listening on a free loopback port, reads the port from the
+//! collector's "listening on" line, and kills the process when dropped.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// A certificate and its key, as files.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub struct Pki {
+    dir: tempfile::TempDir,
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA's certificate, which both sides trust.
+    pub ca: PathBuf,
+    /// The collector's certificate, for `localhost` and `127.0.0.1`.
+    pub collector: Identity,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca_params, ca_key) = ca_params("sensor test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-signed CA");
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, ca_cert.pem()).expect("write CA");
+        let mut pki = Pki {
+            issuer: Issuer::new(ca_params, ca_key),
+            ca,
+            collector: Identity {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            },
+            dir,
+        };
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "collector");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        pki.collector = pki.issue("collector", params);
+        pki
+    }
+
+    /// A host certificate whose subject common name is `host_hex`, signed by the CA.
+    pub fn host(&self, host_hex: &str) -> Identity {
+        self.issue(host_hex, host_params(host_hex))
+    }
+
+    /// A host certificate for `host_hex` signed by a CA nobody trusts.
+    pub fn untrusted_host(&self, host_hex: &str) -> Identity {
+        let (params, key) = ca_params("an attacker's CA");
+        let issuer = Issuer::new(params, key);
+        self.write(
+            &format!("untrusted-{host_hex}"),
+            host_params(host_hex),
+            &issuer,
+        )
+    }
+
+    /// A self-signed certificate naming `host_hex`.
+    pub fn self_signed_host(&self, host_hex: &str) -> Identity {
+        let key = KeyPair::generate().expect("key");
+        let cert = host_params(host_hex)
+            .self_signed(&key)
+            .expect("self-signed");
+        self.files(
+            &format!("self-{host_hex}"),
+            &cert.pem(),
+            &key.serialize_pem(),
+        )
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn issue(&self, name: &str, params: CertificateParams) -> Identity {
+        self.write(name, params, &self.issuer)
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        params: CertificateParams,
+        issuer: &Issuer<'_, KeyPair>,
+    ) -> Identity {
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, issuer).expect("sign");
+        self.files(name, &cert.pem(), &key.serialize_pem())
+    }
+
+    fn files(&self, name: &str, cert: &str, key: &str) -> Identity {
+        let id = Identity {
+            cert: self.dir.path().join(format!("{name}.crt")),
+            key: self.dir.path().join(format!("{name}.key")),
+        };
+        std::fs::write(&id.cert, cert).expect("write cert");
+        std::fs::write(&id.key, key).expect("write key");
+        id
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
+}
+
+fn ca_params(name: &str) -> (CertificateParams, KeyPair) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    (params, KeyPair::generate().expect("CA key"))
+}
+
+fn host_params(host_hex: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("host params");
+    params.distinguished_name.push(DnType::CommonName, host_hex);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params
+}
+
+/// A running `sensor-collector serve`.
+pub struct CollectorProcess {
+    child: Child,
+    /// The address it listens on.
+    pub addr: String,
+    /// Everything it logged so far arrives here, line by line.
+    pub log: mpsc::Receiver<String>,
+    pub config: PathBuf,
+}
+
+impl CollectorProcess {
+    /// Starts `binary serve` with a configuration for `store` in `dir`, plus `extra` TOML
+    /// top-level lines (before the tables). Panics if it does not say where it listens
+    /// within 30 s.
+    pub fn start(
+        binary: &Path,
+        pki: &Pki,
+        dir: &Path,
+        store: &str,
+        extra: &str,
+    ) -> CollectorProcess {
+        Self::start_on(binary, pki, dir, store, extra, "127.0.0.1:0")
+    }
+
+    /// As `start`, on a given address (to restart a collector where its hosts expect it).
+    pub fn start_on(
+        binary: &Path,
+        pki: &Pki,
+        dir: &Path,
+        store: &str,
+        extra: &str,
+        listen: &str,
+    ) -> CollectorProcess {
+        let config = dir.join("collector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{listen}\"\nstore = \"{store}\"\nmetrics_listen = \"off\"\n{extra}\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+                pki.collector.cert.display(),
+                pki.collector.key.display(),
+                pki.ca.display()
+            ),
+        )
+        .expect("write config");
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sensor-collector");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("collector: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            match log.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        break rest.split_whitespace().next().expect("address").to_string();
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("the collector did not start listening: {e}");
+                }
+            }
+        };
+        CollectorProcess {
+            child,
+            addr,
+            log,
+            config,
+        }
+    }
+
+    /// Waits up to `timeout` for a logged line containing `text`.
+    pub fn wait_for(&self, text: &str, timeout: Duration) -> Option<String> {
+        let end = std::time::Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
