@@ -57,6 +57,11 @@ pub enum Error {
     #[error("the local log: {0}")]
     Log(#[source] sensor_store::Error),
 
+    /// `[forward]` cannot be used: a certificate or key that does not load, or one that names
+    /// another host than the log's.
+    #[error("forward.{key}: {reason}")]
+    Forward { key: &'static str, reason: String },
+
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
 

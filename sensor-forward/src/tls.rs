@@ -5,9 +5,8 @@
 
 use std::{path::Path, sync::Arc};
 
-use rustls::{
-    crypto::CryptoProvider, server::WebPkiClientVerifier, ClientConfig, RootCertStore, ServerConfig,
-};
+use rustls::{crypto::CryptoProvider, server::WebPkiClientVerifier, RootCertStore};
+pub use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use sensor_log::record::HostId;
 

@@ -20,7 +20,7 @@ mod decode_props;
 
 pub use error::{Error, Result};
 pub use query::Filter;
-pub use status::{AgentStatus, AnchorStatus, Executable};
+pub use status::{AgentStatus, AnchorStatus, Executable, ForwardStatus};
 pub use store::Store;
 pub use verify::verify;
 pub use writer::{Admission, LogWriter, WriterOptions};

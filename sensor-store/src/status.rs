@@ -49,6 +49,28 @@ pub struct AgentStatus {
     /// Absent in files of older agents (then the default, 1 s, is assumed).
     #[serde(default)]
     pub batch_interval_ms: Option<u64>,
+    /// Forwarding to collectors; absent when the agent has no `[forward]` section (and in
+    /// files of older agents).
+    #[serde(default)]
+    pub forward: Option<ForwardStatus>,
+}
+
+/// What the forward stage reports (docs/forwarding.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardStatus {
+    /// The collector of the current (or last) session: its address and the name it gave.
+    pub collector: String,
+    pub connected: bool,
+    /// The newest batch a collector acknowledged (every batch up to it is held there).
+    pub last_acked: Option<u64>,
+    /// Sealed batches and records not acknowledged yet.
+    pub batches_behind: u64,
+    pub records_behind: u64,
+    /// Age in seconds of the oldest batch not acknowledged yet.
+    pub oldest_unacked_age_s: Option<u64>,
+    /// The last refusal (`batch N: code: reason`, with its time) or connection failure.
+    pub last_refusal: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// An executable file as a process runs it: the path `/proc/PID/exe` names and the device

@@ -448,6 +448,11 @@ impl LogWriter {
         self.durable.next_batch
     }
 
+    /// The host every record of this log names (`state_dir/host-id`).
+    pub fn host_id(&self) -> HostId {
+        self.host_id
+    }
+
     /// Records chained but not yet sealed.
     pub fn pending_records(&self) -> usize {
         self.pending.len()

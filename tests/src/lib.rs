@@ -21,6 +21,11 @@ pub fn sensorctl_bin() -> PathBuf {
     agent_bin().with_file_name("sensorctl")
 }
 
+/// The release collector built by `cargo xtask build`.
+pub fn collector_bin() -> PathBuf {
+    agent_bin().with_file_name("sensor-collector")
+}
+
 /// Runs `sensorctl ARGS --state-dir DIR`; returns (exit code, stdout, stderr).
 pub fn sensorctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(sensorctl_bin())

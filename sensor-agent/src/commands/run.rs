@@ -24,6 +24,7 @@ use crate::{
         chain::ChainStage,
         enrich::Enricher,
         fault,
+        forward::ForwardStage,
         loss::LossStage,
         output::{OutputFormat, OutputLink, OutputStage},
         read::ReadStage,
@@ -101,6 +102,12 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         counters.clone(),
     );
     chain.attach_anchor(link);
+    // Forwarding's certificate must name this log's host: checked before any probe loads.
+    let forward = config
+        .forward
+        .clone()
+        .map(|f| ForwardStage::new(f, &state_dir, chain.host_id(), counters.clone()))
+        .transpose()?;
     let mut probes = Probes::load(&LoadOptions {
         ring_buffer_bytes: config.agent.ring_buffer_bytes,
         proc_files: config.proc_files_mask(),
@@ -198,6 +205,10 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         config.log.batch_interval,
         counters.clone(),
     );
+    match forward {
+        Some(forward) => stages.spawn(FORWARD, forward.run(stop_rx.clone())),
+        None => tracing::info!("the log is not forwarded (no [forward] in the configuration)"),
+    }
     stages.spawn("status", async move {
         status.run(stop_rx).await;
         Ok(())
@@ -261,6 +272,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
 
 const OUTPUT: Stage = "output";
 const CHAIN: Stage = "chain";
+const FORWARD: Stage = "forward";
 /// How long a stage that returned on its own waits for the failure that caused it (its
 /// neighbour's end closed its channel) to be reported, so the error names the cause.
 const CAUSE_WAIT: Duration = Duration::from_millis(500);

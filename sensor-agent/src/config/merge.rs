@@ -67,7 +67,9 @@ pub(super) fn merge(
     let mut owners = defaults.owners;
     let mut log = defaults.log;
     let mut tpm = defaults.tpm;
+    let mut forward = defaults.forward;
     if let Some((user, file)) = user {
+        forward = user.forward.or(forward);
         log = PartialLog::merged(user.log, log);
         tpm = user.tpm.or(tpm);
         let a = user.raw.agent;
@@ -107,6 +109,7 @@ pub(super) fn merge(
         agent,
         log: log.finish()?,
         tpm: tpm.config(),
+        forward,
         watches,
         owners,
     })

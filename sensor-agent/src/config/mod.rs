@@ -57,6 +57,22 @@ pub struct AgentConfig {
     pub proc_files: Vec<ProcFile>,
 }
 
+/// Where the forward stage sends sealed batches (docs/forwarding.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// `host:port` of each collector, tried in order.
+    pub collectors: Vec<String>,
+    /// The host's certificate (subject common name: the host id) and key, and the CA the
+    /// collectors' certificates chain to.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub ca: PathBuf,
+    /// The name collectors' certificates must carry; by default each address's host part.
+    pub server_name: Option<String>,
+    /// Batches sent and not yet answered, at most (the collector may allow fewer).
+    pub window: u16,
+}
+
 /// The `[log]` section: batching, key rotation, the in-memory buffer for a full disk, and
 /// retention.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +95,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The `[tpm]` section; `None` when `tcti = "off"`.
     pub tpm: Option<TpmConfig>,
+    /// The `[forward]` section; `None` when unset: the log stays on the host only.
+    pub forward: Option<ForwardConfig>,
     /// The rule table: rule id `n` is `watches[n - 1]`.
     pub watches: Vec<Rule>,
     pub owners: Vec<OwnerRule>,

@@ -18,6 +18,7 @@ pub(super) struct RawFile {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) tpm: RawTpmSection,
+    pub(super) forward: Option<RawForward>,
     pub(super) default_watches: Option<bool>,
     #[serde(default)]
     pub(super) unwatch: Vec<String>,
@@ -47,6 +48,18 @@ pub(super) struct RawLog {
     pub(super) max_pending_records: Option<usize>,
     pub(super) retention_max_bytes: Option<u64>,
     pub(super) retention_max_age: Option<String>,
+}
+
+/// `[forward]` as written; the whole section comes from one file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    pub(super) collectors: Vec<String>,
+    pub(super) client_cert: PathBuf,
+    pub(super) client_key: PathBuf,
+    pub(super) ca: PathBuf,
+    pub(super) server_name: Option<String>,
+    pub(super) window: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,8 +5,8 @@ use std::time::Duration;
 use sensor_tpm::TpmSection;
 
 use super::error::invalid;
-use super::raw::{RawAgent, RawFile, RawLog};
-use super::ConfigError;
+use super::raw::{RawAgent, RawFile, RawForward, RawLog};
+use super::{ConfigError, ForwardConfig};
 use crate::attribution::OwnerRule;
 use crate::watch::Rule;
 
@@ -15,6 +15,7 @@ pub(super) struct Parsed {
     pub(super) raw: RawFile,
     pub(super) log: PartialLog,
     pub(super) tpm: TpmSection,
+    pub(super) forward: Option<ForwardConfig>,
     pub(super) watches: Vec<Rule>,
     pub(super) owners: Vec<OwnerRule>,
 }
@@ -43,6 +44,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     validate_agent(&raw.agent, file)?;
     let log = PartialLog::parse(&raw.log, file)?;
     let tpm = TpmSection::parse(&raw.tpm).map_err(|e| invalid(file, e.key, e.message))?;
+    let forward = raw.forward.as_ref().map(|f| forward(f, file)).transpose()?;
     let mut watches = Vec::with_capacity(raw.watch.len());
     for (i, w) in raw.watch.iter().enumerate() {
         if !is_kind(&w.kind) {
@@ -96,8 +98,43 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
         raw,
         log,
         tpm,
+        forward,
         watches,
         owners,
+    })
+}
+
+/// Batches in flight unless `[forward] window` says otherwise.
+const DEFAULT_FORWARD_WINDOW: u16 = 64;
+
+fn forward(raw: &RawForward, file: &str) -> Result<ForwardConfig, ConfigError> {
+    if raw.collectors.is_empty() {
+        return Err(invalid(file, "forward.collectors", "names no collector"));
+    }
+    for (i, addr) in raw.collectors.iter().enumerate() {
+        let port = addr.rsplit_once(':').and_then(|(host, port)| {
+            (!host.is_empty())
+                .then(|| port.parse::<u16>().ok())
+                .flatten()
+        });
+        if port.is_none() {
+            return Err(invalid(
+                file,
+                format_args!("forward.collectors[{i}]"),
+                format_args!("`{addr}` is not HOST:PORT"),
+            ));
+        }
+    }
+    if raw.window == Some(0) {
+        return Err(invalid(file, "forward.window", "must be at least 1"));
+    }
+    Ok(ForwardConfig {
+        collectors: raw.collectors.clone(),
+        client_cert: raw.client_cert.clone(),
+        client_key: raw.client_key.clone(),
+        ca: raw.ca.clone(),
+        server_name: raw.server_name.clone(),
+        window: raw.window.unwrap_or(DEFAULT_FORWARD_WINDOW),
     })
 }
 

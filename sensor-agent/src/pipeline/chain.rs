@@ -75,6 +75,11 @@ impl ChainStage {
         self.writer.next_batch()
     }
 
+    /// The log's host: the one a forwarding certificate must name.
+    pub fn host_id(&self) -> sensor_log::record::HostId {
+        self.writer.host_id()
+    }
+
     /// Connects the anchor stage; its first notes are applied before the first seal.
     pub fn attach_anchor(&mut self, link: AnchorLink) {
         self.anchor = Some(link);

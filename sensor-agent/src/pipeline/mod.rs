@@ -3,7 +3,8 @@
 //! ```text
 //! kernel ring buffer → read (+decode) → enrich ─┐
 //!        per-CPU loss counters → loss ──────────┴→ chain (+sign, store) → output
-//!                                                       └→ sealed batches → anchor
+//!                                                       ├→ sealed batches → anchor
+//!                                     the store (outbox) → forward → collectors
 //! ```
 //! Channels carry batches, so a storm costs one channel operation per [`BATCH_LEN`] events.
 
@@ -12,6 +13,7 @@ pub mod chain;
 pub mod decode;
 pub mod enrich;
 pub mod fault;
+pub mod forward;
 pub mod loss;
 pub mod output;
 pub mod read;
@@ -57,6 +59,10 @@ pub struct Counters {
     pub output: Mutex<String>,
     /// Events not copied to the output because its reader was too slow.
     pub output_missed: AtomicU64,
+    /// Woken at every sealed batch, for the forward stage.
+    pub sealed_notify: tokio::sync::Notify,
+    /// Forwarding, as the forward stage reports it; `None` without `[forward]`.
+    pub forward: Mutex<Option<sensor_store::ForwardStatus>>,
 }
 
 impl Counters {
@@ -84,5 +90,6 @@ impl Counters {
         let h = &batch.header;
         *self.last_batch.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((h.number, h.first_seq + h.count, h.chain_head));
+        self.sealed_notify.notify_one();
     }
 }

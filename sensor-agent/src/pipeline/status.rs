@@ -94,6 +94,12 @@ impl StatusStage {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         );
+        self.status.forward = self
+            .counters
+            .forward
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Err(e) = self.status.write(&self.state_dir) {
             tracing::warn!("writing status.json: {e}");
         }

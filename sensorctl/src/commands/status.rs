@@ -72,6 +72,28 @@ pub fn run(state_dir: &Path) -> Result<(), Failure> {
                 Some(a) => outln!("anchor:      {reported}the log is NOT anchored in a TPM: {}", a.detail),
                 None => outln!("anchor:      unknown (the agent does not report it)"),
             }
+            match &status.forward {
+                None => outln!("forwarding:  {reported}the log is NOT forwarded to a collector (no [forward] in the configuration)"),
+                Some(f) => {
+                    outln!(
+                        "forwarding:  {reported}{} {}, last acknowledged batch {}, {} batches ({} records) behind{}",
+                        if f.connected { "connected to" } else { "NOT connected; last collector" },
+                        if f.collector.is_empty() { "(none yet)" } else { &f.collector },
+                        opt(f.last_acked),
+                        f.batches_behind,
+                        f.records_behind,
+                        f.oldest_unacked_age_s
+                            .map(|s| format!(", oldest unacknowledged sealed {s} s ago"))
+                            .unwrap_or_default(),
+                    );
+                    if let Some(r) = &f.last_refusal {
+                        outln!("refused:     {reported}{r}");
+                    }
+                    if let (false, Some(e)) = (f.connected, &f.last_error) {
+                        outln!("connection:  {reported}{e}");
+                    }
+                }
+            }
         }
         None => outln!("agent:       no status.json (the agent has not reported)"),
     }

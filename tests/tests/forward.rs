@@ -1,0 +1,243 @@
+//! The real agent forwards its log to a real `sensor-collector serve` over mutually
+//! authenticated TLS on loopback (certificates made by the test): the collector holds the
+//! agent's batches, each once, verified; `sensorctl status` says how far forwarding got; and
+//! a collector or an agent killed with SIGKILL in a storm loses nothing and duplicates
+//! nothing once both run again.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use collector_harness::{CollectorProcess, Pki};
+use sensor_tests::{collector_bin, openloop, secret_in, sensorctl, Agent};
+
+/// A state directory whose log will be host `host_hex`, as an installer that issued the
+/// host's certificate first would prepare it.
+fn state_for(host_hex: &str) -> tempfile::TempDir {
+    let state = tempfile::tempdir().expect("state");
+    std::fs::write(state.path().join("host-id"), format!("{host_hex}\n")).expect("host-id");
+    state
+}
+
+const HOST: &str = "5e5e5e5e00112233445566778899aabb";
+
+fn agent_config(secret: &Path, pki: &Pki, collectors: &[&str]) -> String {
+    let id = pki.host(HOST);
+    let list: Vec<String> = collectors.iter().map(|c| format!("\"{c}\"")).collect();
+    format!(
+        "[forward]\ncollectors = [{}]\nclient_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n\
+         [[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
+        list.join(", "),
+        id.cert.display(),
+        id.key.display(),
+        pki.ca.display(),
+        secret.display()
+    )
+}
+
+fn collector(pki: &Pki, dir: &Path) -> CollectorProcess {
+    CollectorProcess::start(
+        &collector_bin(),
+        pki,
+        dir,
+        &store(dir),
+        "enrollment = \"first_contact\"",
+    )
+}
+
+fn store(dir: &Path) -> String {
+    format!("sqlite:{}", dir.join("collector.db").display())
+}
+
+fn collector_cli(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(collector_bin())
+        .arg("--store")
+        .arg(store(dir))
+        .args(args)
+        .output()
+        .expect("run sensor-collector");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// (batches held, last batch) for the host, from `sensor-collector hosts`.
+fn held(dir: &Path) -> (u64, u64) {
+    let (ok, out) = collector_cli(dir, &["hosts"]);
+    assert!(ok, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(HOST))
+        .unwrap_or_else(|| panic!("no host row: {out}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    (
+        cols[3].parse().expect("batches"),
+        cols[4].parse().unwrap_or(0),
+    )
+}
+
+/// The newest batch sealed in the agent's log.
+fn sealed(state: &Path) -> u64 {
+    let store = sensor_store::Store::open_read_only(state).expect("store");
+    store.last_batch().expect("read").map_or(0, |b| b.number)
+}
+
+/// Waits until the collector holds batch `at_least` of the agent's log.
+fn wait_forwarded(state: &Path, dir: &Path, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let newest = sealed(state);
+        let (count, last) = held(dir);
+        if last >= at_least {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forwarding did not catch up: sealed {newest}, held {count} up to {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn status(state: &Path) -> String {
+    sensorctl(state, &["status"]).1
+}
+
+#[test]
+fn the_agent_forwards_its_log_to_a_collector_over_mutual_tls() {
+    let pki = Pki::new();
+    let cdir = tempfile::tempdir().expect("collector dir");
+    let c = collector(&pki, cdir.path());
+    let files = tempfile::tempdir().expect("files");
+    let secret = secret_in(files.path());
+    let state = state_for(HOST);
+    let mut agent = Agent::start_at(&agent_config(&secret, &pki, &[&c.addr]), state.path(), &[]);
+    assert!(openloop(40, &secret).wait().expect("openloop").success());
+    let last = wait_forwarded(state.path(), cdir.path(), 3);
+
+    // Status reports it, from the agent's own word within two seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let s = status(state.path());
+        let line = s
+            .lines()
+            .find(|l| l.starts_with("forwarding:"))
+            .unwrap_or_default()
+            .to_owned();
+        if line.contains("connected to") && line.contains("0 batches (0 records) behind") {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed forwarding caught up:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(line.contains(&c.addr), "{line}");
+    agent.stop();
+
+    let (count, held_last) = held(cdir.path());
+    assert_eq!(count, held_last, "every batch from 1 is held, once");
+    assert!(held_last >= last);
+    let (ok, out) = collector_cli(cdir.path(), &["verify"]);
+    assert!(ok, "sensor-collector verify: {out}");
+}
+
+#[test]
+fn without_forward_status_says_the_log_is_not_forwarded() {
+    let files = tempfile::tempdir().expect("files");
+    let secret = secret_in(files.path());
+    let mut agent = Agent::start(&format!(
+        "[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
+        secret.display()
+    ));
+    std::thread::sleep(Duration::from_millis(2500));
+    let s = status(&agent.state_dir);
+    assert!(s.contains("forwarding:  the log is NOT forwarded"), "{s}");
+    agent.stop();
+}
+
+#[test]
+fn a_certificate_for_another_host_stops_the_agent_at_start() {
+    let pki = Pki::new();
+    let files = tempfile::tempdir().expect("files");
+    let secret = secret_in(files.path());
+    let state = state_for("0000000000000000000000000000dead");
+    let config_dir = tempfile::tempdir().expect("config");
+    let config = config_dir.path().join("agent.toml");
+    std::fs::write(&config, agent_config(&secret, &pki, &["127.0.0.1:9"])).expect("config");
+    let out = Command::new(sensor_tests::agent_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .expect("run agent");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("forward.client_cert") && err.contains(HOST) && err.contains("dead"),
+        "{err}"
+    );
+}
+
+/// A collector killed in a storm and started again where the agent expects it, then the
+/// agent killed and started again: the collector ends up with every batch, once, in one
+/// continuous verified chain.
+#[test]
+fn kill_9_on_either_side_loses_and_duplicates_nothing() {
+    let pki = Pki::new();
+    let cdir = tempfile::tempdir().expect("collector dir");
+    let mut c = collector(&pki, cdir.path());
+    let addr = c.addr.clone();
+    let files = tempfile::tempdir().expect("files");
+    let secret = secret_in(files.path());
+    let state = state_for(HOST);
+    let config = agent_config(&secret, &pki, &[&addr]);
+    let mut agent = Agent::start_at(&config, state.path(), &[]);
+    let mut storm = openloop(5_000_000, &secret);
+    wait_forwarded(state.path(), cdir.path(), 5);
+
+    c.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let c = CollectorProcess::start_on(
+        &collector_bin(),
+        &pki,
+        cdir.path(),
+        &store(cdir.path()),
+        "enrollment = \"first_contact\"",
+        &addr,
+    );
+    let before = sealed(state.path());
+    wait_forwarded(state.path(), cdir.path(), before + 2);
+
+    agent.crash();
+    let mut agent = Agent::start_at(&config, state.path(), &[]);
+    let before = sealed(state.path());
+    wait_forwarded(state.path(), cdir.path(), before + 2);
+    let _ = storm.kill();
+    let _ = storm.wait();
+    // Everything sealed by now reaches the collector.
+    let target = sealed(state.path());
+    wait_forwarded(state.path(), cdir.path(), target);
+    agent.stop();
+    drop(c);
+    let (count, last) = held(cdir.path());
+    assert_eq!(
+        count, last,
+        "held {count} batches up to {last}: a gap or a duplicate"
+    );
+    assert!(
+        last >= target,
+        "held up to {last}, sealed {target} before the stop"
+    );
+    let (ok, out) = collector_cli(cdir.path(), &["verify"]);
+    assert!(ok, "sensor-collector verify: {out}");
+}
