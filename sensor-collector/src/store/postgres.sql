@@ -12,7 +12,8 @@
 --
 -- Plain indexes, not partitions: `events --host H --since 1h` is a range of the
 -- (host_id, max_wall) index, which reads only the rows it returns at any table size
--- (docs/performance.md, "Collector queries", measured at 10 million records).
+-- (docs/performance.md, "Collector queries": 0.26 ms for 99 of 100,000 batch rows holding 10
+-- million records; hash partitions by host measured no faster).
 CREATE TABLE IF NOT EXISTS hosts (
     host_id     BYTEA PRIMARY KEY,
     key_epoch   BIGINT NOT NULL,

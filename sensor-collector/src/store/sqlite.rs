@@ -337,20 +337,28 @@ impl Store for SqliteStore {
             .transpose()
             .map_err(|e| Error::Corrupt(format!("kind names: {e}")))?;
         // Rows narrowed by host and time through (host_id, max_wall) or (max_wall), or by
-        // arrival through `received` (a follow's poll); the kinds between commas last.
+        // arrival through `received` (a follow's poll, or no time bound: every row in
+        // arrival order, no sort); the kinds between commas last. Without statistics SQLite
+        // would walk `received` to skip sorting even under a time bound: `+received` keeps
+        // it off that index then.
         let host = if query.host.is_some() {
             "host_id = ?1"
         } else {
             "?1 IS NULL"
         };
+        let arrival = if after.is_none() && query.since_ns.is_some() {
+            "+received"
+        } else {
+            "received"
+        };
         let mut stmt = self.conn.prepare(&format!(
             "SELECT host_id, number, header, signature, records FROM batches
              WHERE {host} AND max_wall >= ?2 AND min_wall <= ?3
-               AND received > ?4 AND received <= ?5
+               AND {arrival} > ?4 AND {arrival} <= ?5
                AND (?6 IS NULL OR kinds IS NULL
                     OR EXISTS (SELECT 1 FROM json_each(?6) k
                                WHERE instr(kinds, ',' || k.value || ',') > 0))
-             ORDER BY received"
+             ORDER BY {arrival}"
         ))?;
         let mut rows = stmt.query(params![
             query.host.as_ref().map(|h| &h[..]),
