@@ -3,7 +3,8 @@
 //! shows exactly what `sensorctl events --json` shows on the agent's own store (its filters,
 //! query and rendering: `sensor_store::Store::query`, `sensor_view::events`), plus the host;
 //! `--host` keeps hosts apart; time and kind bounds hold at the edges of a batch's wall
-//! range; `--follow` prints a batch stored after it started.
+//! range; `--follow` prints a batch stored after it started, and ends quietly when its
+//! reader goes.
 
 mod common;
 
@@ -295,6 +296,120 @@ fn follow_prints_a_batch_stored_after_it_started(mut c: Collector, url: &str) {
     assert_eq!(pids, [Some(900), Some(901)]);
 }
 
+/// `events --follow --json | head -1`: once the reader has gone, the next event ends the
+/// command quietly, with the status of a tool ended by SIGPIPE.
+fn follow_ends_quietly_when_its_reader_goes(mut c: Collector, url: &str) {
+    let base = base_ns();
+    let dir = tempfile::tempdir().expect("dir");
+    agent_log(dir.path(), base, 3, 100);
+    let (host, key, first) = outbox(dir.path());
+    enroll(&mut c, host, key);
+    for m in &first {
+        assert!(matches!(
+            c.receive(&host, m).expect("ingest"),
+            Reply::Ack(_)
+        ));
+    }
+    let mut follow = collector_cmd(url, &["--json", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    lines.next().expect("a line").expect("read");
+    drop(lines);
+    agent_log(dir.path(), base, 2, 900);
+    let (_, _, all) = outbox(dir.path());
+    for m in &all[first.len()..] {
+        assert!(matches!(
+            c.receive(&host, m).expect("ingest"),
+            Reply::Ack(_)
+        ));
+    }
+    let out = follow.wait_with_output().expect("ends");
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// A held record this build cannot decode (a kind a newer agent added: made here by editing
+/// the kind of one stored event to a number no kind has, in SQLite, whose rows a test may
+/// edit) is named on stderr and not shown; the batch's other events still are.
+#[test]
+fn a_record_that_does_not_decode_is_named_not_shown() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("collector.db");
+    let mut c = Collector::new(Box::new(SqliteStore::open(&db).expect("store")));
+    let log = tempfile::tempdir().expect("dir");
+    agent_log(log.path(), base_ns(), 6, 100);
+    forward(&mut c, log.path());
+    let url = format!("sqlite:{}", db.display());
+    let before = collector_events(&url, &["--kind", "file_open"]);
+
+    // The byte that holds an event's kind: where a file open and a ptrace differ.
+    let store = sensor_store::Store::open_read_only(log.path()).expect("agent store");
+    let mut records = Vec::new();
+    store
+        .query(&sensor_log::filter::Filter::default(), |r| {
+            records.push(r);
+            Ok(true)
+        })
+        .expect("query");
+    let target = records
+        .iter()
+        .find(|r| r.body.kind_name() == "file_open" && r.header.seq == 3)
+        .expect("event 2")
+        .clone();
+    let mut other = target.clone();
+    if let Body::Event(e) = &mut other.body {
+        e.kind = Kind::Ptrace;
+    }
+    let (a, b) = (
+        target.encode().expect("encode"),
+        other.encode().expect("encode"),
+    );
+    let at = (0..a.len()).find(|&i| a[i] != b[i]).expect("kinds differ");
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let (number, mut held) = {
+        let mut stmt = conn
+            .prepare("SELECT number, records FROM batches")
+            .expect("query");
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .expect("rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows");
+        rows.into_iter()
+            .find(|(_, blob)| blob.windows(a.len()).any(|w| w == a))
+            .expect("the record held verbatim in a batch")
+    };
+    let start = held
+        .windows(a.len())
+        .position(|w| w == a)
+        .expect("found above");
+    held[start + at] = 0x7f;
+    conn.execute(
+        "UPDATE batches SET records = ?1 WHERE number = ?2",
+        rusqlite::params![held, number],
+    )
+    .expect("edit");
+
+    let out = collector_cmd(&url, &["--json", "--kind", "file_open"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("record 3 is held and verified but does not decode"),
+        "{err}"
+    );
+    let shown: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let without: Vec<Value> = before.into_iter().filter(|e| e["seq"] != 3).collect();
+    assert_eq!(shown, without);
+}
+
 /// Each case against the SQLite store and against a real PostgreSQL server.
 macro_rules! on_both_stores {
     ($($case:ident),*) => {
@@ -321,7 +436,8 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     shows_what_the_agent_shows_plus_the_host,
-    follow_prints_a_batch_stored_after_it_started
+    follow_prints_a_batch_stored_after_it_started,
+    follow_ends_quietly_when_its_reader_goes
 );
 
 /// Several collectors commit to one PostgreSQL at once, so a batch numbered first in arrival
