@@ -83,6 +83,7 @@ const TIME_FORMS: &str =
     "a duration ago like 30s, 15m, 1h, 2d, or an RFC 3339 timestamp like 2025-01-31T12:00:00Z";
 
 impl FilterArgs {
+    /// The selection the arguments name; an unknown kind, a bad glob or time is refused.
     pub fn selection(&self) -> Result<Selection, BadArgument> {
         let args = self;
         let valid: Vec<&str> = Kind::ALL
@@ -124,7 +125,7 @@ impl FilterArgs {
     }
 }
 
-/// The part of a glob before its first metacharacter: an index range for SQLite.
+/// The part of a glob before its first metacharacter: a range of a store's path index.
 fn literal_prefix(glob: &str) -> String {
     glob.chars()
         .take_while(|c| !matches!(c, '*' | '?' | '[' | '{' | '\\'))
