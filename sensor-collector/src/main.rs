@@ -1,5 +1,5 @@
 //! `sensor-collector`: a thin binary over the crate: `serve`, and the operator's commands on
-//! the store (`hosts`, `hosts approve`, `verify`, `db init`).
+//! the store (`hosts`, `hosts approve`, `events`, `verify`, `db init`).
 
 #[macro_use]
 extern crate sensor_view;
@@ -38,6 +38,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::hosts::HostsCommand>,
     },
+    /// List the fleet's verified events (and log-internal records), host by host in the order
+    /// they arrived, with the filters of `sensorctl events` plus --host.
+    Events(commands::events::Args),
     /// Verify every batch held, host by host, with the agent's own verifier; exit 1 naming
     /// the first failure.
     Verify(commands::verify::Args),
@@ -76,6 +79,12 @@ impl From<sensor_collector::Error> for Failure {
     }
 }
 
+impl From<sensor_view::events::BadArgument> for Failure {
+    fn from(e: sensor_view::events::BadArgument) -> Failure {
+        Failure::Usage(e.0)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -87,6 +96,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(&args),
         Command::Hosts { command } => commands::open(&cli.store)
             .and_then(|mut store| commands::hosts::run(store.as_mut(), command)),
+        Command::Events(args) => commands::open(&cli.store)
+            .and_then(|mut store| commands::events::run(store.as_mut(), &args)),
         Command::Verify(args) => commands::open(&cli.store)
             .and_then(|mut store| commands::verify::run(store.as_mut(), &args)),
     };

@@ -14,6 +14,7 @@ pub mod chain;
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod forward;
 pub mod hex;
 pub mod merkle;

@@ -12,118 +12,38 @@ use rusqlite::{params, OptionalExtension};
 use crate::error::{Error, Result};
 use crate::index::{decode_offsets, offsets_column, offsets_sql, Dim, TermValue};
 use crate::store::{to_i64, to_u64, Store};
-use sensor_log::record::{Body, Record};
+use sensor_log::record::Record;
 
-/// The denormalised query columns of a record (all NULL for log-internal records).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct IndexColumns {
-    pub pid: Option<u32>,
-    pub exe: Option<String>,
-    pub user: Option<String>,
-    pub unit: Option<String>,
-    pub container: Option<String>,
-    pub path: Option<String>,
-    pub human: Option<bool>,
-}
+pub use sensor_log::filter::{Filter, IndexColumns};
 
-impl IndexColumns {
-    pub fn of(body: &Body) -> IndexColumns {
-        let Body::Event(e) = body else {
-            return IndexColumns::default();
-        };
-        let identity = e.identity.as_ref();
-        IndexColumns {
-            pid: e.process.as_ref().map(|p| p.pid),
-            exe: e.process.as_ref().map(|p| p.exe.clone()),
-            user: identity.map(|i| i.user.clone()),
-            unit: identity.and_then(|i| i.unit.clone()),
-            container: identity
-                .and_then(|i| i.container.as_ref())
-                .map(|c| c.id.clone()),
-            path: e.file.as_ref().map(|f| f.path.clone()),
-            human: identity.map(|i| i.human),
+/// The term conditions of a filter: per set field, the dimension and the values any of which
+/// must hold.
+fn term_conditions(filter: &Filter) -> Vec<(Dim, Vec<Lookup>)> {
+    let mut out = Vec::new();
+    if !filter.kinds.is_empty() {
+        let values = filter.kinds.iter().map(|k| Lookup::Eq(text(k))).collect();
+        out.push((Dim::Kind, values));
+    }
+    if let Some(p) = &filter.path_prefix {
+        out.push((Dim::Path, vec![Lookup::Prefix(p.clone())]));
+    }
+    if let Some(p) = filter.pid {
+        out.push((Dim::Pid, vec![Lookup::Eq(TermValue::Int(i64::from(p)))]));
+    }
+    for (dim, value) in [
+        (Dim::Exe, &filter.exe),
+        (Dim::User, &filter.user),
+        (Dim::Unit, &filter.unit),
+        (Dim::Container, &filter.container),
+    ] {
+        if let Some(v) = value {
+            out.push((dim, vec![Lookup::Eq(text(v))]));
         }
     }
-}
-
-/// Conditions on records; every set field must hold.
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    pub since_ns: Option<u64>,
-    pub until_ns: Option<u64>,
-    /// Kind names (`Body::kind_name`); empty means any.
-    pub kinds: Vec<String>,
-    /// Literal prefix of the path pattern; the caller matches the full pattern itself.
-    pub path_prefix: Option<String>,
-    pub pid: Option<u32>,
-    pub exe: Option<String>,
-    pub user: Option<String>,
-    pub unit: Option<String>,
-    pub container: Option<String>,
-    pub human: Option<bool>,
-    /// Only records after this sequence number (`--follow` polls with the last one seen).
-    pub after_seq: Option<u64>,
-}
-
-impl Filter {
-    /// The filter applied to decoded data, the authority over what the SQL selected.
-    pub fn matches(&self, record: &Record) -> bool {
-        let c = IndexColumns::of(&record.body);
-        let wall = record.header.wall_ns;
-        self.since_ns.is_none_or(|s| wall >= s)
-            && self.until_ns.is_none_or(|u| wall <= u)
-            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == record.body.kind_name()))
-            && self.path_prefix.as_ref().is_none_or(|p| {
-                c.path
-                    .as_ref()
-                    .is_some_and(|path| path.starts_with(p.as_str()))
-            })
-            && self.pid.is_none_or(|p| c.pid == Some(p))
-            && self.exe.as_ref().is_none_or(|x| c.exe.as_ref() == Some(x))
-            && self
-                .user
-                .as_ref()
-                .is_none_or(|x| c.user.as_ref() == Some(x))
-            && self
-                .unit
-                .as_ref()
-                .is_none_or(|x| c.unit.as_ref() == Some(x))
-            && self
-                .container
-                .as_ref()
-                .is_none_or(|x| c.container.as_ref() == Some(x))
-            && self.human.is_none_or(|h| c.human == Some(h))
-            && self.after_seq.is_none_or(|s| record.header.seq > s)
+    if let Some(h) = filter.human {
+        out.push((Dim::Human, vec![Lookup::Eq(TermValue::Int(i64::from(h)))]));
     }
-
-    /// The term conditions: per set field, the dimension and the values any of which must hold.
-    fn term_conditions(&self) -> Vec<(Dim, Vec<Lookup>)> {
-        let mut out = Vec::new();
-        if !self.kinds.is_empty() {
-            let values = self.kinds.iter().map(|k| Lookup::Eq(text(k))).collect();
-            out.push((Dim::Kind, values));
-        }
-        if let Some(p) = &self.path_prefix {
-            out.push((Dim::Path, vec![Lookup::Prefix(p.clone())]));
-        }
-        if let Some(p) = self.pid {
-            out.push((Dim::Pid, vec![Lookup::Eq(TermValue::Int(i64::from(p)))]));
-        }
-        for (dim, value) in [
-            (Dim::Exe, &self.exe),
-            (Dim::User, &self.user),
-            (Dim::Unit, &self.unit),
-            (Dim::Container, &self.container),
-        ] {
-            if let Some(v) = value {
-                out.push((dim, vec![Lookup::Eq(text(v))]));
-            }
-        }
-        if let Some(h) = self.human {
-            out.push((Dim::Human, vec![Lookup::Eq(TermValue::Int(i64::from(h)))]));
-        }
-        out
-    }
+    out
 }
 
 fn text(s: &str) -> TermValue {
@@ -272,7 +192,7 @@ impl Store {
     }
 
     fn candidates(&self, filter: &Filter) -> Result<Candidates> {
-        let conditions = filter.term_conditions();
+        let conditions = term_conditions(filter);
         let bounded =
             filter.since_ns.is_some() || filter.until_ns.is_some() || filter.after_seq.is_some();
         if conditions.is_empty() && !bounded {

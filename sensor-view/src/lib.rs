@@ -1,5 +1,9 @@
 //! What the command-line tools (`sensorctl`, `sensor-collector`) share to show the log:
-//! writing to stdout and stderr without `println!`'s panic on a closed pipe.
+//! writing to stdout and stderr without `println!`'s panic on a closed pipe, tables, and the
+//! `events` filters and rendering of a record.
+
+pub mod events;
+pub mod table;
 
 use std::fmt;
 use std::io::{self, Write};

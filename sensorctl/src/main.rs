@@ -71,6 +71,12 @@ impl From<sensor_store::Error> for Failure {
     }
 }
 
+impl From<sensor_view::events::BadArgument> for Failure {
+    fn from(e: sensor_view::events::BadArgument) -> Failure {
+        Failure::Usage(e.0)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let dir = &cli.state_dir;

@@ -594,3 +594,36 @@ fn recursive_view_is_refused_not_run() {
         );
     }
 }
+
+/// `sensorctl events` prints exactly what `tests/events.golden` holds (table and JSON, with
+/// and without filters), so moving its rendering into `sensor-view` (shared with
+/// `sensor-collector events`) cannot change a byte. The log's first record (its epoch start)
+/// carries the time the log was opened and the boot id: masked. `GOLDEN=write` rewrites the
+/// file from the current binary.
+#[test]
+fn events_output_is_pinned() {
+    let dir = log();
+    let mut shown = String::new();
+    for args in [
+        &["events"][..],
+        &["events", "--json"],
+        &["events", "--kind", "ptrace"],
+        &["events", "--json", "--path", "/etc/*", "--limit", "2"],
+        &["events", "--since", "2023-11-14T22:15:00Z", "--human"],
+    ] {
+        let out = sensorctl(dir.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        shown.push_str(&format!("$ sensorctl {}\n", args.join(" ")));
+        for line in stdout(&out).lines() {
+            let masked = line.contains("epoch_start") || line.starts_with("1 ");
+            shown.push_str(if masked { "<epoch start>" } else { line });
+            shown.push('\n');
+        }
+    }
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/events.golden");
+    if std::env::var("GOLDEN").is_ok_and(|v| v == "write") {
+        std::fs::write(&golden, &shown).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(&golden).expect("tests/events.golden");
+    assert_eq!(shown, expected);
+}

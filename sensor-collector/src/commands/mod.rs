@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod events;
 pub mod hosts;
 pub mod serve;
 pub mod verify;

@@ -15,7 +15,7 @@ use ed25519_dalek::VerifyingKey;
 use sensor_log::batch_file::BatchFileWriter;
 use sensor_log::forward::{self, BatchMessage, Message};
 use sensor_log::record::{Hash, HostId};
-use sensor_log::{BatchHeader, Checkpoint};
+use sensor_log::{BatchHeader, Checkpoint, Record};
 
 use crate::error::{Error, Result};
 
@@ -55,9 +55,7 @@ pub struct Alarm {
 impl Host {
     /// A host from its stored columns, which must hold a 16-byte id and an Ed25519 key.
     pub(crate) fn from_row(host_id: &[u8], key_epoch: i64, public_key: &[u8]) -> Result<Host> {
-        let host_id: HostId = host_id
-            .try_into()
-            .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))?;
+        let host_id = stored_host_id(host_id)?;
         let key: [u8; 32] = public_key
             .try_into()
             .map_err(|_| Error::Corrupt("a pinned key is not 32 bytes".into()))?;
@@ -94,6 +92,71 @@ pub struct Verified<'a> {
     pub after: &'a Checkpoint,
 }
 
+/// What a batch row is found by (`sensor-collector events`), from its decoded records, filled
+/// when the batch is stored: the range of its records' wall times and their kinds. It only
+/// narrows the rows a query reads; the decoded records decide what is shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchIndex {
+    pub min_wall: i64,
+    pub max_wall: i64,
+    /// Sorted distinct kind names; `None` when not known, which every kind filter matches.
+    pub kinds: Option<Vec<String>>,
+}
+
+impl BatchIndex {
+    /// The index of a verified batch. The verifier decodes only a record's header and the
+    /// log's own records, so an event it accepted may still not decode here (a kind this
+    /// build does not know, from a newer agent): the batch is kept all the same, and indexed
+    /// so that every query reads it (all of time, kinds unknown); `events` then says which
+    /// records it could not show.
+    pub fn of(header: &BatchHeader, message: &BatchMessage) -> BatchIndex {
+        BatchIndex::of_records(header.wall_ns, &message.records)
+    }
+
+    /// The index of records in a batch sealed at `wall_ns`.
+    fn of_records(wall_ns: u64, records: &[Vec<u8>]) -> BatchIndex {
+        let wall = i64::try_from(wall_ns).unwrap_or(i64::MAX);
+        let mut index = BatchIndex {
+            min_wall: wall,
+            max_wall: wall,
+            kinds: Some(Vec::new()),
+        };
+        for (i, bytes) in records.iter().enumerate() {
+            let Ok(record) = Record::decode(bytes) else {
+                return BatchIndex {
+                    min_wall: 0,
+                    max_wall: i64::MAX,
+                    kinds: None,
+                };
+            };
+            let wall = i64::try_from(record.header.wall_ns).unwrap_or(i64::MAX);
+            if i == 0 {
+                (index.min_wall, index.max_wall) = (wall, wall);
+            }
+            index.min_wall = index.min_wall.min(wall);
+            index.max_wall = index.max_wall.max(wall);
+            if let Some(kinds) = index.kinds.as_mut() {
+                kinds.push(record.body.kind_name().to_string());
+            }
+        }
+        if let Some(kinds) = index.kinds.as_mut() {
+            kinds.sort_unstable();
+            kinds.dedup();
+        }
+        index
+    }
+}
+
+/// The batch rows `events` reads: those that may hold a record of `host` (all hosts when
+/// `None`) within the time bounds and of one of `kinds` (any when empty).
+#[derive(Clone, Debug, Default)]
+pub struct BatchQuery {
+    pub host: Option<HostId>,
+    pub since_ns: Option<u64>,
+    pub until_ns: Option<u64>,
+    pub kinds: Vec<String>,
+}
+
 /// What the ingest and the commands need of a store.
 pub trait Store: Send {
     /// Pins `host`'s first key (an operator's approval, or first contact when allowed).
@@ -128,6 +191,15 @@ pub trait Store: Send {
         host_id: &HostId,
         each: &mut dyn FnMut(BatchMessage) -> Result<()>,
     ) -> Result<()>;
+    /// Calls `each` with every batch held that `query` selects, in the order they arrived,
+    /// from the cursor `after` on (`None`: from the first), and returns the cursor to go on
+    /// from (`events --follow`): a batch committed later, by any collector, comes after it.
+    fn batches_after(
+        &mut self,
+        query: &BatchQuery,
+        after: Option<u64>,
+        each: &mut dyn FnMut(&HostId, BatchMessage) -> Result<()>,
+    ) -> Result<u64>;
 }
 
 /// Prepares the store a URL names (`sensor-collector db init`): SQLite creates its schema on
@@ -147,6 +219,13 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
         Some(path) => Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?)),
         None => Ok(Box::new(PostgresStore::connect(url)?)),
     }
+}
+
+/// A stored host id, which must be 16 bytes.
+pub(crate) fn stored_host_id(bytes: &[u8]) -> Result<HostId> {
+    bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))
 }
 
 pub(crate) fn int(v: u64) -> Result<i64> {
@@ -191,4 +270,51 @@ pub(crate) fn record_items(message: &BatchMessage) -> Result<Vec<u8>> {
     items
         .finish()
         .map_err(|e| Error::Corrupt(format!("record items: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchIndex;
+
+    #[test]
+    fn a_batch_is_indexed_by_its_decoded_records() {
+        let [start, event] = sensor_log::vectors::records();
+        let bytes = |r: &sensor_log::Record| r.encode().expect("encode");
+        let index = BatchIndex::of_records(7, &[bytes(&event), bytes(&start), bytes(&event)]);
+        let walls = [start.header.wall_ns, event.header.wall_ns].map(|w| w as i64);
+        assert_eq!(
+            index,
+            BatchIndex {
+                min_wall: walls[0].min(walls[1]),
+                max_wall: walls[0].max(walls[1]),
+                kinds: Some(vec![
+                    "epoch_start".to_string(),
+                    event.body.kind_name().to_string()
+                ]),
+            }
+        );
+        // An empty batch: its header's time, no kinds.
+        let empty = BatchIndex::of_records(7, &[]);
+        assert_eq!((empty.min_wall, empty.max_wall), (7, 7));
+        assert_eq!(empty.kinds, Some(Vec::new()));
+    }
+
+    /// A record the verifier accepted (it checks an event's header, not its body) that this
+    /// build cannot decode: the batch is found by every query, never hidden by its index.
+    #[test]
+    fn a_record_that_does_not_decode_makes_the_batch_match_every_query() {
+        let [_, event] = sensor_log::vectors::records();
+        let mut unknown = event.encode().expect("encode");
+        let last = unknown.len() - 1;
+        unknown.truncate(last);
+        let index = BatchIndex::of_records(7, &[event.encode().expect("encode"), unknown]);
+        assert_eq!(
+            index,
+            BatchIndex {
+                min_wall: 0,
+                max_wall: i64::MAX,
+                kinds: None,
+            }
+        );
+    }
 }

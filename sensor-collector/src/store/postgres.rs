@@ -5,14 +5,17 @@
 //! exactly one collector advance a host; the loser's transaction is rolled back (`Stale`).
 //! Commits are durable (`synchronous_commit` is left on).
 
-use postgres::{Client, NoTls};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use postgres::{Client, IsolationLevel, NoTls};
 use sensor_log::forward::BatchMessage;
 use sensor_log::record::{Hash, HostId};
 use sensor_log::time::wall_now_ns;
 use sensor_log::{BatchHeader, Checkpoint};
 
 use super::{
-    batch_message, int, record_items, uint, Alarm, Commit, Host, HostSummary, Store, Verified,
+    batch_message, int, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery, Commit,
+    Host, HostSummary, Store, Verified,
 };
 use crate::error::{Error, Result};
 
@@ -127,6 +130,7 @@ impl Store for PostgresStore {
     fn commit(&mut self, batch: &Verified<'_>) -> Result<Commit> {
         let h = batch.header;
         let records = record_items(batch.message)?;
+        let index = BatchIndex::of(h, batch.message);
         let state = serde_json::to_string(batch.after)
             .map_err(|e| Error::Corrupt(format!("a checkpoint does not serialize: {e}")))?;
         let now = int(wall_now_ns())?;
@@ -135,8 +139,9 @@ impl Store for PostgresStore {
         let mut tx = self.client.transaction()?;
         let inserted = tx.execute(
             "INSERT INTO batches (host_id, number, epoch, first_seq, count, wall_ns, header,
-                                  signature, digest, records, received_ns)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                  signature, digest, records, received_ns, min_wall, max_wall,
+                                  kinds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (host_id, number) DO NOTHING",
             &[
                 &host,
@@ -150,6 +155,9 @@ impl Store for PostgresStore {
                 &&batch.digest[..],
                 &records,
                 &now,
+                &index.min_wall,
+                &index.max_wall,
+                &index.kinds,
             ],
         )?;
         if inserted == 0 {
@@ -308,5 +316,61 @@ impl Store for PostgresStore {
             )?)?;
         }
         Ok(())
+    }
+
+    /// The cursor is a transaction id (postgres.sql): the rows of every transaction below
+    /// the oldest one running when the call began, which are all settled, read once.
+    fn batches_after(
+        &mut self,
+        query: &BatchQuery,
+        after: Option<u64>,
+        each: &mut dyn FnMut(&HostId, BatchMessage) -> Result<()>,
+    ) -> Result<u64> {
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let upto: i64 = tx
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                &[],
+            )?
+            .get(0);
+        let from = after.map_or(Ok(0), int)?;
+        let host = if query.host.is_some() {
+            "host_id = $1"
+        } else {
+            "$1::bytea IS NULL"
+        };
+        let sql = format!(
+            "SELECT host_id, number, header, signature, records FROM batches
+             WHERE {host} AND max_wall >= $2 AND min_wall <= $3
+               AND xact >= $4 AND xact < $5
+               AND ($6::text[] IS NULL OR kinds IS NULL OR kinds && $6)
+             ORDER BY received"
+        );
+        let host_id = query.host.as_ref().map(|h| &h[..]);
+        let since = int(query.since_ns.unwrap_or(0))?;
+        let until = query.until_ns.map_or(Ok(i64::MAX), int)?;
+        let kinds = (!query.kinds.is_empty()).then_some(&query.kinds);
+        let params: [&(dyn ToSql + Sync); 6] = [&host_id, &since, &until, &from, &upto, &kinds];
+        let mut rows = tx.query_raw(&sql, params)?;
+        while let Some(r) = rows.next()? {
+            let host_id = stored_host_id(r.get(0))?;
+            each(
+                &host_id,
+                batch_message(
+                    uint(r.get(1))?,
+                    r.get::<_, &[u8]>(2),
+                    r.get::<_, &[u8]>(3),
+                    r.get::<_, &[u8]>(4),
+                )?,
+            )?;
+        }
+        drop(rows);
+        tx.commit()?;
+        Ok(uint(upto)?.max(after.unwrap_or(0)))
     }
 }

@@ -10,7 +10,8 @@ use sensor_log::time::wall_now_ns;
 use sensor_log::{BatchHeader, Checkpoint};
 
 use super::{
-    batch_message, int, record_items, uint, Alarm, Commit, Host, HostSummary, Store, Verified,
+    batch_message, int, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery, Commit,
+    Host, HostSummary, Store, Verified,
 };
 use crate::error::{Error, Result};
 
@@ -96,16 +97,29 @@ impl Store for SqliteStore {
     fn commit(&mut self, batch: &Verified<'_>) -> Result<Commit> {
         let h = batch.header;
         let records = record_items(batch.message)?;
+        let index = BatchIndex::of(h, batch.message);
+        // ',file_open,ptrace,': a kind is matched with its commas (sqlite.sql).
+        let kinds = index.kinds.as_ref().map(|kinds| {
+            kinds.iter().fold(",".to_string(), |mut text, k| {
+                text.push_str(k);
+                text.push(',');
+                text
+            })
+        });
         let state = serde_json::to_string(batch.after)
             .map_err(|e| Error::Corrupt(format!("a checkpoint does not serialize: {e}")))?;
         let now = int(wall_now_ns())?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // `received` is max + 1 inside this (immediate, so serialized) transaction: batches
+        // become visible in `received` order, which `events --follow` relies on.
         let inserted = tx.execute(
             "INSERT INTO batches (host_id, number, epoch, first_seq, count, wall_ns, header,
-                                  signature, digest, records, received_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                  signature, digest, records, received_ns, min_wall, max_wall,
+                                  kinds, received)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                     (SELECT COALESCE(MAX(received), 0) + 1 FROM batches))
              ON CONFLICT (host_id, number) DO NOTHING",
             params![
                 &h.host_id[..],
@@ -118,7 +132,10 @@ impl Store for SqliteStore {
                 &batch.message.signature,
                 &batch.digest[..],
                 records,
-                now
+                now,
+                index.min_wall,
+                index.max_wall,
+                kinds
             ],
         )?;
         if inserted == 0 {
@@ -300,5 +317,68 @@ impl Store for SqliteStore {
             each(batch_message(number, &header, &signature, &records)?)?;
         }
         Ok(())
+    }
+
+    /// The cursor is `received`: everything up to the largest held when the call began,
+    /// which no later commit can fall under.
+    fn batches_after(
+        &mut self,
+        query: &BatchQuery,
+        after: Option<u64>,
+        each: &mut dyn FnMut(&HostId, BatchMessage) -> Result<()>,
+    ) -> Result<u64> {
+        let upto: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(received), 0) FROM batches", [], |r| {
+                    r.get(0)
+                })?;
+        let kinds = (!query.kinds.is_empty())
+            .then(|| serde_json::to_string(&query.kinds))
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("kind names: {e}")))?;
+        // Rows narrowed by host and time through (host_id, max_wall) or (max_wall), or by
+        // arrival through `received` (a follow's poll, or no time bound: every row in
+        // arrival order, no sort); the kinds between commas last. Without statistics SQLite
+        // would walk `received` to skip sorting even under a time bound: `+received` keeps
+        // it off that index then.
+        let host = if query.host.is_some() {
+            "host_id = ?1"
+        } else {
+            "?1 IS NULL"
+        };
+        let arrival = if after.is_none() && query.since_ns.is_some() {
+            "+received"
+        } else {
+            "received"
+        };
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT host_id, number, header, signature, records FROM batches
+             WHERE {host} AND max_wall >= ?2 AND min_wall <= ?3
+               AND {arrival} > ?4 AND {arrival} <= ?5
+               AND (?6 IS NULL OR kinds IS NULL
+                    OR EXISTS (SELECT 1 FROM json_each(?6) k
+                               WHERE instr(kinds, ',' || k.value || ',') > 0))
+             ORDER BY {arrival}"
+        ))?;
+        let mut rows = stmt.query(params![
+            query.host.as_ref().map(|h| &h[..]),
+            int(query.since_ns.unwrap_or(0))?,
+            query.until_ns.map_or(Ok(i64::MAX), int)?,
+            after.map_or(Ok(0), int)?,
+            upto,
+            kinds
+        ])?;
+        while let Some(r) = rows.next()? {
+            let host_id = stored_host_id(&r.get::<_, Vec<u8>>(0)?)?;
+            let number = uint(r.get(1)?)?;
+            let header: Vec<u8> = r.get(2)?;
+            let signature: Vec<u8> = r.get(3)?;
+            let records: Vec<u8> = r.get(4)?;
+            each(
+                &host_id,
+                batch_message(number, &header, &signature, &records)?,
+            )?;
+        }
+        Ok(uint(upto)?.max(after.unwrap_or(0)))
     }
 }

@@ -2,6 +2,14 @@
 -- the batch's signed header, its signature and its record items verbatim, stored once, in
 -- the transaction that advances the host's checkpoint; a different batch for a number
 -- already held goes to `forks`, never over the held one.
+--
+-- `events` finds batch rows by the columns the collector fills from the decoded records when
+-- it stores a batch (`BatchIndex`): `min_wall`/`max_wall`, the range of the records' wall
+-- times (the header's when the batch is empty), and `kinds`, the distinct kind names between
+-- commas (',file_open,ptrace,'; NULL when a record did not decode: then the range is all of
+-- time and every kind filter matches). `received` numbers batches in the order they were
+-- stored, collector-wide (max + 1 inside the writing transaction, which SQLite serializes):
+-- `events --follow` polls on it, never on wall time, which hosts set.
 CREATE TABLE IF NOT EXISTS hosts (
     host_id     BLOB PRIMARY KEY,
     key_epoch   INTEGER NOT NULL,
@@ -27,8 +35,14 @@ CREATE TABLE IF NOT EXISTS batches (
     digest      BLOB NOT NULL,
     records     BLOB NOT NULL,
     received_ns INTEGER NOT NULL,
+    min_wall    INTEGER NOT NULL,
+    max_wall    INTEGER NOT NULL,
+    kinds       TEXT,
+    received    INTEGER NOT NULL UNIQUE,
     PRIMARY KEY (host_id, number)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_host_time ON batches (host_id, max_wall);
+CREATE INDEX IF NOT EXISTS batches_time ON batches (max_wall);
 CREATE TABLE IF NOT EXISTS forks (
     host_id     BLOB NOT NULL,
     number      INTEGER NOT NULL,
