@@ -227,7 +227,10 @@ mod tests {
                 "limits.max_message",
             ),
             (&format!("{MINIMAL}[limits]\nwindow = 0\n"), "limits.window"),
-            (&format!("{MINIMAL}[limits]\nmax_mesage = 64\n"), "limits.max_mesage"),
+            (
+                &format!("{MINIMAL}[limits]\nmax_mesage = 64\n"),
+                "limits.max_mesage",
+            ),
             (
                 &format!("metrics_listen = \"everywhere\"\n{MINIMAL}"),
                 "metrics_listen",

@@ -7,7 +7,7 @@ mod common;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use collector_harness::{CollectorProcess, Identity, Pki};
+use collector_harness::{sample, scrape, CollectorProcess, CuttingProxy, Identity, Pki};
 use common::{outbox, write};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
 use sensor_forward::client::{Answer, Session};
@@ -217,10 +217,11 @@ async fn hosts_without_a_valid_certificate_are_refused_at_the_handshake() {
 async fn bad_messages_are_refused_with_their_reason_and_serving_goes_on() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = free_port();
     let c = start(
         &pki,
         dir.path(),
-        "enrollment = \"first_contact\"\n[limits]\nmax_message = 65536",
+        &format!("enrollment = \"first_contact\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n[limits]\nmax_message = 65536"),
     );
     let log = host_log(40, None);
     assert!(log.batches.len() >= 6, "{} batches", log.batches.len());
@@ -318,6 +319,38 @@ async fn bad_messages_are_refused_with_their_reason_and_serving_goes_on() {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+
+    // Every refusal was counted by its reason, and the accepted batches and their records.
+    let text = scrape(([127, 0, 0, 1], metrics).into());
+    for (name, at_least) in [
+        ("collector_rejected_total{reason=\"invalid\"}", 2.0),
+        ("collector_rejected_total{reason=\"host_mismatch\"}", 2.0),
+        ("collector_rejected_total{reason=\"oversized\"}", 1.0),
+        ("collector_rejected_total{reason=\"malformed\"}", 1.0),
+        (
+            "collector_rejected_total{reason=\"protocol_violation\"}",
+            2.0,
+        ),
+        (
+            "collector_batches_accepted_total",
+            log.batches.len() as f64 + 1.0,
+        ),
+        ("collector_alarms_total{kind=\"bad_signature\"}", 1.0),
+        ("collector_ack_latency_seconds_count", 1.0),
+    ] {
+        let value = sample(&text, name);
+        assert!(
+            value >= at_least,
+            "{name} = {value}, expected at least {at_least}"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,5 +377,212 @@ async fn an_unknown_host_waits_for_an_operator_when_enrollment_needs_approval() 
     assert_eq!(
         send_all(&mut s, &log.batches[..1]).await,
         vec![Answer::Ack(1)]
+    );
+}
+
+/// Sends every batch from where the collector says, resending from `expected` after an
+/// out-of-order or unavailable refusal (another collector advanced the host meanwhile), as
+/// the agent does; returns (acks, refusals). Any other refusal is a failure.
+async fn drive(s: &mut Session, batches: &[BatchMessage]) -> (u64, u64) {
+    let (mut acks, mut refusals) = (0, 0);
+    let mut next = s.welcome().next_batch.max(1);
+    while next <= batches.len() as u64 {
+        let end = (next + 8).min(batches.len() as u64 + 1);
+        for n in next..end {
+            s.send(&batches[n as usize - 1]).await.expect("send");
+        }
+        let mut resume = None;
+        for _ in next..end {
+            match s.answer().await.expect("answer") {
+                Answer::Ack(_) => acks += 1,
+                Answer::Refuse(r)
+                    if matches!(r.code, RefuseCode::OutOfOrder | RefuseCode::Unavailable) =>
+                {
+                    refusals += 1;
+                    resume.get_or_insert(r.expected.max(1));
+                }
+                Answer::Refuse(r) => panic!("refused: {r:?}"),
+            }
+        }
+        next = resume.unwrap_or(end);
+    }
+    (acks, refusals)
+}
+
+/// Two collector processes against one PostgreSQL: the host's connection moves from one to
+/// the other mid-stream, and then both receive the whole log at once. The database alone
+/// keeps one continuous chain: each batch held once, none missing, verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_on_one_postgresql_keep_one_chain() {
+    let Some(pg) = common::postgres() else { return };
+    let url = pg.url();
+    // The blocking PostgreSQL client runs its own runtime: not on this test's.
+    let init = url.clone();
+    std::thread::spawn(move || sensor_collector::store::init(&init, None))
+        .join()
+        .expect("init thread")
+        .expect("schema");
+    let pki = Pki::new();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = CollectorProcess::start(Path::new(BIN), &pki, dir_a.path(), &url, "name = \"a\"");
+    let b = CollectorProcess::start(Path::new(BIN), &pki, dir_b.path(), &url, "name = \"b\"");
+    let log = host_log(240, None);
+    let n = log.batches.len() as u64;
+    assert!(n >= 40, "{n} batches");
+    let host_hex = hex::encode(log.id);
+    let approve = std::process::Command::new(BIN)
+        .args([
+            "--store",
+            &url,
+            "hosts",
+            "approve",
+            &host_hex,
+            &hex::encode(log.key),
+        ])
+        .output()
+        .expect("approve");
+    assert!(
+        approve.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approve.stderr)
+    );
+    let id = pki.host(&host_hex);
+
+    // Twenty batches to A, ten answers read, then the host moves to B mid-window.
+    let mut sa = connect(&a, &id, &pki, hello(&log))
+        .await
+        .expect("session a");
+    for batch in &log.batches[..20] {
+        sa.send(batch).await.expect("send");
+    }
+    for _ in 0..10 {
+        assert!(matches!(sa.answer().await.expect("answer"), Answer::Ack(_)));
+    }
+    drop(sa);
+    let mut sb = connect(&b, &id, &pki, hello(&log))
+        .await
+        .expect("session b");
+    let from = sb.welcome().next_batch;
+    assert!((11..=21).contains(&from), "B expects batch {from}");
+    drive(&mut sb, &log.batches[..30]).await;
+
+    // Then the whole log to both at once, each session racing the other.
+    let both = |c: &CollectorProcess| {
+        let (addr, tls, h, batches) = (
+            c.addr.clone(),
+            client_config(&id.cert, &id.key, &pki.ca).expect("tls"),
+            hello(&log),
+            log.batches.clone(),
+        );
+        tokio::spawn(async move {
+            let mut s = Session::connect(&addr, "localhost", tls, h)
+                .await
+                .expect("session");
+            let mut total = (0, 0);
+            // From batch 1: everything held is acknowledged again, as a resend.
+            for chunk in [&batches[..], &batches[..]] {
+                let (acks, refusals) = drive(&mut s, chunk).await;
+                total = (total.0 + acks, total.1 + refusals);
+            }
+            total
+        })
+    };
+    let (ta, tb) = (both(&a), both(&b));
+    let (ra, rb) = (ta.await.expect("a"), tb.await.expect("b"));
+    eprintln!("a: {ra:?} acks/refusals, b: {rb:?}");
+
+    let held = pg
+        .psql(&format!(
+            "SELECT count(*), count(DISTINCT number), min(number), max(number) FROM batches WHERE host_id = '\\x{host_hex}'"
+        ))
+        .expect("psql");
+    assert_eq!(held.trim(), format!("{n}|{n}|1|{n}"), "batches held");
+    let verify = std::process::Command::new(BIN)
+        .args(["--store", &url, "verify"])
+        .output()
+        .expect("verify");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+/// A stream of batches through a connection cut 1,000 times at random points (in the
+/// handshake, the hello, inside a batch, inside an answer): the client resends from where
+/// each new session's welcome says, at once, as the agent does after its back-off. The
+/// collector holds every batch once, none missing, one verified chain, and it acknowledged
+/// resends of batches it already held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_cuts_leave_no_gap_and_no_duplicate() {
+    const CUTS: u64 = 1000;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(&pki, dir.path(), "enrollment = \"first_contact\"");
+    let proxy = CuttingProxy::start(c.addr.clone(), CUTS, Duration::from_millis(40));
+    let log = host_log(4000, None);
+    let n = log.batches.len() as u64;
+    let id = pki.host(&hex::encode(log.id));
+    let tls = client_config(&id.cert, &id.key, &pki.ca).expect("tls");
+    let (mut acks, mut sessions) = (0u64, 0u64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    // Until every batch is held and every cut has happened, keep (re)sending everything
+    // from the collector's `next_batch`, and from batch 1 every tenth session (resends).
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} cuts, {acks} acks",
+            proxy.cuts()
+        );
+        let Ok(mut s) = Session::connect(&proxy.addr, "localhost", tls.clone(), hello(&log)).await
+        else {
+            continue;
+        };
+        sessions += 1;
+        let next = s.welcome().next_batch;
+        if next == n + 1 && proxy.cuts() >= CUTS {
+            break;
+        }
+        let from = if sessions % 10 == 0 { 1 } else { next.max(1) };
+        let window = &log.batches[from as usize - 1..];
+        let sent = async {
+            for b in window.iter().take(64) {
+                s.send(b).await?;
+            }
+            for _ in window.iter().take(64) {
+                if let Answer::Refuse(r) = s.answer().await? {
+                    panic!("refused: {r:?}");
+                }
+                acks += 1;
+            }
+            Ok::<_, sensor_forward::Error>(())
+        };
+        let _ = sent.await;
+    }
+    eprintln!(
+        "{} cuts, {sessions} sessions, {acks} acks for {n} batches",
+        proxy.cuts()
+    );
+    assert!(acks > n, "resends were acknowledged again");
+    let hosts = String::from_utf8_lossy(&cli(dir.path(), &["hosts"]).stdout).into_owned();
+    let row: Vec<&str> = hosts
+        .lines()
+        .nth(1)
+        .expect("a host row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row[3], row[4]),
+        (n.to_string().as_str(), n.to_string().as_str()),
+        "{hosts}"
+    );
+    let verify = cli(dir.path(), &["verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
     );
 }

@@ -9,6 +9,7 @@
 //! verifier name the exact record that was modified. Both the writer and the readers refuse a
 //! store whose schema is not exactly `SCHEMA`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
@@ -187,6 +188,19 @@ impl Store {
     }
 
     /// The oldest retained batch.
+    /// Records of batches `first..=last` by kind name (from the index column).
+    pub(crate) fn kinds_in_batches(&self, first: u64, last: u64) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, count(*) FROM records WHERE batch BETWEEN ?1 AND ?2 GROUP BY kind",
+        )?;
+        let mut rows = stmt.query(params![to_i64(first)?, to_i64(last)?])?;
+        let mut counts = BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            counts.insert(r.get::<_, String>(0)?, to_u64(r.get(1)?, "count")?);
+        }
+        Ok(counts)
+    }
+
     pub fn first_batch(&self) -> Result<Option<StoredBatch>> {
         self.batch_where("ORDER BY number ASC LIMIT 1", [])
     }

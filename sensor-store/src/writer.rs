@@ -360,10 +360,17 @@ impl LogWriter {
     /// exceed `max_bytes` or a batch is older than `max_age`, never the newest batch. A
     /// `Pruned` record saying what went is chained and committed in the same transaction as
     /// the deletion, so nothing disappears silently. Returns what was removed, if anything.
+    ///
+    /// `keep_from` is the first batch no collector has acknowledged (forwarding on): age
+    /// never removes it or a later batch; the byte limit still may (the disk comes first),
+    /// and then a `loss` event (source `unforwarded`, counts by kind) is chained right after
+    /// the `Pruned` record, in the same batch, for the records removed before any collector
+    /// held them.
     pub fn prune(
         &mut self,
         max_bytes: Option<u64>,
         max_age: Option<Duration>,
+        keep_from: Option<u64>,
         now: Timestamp,
     ) -> Result<Option<Pruned>> {
         if self
@@ -395,11 +402,18 @@ impl LogWriter {
         let mut total: u64 = batches.iter().map(|b| b[3]).sum();
         let mut removed = 0;
         let mut records = 0;
-        for &[_, _, count, bytes, wall_ns] in batches.iter().take(batches.len().saturating_sub(1)) {
+        let mut unforwarded = None;
+        for &[number, _, count, bytes, wall_ns] in
+            batches.iter().take(batches.len().saturating_sub(1))
+        {
+            let held_elsewhere = keep_from.is_none_or(|keep| number < keep);
             let too_big = max_bytes.is_some_and(|max| total > max);
-            let too_old = cutoff.is_some_and(|c| wall_ns < c);
+            let too_old = held_elsewhere && cutoff.is_some_and(|c| wall_ns < c);
             if !(too_big || too_old) {
                 break;
+            }
+            if !held_elsewhere {
+                unforwarded.get_or_insert((number, number)).1 = number;
             }
             total -= bytes;
             records += count;
@@ -420,6 +434,13 @@ impl LogWriter {
             up_to_batch,
         });
         self.chain(Body::Pruned(pruned.clone()), now)?;
+        if let Some((first, last)) = unforwarded {
+            let counts = self.store.kinds_in_batches(first, last)?;
+            self.chain(
+                Body::Event(Event::loss("unforwarded", counts, now.wall_ns)),
+                now,
+            )?;
+        }
         self.seal(now)?;
         self.store.conn.execute_batch("PRAGMA incremental_vacuum")?;
         Ok(Some(pruned))

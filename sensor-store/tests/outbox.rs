@@ -81,3 +81,79 @@ fn a_tampered_store_fails_at_the_collector_where_verify_says() {
         (Position::Seq(first as u64), Reason::Modified)
     );
 }
+
+/// With forwarding on, age never removes a batch no collector acknowledged; the byte limit
+/// still does (the disk comes first), and then a `loss` event with source `unforwarded`,
+/// chained right after the `pruned` record, counts by kind the records that went before any
+/// collector held them. The log still verifies.
+#[test]
+fn retention_keeps_what_no_collector_acknowledged() {
+    use sensor_log::{Body, Record, Timestamp};
+    use sensor_store::{LogWriter, WriterOptions};
+
+    let dir = written();
+    let mut w = LogWriter::open(
+        dir.path(),
+        WriterOptions {
+            batch_max_records: 8,
+            batch_interval: std::time::Duration::from_secs(3600),
+            ..WriterOptions::default()
+        },
+    )
+    .expect("reopen");
+    let now = Timestamp::now();
+    let later = Timestamp {
+        wall_ns: now.wall_ns + 86_400_000_000_000,
+        mono_ns: now.mono_ns,
+    };
+    let day = Some(std::time::Duration::from_secs(3600));
+    let pruned = w
+        .prune(None, day, Some(5), later)
+        .expect("prune")
+        .expect("pruned");
+    assert_eq!(pruned.batches, 4, "only batches 1 to 4 were acknowledged");
+
+    let unforwarded = |dir: &Path| -> Vec<u64> {
+        let store = Store::open_read_only(dir).expect("store");
+        let last = store.last_batch().expect("read").expect("a batch").number;
+        let batch = store.outbox_batch(last).expect("read").expect("held");
+        batch
+            .records
+            .iter()
+            .filter_map(|r| match Record::decode(r).expect("decodes").body {
+                Body::Event(e) => e
+                    .loss
+                    .filter(|l| l.source == "unforwarded")
+                    .map(|l| l.total),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(
+        unforwarded(dir.path()).is_empty(),
+        "age removed nothing unforwarded"
+    );
+
+    let store = Store::open_read_only(dir.path()).expect("store");
+    let first = store.first_batch().expect("read").expect("a batch");
+    assert_eq!(first.number, 5);
+    let before = store.record_count().expect("count");
+    drop(store);
+    let pruned = w
+        .prune(Some(1), day, Some(5), later)
+        .expect("prune")
+        .expect("pruned");
+    assert!(pruned.batches > 0);
+    assert_eq!(
+        unforwarded(dir.path()),
+        vec![pruned.records],
+        "the loss counts every record removed"
+    );
+    assert!(before > pruned.records);
+    w.close(later).expect("close");
+    let store = Store::open_read_only(dir.path()).expect("store");
+    assert!(matches!(
+        verify(&store, None).expect("verify"),
+        Verdict::Intact(_)
+    ));
+}

@@ -179,7 +179,7 @@ fn pruned_batches_leave_no_postings_behind() {
     let (dir, _) = written();
     let mut w = LogWriter::open(dir.path(), common::options(16)).expect("reopen");
     let pruned = w
-        .prune(Some(40_000), None, Timestamp::now())
+        .prune(Some(40_000), None, None, Timestamp::now())
         .expect("prune")
         .expect("pruned");
     w.close(Timestamp::now()).expect("close");

@@ -244,7 +244,7 @@ fn pruning_verifies_and_unrecorded_pruning_does_not() {
     let mut w = LogWriter::open(dir.path(), common::options(8)).expect("reopen");
     let now = Timestamp::now();
     let pruned = w
-        .prune(Some(10_000), None, now)
+        .prune(Some(10_000), None, None, now)
         .expect("prune")
         .expect("something pruned");
     assert!(pruned.records > 0 && pruned.batches > 0);

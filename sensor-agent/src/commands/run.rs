@@ -26,6 +26,7 @@ use crate::{
         fault,
         forward::ForwardStage,
         loss::LossStage,
+        metrics,
         output::{OutputFormat, OutputLink, OutputStage},
         read::ReadStage,
         status::StatusStage,
@@ -90,6 +91,9 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| config.agent.state_dir.clone());
     let counters = Arc::new(Counters::default());
+    if let Some(listen) = config.agent.metrics_listen {
+        metrics::install(listen);
+    }
     // The log first: a state directory that cannot be written stops the agent before any
     // probe is attached, and the new epoch is recorded before the first event.
     let mut chain = ChainStage::open(&state_dir, &config.log, counters.clone())?;

@@ -62,7 +62,13 @@ pub(super) fn merge(
             .agent
             .proc_files
             .ok_or_else(|| required("agent.proc_files"))?,
+        metrics_listen: None,
     };
+    let mut metrics_listen = defaults
+        .raw
+        .agent
+        .metrics_listen
+        .ok_or_else(|| required("agent.metrics_listen"))?;
     let mut watches = defaults.watches;
     let mut owners = defaults.owners;
     let mut log = defaults.log;
@@ -76,6 +82,7 @@ pub(super) fn merge(
         agent.state_dir = a.state_dir.unwrap_or(agent.state_dir);
         agent.ring_buffer_bytes = a.ring_buffer_bytes.unwrap_or(agent.ring_buffer_bytes);
         agent.proc_files = a.proc_files.unwrap_or(agent.proc_files);
+        metrics_listen = a.metrics_listen.unwrap_or(metrics_listen);
         if user.raw.default_watches == Some(false) {
             if !user.raw.unwatch.is_empty() {
                 return Err(invalid(
@@ -105,6 +112,8 @@ pub(super) fn merge(
         watches.extend(user.watches);
         owners.extend(user.owners);
     }
+    // Checked where it was set.
+    agent.metrics_listen = super::validate::metrics_listen(&metrics_listen).unwrap_or(None);
     Ok(Config {
         agent,
         log: log.finish()?,

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     /// Size of the kernel → agent ring buffer: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
     pub proc_files: Vec<ProcFile>,
+    /// Where Prometheus scrapes `/metrics`; `None` when `"off"`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where the forward stage sends sealed batches (docs/forwarding.md).

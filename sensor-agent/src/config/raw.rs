@@ -34,6 +34,7 @@ pub(super) struct RawAgent {
     pub(super) state_dir: Option<PathBuf>,
     pub(super) ring_buffer_bytes: Option<u32>,
     pub(super) proc_files: Option<Vec<ProcFile>>,
+    pub(super) metrics_listen: Option<String>,
 }
 
 /// `[log]` as written: durations are strings (`"1s"`, `"24h"`, `"90d"`, or `"off"` where a

@@ -104,6 +104,17 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Parsed, ConfigError> {
     })
 }
 
+/// `ADDRESS:PORT`, or `"off"` (`None`).
+pub(super) fn metrics_listen(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    match text {
+        "off" => Ok(None),
+        _ => text
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("`{text}`: {e} (want ADDRESS:PORT or \"off\")")),
+    }
+}
+
 /// Batches in flight unless `[forward] window` says otherwise.
 const DEFAULT_FORWARD_WINDOW: u16 = 64;
 
@@ -146,6 +157,9 @@ fn is_kind(kind: &str) -> bool {
 }
 
 fn validate_agent(agent: &RawAgent, file: &str) -> Result<(), ConfigError> {
+    if let Some(text) = &agent.metrics_listen {
+        metrics_listen(text).map_err(|message| invalid(file, "agent.metrics_listen", message))?;
+    }
     if let Some(dir) = &agent.state_dir {
         if !dir.is_absolute() {
             return Err(invalid(

@@ -201,9 +201,18 @@ impl ChainStage {
 
     fn prune(&mut self) {
         self.last_prune = Instant::now();
+        // With forwarding on, nothing a collector has not acknowledged ages out.
+        let keep_from = self
+            .counters
+            .forward
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|f| f.last_acked.unwrap_or(0) + 1);
         match self.writer.prune(
             self.log.retention_max_bytes,
             self.log.retention_max_age,
+            keep_from,
             Timestamp::now(),
         ) {
             Ok(Some(pruned)) => tracing::info!(?pruned, "retention pruned the oldest batches"),

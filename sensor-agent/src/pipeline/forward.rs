@@ -106,6 +106,13 @@ impl ForwardStage {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
+        let cursor: Cursor = cursor;
+        let status = ForwardStatus {
+            last_acked: (cursor.acked > 0).then_some(cursor.acked),
+            ..ForwardStatus::default()
+        };
+        // From now on, retention keeps what no collector acknowledged.
+        *counters.forward.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
         Ok(ForwardStage {
             config,
             tls,
@@ -115,14 +122,13 @@ impl ForwardStage {
             counters,
             cursor,
             cursor_written: std::time::Instant::now(),
-            status: ForwardStatus::default(),
+            status,
             failures: 0,
         })
     }
 
     /// Forwards until `stop` fires; never fails for a collector's sake.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), Error> {
-        self.status.last_acked = (self.cursor.acked > 0).then_some(self.cursor.acked);
         self.publish(None).await;
         let collectors = self.config.collectors.clone();
         'rounds: loop {

@@ -15,6 +15,7 @@ pub mod enrich;
 pub mod fault;
 pub mod forward;
 pub mod loss;
+pub mod metrics;
 pub mod output;
 pub mod read;
 pub mod status;

@@ -100,6 +100,7 @@ impl StatusStage {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        super::metrics::export(&self.status);
         if let Err(e) = self.status.write(&self.state_dir) {
             tracing::warn!("writing status.json: {e}");
         }

@@ -55,7 +55,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         &config.tls.client_ca,
     )
     .map_err(ServeError::Tls)?;
-    let workers = Workers::start(&config.store, config.workers)?;
+    let (url, count) = (config.store.clone(), config.workers);
+    let workers = tokio::task::spawn_blocking(move || Workers::start(&url, count))
+        .await
+        .map_err(|e| ServeError::Store(crate::Error::Unavailable(e.to_string())))??;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {

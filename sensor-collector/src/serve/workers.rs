@@ -25,28 +25,49 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Opens `count` connections to the store `url` names, one per worker thread.
+    /// Starts `count` worker threads, each with its own connection to the store `url`
+    /// names, opened on that thread (the PostgreSQL client runs its own runtime, which must
+    /// not nest in the server's); returns once every one is connected.
     pub fn start(url: &str, count: usize) -> Result<Workers> {
         let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         for i in 0..count {
-            let mut collector = Collector::new(store::open(url)?);
-            let queue = Arc::clone(&queue);
+            let (queue, url, ready_tx) = (Arc::clone(&queue), url.to_owned(), ready_tx.clone());
             thread::Builder::new()
                 .name(format!("ingest-{i}"))
-                .spawn(move || loop {
-                    let job = queue
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .blocking_recv();
-                    let Some(job) = job else { break };
-                    // A panic is a bug in one job: its session gets `unavailable` (its reply
-                    // channel is dropped) and the worker serves the next one.
-                    if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut collector))).is_err() {
-                        tracing::error!("an ingest job panicked; its batch was not stored");
+                .spawn(move || {
+                    let mut collector = match store::open(&url) {
+                        Ok(store) => Collector::new(store),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    drop(ready_tx);
+                    loop {
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .blocking_recv();
+                        let Some(job) = job else { break };
+                        // A panic is a bug in one job: its session gets `unavailable` (its
+                        // reply channel is dropped) and the worker serves the next one.
+                        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut collector)))
+                            .is_err()
+                        {
+                            tracing::error!("an ingest job panicked; its batch was not stored");
+                        }
                     }
                 })
                 .map_err(|e| Error::Unavailable(format!("cannot start an ingest worker: {e}")))?;
+        }
+        drop(ready_tx);
+        for _ in 0..count {
+            ready
+                .recv()
+                .map_err(|_| Error::Unavailable("an ingest worker ended at start".into()))??;
         }
         Ok(Workers { jobs })
     }

@@ -142,6 +142,27 @@ fn host_params(host_hex: &str) -> CertificateParams {
     params
 }
 
+/// `GET /metrics` from a Prometheus endpoint at `addr`, over plain HTTP/1.1: the text of a
+/// 200 answer, headers included.
+pub fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the sample named `name` (labels included, as rendered) in scraped `text`.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
 /// A running `sensor-collector serve`.
 pub struct CollectorProcess {
     child: Child,
@@ -154,7 +175,8 @@ pub struct CollectorProcess {
 
 impl CollectorProcess {
     /// Starts `binary serve` with a configuration for `store` in `dir`, plus `extra` TOML
-    /// top-level lines (before the tables). Panics if it does not say where it listens
+    /// top-level lines (before the tables); metrics are off unless `extra` sets
+    /// `metrics_listen`. Panics if it does not say where it listens
     /// within 30 s.
     pub fn start(
         binary: &Path,
@@ -179,8 +201,14 @@ impl CollectorProcess {
         std::fs::write(
             &config,
             format!(
-                "listen = \"{listen}\"\nstore = \"{store}\"\nmetrics_listen = \"off\"\n{extra}\n\
+                "listen = \"{listen}\"\nstore = \"{store}\"\n{}{extra}\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+                // Metrics only where a test asks for them.
+                if extra.contains("metrics_listen") {
+                    ""
+                } else {
+                    "metrics_listen = \"off\"\n"
+                },
                 pki.collector.cert.display(),
                 pki.collector.key.display(),
                 pki.ca.display()
@@ -253,5 +281,107 @@ impl CollectorProcess {
 impl Drop for CollectorProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A TCP relay to `upstream` that cuts each connection after a pseudo-random number of bytes
+/// (in either direction) or a pseudo-random time, `cuts` times in all, then relays without
+/// cutting: a network that keeps failing, at any point of a session.
+pub struct CuttingProxy {
+    pub addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CuttingProxy {
+    /// Relays to `upstream`, cutting the first `cuts` connections after at most `life`.
+    pub fn start(upstream: String, cuts: u64, life: Duration) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let cut = Arc::new(AtomicU64::new(0));
+        let done = Arc::clone(&cut);
+        std::thread::spawn(move || {
+            let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Cuts land anywhere: in the handshake, the hello, a batch, an answer; after
+                // up to 4 MiB or up to `life`, whichever comes first.
+                let cutting = done.load(Ordering::Relaxed) < cuts;
+                let budget = if cutting {
+                    (seed % (4 << 20)) as i64 + 1
+                } else {
+                    i64::MAX
+                };
+                let left = Arc::new(AtomicI64::new(budget));
+                if cutting {
+                    let life =
+                        Duration::from_micros((seed >> 32) % (life.as_micros() as u64).max(1) + 1);
+                    let (left, done) = (Arc::clone(&left), Arc::clone(&done));
+                    let (a, b) = (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    );
+                    std::thread::spawn(move || {
+                        std::thread::sleep(life);
+                        if left.swap(0, Ordering::Relaxed) > 0 {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = a.shutdown(Shutdown::Both);
+                        let _ = b.shutdown(Shutdown::Both);
+                    });
+                }
+                let pipes = [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ];
+                for (mut from, mut to) in pipes {
+                    let left = Arc::clone(&left);
+                    let done = Arc::clone(&done);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let before = left.fetch_sub(n as i64, Ordering::Relaxed);
+                            if before <= 0 {
+                                break;
+                            }
+                            if before <= n as i64 {
+                                let pass = before.max(0) as usize;
+                                let _ = to.write_all(&buf[..pass]);
+                                if before > 0 {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
+                                break;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CuttingProxy { addr, cut }
+    }
+
+    /// Connections cut so far.
+    pub fn cuts(&self) -> u64 {
+        self.cut.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
