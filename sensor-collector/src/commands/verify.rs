@@ -48,7 +48,7 @@ pub fn run(store: &mut dyn Store, args: &Args) -> Result<(), Failure> {
         if let Some(f) = failure {
             return Err(failed(format!("verification failed at {f}")));
         }
-        if verifier.checkpoint() != store.checkpoint(&h.host.host_id)? {
+        if verifier.checkpoint() != store.checkpoint(&h.host.host_id)?.map(|held| held.log) {
             return Err(failed(
                 "the checkpoint held for the host is not where its batches lead".to_string(),
             ));
