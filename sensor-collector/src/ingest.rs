@@ -154,8 +154,14 @@ impl Collector {
                 ));
             };
             let mut tpm = before.as_ref().map(|cp| cp.tpm.clone()).unwrap_or_default();
-            let (replayed, faults) =
-                self.anchoring(certified, &mut tpm, &header, &batch_digest, message)?;
+            let store = &mut self.store;
+            let (replayed, faults) = anchoring(
+                &mut tpm,
+                &header,
+                &batch_digest,
+                &message.records,
+                |below, from| store.replayed(certified, below, from),
+            )?;
             let after = Held { log, tpm };
             let commit = self.store.commit(&Verified {
                 header: &header,
@@ -255,58 +261,6 @@ impl Collector {
             .map_or(0, |cp| cp.log.next_batch))
     }
 
-    /// Advances the host's TPM replay over a verified batch: its header, then its TPM
-    /// entries in order. Returns the batch's replayed point and what did not hold (a quote
-    /// not signed by the pinned key, bound to another header or quoting another PCR than the
-    /// replay; a base naming another key or not continuing the replay; an alarm the host
-    /// recorded itself). The batch is stored all the same: its host key signed it.
-    fn anchoring(
-        &mut self,
-        host: &HostId,
-        tpm: &mut Replay,
-        header: &BatchHeader,
-        batch_digest: &Hash,
-        message: &BatchMessage,
-    ) -> Result<(Option<Point>, Vec<String>)> {
-        let mut replayed = tpm.header(header.number, batch_digest, header.anchor.as_ref());
-        let mut faults = Vec::new();
-        let store = &mut self.store;
-        for bytes in &message.records {
-            // Only the log's TPM entries matter here; events are not decoded twice.
-            if record::peek(bytes).map_or(true, |(_, tag)| tag != BODY_TAG_TPM) {
-                continue;
-            }
-            let Ok(Record {
-                body: Body::Tpm(entry),
-                ..
-            }) = Record::decode(bytes)
-            else {
-                continue;
-            };
-            let earlier = |below, from| store.replayed(host, below, from);
-            let fault = match &entry {
-                TpmEntry::Anchored(base) | TpmEntry::Resumed { base, .. } => {
-                    let fault = tpm.base(base, earlier)?;
-                    // The base may replay this very batch (chained in the seal that first
-                    // names its cycle).
-                    replayed = replayed.or(tpm.last.filter(|p| p.number == header.number));
-                    fault
-                }
-                TpmEntry::Quote(q) => tpm.quote(q, earlier)?,
-                TpmEntry::Unanchored { .. } => {
-                    tpm.unanchored();
-                    None
-                }
-                TpmEntry::Alarm { reason, detail } => Some(format!(
-                    "the host recorded a TPM alarm: {reason} ({detail})"
-                )),
-                TpmEntry::Failing { .. } => None,
-            };
-            faults.extend(fault);
-        }
-        Ok((replayed, faults))
-    }
-
     fn alarm(&mut self, host: &HostId, kind: &str, batch: u64, detail: &str) -> Result<()> {
         crate::metrics::alarm(kind);
         self.store.raise(&Alarm {
@@ -316,6 +270,56 @@ impl Collector {
             detail: detail.to_string(),
         })
     }
+}
+
+/// Advances a host's TPM replay over a verified batch: its header, then its TPM entries in
+/// order; `earlier(below, from)` gives the newest replayed batch held with `from <= number <
+/// below`. Returns the batch's replayed point and what did not hold (a quote not signed by
+/// the pinned key, bound to another header or quoting another PCR than the replay; a base
+/// naming another key or not continuing the replay; an alarm the host recorded itself). The
+/// ingest and `sensor-collector verify` both run it.
+pub fn anchoring(
+    tpm: &mut Replay,
+    header: &BatchHeader,
+    batch_digest: &Hash,
+    records: &[Vec<u8>],
+    mut earlier: impl FnMut(u64, u64) -> Result<Option<Point>>,
+) -> Result<(Option<Point>, Vec<String>)> {
+    let mut replayed = tpm.header(header.number, batch_digest, header.anchor.as_ref());
+    let mut faults = Vec::new();
+    for bytes in records {
+        // Only the log's TPM entries matter here; events are not decoded twice.
+        if record::peek(bytes).map_or(true, |(_, tag)| tag != BODY_TAG_TPM) {
+            continue;
+        }
+        let Ok(Record {
+            body: Body::Tpm(entry),
+            ..
+        }) = Record::decode(bytes)
+        else {
+            continue;
+        };
+        let fault = match &entry {
+            TpmEntry::Anchored(base) | TpmEntry::Resumed { base, .. } => {
+                let fault = tpm.base(base, &mut earlier)?;
+                // The base may replay this very batch (chained in the seal that first names
+                // its cycle).
+                replayed = replayed.or(tpm.last.filter(|p| p.number == header.number));
+                fault
+            }
+            TpmEntry::Quote(q) => tpm.quote(q, &mut earlier)?,
+            TpmEntry::Unanchored { .. } => {
+                tpm.unanchored();
+                None
+            }
+            TpmEntry::Alarm { reason, detail } => Some(format!(
+                "the host recorded a TPM alarm: {reason} ({detail})"
+            )),
+            TpmEntry::Failing { .. } => None,
+        };
+        faults.extend(fault);
+    }
+    Ok((replayed, faults))
 }
 
 fn refuse(batch: u64, expected: u64, code: RefuseCode, reason: &str) -> Reply {

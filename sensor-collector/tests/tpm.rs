@@ -195,16 +195,26 @@ fn tpm_alarms(c: &mut Collector, host: &[u8; 16]) -> Vec<Alarm> {
         .collect()
 }
 
-/// The `ANCHORED` column `sensor-collector hosts` shows for the only host of `db`.
-fn anchored_column(db: &Path) -> String {
+/// `sensor-collector ARGS` on the SQLite store `db`: (success, stdout and stderr).
+fn cli(db: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sensor-collector"))
         .arg("--store")
         .arg(format!("sqlite:{}", db.display()))
-        .arg("hosts")
+        .args(args)
         .output()
         .expect("run sensor-collector");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The `ANCHORED` column `sensor-collector hosts` shows for the only host of `db`.
+fn anchored_column(db: &Path) -> String {
+    let (ok, text) = cli(db, &["hosts"]);
+    assert!(ok, "{text}");
     let header = text.lines().next().unwrap_or_default();
     let at = header.find("ANCHORED").unwrap_or_else(|| panic!("{text}"));
     let row = text.lines().nth(1).unwrap_or_else(|| panic!("{text}"));
@@ -230,7 +240,13 @@ fn a_genuine_anchored_log_raises_no_alarm_across_a_collector_restart() {
     assert!(c.store().alarms(&host).expect("alarms").is_empty());
     let hosts = c.store().hosts().expect("hosts");
     assert!(hosts[0].anchored, "{hosts:?}");
-    assert_eq!(anchored_column(&dir.path().join("collector.db")), "yes");
+    let db = dir.path().join("collector.db");
+    assert_eq!(anchored_column(&db), "yes");
+    let (ok, out) = cli(&db, &["verify"]);
+    assert!(
+        ok && out.contains("TPM quotes and bases consistent"),
+        "{out}"
+    );
 }
 
 /// Each forgery, in a log whose every batch its host key signed: the batch is held, and a
@@ -252,7 +268,56 @@ fn forged(forgery: Forgery, expected: &str) {
         .unwrap_or_else(|| panic!("no tpm alarm for {forgery:?}"));
     assert_eq!(first.batch, at, "{alarms:?}");
     assert!(first.detail.contains(expected), "{forgery:?}: {alarms:?}");
-    assert_eq!(anchored_column(&dir.path().join("collector.db")), "alarm");
+    let db = dir.path().join("collector.db");
+    assert_eq!(anchored_column(&db), "alarm");
+    let (ok, out) = cli(&db, &["verify"]);
+    assert!(ok && out.contains("each with its alarm"), "{out}");
+}
+
+/// Whoever can write the collector's database removes the alarm, or swaps the attestation
+/// key pinned in the host's checkpoint for the one that signed the forged quote: `verify`
+/// replays the stored batches and names both.
+#[test]
+fn verify_names_a_removed_tpm_alarm_and_a_repinned_key() {
+    let (a, b) = (tpm(), tpm());
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    let at = anchored_log(host_dir.path(), &a, &b, Forgery::OtherTpmQuote);
+    let dir = tempfile::tempdir().expect("tempdir");
+    ingest(
+        host_dir.path(),
+        &mut collector(dir.path()),
+        || collector(dir.path()),
+        usize::MAX,
+    );
+    let db = dir.path().join("collector.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let state: String = conn
+        .query_row("SELECT state FROM checkpoints", [], |r| r.get(0))
+        .expect("checkpoint");
+    let mine = format!("{:?}", a.info.ak_public.public_area).replace(' ', "");
+    let theirs = format!("{:?}", b.info.ak_public.public_area).replace(' ', "");
+    assert!(state.contains(&mine), "{state}");
+    let repinned = state.replace(&mine, &theirs);
+    conn.execute("UPDATE checkpoints SET state = ?1", [&repinned])
+        .expect("repin");
+    let (ok, out) = cli(&db, &["verify"]);
+    assert!(
+        !ok && out.contains("checkpoint held for the host is not where its batches lead"),
+        "{out}"
+    );
+    conn.execute("UPDATE checkpoints SET state = ?1", [&state])
+        .expect("restore");
+    let removed = conn
+        .execute("DELETE FROM alarms WHERE kind = 'tpm' AND batch = ?1", [at])
+        .expect("delete");
+    assert_eq!(removed, 1);
+    let (ok, out) = cli(&db, &["verify"]);
+    assert!(
+        !ok && out.contains(&format!(
+            "a TPM check fails at batch {at} and no tpm alarm says so"
+        )),
+        "{out}"
+    );
 }
 
 #[test]
