@@ -1,16 +1,19 @@
 //! What the collector does with each batch a host sends: the answer (ack or refusal, with the
 //! batch expected next) and the alarms, by the rules of docs/forwarding.md ("Session").
 //! Verification is `sensor_log::Verifier`, the code `sensorctl verify` runs, resumed from
-//! the checkpoint held for the host.
+//! the checkpoint held for the host. TPM quotes and replay bases in the log are checked as
+//! their batch arrives (`sensor_tpm::Replay`, docs/tpm.md, "The collector as remote
+//! verifier").
 
 use ed25519_dalek::VerifyingKey;
 use sensor_log::batch::digest;
 use sensor_log::forward::{BatchMessage, Hello, Refusal, RefuseCode};
-use sensor_log::record::{Hash, HostId};
+use sensor_log::record::{self, Body, Hash, HostId, Record, TpmEntry, BODY_TAG_TPM};
 use sensor_log::{BatchHeader, Reason, Verifier};
+use sensor_tpm::remote::{Point, Replay};
 
 use crate::error::Result;
-use crate::store::{Alarm, Commit, Host, Store, Verified};
+use crate::store::{Alarm, Commit, Held, Host, Store, Verified};
 
 /// The answer to one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,26 +113,21 @@ impl Collector {
         for _ in 0..COMMIT_ATTEMPTS {
             let before = self.store.checkpoint(certified)?;
             if let Some(cp) = &before {
-                if number < cp.next_batch {
-                    return self.held_before(
-                        certified,
-                        &header,
-                        message,
-                        &batch_digest,
-                        cp.next_batch,
-                    );
+                let next = cp.log.next_batch;
+                if number < next {
+                    return self.held_before(certified, &header, message, &batch_digest, next);
                 }
-                if number > cp.next_batch {
+                if number > next {
                     return Ok(refuse(
                         number,
-                        cp.next_batch,
+                        next,
                         RefuseCode::OutOfOrder,
-                        &format!("batch {} comes next", cp.next_batch),
+                        &format!("batch {next} comes next"),
                     ));
                 }
             }
             let mut verifier = match &before {
-                Some(cp) => match Verifier::resume(cp) {
+                Some(cp) => match Verifier::resume(&cp.log) {
                     Ok(v) => v,
                     Err(f) => return Err(crate::Error::Corrupt(format!("a checkpoint: {f}"))),
                 },
@@ -142,7 +140,7 @@ impl Collector {
                     _ => "invalid",
                 };
                 self.alarm(certified, kind, number, &failure.to_string())?;
-                let expected = before.as_ref().map_or(number, |cp| cp.next_batch);
+                let expected = before.as_ref().map_or(number, |cp| cp.log.next_batch);
                 return Ok(refuse(
                     number,
                     expected,
@@ -150,17 +148,28 @@ impl Collector {
                     &failure.to_string(),
                 ));
             }
-            let Some(after) = verifier.checkpoint() else {
+            let Some(log) = verifier.checkpoint() else {
                 return Err(crate::Error::Corrupt(
                     "a verified batch left no checkpoint".into(),
                 ));
             };
+            let mut tpm = before.as_ref().map(|cp| cp.tpm.clone()).unwrap_or_default();
+            let store = &mut self.store;
+            let (replayed, faults) = anchoring(
+                &mut tpm,
+                &header,
+                &batch_digest,
+                &message.records,
+                |below, from| store.replayed(certified, below, from),
+            )?;
+            let after = Held { log, tpm };
             let commit = self.store.commit(&Verified {
                 header: &header,
                 message,
                 digest: batch_digest,
                 before: before.as_ref(),
                 after: &after,
+                replayed,
             })?;
             match commit {
                 Commit::Stored => {
@@ -171,6 +180,9 @@ impl Collector {
                             number,
                             &format!("history before batch {number} never reached this collector"),
                         )?;
+                    }
+                    if !faults.is_empty() {
+                        self.alarm(certified, "tpm", number, &faults.join("; "))?;
                     }
                     return Ok(Reply::Ack(number));
                 }
@@ -243,7 +255,10 @@ impl Collector {
 
     /// The batch expected next from the host; 0 when none is held.
     fn expected(&mut self, host: &HostId) -> Result<u64> {
-        Ok(self.store.checkpoint(host)?.map_or(0, |cp| cp.next_batch))
+        Ok(self
+            .store
+            .checkpoint(host)?
+            .map_or(0, |cp| cp.log.next_batch))
     }
 
     fn alarm(&mut self, host: &HostId, kind: &str, batch: u64, detail: &str) -> Result<()> {
@@ -255,6 +270,56 @@ impl Collector {
             detail: detail.to_string(),
         })
     }
+}
+
+/// Advances a host's TPM replay over a verified batch: its header, then its TPM entries in
+/// order; `earlier(below, from)` gives the newest replayed batch held with `from <= number <
+/// below`. Returns the batch's replayed point and what did not hold (a quote not signed by
+/// the pinned key, bound to another header or quoting another PCR than the replay; a base
+/// naming another key or not continuing the replay; an alarm the host recorded itself). The
+/// ingest and `sensor-collector verify` both run it.
+pub fn anchoring(
+    tpm: &mut Replay,
+    header: &BatchHeader,
+    batch_digest: &Hash,
+    records: &[Vec<u8>],
+    mut earlier: impl FnMut(u64, u64) -> Result<Option<Point>>,
+) -> Result<(Option<Point>, Vec<String>)> {
+    let mut replayed = tpm.header(header.number, batch_digest, header.anchor.as_ref());
+    let mut faults = Vec::new();
+    for bytes in records {
+        // Only the log's TPM entries matter here; events are not decoded twice.
+        if record::peek(bytes).map_or(true, |(_, tag)| tag != BODY_TAG_TPM) {
+            continue;
+        }
+        let Ok(Record {
+            body: Body::Tpm(entry),
+            ..
+        }) = Record::decode(bytes)
+        else {
+            continue;
+        };
+        let fault = match &entry {
+            TpmEntry::Anchored(base) | TpmEntry::Resumed { base, .. } => {
+                let fault = tpm.base(base, &mut earlier)?;
+                // The base may replay this very batch (chained in the seal that first names
+                // its cycle).
+                replayed = replayed.or(tpm.last.filter(|p| p.number == header.number));
+                fault
+            }
+            TpmEntry::Quote(q) => tpm.quote(q, &mut earlier)?,
+            TpmEntry::Unanchored { .. } => {
+                tpm.unanchored();
+                None
+            }
+            TpmEntry::Alarm { reason, detail } => Some(format!(
+                "the host recorded a TPM alarm: {reason} ({detail})"
+            )),
+            TpmEntry::Failing { .. } => None,
+        };
+        faults.extend(fault);
+    }
+    Ok((replayed, faults))
 }
 
 fn refuse(batch: u64, expected: u64, code: RefuseCode, reason: &str) -> Reply {

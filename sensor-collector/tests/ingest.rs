@@ -177,8 +177,8 @@ fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept(mut c: Collecto
 /// the host's (another session moved it) is not stored, and nothing of it stays (`Stale`).
 #[test]
 fn a_batch_verified_against_a_moved_checkpoint_is_not_stored() {
-    use sensor_collector::store::{Commit, Verified};
-    use sensor_log::{BatchHeader, Checkpoint, Verifier};
+    use sensor_collector::store::{Commit, Held, Verified};
+    use sensor_log::{BatchHeader, Verifier};
 
     let host_dir = tempfile::tempdir().expect("tempdir");
     write(host_dir.path(), 12, 100);
@@ -186,35 +186,37 @@ fn a_batch_verified_against_a_moved_checkpoint_is_not_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut store = SqliteStore::open(&dir.path().join("collector.db")).expect("open");
     // Verifies batch `i` from `from` and stores it as verified against `claimed`.
-    let commit = |store: &mut SqliteStore,
-                  i: usize,
-                  from: Option<&Checkpoint>,
-                  claimed: Option<&Checkpoint>| {
-        let m: &BatchMessage = &messages[i];
-        let records: Vec<&[u8]> = m.records.iter().map(Vec::as_slice).collect();
-        let mut v = match from {
-            Some(cp) => Verifier::resume(cp).expect("resume"),
-            None => Verifier::new(key),
+    let commit =
+        |store: &mut SqliteStore, i: usize, from: Option<&Held>, claimed: Option<&Held>| {
+            let m: &BatchMessage = &messages[i];
+            let records: Vec<&[u8]> = m.records.iter().map(Vec::as_slice).collect();
+            let mut v = match from {
+                Some(cp) => Verifier::resume(&cp.log).expect("resume"),
+                None => Verifier::new(key),
+            };
+            v.message(&m.header, &m.signature, &records)
+                .expect("verifies");
+            let after = Held {
+                log: v.checkpoint().expect("checkpoint"),
+                tpm: Default::default(),
+            };
+            let header = BatchHeader::decode(&m.header).expect("header");
+            let result = store
+                .commit(&Verified {
+                    header: &header,
+                    message: m,
+                    digest: sensor_log::batch::digest(&m.header),
+                    before: claimed,
+                    after: &after,
+                    replayed: None,
+                })
+                .expect("commit");
+            (result, after)
         };
-        v.message(&m.header, &m.signature, &records)
-            .expect("verifies");
-        let after = v.checkpoint().expect("checkpoint");
-        let header = BatchHeader::decode(&m.header).expect("header");
-        let result = store
-            .commit(&Verified {
-                header: &header,
-                message: m,
-                digest: sensor_log::batch::digest(&m.header),
-                before: claimed,
-                after: &after,
-            })
-            .expect("commit");
-        (result, after)
-    };
     let (first, cp1) = commit(&mut store, 0, None, None);
     assert_eq!(first, Commit::Stored);
     let mut moved = cp1.clone();
-    moved.next_batch = 5;
+    moved.log.next_batch = 5;
     let (stale, _) = commit(&mut store, 1, Some(&cp1), Some(&moved));
     assert_eq!(stale, Commit::Stale);
     assert_eq!(
@@ -331,7 +333,7 @@ fn two_collectors_share_one_postgresql_without_duplicates_or_gaps() {
         "{held:?}"
     );
     let checkpoint = a.store().checkpoint(&host).expect("read").expect("held");
-    assert_eq!(checkpoint.next_batch, messages.len() as u64 + 1);
+    assert_eq!(checkpoint.log.next_batch, messages.len() as u64 + 1);
     assert_eq!(b.store().checkpoint(&host).expect("read"), Some(checkpoint));
     assert!(alarms(&mut a, &host).is_empty());
 }

@@ -140,7 +140,8 @@ async fn a_host_forwards_its_log_and_the_collector_keeps_it_once() {
         .split_whitespace()
         .collect();
     let n = log.batches.len().to_string();
-    // host, key epoch, enrolled by, batches held, last batch, alarms: each batch once.
+    // host, key epoch, enrolled by, batches held, last batch, anchored, alarms: each batch
+    // once.
     assert_eq!(
         row,
         [
@@ -149,6 +150,7 @@ async fn a_host_forwards_its_log_and_the_collector_keeps_it_once() {
             "first_contact",
             &n,
             &n,
+            "no",
             "0"
         ],
         "{hosts}"

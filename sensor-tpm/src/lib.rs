@@ -20,6 +20,7 @@ pub mod config;
 #[cfg(feature = "device")]
 mod device;
 pub mod error;
+pub mod remote;
 pub mod replay;
 #[cfg(feature = "device")]
 mod worker;
@@ -32,6 +33,7 @@ pub use config::{
 #[cfg(feature = "device")]
 pub use device::TpmInfo;
 pub use error::{Error, Result};
+pub use remote::{check_stored_quote, Replay};
 pub use replay::{
     bound_batch_number, classify, counter_outcome, extend_pcr, matching_prefix, quote_binding,
     replay, BaseMark, LogAnchorState, Outcome, TpmState,

@@ -719,3 +719,134 @@ fn a_hung_tpm_is_caught_up_from_the_store() {
         "every batch of the cycle, the late ones included, is in the PCR: {out}"
     );
 }
+
+/// The `ANCHORED` and `ALARMS` columns of the collector's `hosts` row for `host`.
+fn collector_anchored(dir: &Path, host: &str) -> (String, String) {
+    let out = std::process::Command::new(sensor_tests::collector_bin())
+        .arg("--store")
+        .arg(format!("sqlite:{}", dir.join("collector.db").display()))
+        .arg("hosts")
+        .output()
+        .expect("run sensor-collector");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with(host))
+        .unwrap_or_else(|| panic!("no host row: {text}"))
+        .split_whitespace()
+        .collect();
+    (row[5].to_string(), row[6].to_string())
+}
+
+/// Waits until the collector holds the newest batch the agent sealed.
+fn wait_collected(s: &Setup, cdir: &Path, host: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sealed = Store::open_read_only(s.dir())
+            .expect("store")
+            .last_batch()
+            .expect("read")
+            .map_or(0, |b| b.number);
+        let out = std::process::Command::new(sensor_tests::collector_bin())
+            .arg("--store")
+            .arg(format!("sqlite:{}", cdir.join("collector.db").display()))
+            .arg("hosts")
+            .output()
+            .expect("run sensor-collector");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let held = text
+            .lines()
+            .find(|l| l.starts_with(host))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if held >= sealed && sealed > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the collector holds {held} of {sealed} batches"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The real agent, anchored in swtpm, forwards to a real collector, the remote verifier its
+/// quotes were made for: every quote is checked as its batch arrives, nothing is raised, the
+/// host shows as anchored and `verify` replays it, also after the agent restarts in the same
+/// TPM boot cycle (a second base). Started again on another TPM, its log names
+/// another attestation key than the one the collector pinned: a `tpm` alarm.
+#[test]
+fn a_collector_checks_the_agents_quotes_as_they_arrive() {
+    use collector_harness::{CollectorProcess, Pki};
+    const HOST: &str = "7e7e7e7e00112233445566778899aabb";
+    let s = Setup::new();
+    std::fs::write(s.dir().join("host-id"), format!("{HOST}\n")).expect("host-id");
+    let pki = Pki::new();
+    let cdir = tempfile::tempdir().expect("collector dir");
+    let store = format!("sqlite:{}", cdir.path().join("collector.db").display());
+    let c = CollectorProcess::start(
+        &sensor_tests::collector_bin(),
+        &pki,
+        cdir.path(),
+        &store,
+        "enrollment = \"first_contact\"",
+    );
+    let id = pki.host(HOST);
+    let forward = format!(
+        "[forward]\ncollectors = [\"{}\"]\nclient_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n",
+        c.addr,
+        id.cert.display(),
+        id.key.display(),
+        pki.ca.display()
+    );
+    let config = |tcti: &str| {
+        format!(
+            "{forward}[tpm]\ntcti = \"{tcti}\"\nquote_period = \"1s\"\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
+            s.secret.display()
+        )
+    };
+    let mut agent = Agent::start_at(&config(&s.tpm.tcti()), s.dir(), &[]);
+    s.storm(2_000);
+    wait_entry(s.dir(), "tpm_quote", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    wait_collected(&s, cdir.path(), HOST);
+    assert!(events(s.dir(), "tpm_quote").len() >= 2);
+    assert_eq!(
+        collector_anchored(cdir.path(), HOST),
+        ("yes".to_string(), "0".to_string())
+    );
+    agent.stop();
+    let out = std::process::Command::new(sensor_tests::collector_bin())
+        .args(["--store", &store, "verify"])
+        .output()
+        .expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("TPM quotes and bases consistent"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Started again in the same TPM boot cycle: the new base continues the replay.
+    let mut agent = Agent::start_at(&config(&s.tpm.tcti()), s.dir(), &[]);
+    s.storm(500);
+    std::thread::sleep(Duration::from_secs(3));
+    wait_collected(&s, cdir.path(), HOST);
+    agent.stop();
+    assert_eq!(events(s.dir(), "tpm_anchored").len(), 2);
+    assert_eq!(
+        collector_anchored(cdir.path(), HOST),
+        ("yes".to_string(), "0".to_string())
+    );
+
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = Swtpm::start(other_dir.path()).expect("another swtpm");
+    let mut agent = Agent::start_at(&config(&other.tcti()), s.dir(), &[]);
+    wait_entry(s.dir(), "tpm_anchored", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    wait_collected(&s, cdir.path(), HOST);
+    agent.stop();
+    let (anchored, alarms) = collector_anchored(cdir.path(), HOST);
+    assert_eq!(anchored, "alarm", "{alarms} alarms");
+}

@@ -1,6 +1,6 @@
 //! `sensor-collector hosts` and `hosts approve HOST KEY`.
 
-use sensor_collector::store::Host;
+use sensor_collector::store::{Host, HostSummary};
 use sensor_collector::Store;
 use sensor_log::hex;
 
@@ -53,19 +53,30 @@ pub fn run(store: &mut dyn Store, command: Option<HostsCommand>) -> Result<(), F
 
 fn list(store: &mut dyn Store) -> Result<(), Failure> {
     outln!(
-        "HOST                              KEY EPOCH  ENROLLED BY   BATCHES  LAST BATCH  ALARMS"
+        "HOST                              KEY EPOCH  ENROLLED BY   BATCHES  LAST BATCH  ANCHORED  ALARMS"
     );
     for h in store.hosts()? {
         outln!(
-            "{}  {:<9}  {:<12}  {:<7}  {:<10}  {}",
+            "{}  {:<9}  {:<12}  {:<7}  {:<10}  {:<8}  {}",
             hex::encode(h.host.host_id),
             h.host.key_epoch,
             h.enrolled_by,
             h.batches,
             h.last_batch
                 .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            anchored(&h),
             h.alarms
         );
     }
     Ok(())
+}
+
+/// `alarm` once a TPM check failed for the host (`tpm` alarms), else whether its quotes are
+/// checked: `yes` once a replay base of its current TPM boot cycle is held.
+fn anchored(h: &HostSummary) -> &'static str {
+    match (h.tpm_alarms, h.anchored) {
+        (1.., _) => "alarm",
+        (0, true) => "yes",
+        (0, false) => "no",
+    }
 }

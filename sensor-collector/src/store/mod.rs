@@ -16,6 +16,7 @@ use sensor_log::batch_file::BatchFileWriter;
 use sensor_log::forward::{self, BatchMessage, Message};
 use sensor_log::record::{Hash, HostId};
 use sensor_log::{BatchHeader, Checkpoint, Record};
+use sensor_tpm::remote::{Point, Replay};
 
 use crate::error::{Error, Result};
 
@@ -68,6 +69,30 @@ impl Host {
     }
 }
 
+/// What the collector holds for a host between two batches, stored as one JSON text: the
+/// log verifier's checkpoint and the TPM replay (docs/tpm.md, "The collector as remote
+/// verifier"), advanced together in the transaction that stores the batch.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Held {
+    #[serde(flatten)]
+    pub log: Checkpoint,
+    /// Absent in a checkpoint written before anchoring was checked: nothing replayed yet.
+    #[serde(default)]
+    pub tpm: Replay,
+}
+
+impl Held {
+    pub(crate) fn parse(state: &str) -> Result<Held> {
+        serde_json::from_str(state)
+            .map_err(|e| Error::Corrupt(format!("a checkpoint does not parse: {e}")))
+    }
+
+    pub(crate) fn text(&self) -> Result<String> {
+        serde_json::to_string(self)
+            .map_err(|e| Error::Corrupt(format!("a checkpoint does not serialize: {e}")))
+    }
+}
+
 /// A host as `sensor-collector hosts` lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostSummary {
@@ -79,6 +104,10 @@ pub struct HostSummary {
     pub alarms: u64,
     /// When the collector last stored a batch of the host (its enrollment before the first).
     pub last_heard_ns: u64,
+    /// A replay base of the host's current TPM boot cycle is held: its quotes are checked.
+    pub anchored: bool,
+    /// `tpm` alarms raised for the host.
+    pub tpm_alarms: u64,
 }
 
 /// A verified batch, ready to store.
@@ -88,8 +117,10 @@ pub struct Verified<'a> {
     pub digest: Hash,
     /// The checkpoint the batch was verified against (`None`: the host's first batch) and the
     /// one after it.
-    pub before: Option<&'a Checkpoint>,
-    pub after: &'a Checkpoint,
+    pub before: Option<&'a Held>,
+    pub after: &'a Held,
+    /// The batch's place in the TPM replay, kept beside it for the quote that names it.
+    pub replayed: Option<Point>,
 }
 
 /// What a batch row is found by (`sensor-collector events`), from its decoded records, filled
@@ -163,9 +194,12 @@ pub trait Store: Send {
     fn enroll(&mut self, host: &Host, by: &str) -> Result<()>;
     fn host(&mut self, host_id: &HostId) -> Result<Option<Host>>;
     /// The state the host's next batch is verified against; `None` before its first batch.
-    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Checkpoint>>;
+    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Held>>;
     /// The digest of the batch held under `number` for the host.
     fn held_digest(&mut self, host_id: &HostId, number: u64) -> Result<Option<Vec<u8>>>;
+    /// The newest batch held for the host with `from <= number < below` that was replayed
+    /// (its PCR kept when it was stored).
+    fn replayed(&mut self, host_id: &HostId, below: u64, from: u64) -> Result<Option<Point>>;
     /// Stores a verified batch and advances the host's checkpoint, in one transaction.
     fn commit(&mut self, batch: &Verified<'_>) -> Result<Commit>;
     /// Keeps a batch that conflicts with the one held under its number, as evidence.
@@ -226,6 +260,19 @@ pub(crate) fn stored_host_id(bytes: &[u8]) -> Result<HostId> {
     bytes
         .try_into()
         .map_err(|_| Error::Corrupt("a host id is not 16 bytes".into()))
+}
+
+/// A replayed batch from its stored number, digest and PCR.
+pub(crate) fn point(number: i64, digest: &[u8], pcr: &[u8]) -> Result<Point> {
+    let hash = |b: &[u8]| -> Result<Hash> {
+        b.try_into()
+            .map_err(|_| Error::Corrupt("a stored digest or PCR is not 32 bytes".into()))
+    };
+    Ok(Point {
+        number: uint(number)?,
+        digest: hash(digest)?,
+        pcr: hash(pcr)?,
+    })
 }
 
 pub(crate) fn int(v: u64) -> Result<i64> {

@@ -11,11 +11,12 @@ use postgres::{Client, IsolationLevel, NoTls};
 use sensor_log::forward::BatchMessage;
 use sensor_log::record::{Hash, HostId};
 use sensor_log::time::wall_now_ns;
-use sensor_log::{BatchHeader, Checkpoint};
+use sensor_log::BatchHeader;
+use sensor_tpm::remote::Point;
 
 use super::{
-    batch_message, int, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery, Commit,
-    Host, HostSummary, Store, Verified,
+    batch_message, int, point, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery,
+    Commit, Held, Host, HostSummary, Store, Verified,
 };
 use crate::error::{Error, Result};
 
@@ -105,16 +106,22 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Checkpoint>> {
+    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Held>> {
         let row = self.client.query_opt(
             "SELECT state FROM checkpoints WHERE host_id = $1",
             &[&&host_id[..]],
         )?;
-        row.map(|r| {
-            serde_json::from_str(r.get::<_, &str>(0))
-                .map_err(|e| Error::Corrupt(format!("a checkpoint does not parse: {e}")))
-        })
-        .transpose()
+        row.map(|r| Held::parse(r.get::<_, &str>(0))).transpose()
+    }
+
+    fn replayed(&mut self, host_id: &HostId, below: u64, from: u64) -> Result<Option<Point>> {
+        let row = self.client.query_opt(
+            "SELECT number, digest, pcr FROM batches
+             WHERE host_id = $1 AND number < $2 AND number >= $3 AND pcr IS NOT NULL
+             ORDER BY number DESC LIMIT 1",
+            &[&&host_id[..], &int(below)?, &int(from)?],
+        )?;
+        row.map(|r| point(r.get(0), r.get(1), r.get(2))).transpose()
     }
 
     fn held_digest(&mut self, host_id: &HostId, number: u64) -> Result<Option<Vec<u8>>> {
@@ -131,8 +138,8 @@ impl Store for PostgresStore {
         let h = batch.header;
         let records = record_items(batch.message)?;
         let index = BatchIndex::of(h, batch.message);
-        let state = serde_json::to_string(batch.after)
-            .map_err(|e| Error::Corrupt(format!("a checkpoint does not serialize: {e}")))?;
+        let state = batch.after.text()?;
+        let pcr = batch.replayed.map(|p| p.pcr.to_vec());
         let now = int(wall_now_ns())?;
         let host = &h.host_id[..];
         let number = int(h.number)?;
@@ -140,8 +147,8 @@ impl Store for PostgresStore {
         let inserted = tx.execute(
             "INSERT INTO batches (host_id, number, epoch, first_seq, count, wall_ns, header,
                                   signature, digest, records, received_ns, min_wall, max_wall,
-                                  kinds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                                  kinds, pcr)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (host_id, number) DO NOTHING",
             &[
                 &host,
@@ -158,6 +165,7 @@ impl Store for PostgresStore {
                 &index.min_wall,
                 &index.max_wall,
                 &index.kinds,
+                &pcr,
             ],
         )?;
         if inserted == 0 {
@@ -173,12 +181,12 @@ impl Store for PostgresStore {
                 Commit::Fork
             });
         }
-        let next = int(batch.after.next_batch)?;
+        let next = int(batch.after.log.next_batch)?;
         let advanced = match batch.before {
             Some(before) => tx.execute(
                 "UPDATE checkpoints SET next_batch = $2, state = $3, updated_ns = $4
                  WHERE host_id = $1 AND next_batch = $5",
-                &[&host, &next, &state, &now, &int(before.next_batch)?],
+                &[&host, &next, &state, &now, &int(before.log.next_batch)?],
             )?,
             None => tx.execute(
                 "INSERT INTO checkpoints (host_id, next_batch, state, updated_ns)
@@ -278,7 +286,9 @@ impl Store for PostgresStore {
                     (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id),
                     COALESCE((SELECT MAX(received_ns) FROM batches b WHERE b.host_id = h.host_id),
-                             h.enrolled_ns)
+                             h.enrolled_ns),
+                    (SELECT state FROM checkpoints c WHERE c.host_id = h.host_id),
+                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id AND a.kind = 'tpm')
              FROM hosts h ORDER BY h.host_id",
             &[],
         )?;
@@ -291,6 +301,11 @@ impl Store for PostgresStore {
                     last_batch: r.get::<_, Option<i64>>(5).map(uint).transpose()?,
                     alarms: uint(r.get(6))?,
                     last_heard_ns: uint(r.get(7))?,
+                    anchored: match r.get::<_, Option<&str>>(8) {
+                        Some(s) => Held::parse(s)?.tpm.anchored(),
+                        None => false,
+                    },
+                    tpm_alarms: uint(r.get(9))?,
                 })
             })
             .collect()

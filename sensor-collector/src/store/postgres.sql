@@ -8,7 +8,8 @@
 -- once, so a sequence number taken first may become visible last: `events --follow` does not
 -- poll on `received` alone but on `xact`, the id of the storing transaction, reading the
 -- rows of transactions below the oldest one still running (`pg_snapshot_xmin`), each such
--- window once, in `received` order; no row can still appear below that bound.
+-- window once, in `received` order; no row can still appear below that bound. `pcr` and
+-- `checkpoints.state` as in sqlite.sql (the host's TPM replay).
 --
 -- Plain indexes, not partitions: `events --host H --since 1h` is a range of the
 -- (host_id, max_wall) index, which reads only the rows it returns at any table size
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS batches (
     kinds       TEXT[],
     received    BIGINT GENERATED ALWAYS AS IDENTITY,
     xact        BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+    pcr         BYTEA,
     PRIMARY KEY (host_id, number)
 );
 CREATE INDEX IF NOT EXISTS batches_host_time ON batches (host_id, max_wall);

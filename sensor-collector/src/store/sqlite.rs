@@ -7,11 +7,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sensor_log::forward::BatchMessage;
 use sensor_log::record::{Hash, HostId};
 use sensor_log::time::wall_now_ns;
-use sensor_log::{BatchHeader, Checkpoint};
+use sensor_log::BatchHeader;
+use sensor_tpm::remote::Point;
 
 use super::{
-    batch_message, int, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery, Commit,
-    Host, HostSummary, Store, Verified,
+    batch_message, int, point, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery,
+    Commit, Held, Host, HostSummary, Store, Verified,
 };
 use crate::error::{Error, Result};
 
@@ -64,7 +65,7 @@ impl Store for SqliteStore {
     }
 
     /// The state the host's next batch is verified against; `None` before its first batch.
-    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Checkpoint>> {
+    fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Held>> {
         let state: Option<String> = self
             .conn
             .query_row(
@@ -73,12 +74,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?;
-        state
-            .map(|s| {
-                serde_json::from_str(&s)
-                    .map_err(|e| Error::Corrupt(format!("a checkpoint does not parse: {e}")))
-            })
-            .transpose()
+        state.as_deref().map(Held::parse).transpose()
     }
 
     /// The digest of the batch held under `number` for the host.
@@ -91,6 +87,26 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    fn replayed(&mut self, host_id: &HostId, below: u64, from: u64) -> Result<Option<Point>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT number, digest, pcr FROM batches
+                 WHERE host_id = ?1 AND number < ?2 AND number >= ?3 AND pcr IS NOT NULL
+                 ORDER BY number DESC LIMIT 1",
+                params![&host_id[..], int(below)?, int(from)?],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(n, d, p)| point(n, &d, &p)).transpose()
     }
 
     /// Stores a verified batch and advances the host's checkpoint, in one transaction.
@@ -106,8 +122,8 @@ impl Store for SqliteStore {
                 text
             })
         });
-        let state = serde_json::to_string(batch.after)
-            .map_err(|e| Error::Corrupt(format!("a checkpoint does not serialize: {e}")))?;
+        let state = batch.after.text()?;
+        let pcr = batch.replayed.map(|p| p.pcr.to_vec());
         let now = int(wall_now_ns())?;
         let tx = self
             .conn
@@ -117,9 +133,9 @@ impl Store for SqliteStore {
         let inserted = tx.execute(
             "INSERT INTO batches (host_id, number, epoch, first_seq, count, wall_ns, header,
                                   signature, digest, records, received_ns, min_wall, max_wall,
-                                  kinds, received)
+                                  kinds, received, pcr)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                     (SELECT COALESCE(MAX(received), 0) + 1 FROM batches))
+                     (SELECT COALESCE(MAX(received), 0) + 1 FROM batches), ?15)
              ON CONFLICT (host_id, number) DO NOTHING",
             params![
                 &h.host_id[..],
@@ -135,7 +151,8 @@ impl Store for SqliteStore {
                 now,
                 index.min_wall,
                 index.max_wall,
-                kinds
+                kinds,
+                pcr
             ],
         )?;
         if inserted == 0 {
@@ -150,12 +167,18 @@ impl Store for SqliteStore {
                 Commit::Fork
             });
         }
-        let next = int(batch.after.next_batch)?;
+        let next = int(batch.after.log.next_batch)?;
         let advanced = match batch.before {
             Some(before) => tx.execute(
                 "UPDATE checkpoints SET next_batch = ?2, state = ?3, updated_ns = ?4
                  WHERE host_id = ?1 AND next_batch = ?5",
-                params![&h.host_id[..], next, state, now, int(before.next_batch)?],
+                params![
+                    &h.host_id[..],
+                    next,
+                    state,
+                    now,
+                    int(before.log.next_batch)?
+                ],
             )?,
             None => tx.execute(
                 "INSERT INTO checkpoints (host_id, next_batch, state, updated_ns)
@@ -266,7 +289,9 @@ impl Store for SqliteStore {
                     (SELECT MAX(number) FROM batches b WHERE b.host_id = h.host_id),
                     (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id),
                     COALESCE((SELECT MAX(received_ns) FROM batches b WHERE b.host_id = h.host_id),
-                             h.enrolled_ns)
+                             h.enrolled_ns),
+                    (SELECT state FROM checkpoints c WHERE c.host_id = h.host_id),
+                    (SELECT COUNT(*) FROM alarms a WHERE a.host_id = h.host_id AND a.kind = 'tpm')
              FROM hosts h ORDER BY h.host_id",
         )?;
         let rows = stmt
@@ -282,20 +307,29 @@ impl Store for SqliteStore {
                     r.get::<_, Option<i64>>(5)?,
                     r.get::<_, i64>(6)?,
                     r.get::<_, i64>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, i64>(9)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
-            .map(|(host, enrolled_by, batches, last, alarms, heard)| {
-                Ok(HostSummary {
-                    host: host?,
-                    enrolled_by,
-                    batches: uint(batches)?,
-                    last_batch: last.map(uint).transpose()?,
-                    alarms: uint(alarms)?,
-                    last_heard_ns: uint(heard)?,
-                })
-            })
+            .map(
+                |(host, enrolled_by, batches, last, alarms, heard, state, tpm)| {
+                    Ok(HostSummary {
+                        host: host?,
+                        enrolled_by,
+                        batches: uint(batches)?,
+                        last_batch: last.map(uint).transpose()?,
+                        alarms: uint(alarms)?,
+                        last_heard_ns: uint(heard)?,
+                        anchored: match state {
+                            Some(s) => Held::parse(&s)?.tpm.anchored(),
+                            None => false,
+                        },
+                        tpm_alarms: uint(tpm)?,
+                    })
+                },
+            )
             .collect()
     }
 

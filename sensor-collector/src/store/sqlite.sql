@@ -10,6 +10,11 @@
 -- time and every kind filter matches). `received` numbers batches in the order they were
 -- stored, collector-wide (max + 1 inside the writing transaction, which SQLite serializes):
 -- `events --follow` polls on it, never on wall time, which hosts set.
+--
+-- `pcr` is the anchor PCR once the batch is extended, by the collector's replay of the host's
+-- TPM boot cycle (NULL when the batch is not in a replay the collector holds): a quote that
+-- names the batch later is checked against it. `checkpoints.state` holds the verifier's
+-- checkpoint and the replay state (`Held`).
 CREATE TABLE IF NOT EXISTS hosts (
     host_id     BLOB PRIMARY KEY,
     key_epoch   INTEGER NOT NULL,
@@ -39,6 +44,7 @@ CREATE TABLE IF NOT EXISTS batches (
     max_wall    INTEGER NOT NULL,
     kinds       TEXT,
     received    INTEGER NOT NULL UNIQUE,
+    pcr         BLOB,
     PRIMARY KEY (host_id, number)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS batches_host_time ON batches (host_id, max_wall);

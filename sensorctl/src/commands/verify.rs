@@ -9,8 +9,8 @@ use sensor_log::batch_file::BatchFile;
 use sensor_log::{hex, AnchorBase, AnchorTrail, Summary, Verdict};
 use sensor_store::Store;
 use sensor_tpm::{
-    classify, quote_binding, replay, verify_quote, AkPublic, Error as TpmError, LogAnchorState,
-    Outcome, Quote, QuoteInfo, TpmConfig, TpmState, TpmWorker,
+    check_stored_quote, classify, replay, verify_quote, AkPublic, Error as TpmError,
+    LogAnchorState, Outcome, Quote, QuoteInfo, TpmConfig, TpmState, TpmWorker,
 };
 
 use crate::Failure;
@@ -274,17 +274,7 @@ impl Live {
         let pcr = replay(base.pcr_value, &digests)
             .last()
             .unwrap_or(base.pcr_value);
-        let signature = <[u8; 64]>::try_from(q.signature.as_slice())
-            .map_err(|_| forged("the stored quote's signature is not 64 bytes".into()))?;
-        let quote = Quote {
-            attest: q.attest.clone(),
-            signature,
-            pcr_index: base.pcr_index,
-            pcr_value: pcr,
-            ak_public: self.ak.clone(),
-        };
-        let binding = quote_binding(q.batch, &digests[index], &[0; 32]);
-        match verify_quote(&quote, &self.ak, &binding, &pcr) {
+        match check_stored_quote(q, base.pcr_index, &self.ak, &digests[index], &pcr) {
             Ok(_) => Ok(Some(q.batch)),
             Err(TpmError::NonceMismatch) => Err(forged(
                 "the stored quote was taken over a different header for this batch".into(),
