@@ -53,11 +53,12 @@ pub fn run(store: &mut dyn Store, command: Option<HostsCommand>) -> Result<(), F
 
 fn list(store: &mut dyn Store) -> Result<(), Failure> {
     outln!(
-        "HOST                              KEY EPOCH  ENROLLED BY   BATCHES  LAST BATCH  ANCHORED  ALARMS"
+        "HOST                              KEY EPOCH  ENROLLED BY   BATCHES  LAST BATCH  ANCHORED  ALARMS  HEARD"
     );
+    let now = sensor_log::time::wall_now_ns();
     for h in store.hosts()? {
         outln!(
-            "{}  {:<9}  {:<12}  {:<7}  {:<10}  {:<8}  {}",
+            "{}  {:<9}  {:<12}  {:<7}  {:<10}  {:<8}  {:<6}  {} s ago",
             hex::encode(h.host.host_id),
             h.host.key_epoch,
             h.enrolled_by,
@@ -65,7 +66,9 @@ fn list(store: &mut dyn Store) -> Result<(), Failure> {
             h.last_batch
                 .map_or_else(|| "-".to_string(), |n| n.to_string()),
             anchored(&h),
-            h.alarms
+            h.alarms,
+            // By the collector's clock: when it last stored a batch of the host.
+            now.saturating_sub(h.last_heard_ns) / 1_000_000_000
         );
     }
     Ok(())
