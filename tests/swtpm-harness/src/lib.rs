@@ -3,7 +3,7 @@
 //! agent or `sensorctl` ships can start or drive a TPM emulator.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
@@ -141,12 +141,14 @@ impl Swtpm {
                 })
             })?;
         let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], p));
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(Error(format!("swtpm exited at start: {status}")));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // Ready once this swtpm holds both listeners. A connection alone could reach
+            // another process that took one of the probed ports meanwhile, while this swtpm,
+            // unable to bind it, is exiting.
+            if listens(child.id(), p) && listens(child.id(), c) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -197,4 +199,54 @@ fn free_port_pair() -> Result<u16> {
         }
     }
     Err(Error("no free port pair".into()))
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (IPv4), read from
+/// `/proc/net/tcp` and the process's descriptors.
+fn listens(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let wanted = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 9
+            && fields[1].ends_with(&wanted)
+            && fields[3] == LISTEN
+            && sockets.contains(fields[9])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readiness is judged by who holds the listener, not by whether a connection succeeds.
+    #[test]
+    fn a_listener_is_known_by_its_owner() {
+        let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        assert!(listens(std::process::id(), port));
+        drop(held);
+        assert!(!listens(std::process::id(), port));
+        // pid 1 does not hold this test's listener.
+        let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert!(!listens(1, held.local_addr().expect("addr").port()));
+    }
 }
