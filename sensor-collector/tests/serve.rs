@@ -82,6 +82,29 @@ fn cli(dir: &Path, args: &[&str]) -> std::process::Output {
         .expect("run sensor-collector")
 }
 
+/// `sensor-collector verify` on the store in `dir` passes.
+fn assert_verifies(dir: &Path) {
+    let verify = cli(dir, &["verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+/// `sensor-collector hosts` in `dir`, and its first host's columns.
+fn host_row(dir: &Path) -> (String, Vec<String>) {
+    let hosts = String::from_utf8_lossy(&cli(dir, &["hosts"]).stdout).into_owned();
+    let row = hosts
+        .lines()
+        .nth(1)
+        .expect("a host row")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    (hosts, row)
+}
+
 async fn send_all(session: &mut Session, batches: &[BatchMessage]) -> Vec<Answer> {
     for b in batches {
         session.send(b).await.expect("send");
@@ -126,19 +149,9 @@ async fn a_host_forwards_its_log_and_the_collector_keeps_it_once() {
         vec![Answer::Ack(1), Answer::Ack(2)]
     );
 
-    let verify = cli(dir.path(), &["verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
-    let hosts = String::from_utf8_lossy(&cli(dir.path(), &["hosts"]).stdout).into_owned();
-    let row: Vec<&str> = hosts
-        .lines()
-        .nth(1)
-        .expect("a host row")
-        .split_whitespace()
-        .collect();
+    assert_verifies(dir.path());
+    let (hosts, row) = host_row(dir.path());
+    let row: Vec<&str> = row.iter().map(String::as_str).collect();
     let n = log.batches.len().to_string();
     // host, key epoch, enrolled by, batches held, last batch, anchored, alarms: each batch
     // once; then when the collector last heard from it (just now).
@@ -317,12 +330,7 @@ async fn bad_messages_are_refused_with_their_reason_and_serving_goes_on() {
         send_all(&mut o, &other.batches[..1]).await,
         vec![Answer::Ack(1)]
     );
-    let verify = cli(dir.path(), &["verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_verifies(dir.path());
 
     // Every refusal was counted by its reason, and the accepted batches and their records.
     let text = scrape(([127, 0, 0, 1], metrics).into());
@@ -571,22 +579,12 @@ async fn a_thousand_cuts_leave_no_gap_and_no_duplicate() {
         proxy.cuts()
     );
     assert!(acks > n, "resends were acknowledged again");
-    let hosts = String::from_utf8_lossy(&cli(dir.path(), &["hosts"]).stdout).into_owned();
-    let row: Vec<&str> = hosts
-        .lines()
-        .nth(1)
-        .expect("a host row")
-        .split_whitespace()
-        .collect();
+    let (hosts, row) = host_row(dir.path());
+    let row: Vec<&str> = row.iter().map(String::as_str).collect();
     assert_eq!(
         (row[3], row[4]),
         (n.to_string().as_str(), n.to_string().as_str()),
         "{hosts}"
     );
-    let verify = cli(dir.path(), &["verify"]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_verifies(dir.path());
 }
