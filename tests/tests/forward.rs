@@ -72,10 +72,10 @@ fn collector_cli(dir: &Path, args: &[&str]) -> (bool, String) {
 fn held(dir: &Path) -> (u64, u64) {
     let (ok, out) = collector_cli(dir, &["hosts"]);
     assert!(ok, "{out}");
-    let row = out
-        .lines()
-        .find(|l| l.starts_with(HOST))
-        .unwrap_or_else(|| panic!("no host row: {out}"));
+    // No row until the host's first contact.
+    let Some(row) = out.lines().find(|l| l.starts_with(HOST)) else {
+        return (0, 0);
+    };
     let cols: Vec<&str> = row.split_whitespace().collect();
     (
         cols[3].parse().expect("batches"),
