@@ -75,8 +75,12 @@ impl Collector {
                     key_epoch,
                     public_key,
                 };
-                self.store.enroll(&host, "first_contact")?;
-                Ok(Greeting::Enrolled(Box::new(host)))
+                if self.store.enroll(&host, "first_contact")? {
+                    Ok(Greeting::Enrolled(Box::new(host)))
+                } else {
+                    // Another session enrolled it between the look and the insert.
+                    Ok(Greeting::Known { next_batch })
+                }
             }
             _ => Ok(Greeting::NotEnrolled),
         }
@@ -223,8 +227,11 @@ impl Collector {
         Ok(silent)
     }
 
-    /// A batch under a number already held: the same bytes are a resend, other bytes a fork
-    /// (a host restored from an older copy, or a new log from scratch), kept as evidence.
+    /// A batch under a number already held: the same bytes are a resend, other bytes a fork,
+    /// kept as evidence. Signed by a key the collector knows for the host (pinned or
+    /// announced), it is the host's own log restored from an older copy (or rewritten with
+    /// its key): `fork`. Signed by any other key, it is a log the collector never saw begin,
+    /// a host wiped and started from scratch (or a forgery): `new_log`.
     fn held_before(
         &mut self,
         host: &HostId,
@@ -238,19 +245,38 @@ impl Collector {
             return Ok(Reply::Ack(number));
         }
         self.store.keep_fork(header, message, batch_digest)?;
-        let (kind, detail) = if number == 1 {
+        let (kind, detail) = if self.signed_by_known_key(host, batch_digest, &message.signature)? {
             (
-                "new_log",
-                "a different batch 1: a new log from scratch (the host's state was wiped or replaced)".to_string(),
+                "fork",
+                format!("a different batch {number} than the one held, signed with the host's key: its log was restored from an older copy or rewritten; both are kept"),
             )
         } else {
             (
-                "fork",
-                format!("a different batch {number} than the one held: the host's log was restored from an older copy or rewritten; both are kept"),
+                "new_log",
+                format!("a different batch {number} than the one held, signed with a key this collector never saw for the host: a new log from scratch (its state was wiped or replaced) or a forgery; both are kept"),
             )
         };
         self.alarm(host, kind, number, &detail)?;
         Ok(refuse(number, next, RefuseCode::Fork, &detail))
+    }
+
+    /// Whether `signature` over `batch_digest` verifies with the host's pinned key or the
+    /// key in force at the last batch held.
+    fn signed_by_known_key(
+        &mut self,
+        host: &HostId,
+        batch_digest: &Hash,
+        signature: &[u8],
+    ) -> Result<bool> {
+        let pinned = self.store.host(host)?.map(|h| h.public_key);
+        let current = self
+            .store
+            .checkpoint(host)?
+            .and_then(|cp| VerifyingKey::from_bytes(&cp.log.public_key).ok());
+        Ok(pinned
+            .into_iter()
+            .chain(current)
+            .any(|key| sensor_log::batch::signature_valid(&key, batch_digest, signature)))
     }
 
     /// The batch expected next from the host; 0 when none is held.
@@ -261,14 +287,20 @@ impl Collector {
             .map_or(0, |cp| cp.log.next_batch))
     }
 
+    /// Raises an alarm and counts it, once: a host resending the same bad batch repeats
+    /// neither the row nor the count.
     fn alarm(&mut self, host: &HostId, kind: &str, batch: u64, detail: &str) -> Result<()> {
-        crate::metrics::alarm(kind);
-        self.store.raise(&Alarm {
+        let raised = self.store.raise(&Alarm {
             host_id: *host,
             kind: kind.to_string(),
             batch,
             detail: detail.to_string(),
-        })
+            raised_ns: sensor_log::time::wall_now_ns(),
+        })?;
+        if raised {
+            crate::metrics::alarm(kind);
+        }
+        Ok(())
     }
 }
 

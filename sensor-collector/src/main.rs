@@ -41,6 +41,9 @@ enum Command {
     /// List the fleet's verified events (and log-internal records), host by host in the order
     /// they arrived, with the filters of `sensorctl events` plus --host.
     Events(commands::events::Args),
+    /// Every alarm raised (fork, new log, gap, bad signature, TPM, silent, …), host by host,
+    /// oldest first.
+    Alarms(commands::alarms::Args),
     /// Verify every batch held, host by host, with the agent's own verifier; exit 1 naming
     /// the first failure.
     Verify(commands::verify::Args),
@@ -98,6 +101,8 @@ fn main() -> ExitCode {
             .and_then(|mut store| commands::hosts::run(store.as_mut(), command)),
         Command::Events(args) => commands::open(&cli.store)
             .and_then(|mut store| commands::events::run(store.as_mut(), &args)),
+        Command::Alarms(args) => commands::open(&cli.store)
+            .and_then(|mut store| commands::alarms::run(store.as_mut(), &args)),
         Command::Verify(args) => commands::open(&cli.store)
             .and_then(|mut store| commands::verify::run(store.as_mut(), &args)),
     };

@@ -138,3 +138,64 @@ fn verify_passes_an_intact_store_and_names_what_was_changed() {
     let out = run(&db, &["verify", "--host", &"33".repeat(16)]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn alarms_lists_each_alarm_with_its_kind_batch_and_cause() {
+    let (dir, db, host) = filled();
+    let out = run(&db, &["alarms", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "an intact host has no alarm");
+
+    // A batch changed in transit, sent twice: one alarm.
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    write(host_dir.path(), 20, 100);
+    let (id, key, messages) = outbox(host_dir.path());
+    let mut c = collector(dir.path());
+    let mut forged = messages[0].clone();
+    forged.signature[0] ^= 1;
+    let other = hex::encode(id);
+    for _ in 0..2 {
+        // Not enrolled: refused, no alarm. Enrolled hosts only are listed.
+        assert!(matches!(
+            c.receive(&id, &forged).expect("ingest"),
+            Reply::Refuse(_)
+        ));
+    }
+    enroll(&mut c, id, key);
+    for _ in 0..2 {
+        assert!(matches!(
+            c.receive(&id, &forged).expect("ingest"),
+            Reply::Refuse(_)
+        ));
+    }
+    let out = run(&db, &["alarms", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let alarms: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(alarms.len(), 1, "{alarms:?}");
+    assert_eq!(alarms[0]["host"], other.as_str());
+    assert_eq!(alarms[0]["kind"], "bad_signature");
+    assert_eq!(alarms[0]["batch"], 1);
+    assert!(
+        alarms[0]["raised"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{alarms:?}"
+    );
+
+    let table = run(&db, &["alarms", "--host", &other]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let lines: Vec<String> = stdout(&table).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("RAISED"), "{lines:?}");
+    assert!(
+        lines[1].contains(&other) && lines[1].contains("bad_signature"),
+        "{lines:?}"
+    );
+    let out = run(&db, &["alarms", "--host", &host]);
+    assert_eq!(stdout(&out).lines().count(), 1, "only the header");
+    let out = run(&db, &["alarms", "--host", &"33".repeat(16)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -2,15 +2,15 @@
 //! out by its outbox, stored in a real SQLite store: every batch is stored once however
 //! often it is sent; a gap, a modified batch, a forged key, another host's batch and an
 //! unenrolled host are refused with their reason while the collector goes on; a fork and a
-//! wiped host are kept as evidence and raise their alarm. (The network side is not built
-//! yet: these call the ingest directly, as a session will.)
+//! wiped host are kept as evidence and raise their alarm. These call the ingest directly, as
+//! a session does (the network side: `serve.rs`; with the real agent: `tests/tests/forward.rs`).
 
 mod common;
 
 use common::{collector, enroll, outbox, pg_collector, postgres, write};
-use sensor_collector::ingest::{Collector, Reply};
-use sensor_collector::store::{SqliteStore, Store};
-use sensor_log::forward::{BatchMessage, RefuseCode};
+use sensor_collector::ingest::{Collector, Greeting, Reply};
+use sensor_collector::store::{Host, SqliteStore, Store};
+use sensor_log::forward::{BatchMessage, Hello, RefuseCode};
 use sensor_log::record::HostId;
 
 fn refused(reply: Reply) -> (RefuseCode, u64, String) {
@@ -171,6 +171,10 @@ fn a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept(mut c: Collecto
     let (code, _, _) = refused(c.receive(&host, &fresh[0]).expect("refuse"));
     assert_eq!(code, RefuseCode::Fork);
     assert_eq!(alarms(&mut c, &host), ["fork", "new_log"]);
+    // Any batch of it, not only its first, is told by its key: never seen for the host.
+    let (code, _, _) = refused(c.receive(&host, &fresh[1]).expect("refuse"));
+    assert_eq!(code, RefuseCode::Fork);
+    assert_eq!(alarms(&mut c, &host), ["fork", "new_log", "new_log"]);
 }
 
 /// Continuity is the database's: a batch verified against a checkpoint that is no longer
@@ -271,6 +275,44 @@ fn a_host_that_stops_sending_is_reported_silent(mut c: Collector) {
     assert_eq!(silences(&mut c), [half as u64, messages.len() as u64]);
 }
 
+/// Two sessions (or collectors) enrolling one host on first contact at the same moment: the
+/// key pinned first stays, the later enrollment is told so and is no error, and the later
+/// hello is greeted as a known host.
+fn the_first_key_pinned_stays_when_two_sessions_enroll_at_once(mut c: Collector) {
+    let first = tempfile::tempdir().expect("tempdir");
+    write(first.path(), 2, 100);
+    let (host, key, _) = outbox(first.path());
+    let other = tempfile::tempdir().expect("tempdir");
+    write(other.path(), 2, 200);
+    let (_, other_key, _) = outbox(other.path());
+    let hello = |key: &ed25519_dalek::VerifyingKey| Hello {
+        host_id: host,
+        agent_version: "test".into(),
+        oldest: 1,
+        newest: 1,
+        keys: vec![(1, key.to_bytes())],
+    };
+    assert!(matches!(
+        c.hello(&host, &hello(&key), true).expect("hello"),
+        Greeting::Enrolled(_)
+    ));
+    // The other session looked before the insert: its own insert now finds the host.
+    let late = Host {
+        host_id: host,
+        key_epoch: 1,
+        public_key: other_key,
+    };
+    assert!(!c.store().enroll(&late, "first_contact").expect("enroll"));
+    assert_eq!(
+        c.store().host(&host).expect("host").map(|h| h.public_key),
+        Some(key)
+    );
+    assert_eq!(
+        c.hello(&host, &hello(&other_key), true).expect("hello"),
+        Greeting::Known { next_batch: 0 }
+    );
+}
+
 /// Each case against the SQLite store and against a real PostgreSQL server.
 macro_rules! on_both_stores {
     ($($case:ident),*) => {
@@ -295,7 +337,8 @@ on_both_stores!(
     every_batch_is_stored_once_however_often_it_is_sent,
     bad_batches_are_refused_with_their_reason_and_the_collector_goes_on,
     a_restored_host_is_a_fork_and_a_wiped_one_a_new_log_both_kept,
-    a_host_that_stops_sending_is_reported_silent
+    a_host_that_stops_sending_is_reported_silent,
+    the_first_key_pinned_stays_when_two_sessions_enroll_at_once
 );
 
 /// Two collectors against one PostgreSQL database, the host's connection moving from one

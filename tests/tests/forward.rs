@@ -343,3 +343,124 @@ fn cut_connections_leave_no_gap_and_no_duplicate() {
     assert!(ok, "sensor-collector verify: {out}");
     eprintln!("{} cuts; {last} batches held", proxy.cuts());
 }
+
+/// Copies a stopped agent's state directory, as a root taking a backup would.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let kind = entry.file_type().expect("file type");
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The kinds of the alarms the collector raised for the host, oldest first.
+fn alarm_kinds(dir: &Path) -> Vec<String> {
+    let (ok, out) = collector_cli(dir, &["alarms", "--host", HOST, "--json"]);
+    assert!(ok, "{out}");
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+            v["kind"].as_str().expect("kind").to_owned()
+        })
+        .collect()
+}
+
+/// Waits until the collector raised an alarm of `kind` for the host.
+fn wait_alarm(dir: &Path, kind: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let kinds = alarm_kinds(dir);
+        if kinds.iter().any(|k| k == kind) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} alarm within 30 s; alarms: {kinds:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A root's two ways to make a host's record start over, tried on the real agent: put back
+/// an older copy of its state directory (the log rolled back, logging on), and wipe it (a new
+/// log from scratch under the same certificate). At the agent's first contact the collector
+/// raises `fork`, then `new_log`, keeps the chain it held untouched, and the agent's status
+/// shows the refusal; once the agent stops, the host is reported `silent`.
+#[test]
+fn a_restored_or_wiped_host_raises_its_alarm_at_first_contact() {
+    let pki = Pki::new();
+    let cdir = tempfile::tempdir().expect("collector dir");
+    let _c = CollectorProcess::start(
+        &collector_bin(),
+        &pki,
+        cdir.path(),
+        &store(cdir.path()),
+        "enrollment = \"first_contact\"\nheartbeat_timeout = \"3s\"",
+    );
+    let files = tempfile::tempdir().expect("files");
+    let secret = secret_in(files.path());
+    let state = state_for(HOST);
+    let config = agent_config(&secret, &pki, &[&_c.addr]);
+    let mut agent = Agent::start_at(&config, state.path(), &[]);
+    wait_forwarded(state.path(), cdir.path(), 2);
+    agent.stop();
+    let backup = tempfile::tempdir().expect("backup");
+    copy_tree(state.path(), backup.path());
+
+    // The genuine log goes on well past the copy, and all of it reaches the collector.
+    let mut agent = Agent::start_at(&config, state.path(), &[]);
+    assert!(openloop(100_000, &secret)
+        .wait()
+        .expect("openloop")
+        .success());
+    wait_forwarded(state.path(), cdir.path(), sealed(state.path()));
+    agent.stop();
+    let genuine = held(cdir.path());
+    assert!(
+        genuine.1 > sealed(backup.path()) + 20,
+        "the genuine log {genuine:?} is not far ahead of the copy"
+    );
+
+    // Rolled back: the copy is put back and the agent started on it.
+    std::fs::remove_dir_all(state.path()).expect("wipe");
+    copy_tree(backup.path(), state.path());
+    let mut agent = Agent::start_at(&config, state.path(), &[]);
+    wait_alarm(cdir.path(), "fork");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !status(state.path()).contains(": fork: ") {
+        assert!(
+            Instant::now() < deadline,
+            "status shows no fork refusal:\n{}",
+            status(state.path())
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    agent.stop();
+
+    // Wiped: a new state directory under the same host id and certificate.
+    let wiped = state_for(HOST);
+    let mut agent = Agent::start_at(&config, wiped.path(), &[]);
+    wait_alarm(cdir.path(), "new_log");
+    agent.stop();
+
+    // Stopped for good: silent.
+    wait_alarm(cdir.path(), "silent");
+    assert_eq!(
+        held(cdir.path()),
+        genuine,
+        "the chain held is the genuine one"
+    );
+    let (ok, out) = collector_cli(cdir.path(), &["verify"]);
+    assert!(ok, "sensor-collector verify: {out}");
+    let kinds = alarm_kinds(cdir.path());
+    assert!(
+        !kinds.iter().any(|k| k == "invalid" || k == "bad_signature"),
+        "{kinds:?}"
+    );
+}

@@ -10,7 +10,9 @@
 //!
 //! A collector's welcome is authoritative: it says which batch it needs next, so an
 //! acknowledgement lost with a crash only costs a resend, which the collector acknowledges
-//! again and stores once. The cursor (`forward.json`) keeps the last acknowledged batch for
+//! again and stores once. A collector that holds more than this log has sealed is never
+//! taken at its word: the stage sends its own newest batch, which the collector finds
+//! different from the one it holds and keeps as a fork, with its alarm. The cursor (`forward.json`) keeps the last acknowledged batch for
 //! `sensorctl status` and for the next start.
 
 use std::{
@@ -180,11 +182,23 @@ impl ForwardStage {
         self.status.collector = format!("{} ({addr})", welcome.collector);
         self.status.connected = true;
         self.cursor.collector = self.status.collector.clone();
-        if welcome.next_batch > 1 {
-            self.acked(welcome.next_batch.saturating_sub(1).min(newest));
-        }
         let window = usize::from(self.config.window.min(welcome.window).max(1));
-        let mut next = welcome.next_batch.max(oldest).max(1);
+        let mut next = if welcome.next_batch > newest.saturating_add(1) {
+            // The collector holds batches this log never sealed: the log was rolled back
+            // (restored from an older copy) or replaced. Its newest batch goes first, so the
+            // collector compares it with the one it holds and keeps both as evidence.
+            tracing::error!(
+                collector = %addr,
+                "the collector holds batches up to {} but this log ends at batch {newest}: it was rolled back or replaced",
+                welcome.next_batch - 1
+            );
+            newest.max(oldest).max(1)
+        } else {
+            if welcome.next_batch > 1 {
+                self.acked(welcome.next_batch - 1);
+            }
+            welcome.next_batch.max(oldest).max(1)
+        };
         let mut newest = newest;
         let mut in_flight: VecDeque<u64> = VecDeque::new();
         let mut refusals: u32 = 0;

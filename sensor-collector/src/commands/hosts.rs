@@ -32,19 +32,16 @@ pub fn run(store: &mut dyn Store, command: Option<HostsCommand>) -> Result<(), F
             let host_id = crate::host_id(&host)?;
             let public_key = hex::parse_public_key(&key)
                 .map_err(|e| Failure::Usage(format!("invalid key: {e}")))?;
-            if store.host(&host_id)?.is_some() {
+            let host_entry = Host {
+                host_id,
+                key_epoch,
+                public_key,
+            };
+            if !store.enroll(&host_entry, "operator")? {
                 return Err(Failure::Failed(format!(
                     "host {host} is already enrolled: its key is pinned"
                 )));
             }
-            store.enroll(
-                &Host {
-                    host_id,
-                    key_epoch,
-                    public_key,
-                },
-                "operator",
-            )?;
             outln!("approved host {host}, key epoch {key_epoch}");
             Ok(())
         }

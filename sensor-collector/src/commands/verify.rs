@@ -22,19 +22,7 @@ pub struct Args {
 }
 
 pub fn run(store: &mut dyn Store, args: &Args) -> Result<(), Failure> {
-    let only = args.host.as_deref().map(crate::host_id).transpose()?;
-    let hosts: Vec<_> = store
-        .hosts()?
-        .into_iter()
-        .filter(|h| only.is_none_or(|id| id == h.host.host_id))
-        .collect();
-    if let (Some(id), true) = (only, hosts.is_empty()) {
-        return Err(Failure::Usage(format!(
-            "host {} is not enrolled",
-            hex::encode(id)
-        )));
-    }
-    for h in hosts {
+    for h in super::enrolled(store, args.host.as_deref())? {
         let name = hex::encode(h.host.host_id);
         let failed = |detail: String| Failure::Failed(format!("host {name}: {detail}"));
         let mut verifier = Verifier::new(h.host.public_key);

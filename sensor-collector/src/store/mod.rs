@@ -51,6 +51,8 @@ pub struct Alarm {
     pub kind: String,
     pub batch: u64,
     pub detail: String,
+    /// When the collector raised it, by its own clock.
+    pub raised_ns: u64,
 }
 
 impl Host {
@@ -190,8 +192,10 @@ pub struct BatchQuery {
 
 /// What the ingest and the commands need of a store.
 pub trait Store: Send {
-    /// Pins `host`'s first key (an operator's approval, or first contact when allowed).
-    fn enroll(&mut self, host: &Host, by: &str) -> Result<()>;
+    /// Pins `host`'s first key (an operator's approval, or first contact when allowed);
+    /// `false` when the host was enrolled already (by another session or collector): the key
+    /// pinned first stays.
+    fn enroll(&mut self, host: &Host, by: &str) -> Result<bool>;
     fn host(&mut self, host_id: &HostId) -> Result<Option<Host>>;
     /// The state the host's next batch is verified against; `None` before its first batch.
     fn checkpoint(&mut self, host_id: &HostId) -> Result<Option<Held>>;
@@ -209,8 +213,9 @@ pub trait Store: Send {
         message: &BatchMessage,
         digest: &Hash,
     ) -> Result<()>;
-    /// Raises an alarm; the same alarm for the same batch is kept once.
-    fn raise(&mut self, alarm: &Alarm) -> Result<()>;
+    /// Raises an alarm; the same alarm for the same batch is kept once (the first): `false`
+    /// when it was already raised.
+    fn raise(&mut self, alarm: &Alarm) -> Result<bool>;
     /// The host's alarms, oldest first.
     fn alarms(&mut self, host_id: &HostId) -> Result<Vec<Alarm>>;
     /// (number, record count) of every batch held for the host, in order.

@@ -82,10 +82,11 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
-    fn enroll(&mut self, host: &Host, by: &str) -> Result<()> {
-        self.client.execute(
+    fn enroll(&mut self, host: &Host, by: &str) -> Result<bool> {
+        let added = self.client.execute(
             "INSERT INTO hosts (host_id, key_epoch, public_key, enrolled_by, enrolled_ns)
-             VALUES ($1, $2, $3, $4, $5)",
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (host_id) DO NOTHING",
             &[
                 &&host.host_id[..],
                 &int(host.key_epoch)?,
@@ -94,7 +95,7 @@ impl Store for PostgresStore {
                 &int(wall_now_ns())?,
             ],
         )?;
-        Ok(())
+        Ok(added > 0)
     }
 
     fn host(&mut self, host_id: &HostId) -> Result<Option<Host>> {
@@ -224,8 +225,8 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn raise(&mut self, alarm: &Alarm) -> Result<()> {
-        self.client.execute(
+    fn raise(&mut self, alarm: &Alarm) -> Result<bool> {
+        let added = self.client.execute(
             "INSERT INTO alarms (host_id, kind, batch, detail, raised_ns)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             &[
@@ -233,16 +234,16 @@ impl Store for PostgresStore {
                 &alarm.kind,
                 &int(alarm.batch)?,
                 &alarm.detail,
-                &int(wall_now_ns())?,
+                &int(alarm.raised_ns)?,
             ],
         )?;
-        Ok(())
+        Ok(added > 0)
     }
 
     fn alarms(&mut self, host_id: &HostId) -> Result<Vec<Alarm>> {
         self.client
             .query(
-                "SELECT kind, batch, detail FROM alarms WHERE host_id = $1 ORDER BY id",
+                "SELECT kind, batch, detail, raised_ns FROM alarms WHERE host_id = $1 ORDER BY id",
                 &[&&host_id[..]],
             )?
             .into_iter()
@@ -252,6 +253,7 @@ impl Store for PostgresStore {
                     kind: r.get(0),
                     batch: uint(r.get(1))?,
                     detail: r.get(2),
+                    raised_ns: uint(r.get(3))?,
                 })
             })
             .collect()

@@ -36,10 +36,11 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     /// Pins `host`'s first key (an operator's approval, or first contact when allowed).
-    fn enroll(&mut self, host: &Host, by: &str) -> Result<()> {
-        self.conn.execute(
+    fn enroll(&mut self, host: &Host, by: &str) -> Result<bool> {
+        let added = self.conn.execute(
             "INSERT INTO hosts (host_id, key_epoch, public_key, enrolled_by, enrolled_ns)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (host_id) DO NOTHING",
             params![
                 &host.host_id[..],
                 int(host.key_epoch)?,
@@ -48,7 +49,7 @@ impl Store for SqliteStore {
                 int(wall_now_ns())?
             ],
         )?;
-        Ok(())
+        Ok(added > 0)
     }
 
     fn host(&mut self, host_id: &HostId) -> Result<Option<Host>> {
@@ -218,8 +219,8 @@ impl Store for SqliteStore {
     }
 
     /// Raises an alarm; the same alarm for the same batch is kept once.
-    fn raise(&mut self, alarm: &Alarm) -> Result<()> {
-        self.conn.execute(
+    fn raise(&mut self, alarm: &Alarm) -> Result<bool> {
+        let added = self.conn.execute(
             "INSERT INTO alarms (host_id, kind, batch, detail, raised_ns)
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
             params![
@@ -227,31 +228,33 @@ impl Store for SqliteStore {
                 alarm.kind,
                 int(alarm.batch)?,
                 alarm.detail,
-                int(wall_now_ns())?
+                int(alarm.raised_ns)?
             ],
         )?;
-        Ok(())
+        Ok(added > 0)
     }
 
     /// The host's alarms, oldest first.
     fn alarms(&mut self, host_id: &HostId) -> Result<Vec<Alarm>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT kind, batch, detail FROM alarms WHERE host_id = ?1 ORDER BY id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, batch, detail, raised_ns FROM alarms WHERE host_id = ?1 ORDER BY id",
+        )?;
         let rows = stmt.query_map([&host_id[..]], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
         rows.map(|row| {
-            let (kind, batch, detail) = row?;
+            let (kind, batch, detail, raised) = row?;
             Ok(Alarm {
                 host_id: *host_id,
                 kind,
                 batch: uint(batch)?,
                 detail,
+                raised_ns: uint(raised)?,
             })
         })
         .collect()
