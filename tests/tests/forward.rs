@@ -1,6 +1,8 @@
 //! The real agent forwards its log to a real `sensor-collector serve` over mutually
 //! authenticated TLS on loopback (certificates made by the test): the collector holds the
-//! agent's batches, each once, verified; `sensorctl status` says how far forwarding got; and
+//! agent's batches, each once, verified, up to the one sealed at a clean stop; `sensorctl
+//! status` says how far forwarding got; a host restored from a copy or wiped raises its
+//! alarm; and
 //! a collector or an agent killed with SIGKILL in a storm loses nothing and duplicates
 //! nothing once both run again.
 
@@ -159,6 +161,13 @@ fn the_agent_forwards_its_log_to_a_collector_over_mutual_tls() {
     assert_eq!(value("sensor_forward_connected"), 1.0, "{text}");
     assert!(value("sensor_forward_lag_batches") <= 2.0, "{text}");
     agent.stop();
+    // The batch sealed at the stop, with the stop's own record, reached the collector
+    // before the agent exited.
+    assert_eq!(
+        held(cdir.path()).1,
+        sealed(state.path()),
+        "the last batch sealed is held"
+    );
 
     // The collector shows what the host shows, plus the host: the 40 opens, byte for byte.
     let (code, local, err) = sensorctl(state.path(), &["events", "--json", "--kind", "file_open"]);

@@ -133,7 +133,9 @@ impl ChainStage {
         }
         self.apply_notes();
         let last = self.writer.close(Timestamp::now()).map_err(Error::Log)?;
+        self.counters.log_closed.store(true, Ordering::Release);
         publish_batches(&self.counters, last, &sealed);
+        self.counters.sealed_notify.notify_one();
         Ok(())
     }
 

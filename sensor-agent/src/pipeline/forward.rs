@@ -18,7 +18,7 @@
 use std::{
     collections::VecDeque,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -45,6 +45,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const CURSOR_PERIOD: Duration = Duration::from_secs(1);
 /// Longest wait for a batch sealed without a wake-up (a safety net, not the path).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// At stop, how long collectors get to acknowledge the batches sealed last (the stop's own
+/// among them) before the agent exits; what they did not take waits for the next start.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// How a session ended.
+enum Ended {
+    /// Stopping, and every batch of the closed log is acknowledged.
+    Drained,
+    /// The connection or the collector failed; why.
+    Failed(String),
+}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cursor {
@@ -65,6 +76,8 @@ pub struct ForwardStage {
     status: ForwardStatus,
     /// Failed rounds in a row; reset by a welcome.
     failures: u32,
+    /// Stopping: a session ends once the closed log is all acknowledged.
+    draining: bool,
 }
 
 impl ForwardStage {
@@ -126,6 +139,7 @@ impl ForwardStage {
             cursor_written: std::time::Instant::now(),
             status,
             failures: 0,
+            draining: false,
         })
     }
 
@@ -135,14 +149,11 @@ impl ForwardStage {
         let collectors = self.config.collectors.clone();
         'rounds: loop {
             for addr in &collectors {
-                let why = tokio::select! {
-                    why = self.session(addr) => why,
+                let ended = tokio::select! {
+                    ended = self.session(addr) => ended,
                     _ = stop.changed() => break 'rounds,
                 };
-                tracing::warn!(collector = %addr, "forwarding: {why}");
-                self.status.connected = false;
-                self.status.last_error = Some(format!("{}: {addr}: {why}", rfc3339(wall_now_ns())));
-                self.publish(None).await;
+                self.session_failed(addr, ended).await;
             }
             let wait = backoff(self.failures);
             self.failures = self.failures.saturating_add(1);
@@ -151,13 +162,44 @@ impl ForwardStage {
                 _ = stop.changed() => break 'rounds,
             }
         }
+        self.drain(&collectors).await;
         self.save_cursor();
         Ok(())
     }
 
-    /// One session with the collector at `addr`, until it fails; returns why.
-    async fn session(&mut self, addr: &str) -> String {
-        let failed = |e: &dyn std::fmt::Display| e.to_string();
+    /// At stop, a last session (each collector in turn, within [`DRAIN_LIMIT`]) sends what
+    /// the log sealed last, the stop's own batch among it, so a collector learns of a clean
+    /// stop when it happens, not at the next start.
+    async fn drain(&mut self, collectors: &[String]) {
+        self.draining = true;
+        let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+        for addr in collectors {
+            match tokio::time::timeout_at(deadline, self.session(addr)).await {
+                Ok(Ended::Drained) => return,
+                Ok(failed) => self.session_failed(addr, failed).await,
+                Err(_) => break,
+            }
+        }
+        tracing::warn!(
+            "stopping with batches no collector acknowledged (the newest acknowledged: {}); they are sent at the next start",
+            self.cursor.acked
+        );
+    }
+
+    async fn session_failed(&mut self, addr: &str, ended: Ended) {
+        let Ended::Failed(why) = ended else {
+            return;
+        };
+        tracing::warn!(collector = %addr, "forwarding: {why}");
+        self.status.connected = false;
+        self.status.last_error = Some(format!("{}: {addr}: {why}", rfc3339(wall_now_ns())));
+        self.publish(None).await;
+    }
+
+    /// One session with the collector at `addr`, until it fails, or, stopping, until the
+    /// closed log is all acknowledged.
+    async fn session(&mut self, addr: &str) -> Ended {
+        let failed = |e: &dyn std::fmt::Display| Ended::Failed(e.to_string());
         let (oldest, newest) = match self.span().await {
             Ok(span) => span,
             Err(e) => return failed(&e),
@@ -237,7 +279,7 @@ impl ForwardStage {
                             self.acked(n);
                         }
                         Answer::Ack(n) => {
-                            return format!("acknowledged batch {n} out of turn (expected {:?})", in_flight.front());
+                            return Ended::Failed(format!("acknowledged batch {n} out of turn (expected {:?})", in_flight.front()));
                         }
                         Answer::Refuse(r) => {
                             in_flight.pop_front();
@@ -272,7 +314,12 @@ impl ForwardStage {
                 () = self.counters.sealed_notify.notified() => {}
                 () = tokio::time::sleep(IDLE_CHECK) => {}
             }
+            // Read before the newest batch: once closed, the log seals nothing after it.
+            let closed = self.counters.log_closed.load(Ordering::Acquire);
             newest = self.newest_sealed().unwrap_or(newest);
+            if self.draining && closed && in_flight.is_empty() && next > newest {
+                return Ended::Drained;
+            }
         }
     }
 

@@ -23,7 +23,10 @@ pub mod supervise;
 
 use std::{
     collections::BTreeMap,
-    sync::{atomic::AtomicU64, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Mutex,
+    },
 };
 
 use sensor_log::{Kind, SealedBatch};
@@ -62,6 +65,8 @@ pub struct Counters {
     pub output_missed: AtomicU64,
     /// Woken at every sealed batch, for the forward stage.
     pub sealed_notify: tokio::sync::Notify,
+    /// Set once the chain stage closed the log at stop: no batch follows the last sealed.
+    pub log_closed: AtomicBool,
     /// Forwarding, as the forward stage reports it; `None` without `[forward]`.
     pub forward: Mutex<Option<sensor_store::ForwardStatus>>,
 }
