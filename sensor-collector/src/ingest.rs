@@ -89,6 +89,21 @@ impl Collector {
     /// Handles one batch from the host its client certificate names. `Err` only when the
     /// collector's own store fails; everything the peer can do wrong is a refusal.
     pub fn receive(&mut self, certified: &HostId, message: &BatchMessage) -> Result<Reply> {
+        self.receive_from(certified, message, None)
+    }
+
+    /// [`Collector::receive`] in a session whose hello said the host's log now begins at
+    /// batch `oldest`: when the collector expects an earlier batch, the host pruned it before
+    /// any collector acknowledged it (its disk limit forced it), and batch `oldest` is taken
+    /// across the gap, verified from its own signature on (as a first contact after pruning),
+    /// with a `gap` alarm naming the batches that never arrived. Without it the host could
+    /// never forward again.
+    pub fn receive_from(
+        &mut self,
+        certified: &HostId,
+        message: &BatchMessage,
+        oldest: Option<u64>,
+    ) -> Result<Reply> {
         let Ok(header) = BatchHeader::decode(&message.header) else {
             let expected = self.expected(certified)?;
             return Ok(refuse(
@@ -116,26 +131,36 @@ impl Collector {
         let batch_digest = digest(&message.header);
         for _ in 0..COMMIT_ATTEMPTS {
             let before = self.store.checkpoint(certified)?;
+            // The first batch the collector expected and the host no longer holds.
+            let mut pruned_from = None;
             if let Some(cp) = &before {
                 let next = cp.log.next_batch;
                 if number < next {
                     return self.held_before(certified, &header, message, &batch_digest, next);
                 }
                 if number > next {
-                    return Ok(refuse(
-                        number,
-                        next,
-                        RefuseCode::OutOfOrder,
-                        &format!("batch {next} comes next"),
-                    ));
+                    if oldest != Some(number) {
+                        return Ok(refuse(
+                            number,
+                            next,
+                            RefuseCode::OutOfOrder,
+                            &format!("batch {next} comes next"),
+                        ));
+                    }
+                    pruned_from = Some(next);
                 }
             }
-            let mut verifier = match &before {
-                Some(cp) => match Verifier::resume(&cp.log) {
+            let mut verifier = match (&before, pruned_from) {
+                (Some(cp), None) => match Verifier::resume(&cp.log) {
                     Ok(v) => v,
                     Err(f) => return Err(crate::Error::Corrupt(format!("a checkpoint: {f}"))),
                 },
-                None => Verifier::new(host.public_key),
+                // Across the gap, with the key in force at the last batch held.
+                (Some(cp), Some(_)) => match VerifyingKey::from_bytes(&cp.log.public_key) {
+                    Ok(key) => Verifier::new(key),
+                    Err(e) => return Err(crate::Error::Corrupt(format!("a checkpoint key: {e}"))),
+                },
+                (None, _) => Verifier::new(host.public_key),
             };
             let records: Vec<&[u8]> = message.records.iter().map(Vec::as_slice).collect();
             if let Err(failure) = verifier.message(&message.header, &message.signature, &records) {
@@ -157,7 +182,11 @@ impl Collector {
                     "a verified batch left no checkpoint".into(),
                 ));
             };
-            let mut tpm = before.as_ref().map(|cp| cp.tpm.clone()).unwrap_or_default();
+            // The replay cannot cross a gap: it starts again at the host's next base.
+            let mut tpm = match (&before, pruned_from) {
+                (Some(cp), None) => cp.tpm.clone(),
+                _ => Replay::default(),
+            };
             let store = &mut self.store;
             let (replayed, faults) = anchoring(
                 &mut tpm,
@@ -177,7 +206,14 @@ impl Collector {
             })?;
             match commit {
                 Commit::Stored => {
-                    if before.is_none() && number > 1 {
+                    if let Some(from) = pruned_from {
+                        self.alarm(
+                            certified,
+                            "gap",
+                            number,
+                            &format!("batches {from} to {} never reached this collector: the host pruned them before any collector acknowledged them", number - 1),
+                        )?;
+                    } else if before.is_none() && number > 1 {
                         self.alarm(
                             certified,
                             "gap",

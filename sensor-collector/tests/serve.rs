@@ -365,6 +365,51 @@ async fn bad_messages_are_refused_with_their_reason_and_serving_goes_on() {
     );
 }
 
+/// A host whose disk limit pruned batches no collector had acknowledged says so in its
+/// hello (its log begins later now): the collector takes its next batch across the gap, with
+/// a `gap` alarm naming the batches that never arrived, and the store still verifies. The
+/// same jump in a session whose hello did not say so is refused as out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_pruned_before_forwarding_are_a_gap_the_host_crosses_with_an_alarm() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start(&pki, dir.path(), "enrollment = \"first_contact\"");
+    let log = host_log(40, None);
+    let n = log.batches.len() as u64;
+    assert!(n >= 8, "{n} batches");
+    let id = pki.host(&hex::encode(log.id));
+    let mut s = connect(&c, &id, &pki, hello(&log)).await.expect("session");
+    assert_eq!(
+        send_all(&mut s, &log.batches[..3]).await,
+        [Answer::Ack(1), Answer::Ack(2), Answer::Ack(3)]
+    );
+    let (code, reason) = refused(&send_all(&mut s, &log.batches[6..7]).await[0]);
+    assert_eq!(code, RefuseCode::OutOfOrder, "{reason}");
+    drop(s);
+
+    // Batches 4 to 6 are gone from the host.
+    let mut pruned = hello(&log);
+    pruned.oldest = 7;
+    let mut s = connect(&c, &id, &pki, pruned).await.expect("session");
+    assert_eq!(s.welcome().next_batch, 4);
+    assert_eq!(
+        send_all(&mut s, &log.batches[6..]).await,
+        (7..=n).map(Answer::Ack).collect::<Vec<_>>()
+    );
+    let out = cli(dir.path(), &["alarms", "--json"]);
+    let alarms = String::from_utf8_lossy(&out.stdout);
+    let gap: serde_json::Value = serde_json::from_str(alarms.trim()).expect("one alarm");
+    assert_eq!(gap["kind"], "gap", "{alarms}");
+    assert_eq!(gap["batch"], 7, "{alarms}");
+    assert!(
+        gap["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("batches 4 to 6")),
+        "{alarms}"
+    );
+    assert_verifies(dir.path());
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

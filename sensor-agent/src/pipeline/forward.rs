@@ -248,15 +248,18 @@ impl ForwardStage {
             while in_flight.len() < window && next <= newest {
                 let batch = match self.read(next).await {
                     Ok(Some(batch)) => batch,
-                    // Pruned meanwhile: go on from the oldest retained.
-                    Ok(None) => {
-                        next = match self.span().await {
-                            Ok((oldest, _)) if oldest > next => oldest,
-                            Ok(_) => break,
-                            Err(e) => return failed(&e),
-                        };
-                        continue;
-                    }
+                    // Pruned before a collector acknowledged it (the disk limit forced it):
+                    // a new session's hello says where the log begins now, and the
+                    // collector takes the gap with its alarm.
+                    Ok(None) => match self.span().await {
+                        Ok((oldest, _)) if oldest > next => {
+                            return Ended::Failed(format!(
+                                "batch {next} was pruned before a collector acknowledged it; the log begins at batch {oldest} now"
+                            ))
+                        }
+                        Ok(_) => break,
+                        Err(e) => return failed(&e),
+                    },
                     Err(e) => return failed(&e),
                 };
                 if let Err(e) = session.send(&batch).await {

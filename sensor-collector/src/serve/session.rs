@@ -77,6 +77,8 @@ async fn converse(
         }
         Ok(Err(e)) => return transport_ended(e),
     };
+    // Where the host's log begins now: what it pruned before forwarding is a gap.
+    let oldest = hello.oldest;
     let mut expected = greet(shared, host, peer, hello, writer).await?;
     loop {
         let message = match reader.next().await {
@@ -125,7 +127,11 @@ async fn converse(
         } else {
             let started = std::time::Instant::now();
             let records = batch.records.len() as u64;
-            match shared.workers.run(move |c| c.receive(&host, &batch)).await {
+            match shared
+                .workers
+                .run(move |c| c.receive_from(&host, &batch, Some(oldest)))
+                .await
+            {
                 Ok(reply) => {
                     if let Reply::Ack(_) = reply {
                         metrics::accepted(records, started.elapsed());
