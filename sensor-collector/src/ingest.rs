@@ -248,7 +248,7 @@ impl Collector {
     /// one alarm per silence, named by the last batch held. Returns the silent hosts.
     pub fn sweep_silent(&mut self, now_ns: u64, timeout_ns: u64) -> Result<Vec<HostId>> {
         let mut silent = Vec::new();
-        for h in self.store.hosts()? {
+        for h in self.store.heard()? {
             let quiet = now_ns.saturating_sub(h.last_heard_ns);
             if quiet > timeout_ns {
                 let last = h.last_batch.unwrap_or(0);
@@ -256,8 +256,8 @@ impl Collector {
                     "nothing from this host for {} s (last batch held: {last})",
                     quiet / 1_000_000_000
                 );
-                self.alarm(&h.host.host_id, "silent", last, &detail)?;
-                silent.push(h.host.host_id);
+                self.alarm(&h.host_id, "silent", last, &detail)?;
+                silent.push(h.host_id);
             }
         }
         Ok(silent)

@@ -160,7 +160,7 @@ async fn sweep(shared: Arc<Shared>) {
             .workers
             .run(move |c| {
                 let silent = c.sweep_silent(wall_now_ns(), timeout_ns)?;
-                Ok((silent, c.store().hosts()?.len()))
+                Ok((silent, c.store().heard()?.len()))
             })
             .await;
         match swept {

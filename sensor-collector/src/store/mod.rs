@@ -112,6 +112,16 @@ pub struct HostSummary {
     pub tpm_alarms: u64,
 }
 
+/// When a host was last heard, for the silence sweep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub host_id: HostId,
+    /// The newest batch held.
+    pub last_batch: Option<u64>,
+    /// When the collector last stored a batch of the host (its enrollment before the first).
+    pub last_heard_ns: u64,
+}
+
 /// A verified batch, ready to store.
 pub struct Verified<'a> {
     pub header: &'a BatchHeader,
@@ -224,6 +234,12 @@ pub trait Store: Send {
     fn forks(&mut self, host_id: &HostId) -> Result<Vec<u64>>;
     /// Every enrolled host with what is held for it, by host id.
     fn hosts(&mut self) -> Result<Vec<HostSummary>>;
+    /// Every enrolled host, by host id, with its newest batch and when it was last heard, read
+    /// from `hosts` and `checkpoints` alone: the commit that stores a batch advances the
+    /// host's checkpoint with the batch's `received_ns`. The silence sweep runs it every few
+    /// seconds on a store worker, so its cost must not grow with the batches held, as that of
+    /// `hosts` (which counts them) does.
+    fn heard(&mut self) -> Result<Vec<Heard>>;
     /// Calls `each` with every batch held for the host, in number order, as received.
     fn each_batch(
         &mut self,

@@ -16,7 +16,7 @@ use sensor_tpm::remote::Point;
 
 use super::{
     batch_message, int, point, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery,
-    Commit, Held, Host, HostSummary, Store, Verified,
+    Commit, Heard, Held, Host, HostSummary, Store, Verified,
 };
 use crate::error::{Error, Result};
 
@@ -278,6 +278,29 @@ impl Store for PostgresStore {
             )?
             .into_iter()
             .map(|r| uint(r.get(0)))
+            .collect()
+    }
+
+    fn heard(&mut self) -> Result<Vec<Heard>> {
+        self.client
+            .query(
+                "SELECT h.host_id, c.next_batch, COALESCE(c.updated_ns, h.enrolled_ns)
+                 FROM hosts h LEFT JOIN checkpoints c ON c.host_id = h.host_id
+                 ORDER BY h.host_id",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| {
+                Ok(Heard {
+                    host_id: stored_host_id(r.get(0))?,
+                    last_batch: r
+                        .get::<_, Option<i64>>(1)
+                        .map(uint)
+                        .transpose()?
+                        .map(|n| n.saturating_sub(1)),
+                    last_heard_ns: uint(r.get(2))?,
+                })
+            })
             .collect()
     }
 

@@ -12,7 +12,7 @@ use sensor_tpm::remote::Point;
 
 use super::{
     batch_message, int, point, record_items, stored_host_id, uint, Alarm, BatchIndex, BatchQuery,
-    Commit, Held, Host, HostSummary, Store, Verified,
+    Commit, Heard, Held, Host, HostSummary, Store, Verified,
 };
 use crate::error::{Error, Result};
 
@@ -282,6 +282,32 @@ impl Store for SqliteStore {
             .prepare("SELECT number FROM forks WHERE host_id = ?1 ORDER BY number")?;
         let rows = stmt.query_map([&host_id[..]], |r| r.get::<_, i64>(0))?;
         rows.map(|n| uint(n?)).collect()
+    }
+
+    fn heard(&mut self) -> Result<Vec<Heard>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT h.host_id, c.next_batch, COALESCE(c.updated_ns, h.enrolled_ns)
+             FROM hosts h LEFT JOIN checkpoints c ON c.host_id = h.host_id
+             ORDER BY h.host_id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(host, next, heard)| {
+                Ok(Heard {
+                    host_id: stored_host_id(&host)?,
+                    last_batch: next.map(uint).transpose()?.map(|n| n.saturating_sub(1)),
+                    last_heard_ns: uint(heard)?,
+                })
+            })
+            .collect()
     }
 
     /// Every enrolled host with what is held for it, by host id.
