@@ -127,6 +127,7 @@ fn the_agent_forwards_its_log_to_a_collector_over_mutual_tls() {
         "[agent]\nmetrics_listen = \"{metrics}\"\n{}",
         agent_config(&secret, &pki, &[&c.addr])
     );
+    let started_ns = sensor_log::time::wall_now_ns();
     let mut agent = Agent::start_at(&config, state.path(), &[]);
     assert!(openloop(40, &secret).wait().expect("openloop").success());
     let last = wait_forwarded(state.path(), cdir.path(), 3);
@@ -160,6 +161,49 @@ fn the_agent_forwards_its_log_to_a_collector_over_mutual_tls() {
     );
     assert_eq!(value("sensor_forward_connected"), 1.0, "{text}");
     assert!(value("sensor_forward_lag_batches") <= 2.0, "{text}");
+
+    // Each acknowledged batch is timed from its seal: one sample per ack, each at least the
+    // collector's own seal-to-store time for that batch (the ack follows its commit) and at
+    // most the agent's age.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (acks, sum) = loop {
+        let text = scrape(metrics);
+        let count = "sensor_forward_exposure_seconds_count";
+        if text.contains(count) && sample(&text, count) >= last as f64 {
+            let sum = sample(&text, "sensor_forward_exposure_seconds_sum");
+            break (sample(&text, count) as i64, sum);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exposure of {last} acks:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let age_s = (sensor_log::time::wall_now_ns() - started_ns) as f64 / 1e9;
+    let db = rusqlite::Connection::open_with_flags(
+        cdir.path().join("collector.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("collector store");
+    let (held_acked, stored_ns): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), SUM(received_ns - wall_ns) FROM batches WHERE number <= ?1",
+            [acks],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("read the collector's store");
+    assert_eq!(
+        held_acked, acks,
+        "acknowledged batches 1 to {acks} are held"
+    );
+    assert!(
+        sum * 1e9 + 1e3 >= stored_ns as f64,
+        "exposure {sum} s in all, less than the collector's {stored_ns} ns seal-to-store"
+    );
+    assert!(
+        sum > 0.0 && sum <= acks as f64 * age_s,
+        "exposure {sum} s over {acks} acks, the agent being {age_s} s old"
+    );
     agent.stop();
     // The batch sealed at the stop, with the stop's own record, reached the collector
     // before the agent exited.

@@ -12,8 +12,13 @@
 //! acknowledgement lost with a crash only costs a resend, which the collector acknowledges
 //! again and stores once. A collector that holds more than this log has sealed is never
 //! taken at its word: the stage sends its own newest batch, which the collector finds
-//! different from the one it holds and keeps as a fork, with its alarm. The cursor (`forward.json`) keeps the last acknowledged batch for
-//! `sensorctl status` and for the next start.
+//! different from the one it holds and keeps as a fork, with its alarm. The cursor
+//! (`forward.json`) keeps the last acknowledged batch for `sensorctl status` and for the next
+//! start.
+//!
+//! Each acknowledgement is timed from the batch's seal (its signed header's wall time):
+//! `sensor_forward_exposure_seconds`, how long sealed records stayed where this host's root
+//! could still change them.
 
 use std::{
     collections::VecDeque,
@@ -24,6 +29,7 @@ use std::{
 
 use sensor_forward::client::{Answer, Session};
 use sensor_forward::tls::ClientConfig;
+use sensor_log::batch::BatchHeader;
 use sensor_log::forward::{Hello, RefuseCode};
 use sensor_log::hex;
 use sensor_log::record::HostId;
@@ -56,6 +62,11 @@ enum Ended {
     /// The connection or the collector failed; why.
     Failed(String),
 }
+/// Least time between two updates of the status from the session loop, which turns at
+/// every answer and every sealed batch: each update reads the store twice.
+const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
+/// Seconds from a batch's seal to its acknowledgement (a Prometheus summary).
+pub const EXPOSURE_METRIC: &str = "sensor_forward_exposure_seconds";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cursor {
@@ -73,6 +84,7 @@ pub struct ForwardStage {
     counters: Arc<Counters>,
     cursor: Cursor,
     cursor_written: std::time::Instant,
+    published: std::time::Instant,
     status: ForwardStatus,
     /// Failed rounds in a row; reset by a welcome.
     failures: u32,
@@ -137,6 +149,7 @@ impl ForwardStage {
             counters,
             cursor,
             cursor_written: std::time::Instant::now(),
+            published: std::time::Instant::now(),
             status,
             failures: 0,
             draining: false,
@@ -242,7 +255,8 @@ impl ForwardStage {
             welcome.next_batch.max(oldest).max(1)
         };
         let mut newest = newest;
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        // Sent and unanswered: (batch number, its sealed wall time).
+        let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
         let mut refusals: u32 = 0;
         loop {
             while in_flight.len() < window && next <= newest {
@@ -262,13 +276,17 @@ impl ForwardStage {
                     },
                     Err(e) => return failed(&e),
                 };
+                // 0 (never timed) if the header does not decode; the collector will say why.
+                let sealed = BatchHeader::decode(&batch.header).map_or(0, |h| h.wall_ns);
                 if let Err(e) = session.send(&batch).await {
                     return failed(&e);
                 }
-                in_flight.push_back(next);
+                in_flight.push_back((next, sealed));
                 next += 1;
             }
-            self.publish(Some(newest)).await;
+            if self.published.elapsed() >= PUBLISH_PERIOD {
+                self.publish(Some(newest)).await;
+            }
             tokio::select! {
                 answer = session.answer(), if !in_flight.is_empty() => {
                     let answer = match answer {
@@ -276,21 +294,26 @@ impl ForwardStage {
                         Err(e) => return failed(&e),
                     };
                     match answer {
-                        Answer::Ack(n) if in_flight.front() == Some(&n) => {
-                            in_flight.pop_front();
+                        Answer::Ack(n) if in_flight.front().map(|f| f.0) == Some(n) => {
+                            if let Some((_, sealed)) = in_flight.pop_front() {
+                                exposed(sealed);
+                            }
                             refusals = 0;
                             self.acked(n);
                         }
                         Answer::Ack(n) => {
-                            return Ended::Failed(format!("acknowledged batch {n} out of turn (expected {:?})", in_flight.front()));
+                            return Ended::Failed(format!("acknowledged batch {n} out of turn (expected {:?})", in_flight.front().map(|f| f.0)));
                         }
                         Answer::Refuse(r) => {
                             in_flight.pop_front();
                             // The collector refuses everything after it until `expected`:
                             // take those answers, then go on from there.
-                            while in_flight.pop_front().is_some() {
+                            while let Some((_, sealed)) = in_flight.pop_front() {
                                 match session.answer().await {
-                                    Ok(Answer::Ack(n)) => self.acked(n),
+                                    Ok(Answer::Ack(n)) => {
+                                        exposed(sealed);
+                                        self.acked(n);
+                                    }
                                     Ok(Answer::Refuse(_)) => {}
                                     Err(e) => return failed(&e),
                                 }
@@ -404,6 +427,7 @@ impl ForwardStage {
     /// Puts what the stage knows into the status the status stage publishes: lag in batches
     /// and records, and the age of the oldest batch not acknowledged.
     async fn publish(&mut self, newest: Option<u64>) {
+        self.published = std::time::Instant::now();
         let acked = self.cursor.acked;
         let newest = newest.or_else(|| self.newest_sealed()).unwrap_or(acked);
         self.status.batches_behind = newest.saturating_sub(acked);
@@ -435,6 +459,14 @@ impl ForwardStage {
             .forward
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(self.status.clone());
+    }
+}
+
+/// Records the exposure of a batch sealed at `sealed_ns` (wall time), acknowledged now.
+fn exposed(sealed_ns: u64) {
+    if sealed_ns > 0 {
+        let ns = wall_now_ns().saturating_sub(sealed_ns);
+        metrics::histogram!(EXPOSURE_METRIC).record(ns as f64 / 1e9);
     }
 }
 

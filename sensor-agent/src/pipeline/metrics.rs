@@ -1,6 +1,8 @@
 //! The agent's Prometheus metrics (docs/configuration.md, `agent.metrics_listen`): the same
 //! figures `status.json` carries, set from it by the status stage, so the two never differ
-//! and the hot path takes no lock for them.
+//! and the hot path takes no lock for them. One exception: the forward stage records
+//! `sensor_forward_exposure_seconds` itself at each acknowledgement (a distribution, which
+//! `status.json` does not carry).
 
 use std::net::SocketAddr;
 
