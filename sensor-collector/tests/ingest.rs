@@ -311,6 +311,7 @@ fn the_first_key_pinned_stays_when_two_sessions_enroll_at_once(mut c: Collector)
         c.hello(&host, &hello(&other_key), true).expect("hello"),
         Greeting::Known { next_batch: 0 }
     );
+}
 
 /// The silence sweep runs every half heartbeat timeout on a store worker, which in SQLite is
 /// the one writer: it must not read the batches, whose number only grows (docs/performance.md,
