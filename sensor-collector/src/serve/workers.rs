@@ -2,6 +2,12 @@
 //! (the stores are blocking clients), taking jobs from the sessions through one bounded
 //! queue. Full-queue policy: the session waits, so a host that sends faster than the store
 //! commits is slowed down through its own connection, and nothing is dropped.
+//!
+//! Group commit: a worker takes every job waiting (up to [`GROUP`]) and runs them in one
+//! store group ([`store::Store::begin_group`]): SQLite commits them with one fsync instead of
+//! one each, and answers none before that commit (an acknowledgement still means durably
+//! stored; a failed commit answers every job of the group `unavailable`). A lone job is a
+//! group of one, so grouping costs no latency when the queue is empty.
 
 use std::{
     panic::AssertUnwindSafe,
@@ -16,8 +22,12 @@ use crate::{store, Collector};
 
 /// Jobs waiting for a worker.
 const QUEUE: usize = 1024;
+/// Most jobs one worker commits together.
+const GROUP: usize = 64;
 
-type Job = Box<dyn FnOnce(&mut Collector) + Send>;
+/// Sends a job's result once its group's commit is known (`Err`: why it failed).
+type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&mut Collector) -> Answer + Send>;
 
 #[derive(Clone)]
 pub struct Workers {
@@ -46,19 +56,8 @@ impl Workers {
                     };
                     let _ = ready_tx.send(Ok(()));
                     drop(ready_tx);
-                    loop {
-                        let job = queue
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .blocking_recv();
-                        let Some(job) = job else { break };
-                        // A panic is a bug in one job: its session gets `unavailable` (its
-                        // reply channel is dropped) and the worker serves the next one.
-                        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut collector)))
-                            .is_err()
-                        {
-                            tracing::error!("an ingest job panicked; its batch was not stored");
-                        }
+                    while let Some(group) = next_group(&queue) {
+                        run_group(&mut collector, group);
                     }
                 })
                 .map_err(|e| Error::Unavailable(format!("cannot start an ingest worker: {e}")))?;
@@ -80,10 +79,63 @@ impl Workers {
     ) -> Result<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c| {
-            let _ = tx.send(job(c));
+            let result = job(c);
+            Box::new(move |committed| {
+                let _ = tx.send(committed.map_err(Error::Unavailable).and(result));
+            })
         });
         let gone = || Error::Unavailable("no ingest worker took the batch".into());
         self.jobs.send(job).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+}
+
+/// The next job, waiting for one, and every job already queued behind it, up to [`GROUP`];
+/// `None` once the queue is closed.
+fn next_group(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+    let mut group = vec![queue.blocking_recv()?];
+    while group.len() < GROUP {
+        match queue.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
+/// Runs `group` in one store group and answers each job once it is committed.
+fn run_group(collector: &mut Collector, group: Vec<Job>) {
+    let grouped = match collector.store().begin_group() {
+        Ok(()) => true,
+        Err(e) => {
+            // Each job then commits on its own, as it would alone.
+            tracing::warn!("cannot group commits: {e}");
+            false
+        }
+    };
+    let answers: Vec<Answer> = group
+        .into_iter()
+        .filter_map(|job| {
+            // A panic is a bug in one job: its session gets `unavailable` (its reply channel
+            // is dropped; a batch it was storing rolls back with its savepoint) and the rest
+            // of the group goes on.
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| job(collector)));
+            if answer.is_err() {
+                tracing::error!("an ingest job panicked; its batch was not stored");
+            }
+            answer.ok()
+        })
+        .collect();
+    let committed = if grouped {
+        collector.store().end_group().map_err(|e| {
+            tracing::error!("committing {} ingest jobs failed: {e}", answers.len());
+            "the collector's store failed to commit; nothing of this batch was stored".to_string()
+        })
+    } else {
+        Ok(())
+    };
+    for answer in answers {
+        answer(committed.clone());
     }
 }

@@ -214,8 +214,20 @@ pub trait Store: Send {
     /// The newest batch held for the host with `from <= number < below` that was replayed
     /// (its PCR kept when it was stored).
     fn replayed(&mut self, host_id: &HostId, below: u64, from: u64) -> Result<Option<Point>>;
-    /// Stores a verified batch and advances the host's checkpoint, in one transaction.
+    /// Stores a verified batch and advances the host's checkpoint, in one transaction (a
+    /// savepoint inside a group).
     fn commit(&mut self, batch: &Verified<'_>) -> Result<Commit>;
+    /// Opens a group: what the calls until [`Store::end_group`] write is committed together,
+    /// durably, at its end (SQLite: one transaction, one fsync for many batches). A store
+    /// whose commits are cheap to run side by side (PostgreSQL: one connection per worker,
+    /// WAL flushes already grouped by the server) keeps committing each call on its own.
+    fn begin_group(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Commits the group; on `Err`, nothing written since [`Store::begin_group`] is kept.
+    fn end_group(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Keeps a batch that conflicts with the one held under its number, as evidence.
     fn keep_fork(
         &mut self,

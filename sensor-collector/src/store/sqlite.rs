@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use sensor_log::forward::BatchMessage;
 use sensor_log::record::{Hash, HostId};
 use sensor_log::time::wall_now_ns;
@@ -126,11 +126,11 @@ impl Store for SqliteStore {
         let state = batch.after.text()?;
         let pcr = batch.replayed.map(|p| p.pcr.to_vec());
         let now = int(wall_now_ns())?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // `received` is max + 1 inside this (immediate, so serialized) transaction: batches
-        // become visible in `received` order, which `events --follow` relies on.
+        // A transaction of its own, or a savepoint inside a group. Its first statement
+        // writes, so it holds the write lock before it reads `received`: max + 1 is
+        // serialized, and batches become visible in `received` order, which `events
+        // --follow` relies on.
+        let tx = self.conn.savepoint()?;
         let inserted = tx.execute(
             "INSERT INTO batches (host_id, number, epoch, first_seq, count, wall_ns, header,
                                   signature, digest, records, received_ns, min_wall, max_wall,
@@ -193,6 +193,22 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(Commit::Stored)
+    }
+
+    fn begin_group(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn end_group(&mut self) -> Result<()> {
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            // A failed COMMIT may leave the transaction open: nothing of it is kept.
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Keeps a batch that conflicts with the one held under its number, as evidence.
