@@ -41,7 +41,7 @@ use sensor_forward::client::{Answer, Session};
 use sensor_forward::tls::client_config;
 use sensor_log::forward::{BatchMessage, Hello};
 use sensor_log::{hex, Body, Timestamp};
-use sensor_store::{LogWriter, Store, WriterOptions};
+use sensor_store::{LogWriter, WriterOptions};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -223,14 +223,8 @@ fn write_log(root: &Path, batches: usize) -> Log {
         writer.seal(Timestamp::now()).expect("seal");
     }
     drop(writer);
-    let store = Store::open_read_only(dir.path()).expect("store");
-    let first = store.first_batch().expect("read").expect("a batch");
-    let last = store.last_batch().expect("read").expect("a batch").number;
-    let (_, key) = store.oldest_key().expect("read").expect("key");
-    let log = (first.number..=last)
-        .map(|n| store.outbox_batch(n).expect("read").expect("held"))
-        .collect();
-    (first.header.host_id, key.to_bytes(), log)
+    let (host, key, log) = collector_harness::outbox(dir.path());
+    (host, key.to_bytes(), log)
 }
 
 /// The ramp against a fresh collector on `store`.

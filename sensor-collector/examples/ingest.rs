@@ -14,7 +14,7 @@ use sensor_forward::client::{Answer, Session};
 use sensor_forward::tls::client_config;
 use sensor_log::forward::{BatchMessage, Hello};
 use sensor_log::{hex, Body, Timestamp};
-use sensor_store::{LogWriter, Store, WriterOptions};
+use sensor_store::{LogWriter, WriterOptions};
 
 const WINDOW: usize = 64;
 
@@ -83,14 +83,8 @@ fn write(dir: &Path, records: u64) -> ([u8; 16], [u8; 32], Vec<BatchMessage>) {
         }
     }
     writer.close(Timestamp::now()).expect("close");
-    let store = Store::open_read_only(dir).expect("store");
-    let first = store.first_batch().expect("read").expect("a batch");
-    let last = store.last_batch().expect("read").expect("a batch").number;
-    let (_, key) = store.oldest_key().expect("read").expect("key");
-    let batches = (first.number..=last)
-        .map(|n| store.outbox_batch(n).expect("read").expect("held"))
-        .collect();
-    (first.header.host_id, key.to_bytes(), batches)
+    let (host, key, batches) = collector_harness::outbox(dir);
+    (host, key.to_bytes(), batches)
 }
 
 async fn stream(

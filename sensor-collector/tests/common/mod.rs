@@ -7,10 +7,9 @@ use std::path::Path;
 use ed25519_dalek::VerifyingKey;
 use sensor_collector::ingest::Collector;
 use sensor_collector::store::{Host, PostgresStore, SqliteStore};
-use sensor_log::forward::BatchMessage;
 use sensor_log::record::HostId;
 use sensor_log::{Body, Timestamp};
-use sensor_store::{LogWriter, Store, WriterOptions};
+use sensor_store::{LogWriter, WriterOptions};
 
 /// Appends `n` events to the log in `dir` (a new epoch each time it is opened), in batches
 /// of 4, and closes it.
@@ -39,17 +38,7 @@ pub fn write(dir: &Path, n: u64, pid: u32) {
     writer.close(Timestamp::now()).expect("close");
 }
 
-/// The host id, the key of its first batch, and every batch as the outbox hands it out.
-pub fn outbox(dir: &Path) -> (HostId, VerifyingKey, Vec<BatchMessage>) {
-    let store = Store::open_read_only(dir).expect("open store");
-    let first = store.first_batch().expect("read").expect("a batch");
-    let last = store.last_batch().expect("read").expect("a batch").number;
-    let (_, key) = store.oldest_key().expect("read").expect("key");
-    let messages = (first.number..=last)
-        .map(|n| store.outbox_batch(n).expect("read").expect("held"))
-        .collect();
-    (first.header.host_id, key, messages)
-}
+pub use collector_harness::outbox;
 
 pub fn collector(dir: &Path) -> Collector {
     Collector::new(Box::new(

@@ -385,3 +385,22 @@ impl CuttingProxy {
         self.cut.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// A host's log as its agent's forward stage hands it out: the host id, the key of its first
+/// batch, and every batch retained, in order, read from the agent's store in `dir`.
+pub fn outbox(
+    dir: &Path,
+) -> (
+    sensor_log::record::HostId,
+    ed25519_dalek::VerifyingKey,
+    Vec<sensor_log::forward::BatchMessage>,
+) {
+    let store = sensor_store::Store::open_read_only(dir).expect("open store");
+    let first = store.first_batch().expect("read").expect("a batch");
+    let last = store.last_batch().expect("read").expect("a batch").number;
+    let (_, key) = store.oldest_key().expect("read").expect("key");
+    let batches = (first.number..=last)
+        .map(|n| store.outbox_batch(n).expect("read").expect("held"))
+        .collect();
+    (first.header.host_id, key, batches)
+}
