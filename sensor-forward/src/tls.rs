@@ -67,11 +67,31 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<Se
 /// The agent's side: the host's certificate and key, and the CA collectors' certificates must
 /// chain to.
 pub fn client_config(cert: &Path, key: &Path, ca: &Path) -> Result<Arc<ClientConfig>> {
+    client_config_of(certificates(cert)?, key, ca)
+}
+
+/// [`client_config`], and the host its certificate names (read once: the host checked is
+/// the host presented).
+pub fn host_client_config(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<(Arc<ClientConfig>, HostId)> {
+    let certs = certificates(cert)?;
+    let host = host_of(&certs[0])?;
+    Ok((client_config_of(certs, key, ca)?, host))
+}
+
+fn client_config_of(
+    certs: Vec<CertificateDer<'static>>,
+    key: &Path,
+    ca: &Path,
+) -> Result<Arc<ClientConfig>> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(Error::Tls)?
         .with_root_certificates(roots(ca)?)
-        .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+        .with_client_auth_cert(certs, private_key(key)?)
         .map_err(|e| pem_error(key, e))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))

@@ -101,18 +101,12 @@ impl ForwardStage {
         host_id: HostId,
         counters: Arc<Counters>,
     ) -> Result<ForwardStage, Error> {
-        let tls =
-            sensor_forward::tls::client_config(&config.client_cert, &config.client_key, &config.ca)
-                .map_err(|e| Error::Forward {
-                    key: "client_cert",
-                    reason: e.to_string(),
-                })?;
-        let certs =
-            sensor_forward::tls::certificates(&config.client_cert).map_err(|e| Error::Forward {
-                key: "client_cert",
-                reason: e.to_string(),
-            })?;
-        let named = sensor_forward::tls::host_of(&certs[0]).map_err(|e| Error::Forward {
+        let (tls, named) = sensor_forward::tls::host_client_config(
+            &config.client_cert,
+            &config.client_key,
+            &config.ca,
+        )
+        .map_err(|e| Error::Forward {
             key: "client_cert",
             reason: e.to_string(),
         })?;
