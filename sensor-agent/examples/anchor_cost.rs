@@ -36,6 +36,7 @@ fn event(i: u64) -> Event {
         target: None,
         syscall: None,
         loss: None,
+        detail: None,
     }
 }
 

@@ -11,6 +11,10 @@ use crate::codec;
 use crate::error::Result;
 use crate::record::{Hash, HostId};
 
+/// Version of the batch-header layout, apart from the records' (`record::FORMAT_VERSION`):
+/// record version 2 left the header's bytes as they were.
+pub const BATCH_VERSION: u16 = 1;
+
 /// Domain tag of the header digest (15 ASCII bytes).
 pub const BATCH_TAG: &[u8] = b"sensor-batch-v1";
 
@@ -136,7 +140,7 @@ mod tests {
 
     fn header() -> BatchHeader {
         BatchHeader {
-            version: crate::record::FORMAT_VERSION,
+            version: BATCH_VERSION,
             host_id: [1; 16],
             epoch: 1,
             number: 1,

@@ -42,6 +42,9 @@ pub enum Kind {
     RequestKey,
     IoUring,
     Loss,
+    /// The watched set could not hold every file a rule matched in a directory (format
+    /// version 2 on): `detail` is a [`Detail::WatchOverflow`].
+    WatchOverflow,
 }
 
 impl Kind {
@@ -89,6 +92,32 @@ pub struct Event {
     pub syscall: Option<SyscallDetail>,
     /// For `loss`.
     pub loss: Option<Loss>,
+    /// What the fields above cannot say (format version 2 on; always null in a version-1
+    /// record).
+    pub detail: Option<Detail>,
+}
+
+/// More about an event. Append-only: its variant index is its number in the log, so a new
+/// variant only ever goes at the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    /// `count` more accesses, identical to this one (same process, file, access and result),
+    /// that the kernel folded into this event instead of sending each.
+    Repeated {
+        count: u64,
+        /// RFC 3339 UTC times (as `Event::time`) of the first and last folded access.
+        first: String,
+        last: String,
+    },
+    /// Of the `files` a rule (`rule`, its pattern) matched in `directory`, only `watched` are
+    /// watched by inode; the rest are matched by directory and name only.
+    WatchOverflow {
+        directory: String,
+        rule: String,
+        files: u64,
+        watched: u64,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -201,6 +230,37 @@ impl Event {
                 counts,
                 total,
             }),
+            detail: None,
+        }
+    }
+
+    /// A `watch_overflow` event: of the `files` that `rule` matched in `directory`, only
+    /// `watched` are watched by inode. `ok` is false while some are not (an event saying
+    /// that the overflow ended has `watched` = `files`).
+    pub fn watch_overflow(
+        directory: &str,
+        rule: &str,
+        files: u64,
+        watched: u64,
+        wall_ns: u64,
+    ) -> Event {
+        Event {
+            kind: Kind::WatchOverflow,
+            time: crate::time::rfc3339(wall_ns),
+            ok: watched >= files,
+            errno: None,
+            process: None,
+            identity: None,
+            file: None,
+            target: None,
+            syscall: None,
+            loss: None,
+            detail: Some(Detail::WatchOverflow {
+                directory: directory.to_string(),
+                rule: rule.to_string(),
+                files,
+                watched,
+            }),
         }
     }
 }
@@ -260,5 +320,37 @@ mod tests {
             assert_eq!(kind.as_str().parse::<Kind>(), Ok(kind));
         }
         assert_eq!(Kind::ProcessVmReadv.as_str(), "process_vm_readv");
+        assert_eq!(Kind::WatchOverflow.as_str(), "watch_overflow");
+        assert_eq!(
+            Kind::ALL.len(),
+            12,
+            "kinds are only ever appended: loss stays 10"
+        );
+        assert_eq!(Kind::ALL[10], Kind::Loss);
+    }
+
+    /// The JSON form docs/events.md shows.
+    #[test]
+    fn detail_json_is_externally_tagged() {
+        let e = Event::watch_overflow("/home/a/.aws/sso/cache", "~/.aws/sso/cache/*", 20_000, 0, 0);
+        assert_eq!(
+            serde_json::to_value(&e.detail).unwrap(),
+            serde_json::json!({"watch_overflow": {
+                "directory": "/home/a/.aws/sso/cache",
+                "rule": "~/.aws/sso/cache/*",
+                "files": 20_000,
+                "watched": 0,
+            }})
+        );
+        assert!(!e.ok);
+        let repeated = Detail::Repeated {
+            count: 3,
+            first: "a".into(),
+            last: "b".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&repeated).unwrap(),
+            serde_json::json!({"repeated": {"count": 3, "first": "a", "last": "b"}})
+        );
     }
 }

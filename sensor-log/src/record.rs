@@ -8,8 +8,18 @@ pub use crate::codec::MAX_ENCODED_BYTES;
 use crate::error::{Error, Result};
 use crate::event::Event;
 
-/// Version of the record and batch-header layouts. Bumped on any change of bytes.
-pub const FORMAT_VERSION: u16 = 1;
+/// Version of the record layout every record is written in. Bumped on any change of bytes;
+/// batch headers have their own (`batch::BATCH_VERSION`). Version 2 added `Event::detail`.
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The first record layout, without `Event::detail`: a log keeps its records forever, so
+/// version-1 records written before an upgrade are still read and verified.
+pub const FORMAT_VERSION_1: u16 = 1;
+
+/// Whether a reader knows the layout of records of `version`.
+pub fn readable(version: u16) -> bool {
+    (FORMAT_VERSION_1..=FORMAT_VERSION).contains(&version)
+}
 
 pub type Hash = [u8; 32];
 pub type HostId = [u8; 16];
@@ -232,14 +242,74 @@ pub fn peek(bytes: &[u8]) -> Result<(RecordHeader, u32)> {
     Ok((header, tag))
 }
 
+/// The encoding of `Event::detail` = none: the last byte of a version-2 event record, which a
+/// version-1 event record lacks. `Event` is the last field of the record and `detail` the last
+/// of `Event`, so the two layouts differ in that byte alone.
+const NO_DETAIL: u8 = 0;
+
 impl Record {
+    /// The bytes of the record in the layout of the version its header names (the writer
+    /// always names `FORMAT_VERSION`; version 1 is for test vectors of older logs).
     pub fn encode(&self) -> Result<Vec<u8>> {
-        codec::encode(self)
+        let mut bytes = codec::encode(self)?;
+        if self.header.version == FORMAT_VERSION_1 {
+            if let Body::Event(event) = &self.body {
+                if event.detail.is_some() {
+                    return Err(Error::malformed(
+                        "record",
+                        "a version-1 event cannot carry a `detail`",
+                    ));
+                }
+                bytes.pop();
+            }
+        }
+        Ok(bytes)
     }
 
+    /// Decodes a record in the layout of the version its header names, 1 or 2, with every
+    /// rule of the codec (no trailing bytes, known variants, bounded lengths).
     pub fn decode(bytes: &[u8]) -> Result<Record> {
-        codec::decode(bytes, "record")
+        let (header, tag) = peek(bytes)?;
+        match header.version {
+            FORMAT_VERSION_1 if tag == BODY_TAG_EVENT => decode_v1_event(bytes),
+            FORMAT_VERSION if tag == BODY_TAG_EVENT => {
+                codec::decode(bytes, "record").map_err(|e| {
+                    if decode_v1_event(bytes).is_ok() {
+                        Error::malformed(
+                            "record",
+                            "a version-2 event ends before its `detail` field",
+                        )
+                    } else {
+                        e
+                    }
+                })
+            }
+            // Log-internal records have the same layout in both versions.
+            v if readable(v) => codec::decode(bytes, "record"),
+            v => Err(Error::malformed(
+                "record",
+                format!("unknown format version {v}"),
+            )),
+        }
     }
+}
+
+/// A version-1 event record: its bytes followed by `NO_DETAIL` must be exactly a version-2
+/// record whose `detail` is none, that byte included (anything else means the bytes hold
+/// more than version 1 has).
+fn decode_v1_event(bytes: &[u8]) -> Result<Record> {
+    let mut as_v2 = Vec::with_capacity(bytes.len() + 1);
+    as_v2.extend_from_slice(bytes);
+    as_v2.push(NO_DETAIL);
+    let (record, used): (Record, usize) = codec::decode_prefix(&as_v2, "record")?;
+    let detail = matches!(&record.body, Body::Event(e) if e.detail.is_some());
+    if used != as_v2.len() || detail {
+        return Err(Error::malformed(
+            "record",
+            "a version-1 event has bytes after `loss`, its last field (`detail` is a version-2 field)",
+        ));
+    }
+    Ok(record)
 }
 
 #[cfg(test)]
@@ -276,11 +346,12 @@ mod tests {
     }
 
     use super::*;
-    use crate::vectors::records as vector_records;
+    use crate::event::Detail;
+    use crate::vectors::{records as vector_records, v2_records};
 
     #[test]
     fn round_trip_and_deterministic() {
-        for record in vector_records() {
+        for record in vector_records().into_iter().chain(v2_records()) {
             let bytes = record.encode().expect("encodes");
             assert_eq!(
                 record.encode().expect("encodes again"),
@@ -304,6 +375,91 @@ mod tests {
         assert!(peek(&bytes[..HEADER_LEN + 3]).is_err(), "no whole body tag");
         assert!(peek(&bytes[..HEADER_LEN - 1]).is_err(), "no whole header");
         assert!(peek(&bytes[..HEADER_LEN + 4]).is_ok());
+    }
+
+    /// The documented version-1 event with its header set to `version`, encoded in the
+    /// version-2 layout (the `detail` byte included, whatever the header says).
+    fn event_in_v2_layout(version: u16, detail: Option<Detail>) -> Vec<u8> {
+        let mut record = vector_records()[1].clone();
+        record.header.version = version;
+        if let Body::Event(e) = &mut record.body {
+            e.detail = detail;
+        }
+        codec::encode(&record).expect("encodes")
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        match Record::decode(bytes) {
+            Ok(r) => panic!("decoded {r:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn version_1_event_is_version_2_without_the_detail_byte() {
+        let v1 = vector_records()[1].encode().expect("encodes");
+        let v2 = event_in_v2_layout(FORMAT_VERSION_1, None);
+        assert_eq!(v2.split_last(), Some((&NO_DETAIL, &v1[..])));
+        let Body::Event(e) = Record::decode(&v1).expect("decodes").body else {
+            panic!("an event")
+        };
+        assert_eq!(e.detail, None);
+    }
+
+    #[test]
+    fn version_1_event_with_a_detail_field_is_refused() {
+        let repeated = Detail::Repeated {
+            count: 2,
+            first: "a".into(),
+            last: "b".into(),
+        };
+        for detail in [None, Some(repeated.clone())] {
+            let why = refusal(&event_in_v2_layout(FORMAT_VERSION_1, detail));
+            assert!(why.contains("`detail` is a version-2 field"), "{why}");
+        }
+        let mut record = vector_records()[1].clone();
+        if let Body::Event(e) = &mut record.body {
+            e.detail = Some(repeated);
+        }
+        assert!(record.encode().is_err(), "version 1 cannot encode a detail");
+    }
+
+    #[test]
+    fn version_2_event_without_its_detail_field_is_refused() {
+        let mut bytes = event_in_v2_layout(FORMAT_VERSION, None);
+        assert!(Record::decode(&bytes).is_ok());
+        bytes.pop();
+        let why = refusal(&bytes);
+        assert!(why.contains("ends before its `detail` field"), "{why}");
+    }
+
+    #[test]
+    fn unknown_detail_variant_is_refused() {
+        let first = "t".to_string();
+        let detail = Detail::Repeated {
+            count: 1,
+            first: first.clone(),
+            last: first,
+        };
+        let mut bytes = event_in_v2_layout(FORMAT_VERSION, Some(detail));
+        // From the end: `last` and `first` (8 + 1 bytes each), `count` (8), the variant index.
+        let at = bytes.len() - 9 - 9 - 8 - 4;
+        assert_eq!(bytes[at..at + 4], [0, 0, 0, 0], "Repeated's index");
+        assert!(Record::decode(&bytes).is_ok());
+        bytes[at] = 2;
+        let why = refusal(&bytes);
+        assert!(why.contains("variant index"), "{why}");
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused() {
+        for version in [0, 3, u16::MAX] {
+            let why = refusal(&event_in_v2_layout(version, None));
+            assert!(
+                why.contains(&format!("unknown format version {version}")),
+                "{why}"
+            );
+        }
     }
 
     #[test]

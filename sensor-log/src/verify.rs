@@ -14,10 +14,10 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::anchor::TrailBuilder;
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchHeader, BATCH_VERSION};
 use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::merkle;
-use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT, FORMAT_VERSION};
+use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT};
 use crate::source::{BatchSource, SourceBatch, SourceRecord, VerifiedBatch};
 use crate::verdict::{Failure, Position, Reason, Summary, Verdict};
 
@@ -467,7 +467,7 @@ impl Verifier {
                 format!("row holds the signed header of batch {}", header.number),
             );
         }
-        let inconsistent = if header.version != FORMAT_VERSION {
+        let inconsistent = if header.version != BATCH_VERSION {
             Some(format!("unknown format version {}", header.version))
         } else if header.host_id != self.host_id {
             Some("host id differs from the first batch".to_string())
@@ -617,10 +617,14 @@ impl Verifier {
                 ),
             );
         }
-        if inner.version != FORMAT_VERSION
-            || inner.host_id != header.host_id
-            || inner.epoch != header.epoch
-        {
+        if !record::readable(inner.version) {
+            return tampered(
+                here,
+                Reason::Modified,
+                format!("unknown format version {}", inner.version),
+            );
+        }
+        if inner.host_id != header.host_id || inner.epoch != header.epoch {
             return tampered(
                 here,
                 Reason::Modified,

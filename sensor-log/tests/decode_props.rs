@@ -18,11 +18,11 @@ use sensor_log::batch_file::{BatchFile, MAGIC};
 use sensor_log::forward::{
     encode, BatchMessage, Framer, Hello, Message, Refusal, RefuseCode, DEFAULT_MAX_MESSAGE,
 };
-use sensor_log::record::MAX_ENCODED_BYTES;
+use sensor_log::record::{FORMAT_VERSION, FORMAT_VERSION_1, MAX_ENCODED_BYTES};
 use sensor_log::{
-    Anchor, AnchorBase, BatchHeader, Body, Container, EndReason, EpochStart, Event, FileAccess,
-    Identity, KeyRotation, Kind, Loss, Process, Pruned, Record, RecordHeader, SyscallDetail,
-    Target, TpmEntry, TpmQuote, Verdict,
+    Anchor, AnchorBase, BatchHeader, Body, Container, Detail, EndReason, EpochStart, Event,
+    FileAccess, Identity, KeyRotation, Kind, Loss, Process, Pruned, Record, RecordHeader,
+    SyscallDetail, Target, TpmEntry, TpmQuote, Verdict,
 };
 
 /// Counts the bytes each thread holds, so a test can measure the peak a call allocates. A
@@ -233,21 +233,43 @@ fn event() -> impl Strategy<Value = Event> {
                 },
             ),
         ),
+        of(detail()),
     )
         .prop_map(
-            |(kind, time, ok, errno, process, identity, file, target, syscall, loss)| Event {
-                kind,
-                time,
-                ok,
-                errno,
-                process,
-                identity,
-                file,
-                target,
-                syscall,
-                loss,
+            |(kind, time, ok, errno, process, identity, file, target, syscall, loss, detail)| {
+                Event {
+                    kind,
+                    time,
+                    ok,
+                    errno,
+                    process,
+                    identity,
+                    file,
+                    target,
+                    syscall,
+                    loss,
+                    detail,
+                }
             },
         )
+}
+
+fn detail() -> impl Strategy<Value = Detail> {
+    prop_oneof![
+        (any::<u64>(), text(), text()).prop_map(|(count, first, last)| Detail::Repeated {
+            count,
+            first,
+            last
+        }),
+        (text(), text(), any::<[u64; 2]>()).prop_map(|(directory, rule, [files, watched])| {
+            Detail::WatchOverflow {
+                directory,
+                rule,
+                files,
+                watched,
+            }
+        }),
+    ]
 }
 
 fn anchor_base() -> impl Strategy<Value = AnchorBase> {
@@ -343,20 +365,35 @@ fn body() -> impl Strategy<Value = Body> {
     ]
 }
 
+/// A record of a version a reader knows (1 or 2): a version-1 event has no detail. Other
+/// versions are refused, which the byte-level properties reach by changing the first bytes.
 fn record() -> impl Strategy<Value = Record> {
-    (any::<u16>(), any::<[u8; 16]>(), any::<[u64; 4]>(), body()).prop_map(
-        |(version, host_id, [epoch, seq, wall_ns, mono_ns], body)| Record {
-            header: RecordHeader {
-                version,
-                host_id,
-                epoch,
-                seq,
-                wall_ns,
-                mono_ns,
-            },
-            body,
-        },
+    (
+        prop::sample::select(vec![FORMAT_VERSION_1, FORMAT_VERSION]),
+        any::<[u8; 16]>(),
+        any::<[u64; 4]>(),
+        body(),
     )
+        .prop_map(
+            |(version, host_id, [epoch, seq, wall_ns, mono_ns], mut body)| {
+                if let Body::Event(e) = &mut body {
+                    if version == FORMAT_VERSION_1 {
+                        e.detail = None;
+                    }
+                }
+                Record {
+                    header: RecordHeader {
+                        version,
+                        host_id,
+                        epoch,
+                        seq,
+                        wall_ns,
+                        mono_ns,
+                    },
+                    body,
+                }
+            },
+        )
 }
 
 fn batch_header() -> impl Strategy<Value = BatchHeader> {
@@ -612,7 +649,7 @@ proptest! {
 /// holding distinct content, so each prefix can be found in the encoding.
 fn every_prefixed_field() -> Vec<(Record, Vec<Vec<u8>>)> {
     let header = RecordHeader {
-        version: 1,
+        version: FORMAT_VERSION,
         host_id: [0x11; 16],
         epoch: 1,
         seq: 2,
@@ -671,6 +708,12 @@ fn every_prefixed_field() -> Vec<(Record, Vec<Vec<u8>>)> {
             counts: BTreeMap::from([(s("count-28"), 1)]),
             total: 1,
         }),
+        detail: Some(Detail::WatchOverflow {
+            directory: s("directory-29"),
+            rule: s("rule-30"),
+            files: 2,
+            watched: 1,
+        }),
     };
     let event_fields = [
         "time-0",
@@ -700,6 +743,8 @@ fn every_prefixed_field() -> Vec<(Record, Vec<Vec<u8>>)> {
         "desc-26",
         "source-27",
         "count-28",
+        "directory-29",
+        "rule-30",
     ];
     let base = AnchorBase {
         replay_from: 1,
@@ -719,8 +764,20 @@ fn every_prefixed_field() -> Vec<(Record, Vec<Vec<u8>>)> {
     };
     let record = |body| Record { header, body };
     let content = |fields: &[&str]| fields.iter().map(|f| f.as_bytes().to_vec()).collect();
+    let repeated = Event {
+        detail: Some(Detail::Repeated {
+            count: 3,
+            first: s("first-31"),
+            last: s("last-32"),
+        }),
+        ..event.clone()
+    };
     vec![
         (record(Body::Event(event)), content(&event_fields)),
+        (
+            record(Body::Event(repeated)),
+            content(&["first-31", "last-32"]),
+        ),
         (
             record(Body::EpochStart(EpochStart {
                 previous_epoch: Some(1),

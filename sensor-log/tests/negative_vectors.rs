@@ -21,10 +21,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey};
-use sensor_log::batch::{self, BatchHeader};
+use sensor_log::batch::{self, BatchHeader, BATCH_VERSION};
 use sensor_log::batch_file::{BatchFile, BatchFileWriter};
 use sensor_log::chain::{chain_next, leaf_hash, GENESIS_HEAD};
-use sensor_log::record::{Hash, FORMAT_VERSION};
+use sensor_log::record::{Hash, FORMAT_VERSION, FORMAT_VERSION_1};
 use sensor_log::{
     codec, merkle, verify, Body, EndReason, EpochStart, KeyRotation, Pruned, Record, RecordHeader,
     Verdict,
@@ -67,14 +67,34 @@ fn rotation(key_epoch: u64) -> Body {
     })
 }
 
-/// A batch to build: its epoch and the bodies of its records.
+/// A batch to build: its epoch, the format version of its records and their bodies.
 struct Planned {
     epoch: u64,
+    version: u16,
     bodies: Vec<Body>,
 }
 
+/// A batch of version-1 records, as every agent wrote before version 2.
 fn planned(epoch: u64, bodies: Vec<Body>) -> Planned {
-    Planned { epoch, bodies }
+    Planned {
+        epoch,
+        version: FORMAT_VERSION_1,
+        bodies,
+    }
+}
+
+fn planned_v2(epoch: u64, bodies: Vec<Body>) -> Planned {
+    Planned {
+        version: FORMAT_VERSION,
+        ..planned(epoch, bodies)
+    }
+}
+
+/// The version-2 events of the test vectors: a `file_open` with a `Repeated` detail and a
+/// `watch_overflow`.
+fn v2_events() -> [Body; 2] {
+    let [_, repeated, overflow] = sensor_log::vectors::v2_records();
+    [repeated.body, overflow.body]
 }
 
 /// The base log: epoch 1 with a key rotation (batch 2) and a heartbeat (batch 4), then
@@ -100,6 +120,38 @@ fn base() -> Vec<Planned> {
             vec![epoch_start(Some(1), EndReason::CleanStop, "c"), event(9)],
         ),
     ]
+}
+
+/// A log written in version 2 from the start.
+///
+/// | batch | epoch | key epoch | records |
+/// | 1 | 1 | 1 | 1 EpochStart(First), 2 event, 3 event with `Repeated` |
+/// | 2 | 1 | 1 | 4 `watch_overflow` |
+fn v2_log() -> Vec<Planned> {
+    let [repeated, overflow] = v2_events();
+    vec![
+        planned_v2(
+            1,
+            vec![epoch_start(None, EndReason::First, "b"), event(2), repeated],
+        ),
+        planned_v2(1, vec![overflow]),
+    ]
+}
+
+/// The base log (version 1), then batch 6 written in version 2 by the upgraded agent's
+/// epoch 3: 10 EpochStart(CleanStop), 11 event with `Repeated`, 12 `watch_overflow`.
+fn mixed() -> Vec<Planned> {
+    let [repeated, overflow] = v2_events();
+    let mut plan = base();
+    plan.push(planned_v2(
+        3,
+        vec![
+            epoch_start(Some(2), EndReason::CleanStop, "d"),
+            repeated,
+            overflow,
+        ],
+    ));
+    plan
 }
 
 /// The base log after retention removed batches 1 and 2: batch 6 holds the `Pruned` record.
@@ -161,7 +213,7 @@ fn build(plan: &[Planned], first_key_epoch: u64, mut tweak: impl FnMut(Stage<'_>
             }
             let mut record = Record {
                 header: RecordHeader {
-                    version: FORMAT_VERSION,
+                    version: planned.version,
                     host_id: HOST,
                     epoch: planned.epoch,
                     seq,
@@ -171,7 +223,7 @@ fn build(plan: &[Planned], first_key_epoch: u64, mut tweak: impl FnMut(Stage<'_>
                 body,
             };
             tweak(Stage::Record(&mut record));
-            let mut bytes = codec::encode(&record).expect("encodes");
+            let mut bytes = record.encode().expect("encodes");
             tweak(Stage::RecordBytes(seq, &mut bytes));
             let leaf = leaf_hash(&bytes);
             head = chain_next(&head, &leaf);
@@ -180,7 +232,7 @@ fn build(plan: &[Planned], first_key_epoch: u64, mut tweak: impl FnMut(Stage<'_>
             seq += 1;
         }
         let mut header = BatchHeader {
-            version: FORMAT_VERSION,
+            version: BATCH_VERSION,
             host_id: HOST,
             epoch: planned.epoch,
             number,
@@ -286,21 +338,37 @@ const HEADER_WALL_NS: usize = 186;
 const HEADER_ANCHOR_TAG: usize = 194;
 
 fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    out.push(case(
-        "intact.batches",
-        "the base log: 9 records in 5 batches, a key rotation in batch 2, a heartbeat (batch 4), epoch 2 from seq 8",
-        "intact",
-        "",
-        build(&base(), 1, untouched).file(),
-    ));
-    out.push(case(
-        "intact-pruned.batches",
-        "the base log after retention removed batches 1-2; batch 6 holds `Pruned { up_to_seq: 5 }`",
-        "intact",
-        "",
-        build(&pruned(), 1, untouched).without_batches(1..=2).file(),
-    ));
+    // Logs that must verify: old (version 1), new (version 2) and both in one log.
+    let mut out = vec![
+        case(
+            "intact.batches",
+            "the base log: 9 records in 5 batches, a key rotation in batch 2, a heartbeat (batch 4), epoch 2 from seq 8",
+            "intact",
+            "",
+            build(&base(), 1, untouched).file(),
+        ),
+        case(
+            "intact-pruned.batches",
+            "the base log after retention removed batches 1-2; batch 6 holds `Pruned { up_to_seq: 5 }`",
+            "intact",
+            "",
+            build(&pruned(), 1, untouched).without_batches(1..=2).file(),
+        ),
+        case(
+            "intact-v2.batches",
+            "a log of version-2 records: batch 1 holds 1 EpochStart, 2 event, 3 event with a `Repeated` detail; batch 2 holds 4 `watch_overflow` event",
+            "intact",
+            "",
+            build(&v2_log(), 1, untouched).file(),
+        ),
+        case(
+            "intact-mixed.batches",
+            "the base log (version 1), then batch 6 in version 2 (an upgraded agent): 10 EpochStart of epoch 3, 11 event with a `Repeated` detail, 12 `watch_overflow` event",
+            "intact",
+            "",
+            build(&mixed(), 1, untouched).file(),
+        ),
+    ];
 
     // Damage to signed bytes after signing.
     let mut log = build(&base(), 1, untouched);
@@ -506,7 +574,7 @@ fn cases() -> Vec<Case> {
     // Rules of the log, re-signed.
     out.push(case(
         "header-unknown-version.batches",
-        "batch 3's header with `version` 2, signed",
+        "batch 3's header with `version` 2 (batch headers stay at version 1 while records are at 2), signed",
         "batch 3: modified",
         "unknown format version 2",
         build(&base(), 1, |s| {
@@ -520,13 +588,13 @@ fn cases() -> Vec<Case> {
     ));
     out.push(case(
         "record-unknown-version.batches",
-        "record 6 with `version` 2, hashed and signed",
+        "record 6 with `version` 3, hashed and signed",
         "seq 6: modified",
-        "record header disagrees with its batch",
+        "unknown format version 3",
         build(&base(), 1, |s| {
             if let Stage::Record(r) = s {
                 if r.header.seq == 6 {
-                    r.header.version = 2;
+                    r.header.version = 3;
                 }
             }
         })

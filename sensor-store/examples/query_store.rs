@@ -108,6 +108,7 @@ fn event(rng: &mut Rng, pid: u32) -> Event {
         target: None,
         syscall: None,
         loss: None,
+        detail: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         target: None,
         syscall: None,
         loss: None,
+        detail: None,
     };
 
     let pid_run: u64 = std::env::var("PID_RUN")

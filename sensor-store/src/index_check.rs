@@ -614,6 +614,7 @@ mod tests {
             target: None,
             syscall: None,
             loss: None,
+            detail: None,
         };
         let mut bare_identity = full.clone();
         bare_identity.errno = None;

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::index::{Dictionary, RecordTerms};
 use crate::keys::{self, KeyDir};
 use crate::store::{self, to_i64, Store};
-use sensor_log::batch::{self, Anchor, BatchHeader, BatchSealer, SealedBatch};
+use sensor_log::batch::{self, Anchor, BatchHeader, BatchSealer, SealedBatch, BATCH_VERSION};
 use sensor_log::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use sensor_log::event::Event;
 use sensor_log::hex;
@@ -558,7 +558,7 @@ impl LogWriter {
             let chain_head = records.last().map_or(prev_head, |p| p.head_after);
             let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
             let header = BatchHeader {
-                version: FORMAT_VERSION,
+                version: BATCH_VERSION,
                 host_id: self.host_id,
                 epoch: self.epoch,
                 number: self.durable.next_batch + u64::try_from(i).unwrap_or(u64::MAX),

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobMatcher};
 use sensor_log::filter::Filter;
-use sensor_log::{hex, AnchorBase, Body, Kind, Record, TpmEntry};
+use sensor_log::{hex, AnchorBase, Body, Detail, Kind, Record, TpmEntry};
 use serde_json::{json, Value};
 
 /// Arguments that cannot be used as given, in one sentence (the tools exit 2 with it).
@@ -244,6 +244,20 @@ pub fn row(r: &Record) -> Vec<String> {
                 counts.join(", ")
             ));
         }
+    }
+    match &e.detail {
+        Some(Detail::Repeated { count, first, last }) => {
+            detail.push(format!("{count} more like it from {first} to {last}"))
+        }
+        Some(Detail::WatchOverflow {
+            directory,
+            rule,
+            files,
+            watched,
+        }) => detail.push(format!(
+            "{directory} ({rule}): {watched} of {files} files watched by inode, the rest by name"
+        )),
+        None => {}
     }
     if let Some(s) = &e.syscall {
         detail.extend(s.operation.clone());

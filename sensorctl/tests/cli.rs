@@ -53,6 +53,7 @@ fn event(i: u64) -> Event {
         target: None,
         syscall: None,
         loss: None,
+        detail: None,
     }
 }
 

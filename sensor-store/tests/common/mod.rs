@@ -82,6 +82,7 @@ pub fn event(i: u64) -> Event {
         target: None,
         syscall: None,
         loss: None,
+        detail: None,
     }
 }
 

@@ -187,6 +187,7 @@ impl Enricher {
             target: None,
             syscall: None,
             loss: None,
+            detail: None,
         }
     }
 
