@@ -631,16 +631,26 @@ mod tests {
             Body::Event(bare_identity),
             Body::Event(no_process),
             Body::Event(Event::loss("agent_queue", Default::default(), 1)),
+            Body::Event(Event::watch_overflow("/d", "/d/*", 300, 256, 1)),
         ]
     }
 
+    /// In both record versions: the reader stops at `file.path`, before `detail`.
     #[test]
     fn terms_in_place_equal_decoded() {
-        use sensor_log::record::{Record, RecordHeader};
-        for body in varied_events() {
+        use sensor_log::record::{Record, RecordHeader, FORMAT_VERSION, FORMAT_VERSION_1};
+        let versions = [FORMAT_VERSION_1, FORMAT_VERSION];
+        for (version, body) in versions
+            .into_iter()
+            .flat_map(|v| varied_events().into_iter().map(move |b| (v, b)))
+            // Version 1 has no `detail`.
+            .filter(|(v, b)| {
+                *v == FORMAT_VERSION || !matches!(b, Body::Event(e) if e.detail.is_some())
+            })
+        {
             let record = Record {
                 header: RecordHeader {
-                    version: 1,
+                    version,
                     host_id: [1; 16],
                     epoch: 1,
                     seq: 9,

@@ -316,3 +316,22 @@ fn tpm_detail(t: &TpmEntry) -> String {
         TpmEntry::Alarm { reason, detail } => format!("{reason}: {detail}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sensor_log::vectors::v2_records;
+
+    /// The table shows what a version-2 `detail` says, which no other column holds.
+    #[test]
+    fn rows_show_the_detail() {
+        let [_, repeated, overflow] = v2_records();
+        assert_eq!(row(&repeated)[7], "/p (, ); 2 more like it from f to l");
+        let overflow = row(&overflow);
+        assert_eq!(overflow[2], "watch_overflow");
+        assert_eq!(
+            overflow[7],
+            "/d (/d/*): 256 of 300 files watched by inode, the rest by name"
+        );
+    }
+}
