@@ -42,6 +42,8 @@ fn variant(d: &Decoded) -> &'static str {
         Decoded::Exec(_) => "exec",
         Decoded::Fork(_) => "fork",
         Decoded::Exit(_) => "exit",
+        // Made by the fold stage, never decoded from a kernel record.
+        Decoded::Repeat(_) => "repeat",
     }
 }
 

@@ -1,10 +1,14 @@
 //! Map names (shared so the loader and the programs cannot drift) and map key/value types.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
 pub const EVENTS: &str = "EVENTS";
 pub const WATCHED_INODES: &str = "WATCHED_INODES";
 pub const WATCHED_DIRS: &str = "WATCHED_DIRS";
 pub const WATCHED_NAMES: &str = "WATCHED_NAMES";
 pub const LOST_EVENTS: &str = "LOST_EVENTS";
+pub const FOLDS: &str = "FOLDS";
+pub const BUDGET_LOST: &str = "BUDGET_LOST";
 /// Name of the global holding [`crate::KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the global holding [`SensorConfig`].
@@ -72,6 +76,13 @@ pub struct SensorConfig {
     pub agent_tgid: u32,
     /// `PROC_*` bits: which procfs files of other processes are reported.
     pub proc_files: u32,
+    /// An identity's event budget: one event per this many ns on average...
+    pub budget_interval_ns: u64,
+    /// ...with bursts of up to `budget_tolerance_ns / budget_interval_ns + 1` events; an
+    /// interval of 0 switches budgets off.
+    pub budget_tolerance_ns: u64,
+    /// A repeat of a sent access within this long is folded; 0 switches folding off.
+    pub fold_window_ns: u64,
 }
 
 impl SensorConfig {
@@ -79,8 +90,90 @@ impl SensorConfig {
         SensorConfig {
             agent_tgid: 0,
             proc_files: 0,
+            budget_interval_ns: 0,
+            budget_tolerance_ns: 0,
+            fold_window_ns: 0,
         }
     }
+}
+
+/// Capacity of [`FOLDS`]: (process, file, access) triples folded at once. When it is full,
+/// further accesses are not folded: each is an event of its own, under the budget.
+pub const MAX_FOLDS: u32 = 8192;
+/// Capacity of [`BUDGETS`] (least recently used identities are forgotten: their budget
+/// starts full again) and of [`BUDGET_LOST`].
+pub const MAX_IDENTITIES: u32 = 4096;
+/// Bit of an identity ([`identity`]) that marks a cgroup id rather than a uid.
+pub const IDENTITY_CGROUP: u64 = 1 << 63;
+/// The [`BUDGET_LOST`] entry, made by the agent at start, that counts the losses of
+/// identities the full map has no entry for.
+pub const IDENTITY_OTHER: u64 = u64::MAX;
+
+/// Whose budget an event is charged to: its real uid, except for uid 0, whose processes are
+/// told apart by cgroup (a container's root from the host's services). An unprivileged user
+/// cannot change its real uid, so it has exactly one budget whatever it forks or creates.
+pub const fn identity(uid: u32, cgroup_id: u64) -> u64 {
+    if uid == 0 {
+        // Never IDENTITY_OTHER: cgroup ids are inode numbers, far below 2^63 - 1.
+        IDENTITY_CGROUP | (cgroup_id & !IDENTITY_CGROUP)
+    } else {
+        uid as u64
+    }
+}
+
+/// A folded access: which process opened which file, how.
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+)]
+pub struct FoldKey {
+    pub tgid: u32,
+    /// Kernel `s_dev` and inode of the opened file.
+    pub dev: u32,
+    pub ino: u64,
+    /// Open flags as passed, masked with [`crate::syscall::FOLD_FLAGS`].
+    pub flags: u64,
+    /// An [`crate::EventKind`] byte (`file_open` or `proc_access`).
+    pub kind: u8,
+    /// An [`crate::OpenSyscall`] byte.
+    pub syscall: u8,
+    pub _pad: [u8; 6],
+}
+
+/// The state of one [`FoldKey`]. The kernel only ever adds to `folded` (an atomic add), so
+/// user space reads a total that only grows and reports the difference: every folded access
+/// is reported once, with no write from user space racing the kernel's.
+#[repr(C)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable)]
+pub struct FoldValue {
+    /// When the last access that was sent (not folded) happened (`bpf_ktime_get_boot_ns`).
+    pub window_start: u64,
+    /// Accesses folded since the entry was made.
+    pub folded: u64,
+    /// When the last folded access happened.
+    pub last_ns: u64,
+    /// The sent access's open flags, all of them.
+    pub flags: u64,
+    /// The sent access's rule id, procfs target, [`crate::MatchKind`] and compat flag.
+    pub rule: u32,
+    pub target_tgid: u32,
+    pub matched: u8,
+    pub compat: u8,
+    pub _pad: [u8; 6],
+    /// The sent access's header and opened name, so a summary can be enriched like it.
+    pub header: crate::EventHeader,
+    pub name: [u8; crate::NAME_LEN],
 }
 
 pub const PROC_ENVIRON: u32 = 1;
@@ -101,8 +194,13 @@ mod pod {
     unsafe impl aya::Pod for super::NameKey {}
     // SAFETY: u32 rule, u32 flags, u64 name_lengths: no implicit padding, any bits are valid.
     unsafe impl aya::Pod for super::WatchValue {}
-    // SAFETY: two u32: no padding, any bits are valid.
+    // SAFETY: two u32 then three u64: no padding, any bits are valid.
     unsafe impl aya::Pod for super::SensorConfig {}
     // SAFETY: only u32 fields: no padding, any bits are valid.
     unsafe impl aya::Pod for crate::KernelOffsets {}
+    // SAFETY: u32, u32, u64, u64, u8, u8, [u8; 6]: no implicit padding, any bits are valid.
+    unsafe impl aya::Pod for super::FoldKey {}
+    // SAFETY: u64 fields, then u32 u32 u8 u8 [u8; 6], then the header (itself without
+    // implicit padding, 8-byte aligned) and a byte array: no implicit padding, any bits valid.
+    unsafe impl aya::Pod for super::FoldValue {}
 }

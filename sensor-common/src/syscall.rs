@@ -65,5 +65,10 @@ pub const TS_COMPAT: u32 = 0x0002;
 pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// `AT_FDCWD`.
 pub const AT_FDCWD: i32 = -100;
+/// The open flags that change what an open can do with the file (access mode, `O_CREAT`,
+/// `O_TRUNC`, `O_APPEND`, `O_PATH`, `O_TMPFILE`'s bit): the ones a fold key keeps. The
+/// others (`O_CLOEXEC`, `O_NONBLOCK`, ... and bits `open` ignores) would let a flood pick a
+/// new key for every open.
+pub const FOLD_FLAGS: u64 = 0o3 | 0o100 | 0o1000 | 0o2000 | 0o10000000 | 0o20000000;
 pub const EACCES: i64 = 13;
 pub const EPERM: i64 = 1;

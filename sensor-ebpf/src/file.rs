@@ -1,16 +1,19 @@
 //! Open-family syscalls: which file did the new descriptor actually open, and is it watched?
 
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+    bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
+    bpf_probe_read_user,
 };
 use sensor_common::{
     name_length_bit,
-    syscall::{Watched, AT_FDCWD, EACCES, EPERM, PROC_SUPER_MAGIC},
-    EventKind, FileEvent, InodeKey, MatchKind, NameKey, OpenSyscall, WatchValue, DIR_ANY_NAME,
-    NAME_LEN, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM, REQUESTED_LEN,
+    syscall::{Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, PROC_SUPER_MAGIC},
+    EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall, WatchValue,
+    DIR_ANY_NAME, NAME_LEN, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM,
+    REQUESTED_LEN,
 };
 
 use crate::{
+    flood,
     kernel::{fd_file, off, pid_nr, read_kernel_str, read_user_str, BtfPtr, RawPtr, SyscallArgs},
     output::{header, reserve},
     CONFIG, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
@@ -80,7 +83,38 @@ pub fn on_open(
     } else {
         EventKind::FileOpen
     };
-    let Some(mut entry) = reserve::<FileEvent>(kind) else {
+    // Only opens that opened something fold: a denied attempt has no inode to tell files apart.
+    let fold = ret >= 0;
+    let key = FoldKey {
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        dev: m.dev,
+        ino: m.ino,
+        flags: flags & FOLD_FLAGS,
+        kind: kind as u8,
+        syscall: syscall as u8,
+        _pad: [0; 6],
+    };
+    // SAFETY: the helper takes no arguments and only returns a number.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if fold && flood::folded(&key, now) {
+        return Ok(());
+    }
+    let head = header(kind);
+    let entry = reserve::<FileEvent>(kind);
+    if fold {
+        flood::open_window(
+            &key,
+            now,
+            &head,
+            flags,
+            m.rule,
+            m.target_tgid,
+            m.kind as u8,
+            compat as u8,
+            m.name,
+        );
+    }
+    let Some(mut entry) = entry else {
         return Ok(());
     };
     let e = entry.as_mut_ptr();
@@ -89,7 +123,7 @@ pub fn on_open(
     // through raw pointers, so no reference to the uninitialised entry is formed, and the
     // string helpers write at most the size of their field.
     unsafe {
-        (&raw mut (*e).header).write(header(kind));
+        (&raw mut (*e).header).write(head);
         (&raw mut (*e).ret).write(ret);
         (&raw mut (*e).flags).write(flags);
         (&raw mut (*e).ino).write(m.ino);

@@ -7,8 +7,12 @@
 //! points to, never by the path string the caller passed.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the only atomic read-modify-write the BPF target offers from Rust.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod file;
+mod flood;
 mod io_uring;
 mod kernel;
 mod lifecycle;
@@ -17,14 +21,15 @@ mod syscalls;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use aya_log_ebpf::debug;
 use kernel::BtfPtr;
 use sensor_common::{
     syscall::{self, Watched},
-    EventKind, InodeKey, KernelOffsets, NameKey, SensorConfig, WatchValue, MAX_WATCHED,
+    EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, NameKey, SensorConfig, WatchValue,
+    MAX_FOLDS, MAX_IDENTITIES, MAX_WATCHED,
 };
 
 /// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
@@ -54,6 +59,26 @@ static WATCHED_NAMES: HashMap<NameKey, WatchValue> = HashMap::with_max_entries(M
 /// Failed ring-buffer reservations, per CPU, indexed by event kind.
 #[map]
 static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
+
+/// Repeated accesses being folded (`flood.rs`), read by the agent's fold stage.
+#[map]
+static FOLDS: HashMap<FoldKey, FoldValue> = HashMap::with_max_entries(MAX_FOLDS, 0);
+
+/// Where a new `FOLDS` value is built: too large for the 512-byte stack beside an event.
+#[map]
+static FOLD_SCRATCH: PerCpuArray<FoldValue> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each identity's budget: the earliest time its next event is due (GCRA).
+#[map]
+static BUDGETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_IDENTITIES, 0);
+
+/// Events over budget, per identity and kind index; never evicted, so no count is lost.
+#[map]
+static BUDGET_LOST: HashMap<u64, [u64; EventKind::COUNT as usize]> =
+    HashMap::with_max_entries(MAX_IDENTITIES, 0);
+
+/// The zeroed value a new `BUDGET_LOST` entry starts from.
+static NO_LOSSES: [u64; EventKind::COUNT as usize] = [0; EventKind::COUNT as usize];
 
 /// Runs on every syscall exit, so the common case (not a watched syscall) must return after
 /// one load and a compare. A BTF tracepoint, so the registers and the task are typed and

@@ -27,9 +27,13 @@ pub fn is_agent() -> bool {
     tgid == unsafe { core::ptr::read_volatile(&CONFIG.agent_tgid) }
 }
 
-/// Reserves room for one event; a full ring buffer is counted, never silent.
+/// Reserves room for one event charged to the current identity's budget; an event over
+/// budget, or one a full ring buffer has no room for, is counted, never silent.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
+    if !crate::flood::admit(kind) {
+        return None;
+    }
     let entry = EVENTS.reserve::<T>(0);
     if entry.is_none() {
         if let Some(counter) = LOST_EVENTS.get_ptr_mut(kind as u32) {

@@ -102,11 +102,12 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Detail {
-    /// `count` more accesses, identical to this one (same process, file, access and result),
-    /// that the kernel folded into this event instead of sending each.
+    /// `count` repeats of the access the event describes (same process, file, syscall and
+    /// access) that the kernel counted instead of sending each; no other event reports them.
     Repeated {
         count: u64,
-        /// RFC 3339 UTC times (as `Event::time`) of the first and last folded access.
+        /// RFC 3339 UTC times (as `Event::time`): none of the counted accesses happened before
+        /// `first`, the last at `last` (the event's `time`).
         first: String,
         last: String,
     },

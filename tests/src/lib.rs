@@ -57,6 +57,11 @@ pub fn secret_in(dir: &Path) -> PathBuf {
     secret
 }
 
+/// `[agent]` keys for a test whose load is one process opening one file over and over, as a
+/// storm for the pipeline: every open an event of its own, neither folded nor over budget
+/// (docs/probes.md, "Floods").
+pub const STORM: &str = "fold_window = \"off\"\nbudget_per_second = 0\n";
+
 /// The `openloop` load generator: opens `path` `count` times.
 pub fn openloop(count: u64, path: &Path) -> Child {
     Command::new(trigger_bin().with_file_name("openloop"))

@@ -13,7 +13,7 @@ use std::{
 };
 
 use collector_harness::{sample, scrape, CollectorProcess, CuttingProxy, Pki};
-use sensor_tests::{collector_bin, openloop, secret_in, sensorctl, Agent, Start, Stdout};
+use sensor_tests::{collector_bin, openloop, secret_in, sensorctl, Agent, Start, Stdout, STORM};
 
 /// A state directory whose log will be host `host_hex`, as an installer that issued the
 /// host's certificate first would prepare it.
@@ -25,11 +25,12 @@ fn state_for(host_hex: &str) -> tempfile::TempDir {
 
 const HOST: &str = "5e5e5e5e00112233445566778899aabb";
 
-fn agent_config(secret: &Path, pki: &Pki, collectors: &[&str]) -> String {
+/// The agent's config; `agent` holds more `[agent]` keys.
+fn agent_config(secret: &Path, pki: &Pki, collectors: &[&str], agent: &str) -> String {
     let id = pki.host(HOST);
     let list: Vec<String> = collectors.iter().map(|c| format!("\"{c}\"")).collect();
     format!(
-        "[forward]\ncollectors = [{}]\nclient_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n\
+        "[agent]\n{STORM}{agent}\n[forward]\ncollectors = [{}]\nclient_cert = \"{}\"\nclient_key = \"{}\"\nca = \"{}\"\n\
          [[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
         list.join(", "),
         id.cert.display(),
@@ -123,9 +124,11 @@ fn the_agent_forwards_its_log_to_a_collector_over_mutual_tls() {
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");
-    let config = format!(
-        "[agent]\nmetrics_listen = \"{metrics}\"\n{}",
-        agent_config(&secret, &pki, &[&c.addr])
+    let config = agent_config(
+        &secret,
+        &pki,
+        &[&c.addr],
+        &format!("metrics_listen = \"{metrics}\"\n"),
     );
     let started_ns = sensor_log::time::wall_now_ns();
     let mut agent = Agent::start_at(&config, state.path(), &[]);
@@ -270,7 +273,7 @@ fn a_certificate_for_another_host_stops_the_agent_at_start() {
     let state = state_for("0000000000000000000000000000dead");
     let config_dir = tempfile::tempdir().expect("config");
     let config = config_dir.path().join("agent.toml");
-    std::fs::write(&config, agent_config(&secret, &pki, &["127.0.0.1:9"])).expect("config");
+    std::fs::write(&config, agent_config(&secret, &pki, &["127.0.0.1:9"], "")).expect("config");
     let out = Command::new(sensor_tests::agent_bin())
         .args(["run", "--config"])
         .arg(&config)
@@ -298,7 +301,7 @@ fn kill_9_on_either_side_loses_and_duplicates_nothing() {
     let files = tempfile::tempdir().expect("files");
     let secret = secret_in(files.path());
     let state = state_for(HOST);
-    let config = agent_config(&secret, &pki, &[&addr]);
+    let config = agent_config(&secret, &pki, &[&addr], "");
     let mut agent = Agent::start_at(&config, state.path(), &[]);
     let mut storm = openloop(5_000_000, &secret);
     wait_forwarded(state.path(), cdir.path(), 5);
@@ -364,7 +367,7 @@ fn cut_connections_leave_no_gap_and_no_duplicate() {
     let files = tempfile::tempdir().expect("files");
     let secret = secret_in(files.path());
     let state = state_for(HOST);
-    let config = agent_config(&secret, &pki, &[&proxy.addr]);
+    let config = agent_config(&secret, &pki, &[&proxy.addr], "");
     // The storm's events are not read from stdout: only the log matters here.
     let start = Start {
         stdout: Stdout::Held,
@@ -459,7 +462,7 @@ fn a_restored_or_wiped_host_raises_its_alarm_at_first_contact() {
     let files = tempfile::tempdir().expect("files");
     let secret = secret_in(files.path());
     let state = state_for(HOST);
-    let config = agent_config(&secret, &pki, &[&_c.addr]);
+    let config = agent_config(&secret, &pki, &[&_c.addr], "");
     let mut agent = Agent::start_at(&config, state.path(), &[]);
     wait_forwarded(state.path(), cdir.path(), 2);
     agent.stop();

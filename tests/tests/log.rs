@@ -9,12 +9,12 @@ use std::{
 };
 
 use rusqlite::{params, Connection};
-use sensor_tests::{events, openloop, secret_in, sensorctl, Agent};
+use sensor_tests::{events, openloop, secret_in, sensorctl, Agent, STORM};
 
 /// A config watching one file in `dir`.
 fn config(secret: &Path, extra: &str) -> String {
     format!(
-        "{extra}\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
+        "[agent]\n{STORM}{extra}\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
         secret.display()
     )
 }

@@ -1,11 +1,11 @@
 //! Loss is never silent: with the agent stopped and a tiny ring buffer, a storm of watched
-//! opens overflows the kernel buffer, and the `loss` events account for every event that did
-//! not arrive.
+//! opens (neither folded nor budgeted: tests/tests/flood.rs covers those) overflows the kernel
+//! buffer, and the `loss` events account for every event that did not arrive.
 
 use std::time::Duration;
 
 use rustix::process::Signal;
-use sensor_tests::Agent;
+use sensor_tests::{Agent, STORM};
 
 #[test]
 fn every_lost_event_is_counted() {
@@ -14,7 +14,7 @@ fn every_lost_event_is_counted() {
     let secret = dir.join("secret");
     std::fs::write(&secret, "k").expect("write");
     let config = format!(
-        "[agent]\nring_buffer_bytes = 65536\n\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
+        "[agent]\nring_buffer_bytes = 65536\n{STORM}\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
         secret.display()
     );
     let agent = Agent::start(&config);

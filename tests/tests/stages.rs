@@ -6,7 +6,7 @@
 
 use std::{path::Path, time::Duration};
 
-use sensor_tests::{events, openloop, secret_in, sensorctl, trigger, Agent, Start, Stdout};
+use sensor_tests::{events, openloop, secret_in, sensorctl, trigger, Agent, Start, Stdout, STORM};
 use serde_json::Value;
 
 /// Whether the log holds `pid`'s open of /etc/shadow.
@@ -104,7 +104,7 @@ fn a_stalled_stdout_reader_does_not_stall_the_log() {
     let files = tempfile::tempdir().expect("tempdir");
     let secret = secret_in(files.path());
     let config = format!(
-        "[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
+        "[agent]\n{STORM}\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
         secret.display()
     );
     let state = tempfile::tempdir().expect("state");

@@ -15,7 +15,7 @@ use std::{
 use rusqlite::Connection;
 use sensor_log::{Anchor, Timestamp, TpmEntry, Verdict};
 use sensor_store::{LogWriter, Store, WriterOptions};
-use sensor_tests::{events, openloop, secret_in, sensorctl, Agent};
+use sensor_tests::{events, openloop, secret_in, sensorctl, Agent, STORM};
 use sensor_tpm::{quote_binding, replay, verify_quote, AkPublic, Error, Quote};
 use serde_json::Value;
 use swtpm_harness::Swtpm;
@@ -48,7 +48,7 @@ impl Setup {
     /// Quotes every second so the tests need not wait a minute; `extra` adds `[tpm]` keys.
     fn config(&self, extra: &str) -> String {
         format!(
-            "[tpm]\ntcti = \"{}\"\nquote_period = \"1s\"\n{extra}\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
+            "[agent]\n{STORM}[tpm]\ntcti = \"{}\"\nquote_period = \"1s\"\n{extra}\n[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n",
             self.tpm.tcti(),
             self.secret.display()
         )

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::{PerCpuArray, RingBuf};
-use sensor_common::{EVENTS, LOST_EVENTS};
+use sensor_common::{BUDGET_LOST, EVENTS, FOLDS, LOST_EVENTS};
 use sensor_log::{Event, Timestamp};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -24,6 +24,7 @@ use crate::{
         chain::ChainStage,
         enrich::Enricher,
         fault,
+        fold::FoldStage,
         forward::ForwardStage,
         loss::LossStage,
         metrics,
@@ -33,7 +34,7 @@ use crate::{
         supervise::{Outcome, Stage, Stages},
         Batch, Counters, CHANNEL_BATCHES,
     },
-    probes::{preflight, sync::MapSync, LoadOptions, Probes},
+    probes::{preflight, sync::MapSync, take_hash_map, LoadOptions, Probes},
     watch::{WatchSet, Watcher},
     Error,
 };
@@ -115,6 +116,9 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     let mut probes = Probes::load(&LoadOptions {
         ring_buffer_bytes: config.agent.ring_buffer_bytes,
         proc_files: config.proc_files_mask(),
+        budget_per_second: config.agent.budget_per_second,
+        budget_burst: config.agent.budget_burst,
+        fold_window: config.agent.fold_window,
         kernel_log_level: args.kernel_log as u8,
     })?;
     for s in &probes.status {
@@ -163,17 +167,24 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
             map: LOST_EVENTS,
             reason: e.to_string(),
         })?;
+    let budget_lost = take_hash_map(&mut probes.ebpf, BUDGET_LOST)?;
+    let folds = take_hash_map(&mut probes.ebpf, FOLDS)?;
 
     let (decoded_tx, decoded_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (events_tx, events_rx) = mpsc::channel(CHANNEL_BATCHES);
 
+    stages.spawn(
+        "fold",
+        FoldStage::new(folds, counters.clone()).run(decoded_tx.clone(), stop_rx.clone()),
+    );
     stages.spawn(
         "read",
         ReadStage::new(ring, counters.clone())?.run(decoded_tx, stop_rx.clone()),
     );
     stages.spawn(
         "loss",
-        LossStage::new(lost, counters.clone(), LOSS_PERIOD).run(events_tx.clone(), stop_rx.clone()),
+        LossStage::new(lost, budget_lost, counters.clone(), LOSS_PERIOD)?
+            .run(events_tx.clone(), stop_rx.clone()),
     );
     let enricher = Enricher::new(&config, watch_sets);
     let (enrich_out, enrich_counters) = (events_tx.clone(), counters.clone());
@@ -386,6 +397,7 @@ async fn log_stats(counters: Arc<Counters>) {
         tracing::info!(
             kernel_events = counters.kernel_events.load(Ordering::Relaxed),
             events_out = counters.events_out.load(Ordering::Relaxed),
+            folded = counters.folded.load(Ordering::Relaxed),
             lost = counters.total_lost(),
             "counters"
         );

@@ -57,12 +57,24 @@ pub(super) fn merge(
             .agent
             .ring_buffer_bytes
             .ok_or_else(|| required("agent.ring_buffer_bytes"))?,
+        budget_per_second: defaults
+            .raw
+            .agent
+            .budget_per_second
+            .ok_or_else(|| required("agent.budget_per_second"))?,
+        budget_burst: defaults
+            .raw
+            .agent
+            .budget_burst
+            .ok_or_else(|| required("agent.budget_burst"))?,
         proc_files: defaults
             .raw
             .agent
             .proc_files
             .ok_or_else(|| required("agent.proc_files"))?,
         metrics_listen: None,
+        fold_window: super::validate::fold_window(DEFAULTS_NAME, &defaults.raw.agent.fold_window)?
+            .ok_or_else(|| required("agent.fold_window"))?,
     };
     let mut metrics_listen = defaults
         .raw
@@ -81,6 +93,11 @@ pub(super) fn merge(
         let a = user.raw.agent;
         agent.state_dir = a.state_dir.unwrap_or(agent.state_dir);
         agent.ring_buffer_bytes = a.ring_buffer_bytes.unwrap_or(agent.ring_buffer_bytes);
+        agent.budget_per_second = a.budget_per_second.unwrap_or(agent.budget_per_second);
+        agent.budget_burst = a.budget_burst.unwrap_or(agent.budget_burst);
+        if let Some(window) = super::validate::fold_window(&file, &a.fold_window)? {
+            agent.fold_window = window;
+        }
         agent.proc_files = a.proc_files.unwrap_or(agent.proc_files);
         metrics_listen = a.metrics_listen.unwrap_or(metrics_listen);
         if user.raw.default_watches == Some(false) {

@@ -54,6 +54,13 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Size of the kernel → agent ring buffer: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
+    /// Each identity's event budget (docs/probes.md, "Floods"): this many a second on
+    /// average, in bursts of up to `budget_burst`.
+    /// `0` switches budgets off.
+    pub budget_per_second: u32,
+    pub budget_burst: u32,
+    /// Repeats of an access within this long are folded into a count; `None` when `"off"`.
+    pub fold_window: Option<Duration>,
     pub proc_files: Vec<ProcFile>,
     /// Where Prometheus scrapes `/metrics`; `None` when `"off"`.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -160,6 +167,11 @@ mod tests {
         let c = Config::load(None).unwrap();
         assert_eq!(c.agent.state_dir, Path::new("/var/lib/sensor-agent"));
         assert_eq!(c.agent.ring_buffer_bytes, 16 << 20);
+        assert_eq!(
+            (c.agent.budget_per_second, c.agent.budget_burst),
+            (10_000, 10_000)
+        );
+        assert_eq!(c.agent.fold_window, Some(Duration::from_secs(1)));
         assert_eq!(
             c.proc_files_mask(),
             sensor_common::PROC_ENVIRON | sensor_common::PROC_MEM
@@ -301,6 +313,9 @@ owner = "web"
             ("[agent]\nring_buffer_bytes = \"big\"\n", "agent.ring_buffer_bytes: invalid type: string \"big\""),
             ("[agent]\nproc_files = [\"environ\", \"stack\"]\n", "agent.proc_files[1]: unknown variant `stack`"),
             ("[agent]\nstate_dir = \"var/lib\"\n", "agent.state_dir: `var/lib` is not an absolute path"),
+            ("[agent]\nbudget_burst = 0\n", "agent.budget_burst: must be at least 1"),
+            ("[agent]\nbudget_per_second = -1\n", "agent.budget_per_second: invalid value: integer `-1`"),
+            ("[agent]\nfold_window = \"soon\"\n", "agent.fold_window: `soon` is not a duration"),
             ("[agnt]\n", "agnt: unknown field `agnt`"),
             ("unwatch = [\"/etc/nothing\"]\n", "unwatch[0]: `/etc/nothing` matches no default watch path"),
             ("default_watches = false\nunwatch = [\"/etc/shadow\"]\n", "unwatch: has no effect"),

@@ -33,6 +33,9 @@ pub(super) struct RawFile {
 pub(super) struct RawAgent {
     pub(super) state_dir: Option<PathBuf>,
     pub(super) ring_buffer_bytes: Option<u32>,
+    pub(super) budget_per_second: Option<u32>,
+    pub(super) budget_burst: Option<u32>,
+    pub(super) fold_window: Option<String>,
     pub(super) proc_files: Option<Vec<ProcFile>>,
     pub(super) metrics_listen: Option<String>,
 }

@@ -169,6 +169,14 @@ fn validate_agent(agent: &RawAgent, file: &str) -> Result<(), ConfigError> {
             ));
         }
     }
+    if agent.budget_burst == Some(0) {
+        return Err(invalid(
+            file,
+            "agent.budget_burst",
+            "must be at least 1: a burst of 0 would drop every event",
+        ));
+    }
+    fold_window(file, &agent.fold_window)?;
     if let Some(bytes) = agent.ring_buffer_bytes {
         let page = rustix::param::page_size();
         if !bytes.is_power_of_two() {
@@ -240,6 +248,14 @@ fn duration(
     sensor_tpm::parse_duration(key, text)
         .map(|d| Some(Some(d)))
         .map_err(|e| invalid(file, e.key, e.message))
+}
+
+/// `[agent] fold_window`: a duration, or `"off"` (`None`).
+pub(super) fn fold_window(
+    file: &str,
+    text: &Option<String>,
+) -> Result<Option<Option<Duration>>, ConfigError> {
+    duration(file, "agent.fold_window", text, true)
 }
 
 /// 1-based line and column of a byte offset.

@@ -23,6 +23,8 @@ pub enum Decoded {
     Exec(ExecEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
+    /// Built by the fold stage from the kernel's fold map, not read from the ring buffer.
+    Repeat(super::fold::Repeat),
 }
 
 impl Decoded {
@@ -34,6 +36,7 @@ impl Decoded {
             Decoded::Exec(e) => &e.header,
             Decoded::Fork(e) => &e.header,
             Decoded::Exit(e) => &e.header,
+            Decoded::Repeat(r) => &r.file.header,
         }
     }
 }

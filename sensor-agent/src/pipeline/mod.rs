@@ -1,8 +1,9 @@
 //! The event pipeline: named stages joined by bounded channels.
 //!
 //! ```text
-//! kernel ring buffer → read (+decode) → enrich ─┐
-//!        per-CPU loss counters → loss ──────────┴→ chain (+sign, store) → output
+//! kernel ring buffer → read (+decode) ┬→ enrich ─┐
+//!          kernel fold map → fold ────┘           │
+//!   kernel loss and budget counters → loss ───────┴→ chain (+sign, store) → output
 //!                                                       ├→ sealed batches → anchor
 //!                                     the store (outbox) → forward → collectors
 //! ```
@@ -13,6 +14,7 @@ pub mod chain;
 pub mod decode;
 pub mod enrich;
 pub mod fault;
+pub mod fold;
 pub mod forward;
 pub mod loss;
 pub mod metrics;
@@ -52,6 +54,8 @@ pub struct Counters {
     pub chain_errors: AtomicU64,
     /// Events that left the enrich stage.
     pub events_out: AtomicU64,
+    /// Accesses the kernel folded, reported in repeats.
+    pub folded: AtomicU64,
     /// Chained events by kind, and lost events by source, since start.
     pub events: Mutex<BTreeMap<String, u64>>,
     pub losses: Mutex<BTreeMap<String, u64>>,

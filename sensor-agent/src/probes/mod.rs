@@ -114,11 +114,28 @@ pub struct ProbeStatus {
     pub note: Option<String>,
 }
 
+/// Takes a hash map out of the loaded object, for a stage to own.
+pub fn take_hash_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<aya::maps::HashMap<aya::maps::MapData, K, V>, Error> {
+    let map = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
+    aya::maps::HashMap::try_from(map).map_err(|e| Error::Map {
+        map: name,
+        reason: e.to_string(),
+    })
+}
+
 /// Settings that are fixed when the programs load.
 pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// `PROC_*` bits.
     pub proc_files: u32,
+    /// Each identity's budget: events a second, and the largest burst.
+    pub budget_per_second: u32,
+    pub budget_burst: u32,
+    /// `None`: every access is sent.
+    pub fold_window: Option<std::time::Duration>,
     /// In-kernel aya-log level (0 = off): kernel diagnostics stay off the hot path by default.
     pub kernel_log_level: u8,
 }
@@ -134,9 +151,19 @@ impl Probes {
     pub fn load(options: &LoadOptions) -> Result<Probes, Error> {
         let object = embedded_object()?;
         let offsets = offsets::from_btf(Path::new(offsets::VMLINUX_BTF))?;
+        // GCRA: one event per interval, up to `burst - 1` intervals ahead of time.
+        let interval = match options.budget_per_second {
+            0 => 0,
+            rate => (1_000_000_000 / u64::from(rate)).max(1),
+        };
         let config = SensorConfig {
             agent_tgid: std::process::id(),
             proc_files: options.proc_files,
+            budget_interval_ns: interval,
+            budget_tolerance_ns: interval * u64::from(options.budget_burst.max(1) - 1),
+            fold_window_ns: options.fold_window.map_or(0, |w| {
+                u64::try_from(w.as_nanos()).unwrap_or(u64::MAX).max(1)
+            }),
         };
         let mut ebpf = EbpfLoader::new()
             .override_global(OFFSETS_GLOBAL, &offsets, true)

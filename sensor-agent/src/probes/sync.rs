@@ -4,10 +4,11 @@ use std::{collections::HashMap as StdHashMap, hash::Hash};
 
 use aya::{
     maps::{HashMap, MapData},
-    Ebpf, Pod,
+    Ebpf,
 };
 use sensor_common::{InodeKey, NameKey, WatchValue, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES};
 
+use super::take_hash_map;
 use crate::{watch::WatchSet, Error};
 
 pub struct MapSync {
@@ -19,9 +20,9 @@ pub struct MapSync {
 impl MapSync {
     pub fn take(ebpf: &mut Ebpf) -> Result<MapSync, Error> {
         Ok(MapSync {
-            inodes: take(ebpf, WATCHED_INODES)?,
-            dirs: take(ebpf, WATCHED_DIRS)?,
-            names: take(ebpf, WATCHED_NAMES)?,
+            inodes: take_hash_map(ebpf, WATCHED_INODES)?,
+            dirs: take_hash_map(ebpf, WATCHED_DIRS)?,
+            names: take_hash_map(ebpf, WATCHED_NAMES)?,
         })
     }
 
@@ -49,18 +50,7 @@ impl MapSync {
     }
 }
 
-fn take<K: Pod, V: Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<HashMap<MapData, K, V>, Error> {
-    let map = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
-    HashMap::try_from(map).map_err(|e| Error::Map {
-        map: name,
-        reason: e.to_string(),
-    })
-}
-
-fn update<K: Pod + Eq + Hash>(
+fn update<K: aya::Pod + Eq + Hash>(
     map: &mut HashMap<MapData, K, WatchValue>,
     name: &'static str,
     old: Option<&StdHashMap<K, WatchValue>>,

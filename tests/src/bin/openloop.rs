@@ -1,5 +1,6 @@
 //! Benchmark load: `openloop COUNT PATH [RATE]` opens and closes PATH COUNT times, as fast as
-//! it can or at RATE opens per second, and prints the elapsed nanoseconds.
+//! it can or at RATE opens per second, and prints the elapsed nanoseconds. When PATH is a
+//! directory, the opens go round the files in it (by name), one file after the other.
 
 use std::{
     ffi::CString,
@@ -12,7 +13,22 @@ fn main() {
     let usage = "usage: openloop COUNT PATH [RATE]";
     let mut args = std::env::args().skip(1);
     let count: u64 = args.next().and_then(|c| c.parse().ok()).expect(usage);
-    let path = CString::new(args.next().expect(usage)).expect("no NUL");
+    let path = args.next().expect(usage);
+    let paths: Vec<CString> = match std::fs::read_dir(&path) {
+        Ok(entries) => {
+            let mut names: Vec<_> = entries
+                .map(|e| e.expect("directory entry").path())
+                .filter(|p| p.is_file())
+                .collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|p| CString::new(p.into_os_string().into_encoded_bytes()).expect("no NUL"))
+                .collect()
+        }
+        Err(_) => vec![CString::new(path).expect("no NUL")],
+    };
+    assert!(!paths.is_empty(), "{usage}: no file to open");
     let rate: Option<u64> = args.next().map(|r| r.parse().expect(usage));
     let start = Instant::now();
     for i in 0..count {
@@ -25,7 +41,7 @@ fn main() {
         }
         // The descriptor, if any, is closed at once.
         drop(open(
-            path.as_c_str(),
+            paths[i as usize % paths.len()].as_c_str(),
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         ));

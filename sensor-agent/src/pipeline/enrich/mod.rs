@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{atomic::Ordering, Arc};
 
 use sensor_common::{EventHeader, EventKind, ARGS_LEN};
-use sensor_log::{Event, Kind, Target};
+use sensor_log::{Detail, Event, Kind, Target};
 use tokio::sync::{mpsc, watch};
 
 use crate::attribution::Attribution;
@@ -160,6 +160,14 @@ impl Enricher {
                 return None;
             }
             Decoded::File(e) => self.file_event(e),
+            Decoded::Repeat(r) => self.file_event(&r.file).map(|mut event| {
+                event.detail = Some(Detail::Repeated {
+                    count: r.count,
+                    first: self.clock.rfc3339(r.first_ns),
+                    last: self.clock.rfc3339(r.last_ns),
+                });
+                event
+            }),
             Decoded::Syscall(e) => self.syscall_event(e),
             Decoded::IoUring(e) => Some(self.io_uring_event(e)),
         };
