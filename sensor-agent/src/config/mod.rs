@@ -209,6 +209,29 @@ mod tests {
             "/etc/rancher/k3s/k3s.yaml",
             "/etc/ssl/private/server.key",
             "/etc/letsencrypt/live/example.org/privkey.pem",
+            // The catalogue of docs/credentials.md (the Atomic Red Team misses first).
+            "/home/alice/.gnupg/private-keys-v1.d/0123ABCD.key",
+            "/root/.gnupg/secring.gpg",
+            "/home/alice/.mozilla/firefox/abcd1234.default-release/logins.json",
+            "/home/alice/.mozilla/firefox/abcd1234.default-release/key4.db",
+            "/home/alice/.config/google-chrome/Default/Login Data",
+            "/home/alice/.config/chromium/Profile 1/Login Data",
+            "/home/alice/.config/BraveSoftware/Brave-Browser/Default/Login Data",
+            "/home/alice/.password-store/bank.gpg",
+            "/home/alice/.config/Bitwarden CLI/data.json",
+            "/home/alice/.local/share/keyrings/login.keyring",
+            "/home/alice/.oci/config",
+            "/home/alice/.oci/sessions/DEFAULT/token",
+            "/home/alice/.config/gh/hosts.yml",
+            "/home/alice/.terraform.d/credentials.tfrc.json",
+            "/run/containers/0/auth.json",
+            "/run/user/1000/containers/auth.json",
+            "/home/alice/.config/containers/auth.json",
+            "/run/credentials/postgresql.service/db-password",
+            "/etc/credstore/api-token",
+            "/var/lib/systemd/credential.secret",
+            "/etc/krb5.keytab",
+            "/var/lib/sss/db/ccache_EXAMPLE.ORG",
         ] {
             assert!(covered(path), "{path} is not watched by default");
         }
@@ -216,6 +239,8 @@ mod tests {
             "/home/alice/.ssh/id_rsa.pub",
             "/etc/kubernetes/pki/ca.crt",
             "/etc/ssh/ssh_host_rsa_key.pub",
+            "/home/alice/.mozilla/firefox/abcd1234.default-release/places.sqlite",
+            "/home/alice/.gnupg/pubring.kbx",
         ] {
             assert!(!covered(path), "{path} should not be watched");
         }
