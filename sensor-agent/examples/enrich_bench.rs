@@ -33,7 +33,7 @@ fn header(kind: EventKind, boot_ns: u64) -> EventHeader {
         gid: 0,
         euid: 0,
         auid: u32::MAX,
-        _pad1: 0,
+        pid_ns: 0,
         cgroup_id: 0,
         comm: [b'b'; COMM_LEN],
     }

@@ -94,7 +94,9 @@ pub struct EventHeader {
     pub euid: u32,
     /// Login uid (`u32::MAX` when the process has no login session).
     pub auid: u32,
-    pub _pad1: u32,
+    /// Inode number of the task's own pid namespace (as `/proc/<pid>/ns/pid`): what the pids
+    /// it passes mean (0 when it could not be read).
+    pub pid_ns: u32,
     /// cgroup v2 id of the task (inode number of its cgroup directory).
     pub cgroup_id: u64,
     pub comm: [u8; COMM_LEN],

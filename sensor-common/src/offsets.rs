@@ -38,6 +38,14 @@ pub struct KernelOffsets {
     pub proc_inode_pid: u32,
     /// `pid.numbers[0].nr`: the pid in the initial namespace.
     pub pid_numbers_nr: u32,
+    /// `task_struct.thread_pid`, `pid.level`, `pid.numbers[0].ns`, the size of one
+    /// `numbers[]` element (`struct upid`) and `pid_namespace.ns.inum`: a task's own pid
+    /// namespace is `thread_pid->numbers[thread_pid->level].ns`.
+    pub task_struct_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers_ns: u32,
+    pub upid_size: u32,
+    pub pid_namespace_ns_inum: u32,
     pub linux_binprm_filename: u32,
     pub mm_struct_arg_start: u32,
     pub mm_struct_arg_end: u32,

@@ -229,3 +229,18 @@ pub fn fd_file(task: BtfPtr, fd: u64) -> Result<RawPtr, i64> {
 pub fn pid_nr(pid: u64) -> Result<u32, i64> {
     read(pid + off!(pid_numbers_nr))
 }
+
+/// Deepest pid-namespace level a kernel allows (`MAX_PID_NS_LEVEL`).
+const MAX_PID_NS_LEVEL: u32 = 32;
+
+/// The inode number of `task`'s own pid namespace (`task_active_pid_ns`).
+#[inline(always)]
+pub fn pid_ns(task: u64) -> Result<u32, i64> {
+    let pid: u64 = read(task + off!(task_struct_thread_pid))?;
+    let level: u32 = read(pid + off!(pid_level))?;
+    if level > MAX_PID_NS_LEVEL {
+        return Err(0);
+    }
+    let ns: u64 = read(pid + off!(pid_numbers_ns) + u64::from(level) * off!(upid_size))?;
+    read(ns + off!(pid_namespace_ns_inum))
+}

@@ -71,7 +71,7 @@ pub fn header(kind: EventKind) -> EventHeader {
             .and_then(|cred| read::<u32>(cred + off!(cred_euid)))
             .unwrap_or(u32::MAX),
         auid: read::<u32>(task + off!(task_struct_loginuid)).unwrap_or(u32::MAX),
-        _pad1: 0,
+        pid_ns: crate::kernel::pid_ns(task).unwrap_or(0),
         // SAFETY: the helper takes no arguments and only returns a number.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),

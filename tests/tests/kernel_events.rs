@@ -416,6 +416,45 @@ fn credential_syscalls_are_reported() {
     let _ = target.wait();
 }
 
+/// A process in a pid namespace of its own (as in a container) reads another's memory by the
+/// pid it sees there: the target is named by its host pid and executable, not as passed.
+#[test]
+fn a_target_in_the_callers_pid_namespace_is_named_on_the_host() {
+    let f = fixture();
+    // sh is the namespace's init (pid 1), `sleep` its pid 2; sh waits for the test before it
+    // ends the namespace, so the target still lives while the agent names it.
+    let mut ns = Command::new("unshare")
+        .args(["--pid", "--fork", "sh", "-c"])
+        .arg(format!(
+            "sleep 60 & {} vm-readv $! 4096 16; read line; kill $!",
+            trigger_bin().display()
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("unshare");
+    // Address 4096 is never mapped: the read fails (EFAULT), which no other test's does.
+    let e = f
+        .agent
+        .wait_for("process_vm_readv from a pid namespace", |e| {
+            e["kind"] == "process_vm_readv" && e["ok"] == false
+        });
+    drop(ns.stdin.take());
+    let _ = ns.wait();
+    assert_eq!(e["errno"], 14, "{e}");
+    assert_ne!(
+        e["target"]["pid"], 2,
+        "the pid as passed, not the host's: {e}"
+    );
+    assert!(
+        e["target"]["exe"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/sleep"),
+        "{e}"
+    );
+}
+
 #[test]
 fn io_uring_open_is_flagged() {
     let f = fixture();

@@ -206,13 +206,38 @@ impl ProcessTable {
             .unwrap_or(tid)
     }
 
-    /// Whether `tgid` lives in the pid namespace of `other` (so a pid it passes means the
-    /// same process to us). `None` when either namespace cannot be read.
-    pub fn same_pid_ns(&mut self, tgid: u32, other: u32) -> Option<bool> {
-        Some(self.pid_ns(tgid)? == self.pid_ns(other)?)
+    /// The host tgid of the process called `pid` in pid namespace `ns` (the inode number of
+    /// its `ns/pid`): the process of that namespace whose innermost pid (the last of `NSpid`
+    /// in its status) is `pid`, found by one scan of procfs. `None` when no process of the
+    /// namespace has it (it exited, or it lives in a namespace nested inside `ns`, which is
+    /// not searched).
+    pub fn host_tgid_in_ns(&mut self, ns: u64, pid: u32) -> Option<u32> {
+        let entries = std::fs::read_dir(&self.proc_root).ok()?;
+        for entry in entries.flatten() {
+            let Some(host) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+                continue;
+            };
+            let innermost = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last())
+                .and_then(|v| v.parse::<u32>().ok());
+            if innermost == Some(pid) && self.pid_ns(host) == Some(ns) {
+                return Some(host);
+            }
+        }
+        None
     }
 
-    fn pid_ns(&mut self, tgid: u32) -> Option<u64> {
+    /// The inode number of `tgid`'s pid namespace, read once per process.
+    pub fn pid_ns(&mut self, tgid: u32) -> Option<u64> {
         let path = self.proc_root.join(format!("{tgid}/ns/pid"));
         let entry = self.get(tgid);
         if entry.pid_ns.is_none() {
@@ -342,5 +367,31 @@ mod tests {
         let mut table = ProcessTable::new(root.path());
         assert_eq!(table.tgid_of(501), 500);
         assert_eq!(table.tgid_of(777), 777);
+    }
+
+    /// A pid passed inside a container names the process of the caller's namespace with that
+    /// innermost pid, never a process of another namespace that has it too. Namespaces are
+    /// told apart by the inode of `ns/pid`: hard links here stand for one namespace.
+    #[test]
+    fn a_pid_is_mapped_from_the_callers_namespace() {
+        let root = tempfile::tempdir().unwrap();
+        let process = |pid: u32, nspid: &str| {
+            let dir = root.path().join(pid.to_string());
+            std::fs::create_dir_all(dir.join("ns")).unwrap();
+            std::fs::write(dir.join("status"), format!("Name:\tx\nNSpid:\t{nspid}\n")).unwrap();
+            dir.join("ns/pid")
+        };
+        let caller_ns = process(100, "100\t1");
+        std::fs::write(&caller_ns, "").unwrap();
+        std::fs::hard_link(&caller_ns, process(101, "101\t2")).unwrap();
+        let other_ns = process(200, "200\t2");
+        std::fs::write(&other_ns, "").unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let (ns, other) = (inode(&caller_ns), inode(&other_ns));
+        let mut table = ProcessTable::new(root.path());
+        assert_eq!(table.host_tgid_in_ns(ns, 2), Some(101));
+        assert_eq!(table.host_tgid_in_ns(ns, 1), Some(100));
+        assert_eq!(table.host_tgid_in_ns(ns, 7), None);
+        assert_eq!(table.host_tgid_in_ns(other, 2), Some(200));
     }
 }

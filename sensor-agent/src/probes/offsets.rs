@@ -55,6 +55,11 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         proc_inode_vfs_inode: proc_inode?,
         proc_inode_pid: r.offset("proc_inode", &["pid"])?,
         pid_numbers_nr: r.offset("pid", &["numbers", "nr"])?,
+        task_struct_thread_pid: r.offset("task_struct", &["thread_pid"])?,
+        pid_level: r.offset("pid", &["level"])?,
+        pid_numbers_ns: r.offset("pid", &["numbers", "ns"])?,
+        upid_size: r.size("upid")?,
+        pid_namespace_ns_inum: r.offset("pid_namespace", &["ns", "inum"])?,
         linux_binprm_filename: r.offset("linux_binprm", &["filename"])?,
         mm_struct_arg_start: r.offset("mm_struct", &["arg_start"])?,
         mm_struct_arg_end: r.offset("mm_struct", &["arg_end"])?,
@@ -93,6 +98,15 @@ impl Resolver<'_> {
             return Err(missing("member is a bit field".into()));
         }
         Ok(bits / 8)
+    }
+
+    /// The size in bytes of `struct strukt`.
+    fn size(&self, strukt: &str) -> Result<u32, Error> {
+        match self.find_struct(strukt, "(size)")? {
+            Type::Struct(s) => u32::try_from(s.size())
+                .map_err(|_| missing(strukt, "(size)", "larger than 4 GiB".into())),
+            _ => Err(missing(strukt, "(size)", "not a struct".into())),
+        }
     }
 
     /// The definition (not a forward declaration) of `struct strukt`.

@@ -207,17 +207,31 @@ impl Enricher {
         }
     }
 
-    /// A pid the caller passed: it means the same process to us only in our pid namespace.
-    /// In another namespace it is reported as passed, without an executable.
-    fn caller_target(&mut self, caller: u32, pid: u32) -> Option<Target> {
+    /// A pid the caller passed, in the caller's pid namespace: mapped to the host's (ours)
+    /// when the caller lives in another namespace. A pid that names no process of the
+    /// caller's namespace is reported as passed, without an executable.
+    fn caller_target(&mut self, caller: &EventHeader, pid: u32) -> Option<Target> {
         if pid == 0 {
             return None;
         }
-        if self.attribution.procs.same_pid_ns(caller, self.agent_pid) == Some(true) {
-            let tgid = self.attribution.procs.tgid_of(pid);
-            Some(self.target(tgid))
-        } else {
-            Some(Target { pid, exe: None })
+        let procs = &mut self.attribution.procs;
+        // The caller's namespace as the kernel saw it at the call (the caller may be gone by
+        // now); from procfs only when the kernel could not read it.
+        let ns = match caller.pid_ns {
+            0 => procs.pid_ns(caller.tgid),
+            ns => Some(u64::from(ns)),
+        };
+        let host = match ns {
+            Some(ns) if Some(ns) == procs.pid_ns(self.agent_pid) => Some(pid),
+            Some(ns) => procs.host_tgid_in_ns(ns, pid),
+            None => None,
+        };
+        match host {
+            Some(tid) => {
+                let tgid = self.attribution.procs.tgid_of(tid);
+                Some(self.target(tgid))
+            }
+            None => Some(Target { pid, exe: None }),
         }
     }
 }
@@ -345,7 +359,7 @@ mod fixture {
             gid: 0,
             euid: 0,
             auid: u32::MAX,
-            _pad1: 0,
+            pid_ns: 0,
             cgroup_id: 0,
             comm,
         }

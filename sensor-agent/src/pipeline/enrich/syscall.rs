@@ -22,7 +22,6 @@ impl Enricher {
             compat: e.compat != 0,
             ..SyscallDetail::default()
         };
-        let caller = e.header.tgid;
         let target = match kind {
             EventKind::Ptrace => {
                 let request = e.args[0];
@@ -30,12 +29,12 @@ impl Enricher {
                 if request == PTRACE_TRACEME {
                     None
                 } else {
-                    self.caller_target(caller, e.target_tgid)
+                    self.caller_target(&e.header, e.target_tgid)
                 }
             }
             EventKind::ProcessVmReadv | EventKind::ProcessVmWritev => {
                 detail.bytes = ok.then_some(e.ret as u64);
-                self.caller_target(caller, e.target_tgid)
+                self.caller_target(&e.header, e.target_tgid)
             }
             EventKind::PidfdGetfd => {
                 detail.target_fd = Some(e.args[1] as u32 as i32);
