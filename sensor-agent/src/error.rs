@@ -51,6 +51,19 @@ pub enum Error {
     #[error("eBPF map {map}: {reason}")]
     Map { map: &'static str, reason: String },
 
+    /// Some updates of the watched-set maps failed; the others were applied, and the next
+    /// refresh retries these.
+    #[error(
+        "{failed} watched-set map updates failed, the first in {map}: {source}{}",
+        std::error::Error::source(source).map(|e| format!(": {e}")).unwrap_or_default()
+    )]
+    WatchSync {
+        failed: usize,
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+
     #[error("watching the credential paths: {0}")]
     Watch(String),
 

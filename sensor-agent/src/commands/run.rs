@@ -35,7 +35,7 @@ use crate::{
         Batch, Counters, CHANNEL_BATCHES,
     },
     probes::{preflight, sync::MapSync, take_hash_map, LoadOptions, Probes},
-    watch::{WatchSet, Watcher},
+    watch::{Dropped, WatchSet, Watcher},
     Error,
 };
 
@@ -140,7 +140,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     let watch_sets = Watcher::spawn(config.rules()).map_err(|e| Error::Watch(e.to_string()))?;
     let mut sync = MapSync::take(&mut probes.ebpf)?;
     let first = watch_sets.borrow().clone();
-    sync.apply(None, &first)?;
+    sync.apply(&first)?;
     tracing::info!(
         inodes = first.inodes().len(),
         dirs = first.dirs().len(),
@@ -149,10 +149,18 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     );
     let mut stop = StopSignals::new()?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (decoded_tx, decoded_rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (events_tx, events_rx) = mpsc::channel(CHANNEL_BATCHES);
     let mut stages = Stages::default();
     stages.spawn(
         "watch",
-        keep_maps_in_sync(sync, first, watch_sets.clone(), stop_rx.clone()),
+        keep_maps_in_sync(
+            sync,
+            first,
+            watch_sets.clone(),
+            events_tx.clone(),
+            stop_rx.clone(),
+        ),
     );
 
     let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
@@ -169,9 +177,6 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         })?;
     let budget_lost = take_hash_map(&mut probes.ebpf, BUDGET_LOST)?;
     let folds = take_hash_map(&mut probes.ebpf, FOLDS)?;
-
-    let (decoded_tx, decoded_rx) = mpsc::channel(CHANNEL_BATCHES);
-    let (events_tx, events_rx) = mpsc::channel(CHANNEL_BATCHES);
 
     stages.spawn(
         "fold",
@@ -348,31 +353,88 @@ fn output_stopped(counters: &Counters, reason: &str) {
     *counters.output.lock().unwrap_or_else(|p| p.into_inner()) = format!("stopped: {reason}");
 }
 
+/// How soon map updates that failed are retried when no new set comes first.
+const SYNC_RETRY: Duration = Duration::from_secs(1);
+
 /// The watch stage: puts each watched set the refresh thread publishes into the kernel's
-/// maps until `stop` fires. The refresh thread ending is a failure: new and replaced
-/// credential files would no longer be watched.
+/// maps until `stop` fires, retrying failed updates, and chains a `watch_overflow` event
+/// whenever a directory starts or stops overflowing (the first set's overflows included).
+/// The refresh thread ending is a failure: new and replaced credential files would no longer
+/// be watched.
 async fn keep_maps_in_sync(
     mut sync: MapSync,
-    mut current: Arc<WatchSet>,
+    first: Arc<WatchSet>,
     mut sets: watch::Receiver<Arc<WatchSet>>,
+    to_chain: mpsc::Sender<Batch<Event>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
+    let mut current = Arc::new(WatchSet::default());
+    let mut next = first;
+    let mut synced = true;
     loop {
+        let overflows = overflow_events(&current, &next);
+        if !overflows.is_empty() && to_chain.send(overflows).await.is_err() {
+            // The chain stage ended: its own failure is what stops the agent.
+            return Ok(());
+        }
+        let dropped = next.dropped();
+        if dropped != current.dropped() && dropped != Dropped::default() {
+            tracing::error!(
+                inodes = dropped.inodes,
+                dirs = dropped.dirs,
+                names = dropped.names,
+                "the watched set exceeds the kernel's maps: entries left out, user \
+                 directories' first (docs/probes.md, \"The watched set's budget\")"
+            );
+        }
+        current = next;
         tokio::select! {
             changed = sets.changed() => if changed.is_err() {
                 return Err(Error::Watch("the watched-set refresh thread ended".into()));
             },
+            _ = tokio::time::sleep(SYNC_RETRY), if !synced => {},
             _ = stop.changed() => return Ok(()),
         }
-        let next = sets.borrow_and_update().clone();
-        match sync.apply(Some(&current), &next) {
+        next = sets.borrow_and_update().clone();
+        synced = match sync.apply(&next) {
             Ok(()) => {
                 tracing::debug!(inodes = next.inodes().len(), "watched set updated");
-                current = next;
+                true
             }
-            Err(e) => tracing::error!("updating the kernel's watched set: {e}"),
-        }
+            Err(e) => {
+                tracing::error!("updating the kernel's watched set: {e}");
+                false
+            }
+        };
     }
+}
+
+/// `watch_overflow` events for the directories whose overflow started or ended from `old`
+/// to `new`.
+fn overflow_events(old: &WatchSet, new: &WatchSet) -> Vec<Event> {
+    let wall_ns = Timestamp::now().wall_ns;
+    new.overflow_changes(old)
+        .into_iter()
+        .map(|o| {
+            if o.watched < o.files {
+                tracing::warn!(
+                    directory = o.directory,
+                    rule = o.rule,
+                    files = o.files,
+                    watched = o.watched,
+                    "a watched directory holds more files than are watched by inode; the \
+                     others are watched by directory and name"
+                );
+            } else {
+                tracing::info!(
+                    directory = o.directory,
+                    files = o.files,
+                    "watch overflow ended"
+                );
+            }
+            Event::watch_overflow(&o.directory, &o.rule, o.files, o.watched, wall_ns)
+        })
+        .collect()
 }
 
 /// Passes kernel diagnostics to the agent's log whenever the kernel writes some.

@@ -1,77 +1,133 @@
 //! Keeps the kernel's watched-set maps equal to the latest resolved [`WatchSet`].
+//!
+//! Each map's contents are tracked as the kernel acknowledged them, and every refresh is the
+//! difference between those contents and the new set: an update that failed is retried by
+//! the next refresh, and one that fails never stops the others.
 
 use std::{collections::HashMap as StdHashMap, hash::Hash};
 
 use aya::{
-    maps::{HashMap, MapData},
-    Ebpf,
+    maps::{HashMap, MapData, MapError},
+    Ebpf, Pod,
 };
-use sensor_common::{InodeKey, NameKey, WatchValue, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES};
+use sensor_common::{
+    InodeKey, NameKey, WatchValue, MAX_WATCHED, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
+};
 
 use super::take_hash_map;
 use crate::{watch::WatchSet, Error};
 
 pub struct MapSync {
-    inodes: HashMap<MapData, InodeKey, WatchValue>,
-    dirs: HashMap<MapData, InodeKey, WatchValue>,
-    names: HashMap<MapData, NameKey, WatchValue>,
+    inodes: Tracked<InodeKey>,
+    dirs: Tracked<InodeKey>,
+    names: Tracked<NameKey>,
 }
 
 impl MapSync {
     pub fn take(ebpf: &mut Ebpf) -> Result<MapSync, Error> {
         Ok(MapSync {
-            inodes: take_hash_map(ebpf, WATCHED_INODES)?,
-            dirs: take_hash_map(ebpf, WATCHED_DIRS)?,
-            names: take_hash_map(ebpf, WATCHED_NAMES)?,
+            inodes: Tracked::take(ebpf, WATCHED_INODES)?,
+            dirs: Tracked::take(ebpf, WATCHED_DIRS)?,
+            names: Tracked::take(ebpf, WATCHED_NAMES)?,
         })
     }
 
-    /// Brings the maps from `old` to `new`. Entries are added before stale ones are removed,
-    /// so a file watched in both sets is never briefly unwatched.
-    pub fn apply(&mut self, old: Option<&WatchSet>, new: &WatchSet) -> Result<(), Error> {
-        update(
-            &mut self.inodes,
-            WATCHED_INODES,
-            old.map(|o| o.inodes()),
-            new.inodes(),
-        )?;
-        update(
-            &mut self.dirs,
-            WATCHED_DIRS,
-            old.map(|o| o.dirs()),
-            new.dirs(),
-        )?;
-        update(
-            &mut self.names,
-            WATCHED_NAMES,
-            old.map(|o| o.names()),
-            new.names(),
-        )
+    /// Brings the maps to `new`. Every update is tried; the error counts those that failed
+    /// and names the first.
+    pub fn apply(&mut self, new: &WatchSet) -> Result<(), Error> {
+        let mut failures = Failures::default();
+        self.inodes.apply(new.inodes(), &mut failures);
+        self.dirs.apply(new.dirs(), &mut failures);
+        self.names.apply(new.names(), &mut failures);
+        match failures.first {
+            None => Ok(()),
+            Some((map, source)) => Err(Error::WatchSync {
+                failed: failures.count,
+                map,
+                source,
+            }),
+        }
     }
 }
 
-fn update<K: aya::Pod + Eq + Hash>(
-    map: &mut HashMap<MapData, K, WatchValue>,
+#[derive(Default)]
+struct Failures {
+    count: usize,
+    first: Option<(&'static str, MapError)>,
+}
+
+impl Failures {
+    fn note(&mut self, map: &'static str, error: MapError) {
+        self.count += 1;
+        self.first.get_or_insert((map, error));
+    }
+}
+
+/// A kernel map and the entries the kernel confirmed it holds.
+struct Tracked<K> {
     name: &'static str,
-    old: Option<&StdHashMap<K, WatchValue>>,
-    new: &StdHashMap<K, WatchValue>,
-) -> Result<(), Error> {
-    let fail = |e: aya::maps::MapError| Error::Map {
-        map: name,
-        reason: format!(
-            "{e} (the map holds at most {} entries)",
-            sensor_common::MAX_WATCHED
-        ),
-    };
-    for (key, value) in new {
-        if old.and_then(|o| o.get(key)) != Some(value) {
-            map.insert(key, value, 0).map_err(fail)?;
+    map: HashMap<MapData, K, WatchValue>,
+    held: StdHashMap<K, WatchValue>,
+}
+
+impl<K: Pod + Eq + Hash> Tracked<K> {
+    /// The map as loaded: empty.
+    fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Tracked<K>, Error> {
+        Ok(Tracked {
+            name,
+            map: take_hash_map(ebpf, name)?,
+            held: StdHashMap::new(),
+        })
+    }
+
+    /// Adds before removing, so a file watched before and after is never briefly unwatched;
+    /// unless the additions would not fit beside the stale entries: then those go first.
+    fn apply(&mut self, new: &StdHashMap<K, WatchValue>, failures: &mut Failures) {
+        let stale: Vec<K> = self
+            .held
+            .keys()
+            .filter(|k| !new.contains_key(k))
+            .copied()
+            .collect();
+        let changed: Vec<(&K, &WatchValue)> = new
+            .iter()
+            .filter(|(k, v)| self.held.get(k) != Some(v))
+            .collect();
+        let added = changed
+            .iter()
+            .filter(|(k, _)| !self.held.contains_key(k))
+            .count();
+        let room_first = self.held.len() + added > MAX_WATCHED as usize;
+        if room_first {
+            self.remove(&stale, failures);
+        }
+        for (key, value) in changed {
+            match self.map.insert(key, value, 0) {
+                Ok(()) => {
+                    self.held.insert(*key, *value);
+                }
+                Err(e) => failures.note(self.name, e),
+            }
+        }
+        if !room_first {
+            self.remove(&stale, failures);
         }
     }
-    if let Some(old) = old {
-        for key in old.keys().filter(|k| !new.contains_key(k)) {
-            map.remove(key).map_err(fail)?;
+
+    fn remove(&mut self, keys: &[K], failures: &mut Failures) {
+        for key in keys {
+            match self.map.remove(key) {
+                Ok(()) => {
+                    self.held.remove(key);
+                }
+                // Not there: what was wanted.
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    self.held.remove(key);
+                }
+                Err(e) => failures.note(self.name, e),
+            }
         }
     }
-    Ok(())
 }

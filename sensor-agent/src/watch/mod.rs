@@ -6,13 +6,19 @@
 //! `DIR_ANY_NAME` directory, whose name user space then checks against the rule's glob.
 //! Directory and name entries catch files created or replaced after the last resolution;
 //! inode entries catch the same file under another name (hard links, bind mounts).
+//!
+//! A resolution always fits the kernel's maps, whatever users create in watched directories:
+//! a crowded directory watches only [`DIR_FILE_BOUND`] files by inode (all stay matched by
+//! directory and name), and beyond a map's capacity the entries users can multiply are left
+//! out first (docs/probes.md, "The watched set's budget").
 
 mod denied;
 mod refresh;
 
-use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsStr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
+use std::hash::Hash;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,7 @@ use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use sensor_common::{
-    name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, NAME_LEN,
+    name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED, NAME_LEN,
 };
 
 pub use denied::{lexical_normalize, resolve_denied};
@@ -169,6 +175,82 @@ struct DirInfo {
     any_rules: Vec<u32>,
 }
 
+/// Most files of one directory a rule watches by inode. Beyond it the directory is watched
+/// by its `DIR_ANY_NAME` entry alone, one entry whatever the count, so one writable
+/// directory takes at most 1/64 of a map and 64 crowded directories fit before the map
+/// budget has to choose. Real credential directories (`~/.ssh`, `~/.aws/sso/cache`,
+/// `/etc/ssl/private`, kubelet's `pki`) hold tens of files. It also bounds a refresh's work
+/// in a crowded directory: its names are listed, but only this many files are resolved.
+pub const DIR_FILE_BOUND: usize = 256;
+
+/// What one resolution may put into the kernel's maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Files of one directory watched by inode.
+    pub per_dir: usize,
+    /// Entries of each map.
+    pub per_map: usize,
+}
+
+impl Budget {
+    /// The kernel's maps.
+    pub const KERNEL: Budget = Budget {
+        per_dir: DIR_FILE_BOUND,
+        per_map: MAX_WATCHED as usize,
+    };
+}
+
+/// Who can add entries under a directory; the map budget keeps the system tier first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    /// Only root can write the directory, and every directory a glob was expanded in on the
+    /// way to it: no user can add these entries or multiply them.
+    System,
+    /// Anything else: home directories, `/tmp`, directories reached through a user's.
+    User,
+}
+
+/// An entry's place in the map budget's order: the system tier first; then, within a tier,
+/// every owner's n-th entry before anyone's (n+1)-th, so a user who floods pushes out only
+/// their own entries; then resolution order (rules as configured, names sorted). Unique, so
+/// what is kept is decided by the file system alone.
+type Rank = (Tier, u32, u64);
+
+/// How many files one rule matched in one directory, and how many of them are watched by
+/// inode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub files: u64,
+    pub watched: u64,
+}
+
+impl Coverage {
+    fn overflows(&self) -> bool {
+        self.watched < self.files
+    }
+}
+
+/// A change of a directory's overflow state: a rule matched more files there than are
+/// watched by inode (`watched < files`: the others are watched by directory and name only,
+/// a hard link to them elsewhere is not seen), or no longer does (`watched == files`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overflow {
+    /// Canonical path of the directory.
+    pub directory: String,
+    /// The rule's pattern.
+    pub rule: String,
+    pub files: u64,
+    pub watched: u64,
+}
+
+/// Entries of each map the budget left out (the system tier first kept).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub inodes: usize,
+    pub dirs: usize,
+    pub names: usize,
+}
+
 /// The resolved watched set. Rule ids are `index + 1` into the rule table.
 #[derive(Clone, Debug, Default)]
 pub struct WatchSet {
@@ -182,6 +264,9 @@ pub struct WatchSet {
     rule_dirs: HashMap<u32, Vec<InodeKey>>,
     /// Every directory whose changes can change the set (for the refresher).
     inotify_dirs: BTreeSet<PathBuf>,
+    /// Per (canonical directory, rule id): what the rule matched there.
+    coverage: BTreeMap<(String, u32), Coverage>,
+    dropped: Dropped,
 }
 
 /// The kernel's `s_dev` encoding (`MAJOR << 20 | MINOR`) of a `st_dev`.
@@ -197,6 +282,11 @@ fn inode_key(meta: &Metadata) -> InodeKey {
     }
 }
 
+/// Whether only root can add or rename entries in this directory.
+fn root_only(meta: &Metadata) -> bool {
+    meta.uid() == 0 && meta.mode() & 0o022 == 0
+}
+
 /// A name as the kernel copies it into a `NameKey`: at most `NAME_LEN - 1` bytes, NUL-padded.
 pub fn name_key(dir: InodeKey, name: &[u8]) -> NameKey {
     let mut key = NameKey {
@@ -209,17 +299,31 @@ pub fn name_key(dir: InodeKey, name: &[u8]) -> NameKey {
 }
 
 impl WatchSet {
-    /// Resolves the rules against the file system as it is now. Missing paths are not an
-    /// error: their nearest existing directories are watched so they are picked up later.
+    /// Resolves the rules against the file system as it is now, within the kernel maps'
+    /// budget. Missing paths are not an error: their nearest existing directories are
+    /// watched so they are picked up later.
     pub fn resolve(rules: &[Rule]) -> WatchSet {
-        let mut set = WatchSet {
-            rules: rules.into(),
-            ..WatchSet::default()
+        WatchSet::resolve_within(rules, Budget::KERNEL)
+    }
+
+    /// [`WatchSet::resolve`] with another budget. No map of the result holds more than
+    /// `budget.per_map` entries, whatever is on disk.
+    pub fn resolve_within(rules: &[Rule], budget: Budget) -> WatchSet {
+        let mut resolver = Resolver {
+            set: WatchSet {
+                rules: rules.into(),
+                ..WatchSet::default()
+            },
+            budget,
+            ranks: Ranks::default(),
+            claims: HashMap::new(),
+            seq: 0,
+            sites: Vec::new(),
         };
         for (i, rule) in rules.iter().enumerate() {
-            set.resolve_rule(i as u32 + 1, rule);
+            resolver.resolve_rule(i as u32 + 1, rule);
         }
-        set
+        resolver.finish()
     }
 
     pub fn inodes(&self) -> &HashMap<InodeKey, WatchValue> {
@@ -244,7 +348,47 @@ impl WatchSet {
         &self.inotify_dirs
     }
 
-    /// Whether two sets would program the kernel and name files identically.
+    /// What `rule` (its id) matched in `directory`, if it reached that directory.
+    pub fn coverage(&self, directory: &str, rule: u32) -> Option<Coverage> {
+        self.coverage.get(&(directory.to_owned(), rule)).copied()
+    }
+
+    /// The directories whose overflow started or ended since `old`, as this set sees them
+    /// (a directory no longer reached has no files).
+    pub fn overflow_changes(&self, old: &WatchSet) -> Vec<Overflow> {
+        let overflows = |set: &WatchSet, site: &(String, u32)| {
+            set.coverage.get(site).is_some_and(Coverage::overflows)
+        };
+        let changed: BTreeSet<&(String, u32)> = self
+            .coverage
+            .keys()
+            .chain(old.coverage.keys())
+            .filter(|site| overflows(self, site) != overflows(old, site))
+            .collect();
+        changed
+            .into_iter()
+            .map(|site| {
+                let coverage = self.coverage.get(site).copied().unwrap_or_default();
+                Overflow {
+                    directory: site.0.clone(),
+                    rule: self
+                        .rule(site.1)
+                        .map(|r| r.path.clone())
+                        .unwrap_or_default(),
+                    files: coverage.files,
+                    watched: coverage.watched,
+                }
+            })
+            .collect()
+    }
+
+    /// Entries the map budget left out of this set.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+    }
+
+    /// Whether two sets would program the kernel, name files and report overflows
+    /// identically.
     pub fn same_entries(&self, other: &WatchSet) -> bool {
         self.inodes == other.inodes
             && self.dirs == other.dirs
@@ -252,6 +396,7 @@ impl WatchSet {
             && self.inode_paths == other.inode_paths
             && self.dir_info == other.dir_info
             && self.inotify_dirs == other.inotify_dirs
+            && self.coverage == other.coverage
     }
 
     /// A watched inode: its canonical path and rule.
@@ -307,31 +452,75 @@ impl WatchSet {
             rule: id,
         })
     }
+}
 
+/// A directory a rule reached: its key, and what the budget ranks its entries by.
+#[derive(Clone, Copy)]
+struct Place {
+    key: InodeKey,
+    tier: Tier,
+    owner: u32,
+}
+
+/// The maps, for counting each owner's entries per map.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum MapId {
+    Inodes,
+    Dirs,
+    Names,
+}
+
+#[derive(Default)]
+struct Ranks {
+    inodes: HashMap<InodeKey, Rank>,
+    dirs: HashMap<InodeKey, Rank>,
+    names: HashMap<NameKey, Rank>,
+}
+
+/// Files one rule matched in one directory, and the inodes it watches of them.
+struct Site {
+    directory: String,
+    rule: u32,
+    files: u64,
+    inodes: Vec<InodeKey>,
+}
+
+/// One resolution in progress: the set, and what the budget needs to trim it.
+struct Resolver {
+    set: WatchSet,
+    budget: Budget,
+    ranks: Ranks,
+    /// Entries claimed so far per map and owner uid: the middle of a [`Rank`].
+    claims: HashMap<(MapId, u32), u32>,
+    seq: u64,
+    sites: Vec<Site>,
+}
+
+impl Resolver {
     fn resolve_rule(&mut self, id: u32, rule: &Rule) {
         let Some((last, parents)) = rule.components.split_last() else {
             return;
         };
-        let mut dirs = vec![PathBuf::from("/")];
+        // Each directory reached, and whether every directory a glob was expanded in on the
+        // way is root's alone (a literal step cannot multiply directories).
+        let mut dirs = vec![(PathBuf::from("/"), true)];
         for component in parents {
             let mut next = Vec::new();
-            for dir in &dirs {
-                self.inotify_dirs.insert(dir.clone());
+            for (dir, trusted) in &dirs {
+                self.set.inotify_dirs.insert(dir.clone());
                 match component {
                     Component::Literal(name) => {
                         let path = dir.join(name);
                         if path.is_dir() {
-                            next.push(path);
+                            next.push((path, *trusted));
                         }
                     }
                     Component::Glob(glob) => {
-                        let Ok(entries) = fs::read_dir(dir) else {
-                            continue;
-                        };
-                        for entry in entries.flatten() {
-                            let path = entry.path();
-                            if glob.is_match(entry.file_name()) && path.is_dir() {
-                                next.push(path);
+                        let trusted = *trusted && fs::metadata(dir).is_ok_and(|m| root_only(&m));
+                        for name in sorted_names(dir, |name, _| glob.is_match(name)) {
+                            let path = dir.join(name);
+                            if path.is_dir() {
+                                next.push((path, trusted));
                             }
                         }
                     }
@@ -339,101 +528,218 @@ impl WatchSet {
             }
             dirs = next;
         }
-        for dir in dirs {
-            self.inotify_dirs.insert(dir.clone());
+        for (dir, trusted) in dirs {
+            self.set.inotify_dirs.insert(dir.clone());
             let Ok(real_dir) = fs::canonicalize(&dir) else {
                 continue;
             };
             let Ok(meta) = fs::metadata(&real_dir) else {
                 continue;
             };
-            let dir_key = inode_key(&meta);
-            self.inotify_dirs.insert(real_dir.clone());
-            match last {
+            let place = Place {
+                key: inode_key(&meta),
+                tier: if trusted && root_only(&meta) {
+                    Tier::System
+                } else {
+                    Tier::User
+                },
+                owner: meta.uid(),
+            };
+            self.set.inotify_dirs.insert(real_dir.clone());
+            let names = match last {
                 Component::Literal(name) => {
-                    self.add_name(id, dir_key, &real_dir, name.as_bytes());
-                    self.add_file(id, &dir.join(name), dir_key);
+                    self.add_name(id, place, &real_dir, name.as_bytes());
+                    vec![OsString::from(name)]
                 }
                 Component::Glob(_) => {
-                    self.add_dir(id, dir_key, &real_dir, DIR_ANY_NAME);
-                    let Ok(entries) = fs::read_dir(&dir) else {
-                        continue;
+                    self.add_dir(id, place, &real_dir, DIR_ANY_NAME);
+                    sorted_names(&dir, |name, file_type| {
+                        !file_type.is_dir() && rule.matches_name(name.as_bytes())
+                    })
+                }
+            };
+            let inodes: Vec<InodeKey> = names
+                .iter()
+                .take(self.budget.per_dir)
+                .filter_map(|name| self.add_file(id, &dir.join(name), place))
+                .collect();
+            // Beyond the bound, files are counted by name, without resolving them.
+            let files = if names.len() > self.budget.per_dir {
+                names.len()
+            } else {
+                inodes.len()
+            };
+            self.sites.push(Site {
+                directory: real_dir.to_string_lossy().into_owned(),
+                rule: id,
+                files: files as u64,
+                inodes,
+            });
+        }
+    }
+
+    /// Adds the real file behind `path` (not directories) and returns its key. When it is a
+    /// symlink into another directory, the target's name there is watched too, so a
+    /// replacement of the target is caught before the next refresh.
+    fn add_file(&mut self, id: u32, path: &Path, place: Place) -> Option<InodeKey> {
+        let real = fs::canonicalize(path).ok()?;
+        let meta = fs::metadata(&real).ok()?;
+        if meta.is_dir() {
+            return None;
+        }
+        let key = inode_key(&meta);
+        self.set.inodes.entry(key).or_insert(WatchValue {
+            rule: id,
+            ..WatchValue::default()
+        });
+        let rank = self.rank(MapId::Inodes, place.tier, meta.uid());
+        claim(&mut self.ranks.inodes, key, rank);
+        self.set
+            .inode_paths
+            .entry(key)
+            .or_insert_with(|| real.to_string_lossy().into_owned());
+        if let (Some(parent), Some(name)) = (real.parent(), real.file_name()) {
+            if let Ok(parent_meta) = fs::metadata(parent) {
+                let parent_key = inode_key(&parent_meta);
+                if parent_key != place.key {
+                    self.set.inotify_dirs.insert(parent.to_path_buf());
+                    let target = Place {
+                        key: parent_key,
+                        ..place
                     };
-                    for entry in entries.flatten() {
-                        if rule.matches_name(entry.file_name().as_bytes()) {
-                            self.add_file(id, &entry.path(), dir_key);
-                        }
-                    }
+                    self.add_name(id, target, parent, name.as_bytes());
                 }
             }
         }
+        Some(key)
     }
 
-    /// Adds the real file behind `path` (not directories). When it is a symlink into
-    /// another directory, the target's name there is watched too, so a replacement of the
-    /// target is caught before the next refresh.
-    fn add_file(&mut self, id: u32, path: &Path, dir_key: InodeKey) {
-        let Ok(real) = fs::canonicalize(path) else {
-            return;
-        };
-        let Ok(meta) = fs::metadata(&real) else {
-            return;
-        };
-        if meta.is_dir() {
-            return;
-        }
-        let key = inode_key(&meta);
-        self.inodes.entry(key).or_insert(WatchValue {
-            rule: id,
-            ..WatchValue::default()
-        });
-        self.inode_paths
-            .entry(key)
-            .or_insert_with(|| real.to_string_lossy().into_owned());
-        let (Some(parent), Some(name)) = (real.parent(), real.file_name()) else {
-            return;
-        };
-        let Ok(parent_meta) = fs::metadata(parent) else {
-            return;
-        };
-        let parent_key = inode_key(&parent_meta);
-        if parent_key != dir_key {
-            self.inotify_dirs.insert(parent.to_path_buf());
-            self.add_name(id, parent_key, parent, name.as_bytes());
-        }
-    }
-
-    fn add_name(&mut self, id: u32, dir: InodeKey, dir_path: &Path, name: &[u8]) {
-        self.add_dir(id, dir, dir_path, DIR_NAMED);
-        if let Some(value) = self.dirs.get_mut(&dir) {
+    fn add_name(&mut self, id: u32, place: Place, dir_path: &Path, name: &[u8]) {
+        self.add_dir(id, place, dir_path, DIR_NAMED);
+        if let Some(value) = self.set.dirs.get_mut(&place.key) {
             value.name_lengths |= name_length_bit(name.len() as u64);
         }
-        self.names.entry(name_key(dir, name)).or_insert(WatchValue {
+        let key = name_key(place.key, name);
+        self.set.names.entry(key).or_insert(WatchValue {
             rule: id,
             ..WatchValue::default()
         });
+        let rank = self.rank(MapId::Names, place.tier, place.owner);
+        claim(&mut self.ranks.names, key, rank);
     }
 
-    fn add_dir(&mut self, id: u32, dir: InodeKey, dir_path: &Path, flag: u32) {
-        self.dirs
+    fn add_dir(&mut self, id: u32, place: Place, dir_path: &Path, flag: u32) {
+        let dir = place.key;
+        self.set
+            .dirs
             .entry(dir)
             .or_insert(WatchValue {
                 rule: id,
                 ..WatchValue::default()
             })
             .flags |= flag;
-        let info = self.dir_info.entry(dir).or_insert_with(|| DirInfo {
+        let rank = self.rank(MapId::Dirs, place.tier, place.owner);
+        claim(&mut self.ranks.dirs, dir, rank);
+        let info = self.set.dir_info.entry(dir).or_insert_with(|| DirInfo {
             path: dir_path.to_string_lossy().into_owned(),
             any_rules: Vec::new(),
         });
         if flag == DIR_ANY_NAME && !info.any_rules.contains(&id) {
             info.any_rules.push(id);
         }
-        let dirs = self.rule_dirs.entry(id).or_default();
+        let dirs = self.set.rule_dirs.entry(id).or_default();
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
     }
+
+    fn rank(&mut self, map: MapId, tier: Tier, owner: u32) -> Rank {
+        let claims = self.claims.entry((map, owner)).or_default();
+        *claims += 1;
+        self.seq += 1;
+        (tier, *claims, self.seq)
+    }
+
+    /// Trims each map to the budget and records what each rule's directories kept.
+    fn finish(self) -> WatchSet {
+        let Resolver {
+            mut set,
+            budget,
+            ranks,
+            sites,
+            ..
+        } = self;
+        set.dropped = Dropped {
+            inodes: trim(&mut set.inodes, &ranks.inodes, budget.per_map),
+            dirs: trim(&mut set.dirs, &ranks.dirs, budget.per_map),
+            names: trim(&mut set.names, &ranks.names, budget.per_map),
+        };
+        let inodes = &set.inodes;
+        set.inode_paths.retain(|key, _| inodes.contains_key(key));
+        for site in sites {
+            let watched = site
+                .inodes
+                .iter()
+                .filter(|k| inodes.contains_key(k))
+                .count();
+            set.coverage
+                .entry((site.directory, site.rule))
+                .or_insert(Coverage {
+                    files: site.files,
+                    watched: watched as u64,
+                });
+        }
+        set
+    }
+}
+
+/// Keeps the better of two claims on one entry: a system rule's claim wins.
+fn claim<K: Eq + Hash>(ranks: &mut HashMap<K, Rank>, key: K, rank: Rank) {
+    ranks
+        .entry(key)
+        .and_modify(|r| *r = (*r).min(rank))
+        .or_insert(rank);
+}
+
+/// Keeps the `capacity` best-ranked entries of `map`; returns how many it removed.
+fn trim<K: Copy + Eq + Hash>(
+    map: &mut HashMap<K, WatchValue>,
+    ranks: &HashMap<K, Rank>,
+    capacity: usize,
+) -> usize {
+    if map.len() <= capacity {
+        return 0;
+    }
+    // Every entry was ranked when it was added; one that was not would go first.
+    const UNRANKED: Rank = (Tier::User, u32::MAX, u64::MAX);
+    let mut order: Vec<(Rank, K)> = map
+        .keys()
+        .map(|k| (ranks.get(k).copied().unwrap_or(UNRANKED), *k))
+        .collect();
+    order.select_nth_unstable_by_key(capacity, |(rank, _)| *rank);
+    for (_, key) in &order[capacity..] {
+        map.remove(key);
+    }
+    order.len() - capacity
+}
+
+/// The names in `dir` that `keep` accepts, sorted, so that resolution order (and with it
+/// what a bound keeps) depends on the names alone, not on the directory's hash order.
+fn sorted_names(dir: &Path, keep: impl Fn(&OsStr, fs::FileType) -> bool) -> Vec<OsString> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<OsString> = entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_type()
+                .is_ok_and(|file_type| keep(&entry.file_name(), file_type))
+        })
+        .map(|entry| entry.file_name())
+        .collect();
+    names.sort_unstable();
+    names
 }
 
 /// `dir/name`, without doubling the slash for `/`.

@@ -22,6 +22,10 @@ use super::{Rule, WatchSet};
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A burst that never settles is still resolved this often.
 const MAX_DELAY: Duration = Duration::from_millis(500);
+/// After each resolution the thread waits at least this many times as long as it took, so
+/// that a directory a user keeps crowded costs it at most a fifth of a core; the kernel's
+/// directory and name entries catch new files meanwhile.
+const REST_FACTOR: u32 = 4;
 /// Full re-resolution even without inotify events: mounts and bind mounts change inodes
 /// without any directory event.
 const RESYNC: Duration = Duration::from_secs(60);
@@ -56,6 +60,7 @@ impl Watcher {
     fn run(mut self) {
         let mut buf = [0u8; 4096];
         let mut last_resync = Instant::now();
+        let mut rest_until = Instant::now();
         loop {
             if crate::pipeline::fault::fails("watch") {
                 tracing::error!("watched-set refresh stopped: fault injected (test build)");
@@ -76,11 +81,19 @@ impl Watcher {
             while start.elapsed() < MAX_DELAY && matches!(self.wait(DEBOUNCE), Ok(true)) {
                 self.drain(&mut buf);
             }
+            let rest = rest_until.saturating_duration_since(Instant::now());
+            if !rest.is_zero() {
+                std::thread::sleep(rest);
+                self.drain(&mut buf);
+            }
             last_resync = Instant::now();
             let set = WatchSet::resolve(&self.rules);
+            let took = last_resync.elapsed();
+            rest_until = Instant::now() + took * REST_FACTOR;
             let changed = !set.same_entries(&self.tx.borrow());
             if changed {
                 tracing::debug!(
+                    took_ms = took.as_millis() as u64,
                     inodes = set.inodes().len(),
                     dirs = set.dirs().len(),
                     names = set.names().len(),

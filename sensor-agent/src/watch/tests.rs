@@ -1,7 +1,7 @@
 //! Resolution against real files in temporary directories.
 
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::*;
@@ -189,6 +189,182 @@ fn hard_links_share_the_watched_inode() {
     let set = WatchSet::resolve(&[rule(&shadow, "password-db", &[])]);
     let via_link = set.by_inode(&key_of(&link)).unwrap();
     assert_eq!(via_link.path, shadow.to_str().unwrap());
+}
+
+/// Whether the test can chown files to other users; in CI (`CI=true`) it must.
+fn as_root() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "this test needs root (it makes files of other users)"
+    );
+    eprintln!("skipped: needs root");
+    false
+}
+
+/// `count` files `f0`..`f{count-1}` in `dir`, owned with it by `uid` when given.
+fn files(dir: &Path, count: usize, uid: Option<u32>) -> Vec<std::path::PathBuf> {
+    fs::create_dir_all(dir).unwrap();
+    let paths: Vec<_> = (0..count)
+        .map(|i| {
+            let path = dir.join(format!("f{i}"));
+            write(&path);
+            path
+        })
+        .collect();
+    for path in paths.iter().map(|p| p.as_path()).chain([dir]) {
+        std::os::unix::fs::chown(path, uid, uid).unwrap();
+    }
+    paths
+}
+
+#[test]
+fn a_crowded_directory_watches_the_bound_by_inode_and_every_name_by_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let cache = root.join("home/u/cache");
+    let crowded = files(&cache, 10, None);
+    let quiet = files(&root.join("home/v/cache"), 4, None);
+    let budget = Budget {
+        per_dir: 4,
+        per_map: 100,
+    };
+    let set = WatchSet::resolve_within(&[rule(&root.join("home/*/cache/*"), "cloud", &[])], budget);
+    // The first names in byte order (f0, f1, f2, f3), and every file of the quiet directory.
+    let watched: Vec<_> = ["f0", "f1", "f2", "f3"]
+        .iter()
+        .map(|n| key_of(&cache.join(n)))
+        .chain(quiet.iter().map(|p| key_of(p)))
+        .collect();
+    assert_eq!(set.inodes().len(), watched.len());
+    assert!(watched.iter().all(|k| set.inodes().contains_key(k)));
+    // Every file of the crowded directory is still matched by its directory entry.
+    let dir = key_of(&cache);
+    assert_eq!(set.dirs()[&dir].flags, DIR_ANY_NAME);
+    let last = key_of(&crowded[9]);
+    let found = set.locate(1, dir.dev, last.ino, b"f9").unwrap();
+    assert_eq!(found.path, crowded[9].to_str().unwrap());
+    // Only the crowded directory overflows: 10 files, 4 by inode.
+    let changes = set.overflow_changes(&WatchSet::default());
+    assert_eq!(
+        changes,
+        [Overflow {
+            directory: cache.to_str().unwrap().to_owned(),
+            rule: root.join("home/*/cache/*").to_str().unwrap().to_owned(),
+            files: 10,
+            watched: 4,
+        }]
+    );
+    assert_eq!(set.dropped(), Dropped::default());
+}
+
+#[test]
+fn overflows_are_reported_when_they_start_and_end_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let cache = root.join("cache");
+    let rules = [rule(&root.join("cache/*"), "cloud", &[])];
+    let budget = Budget {
+        per_dir: 3,
+        per_map: 100,
+    };
+    let flood = files(&cache, 5, None);
+    let started = WatchSet::resolve_within(&rules, budget);
+    let first = started.overflow_changes(&WatchSet::default());
+    assert_eq!((first.len(), first[0].files, first[0].watched), (1, 5, 3));
+    // Still crowded, with more files: the overflow goes on, nothing new to report.
+    write(&cache.join("g"));
+    let ongoing = WatchSet::resolve_within(&rules, budget);
+    assert!(ongoing.overflow_changes(&started).is_empty());
+    // Back under the bound: its end is reported, every file watched by inode.
+    for path in &flood[1..] {
+        fs::remove_file(path).unwrap();
+    }
+    let ended = WatchSet::resolve_within(&rules, budget);
+    let last = ended.overflow_changes(&ongoing);
+    assert_eq!((last.len(), last[0].files, last[0].watched), (1, 2, 2));
+    assert_eq!(last[0].directory, cache.to_str().unwrap());
+    assert!(ended.overflow_changes(&ended).is_empty());
+}
+
+#[test]
+fn the_map_budget_keeps_system_entries_first_and_each_user_a_share() {
+    if !as_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    // Root's alone: the system tier.
+    let system = files(&root.join("etc/keys"), 3, Some(0));
+    // Two users' own directories: alice has one key, mallory floods.
+    let alice = files(&root.join("home/alice/keys"), 1, Some(1000));
+    let mallory = files(&root.join("home/mallory/keys"), 10, Some(1001));
+    // The user rule first: the tier, not the rule order, puts the system files first.
+    let rules = [
+        rule(&root.join("home/*/keys/*"), "ssh-key", &[]),
+        rule(&root.join("etc/keys/*"), "tls-key", &[]),
+    ];
+    let budget = Budget {
+        per_dir: 100,
+        per_map: 6,
+    };
+    let set = WatchSet::resolve_within(&rules, budget);
+    assert_eq!(set.inodes().len(), 6);
+    assert_eq!(set.dropped().inodes, 8);
+    for path in system.iter().chain(&alice) {
+        assert!(
+            set.inodes().contains_key(&key_of(path)),
+            "{path:?} left out"
+        );
+    }
+    // Mallory keeps what is left, their first names in order.
+    let kept: Vec<bool> = mallory
+        .iter()
+        .map(|p| set.inodes().contains_key(&key_of(p)))
+        .collect();
+    assert_eq!(kept.iter().filter(|k| **k).count(), 2);
+    let mallory_dir = root.join("home/mallory/keys");
+    assert_eq!(
+        set.coverage(mallory_dir.to_str().unwrap(), 1),
+        Some(Coverage {
+            files: 10,
+            watched: 2
+        })
+    );
+    // Decided by the file system alone: the same on every resolution.
+    let again = WatchSet::resolve_within(&rules, budget);
+    assert!(again.same_entries(&set));
+    // A directory a user can write is user tier even when root owns it (/tmp).
+    fs::set_permissions(root.join("etc/keys"), fs::Permissions::from_mode(0o1777)).unwrap();
+    let set = WatchSet::resolve_within(&rules, budget);
+    assert!(!system.iter().all(|p| set.inodes().contains_key(&key_of(p))));
+}
+
+#[test]
+fn no_resolution_exceeds_a_map() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    for d in 0..5 {
+        files(&root.join(format!("d{d}")), 3, None);
+    }
+    fs::create_dir_all(root.join("n")).unwrap();
+    let rules = [
+        rule(&root.join("*/*"), "cloud", &[]),
+        rule(&root.join("n/secret"), "cloud", &[]),
+    ];
+    let budget = Budget {
+        per_dir: 2,
+        per_map: 4,
+    };
+    let set = WatchSet::resolve_within(&rules, budget);
+    assert_eq!(set.inodes().len(), 4);
+    assert_eq!(set.dirs().len(), 4);
+    assert!(set.names().len() <= 4);
+    assert_eq!(set.dropped().inodes, 6);
+    // Six directories: d0..d4 and n.
+    assert_eq!(set.dropped().dirs, 2);
 }
 
 #[test]
