@@ -16,8 +16,12 @@ use rustix::process::Signal;
 use sensor_tests::{trigger_bin, Agent, TestCgroup};
 use serde_json::Value;
 
-/// `nobody` on Debian: a uid with no privilege and no login.
-const FLOODER: u32 = 65534;
+/// A uid with no privilege, no login and no other process: the budget counts per uid, so a
+/// uid that anything else on the host also runs as (another test's flood, `nobody`) would
+/// blur the count. `offset` keeps the tests of this file apart.
+fn flooder_uid(offset: u32) -> u32 {
+    50_000 + (std::process::id() % 5_000) * 2 + offset
+}
 
 /// What a flood left behind, per process: events sent, and accesses folded into repeats.
 #[derive(Default, Debug)]
@@ -53,31 +57,31 @@ fn drain(agent: &Agent, quiet: Duration) -> Seen {
     seen
 }
 
-/// A directory of `n` watched token files owned by the flooder, as its `~/.aws/sso/cache`.
-fn token_dir(base: &Path, n: usize) -> std::path::PathBuf {
+/// A directory of `n` watched token files owned by `uid`, as its `~/.aws/sso/cache`.
+fn token_dir(base: &Path, n: usize, uid: u32) -> std::path::PathBuf {
     let dir = base.join("cache");
     std::fs::create_dir(&dir).expect("mkdir cache");
     for i in 0..n {
         std::fs::write(dir.join(format!("token-{i:05}")), "t").expect("write token");
     }
     Command::new("chown")
-        .args(["-R", &format!("{FLOODER}:{FLOODER}")])
+        .args(["-R", &format!("{uid}:{uid}")])
         .arg(&dir)
         .status()
         .expect("chown");
     dir
 }
 
-/// `openloop COUNT PATH` as the flooder; returns its pid once it has finished.
-fn flood_as_nobody(count: u64, path: &Path) -> u32 {
+/// `openloop COUNT PATH` as `uid`; returns its pid once it has finished.
+fn flood_as(uid: u32, count: u64, path: &Path) -> u32 {
     let mut child = Command::new(trigger_bin().with_file_name("openloop"))
         .arg(count.to_string())
         .arg(path)
-        .uid(FLOODER)
-        .gid(FLOODER)
+        .uid(uid)
+        .gid(uid)
         .stdout(Stdio::null())
         .spawn()
-        .expect("openloop as nobody");
+        .expect("openloop as the flooder");
     let pid = child.id();
     assert!(child.wait().expect("openloop").success());
     pid
@@ -104,7 +108,8 @@ fn an_unprivileged_flood_loses_only_its_own_events() {
     let (_tmp, dir) = base_dir();
     let shadow = dir.join("shadow");
     std::fs::write(&shadow, "root:x:\n").expect("write shadow");
-    let tokens = token_dir(&dir, 3000);
+    let uid = flooder_uid(0);
+    let tokens = token_dir(&dir, 3000, uid);
     let config = format!(
         "[agent]\nring_buffer_bytes = 262144\nbudget_per_second = 20\nbudget_burst = 100\n\n\
          [[watch]]\npath = \"{}\"\nkind = \"password-db\"\n\n\
@@ -117,7 +122,7 @@ fn an_unprivileged_flood_loses_only_its_own_events() {
 
     agent.signal(Signal::STOP);
     const OPENS: u64 = 30_000;
-    let flooder = flood_as_nobody(OPENS, &tokens);
+    let flooder = flood_as(uid, OPENS, &tokens);
     let mut readers = Vec::new();
     for _ in 0..20 {
         let mut cmd = Command::new(trigger_bin());
@@ -159,7 +164,7 @@ fn an_unprivileged_flood_loses_only_its_own_events() {
     );
     let own_loss = seen
         .losses
-        .get(&format!("budget:uid={FLOODER}"))
+        .get(&format!("budget:uid={uid}"))
         .and_then(|c| c.get("file_open"))
         .copied()
         .unwrap_or(0);
@@ -170,10 +175,16 @@ fn an_unprivileged_flood_loses_only_its_own_events() {
     );
     let sent = seen.sent.get(&flooder).copied().unwrap_or(0);
     let folded = seen.folded.get(&flooder).copied().unwrap_or(0);
+    let others: Vec<_> = seen
+        .events
+        .iter()
+        .filter(|e| e["process"]["uid"] == uid && e["process"]["pid"] != flooder)
+        .collect();
+    let losses: Vec<_> = seen.events.iter().filter(|e| e["kind"] == "loss").collect();
     assert_eq!(
         sent + folded + own_loss,
         OPENS,
-        "sent {sent} + folded {folded} + lost {own_loss}"
+        "sent {sent} + folded {folded} + lost {own_loss}; others {others:?}; losses {losses:?}"
     );
 }
 
@@ -182,7 +193,8 @@ fn an_unprivileged_flood_loses_only_its_own_events() {
 #[test]
 fn repeated_opens_fold_into_counted_repeats() {
     let (_tmp, dir) = base_dir();
-    let tokens = token_dir(&dir, 1);
+    let uid = flooder_uid(1);
+    let tokens = token_dir(&dir, 1, uid);
     let token = tokens.join("token-00000");
     let config = format!(
         "[[watch]]\npath = \"{}/*\"\nkind = \"cloud\"\n",
@@ -190,7 +202,7 @@ fn repeated_opens_fold_into_counted_repeats() {
     );
     let agent = Agent::start(&config);
     const OPENS: u64 = 20_000;
-    let pid = flood_as_nobody(OPENS, &token);
+    let pid = flood_as(uid, OPENS, &token);
     let seen = drain(&agent, Duration::from_secs(3));
     let sent = seen.sent.get(&pid).copied().unwrap_or(0);
     let folded = seen.folded.get(&pid).copied().unwrap_or(0);
@@ -206,7 +218,7 @@ fn repeated_opens_fold_into_counted_repeats() {
         assert_eq!(e["kind"], "file_open", "{e}");
         assert_eq!(e["file"]["path"], token.to_str().unwrap_or(""), "{e}");
         assert_eq!(e["file"]["access"], "read", "{e}");
-        assert_eq!(e["process"]["uid"], FLOODER, "{e}");
+        assert_eq!(e["process"]["uid"], uid, "{e}");
         let (first, last) = (r["first"].as_str(), r["last"].as_str());
         assert!(first.is_some() && first <= last, "{e}");
         assert_eq!(e["time"].as_str(), last, "{e}");
