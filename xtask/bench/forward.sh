@@ -65,8 +65,11 @@ EOF
 start_agent() { # $1: binary, $2: run directory, $3: on|off; sets AGENT_PID
     mkdir -p "$2/state"
     echo "$HOST" > "$2/state/host-id"
+    # Every open an event (neither folded nor budgeted): the storm is load for the pipeline.
     echo "[agent]
-metrics_listen = \"off\"" > "$2/agent.toml"
+metrics_listen = \"off\"
+fold_window = \"off\"
+budget_per_second = 0" > "$2/agent.toml"
     if [ "$3" = on ]; then
         echo "[forward]
 collectors = [\"$COLLECTOR_ADDR\"]

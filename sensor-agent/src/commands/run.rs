@@ -285,6 +285,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         kernel_events = counters.kernel_events.load(Ordering::Relaxed),
         events_out = counters.events_out.load(Ordering::Relaxed),
         lost = counters.total_lost(),
+        folded = counters.folded.load(Ordering::Relaxed),
         "stopped"
     );
     result
