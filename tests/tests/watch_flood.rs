@@ -18,6 +18,8 @@ use serde_json::Value;
 const FLOOD: usize = 20_000;
 /// The flooding user: `nobody`.
 const USER: u32 = 65534;
+/// Longer than a refresh's debounce and its rest after resolving a crowded directory.
+const SETTLE: Duration = Duration::from_secs(2);
 /// How long a refresh may take to bring a new file into the kernel's maps.
 const REFRESH: Duration = Duration::from_secs(15);
 
@@ -175,6 +177,9 @@ fn overflow_event(agent: &Agent, directory: &Path, ongoing: bool) -> Value {
 /// system-like file are picked up, the existing system file and the crowded directory's own
 /// files are still reported.
 fn still_watched(agent: &Agent, tree: &Tree, key: &str) {
+    // Let the refreshes the flood set off settle first: created amid them, a new key could
+    // ride on a refresh that did not see the whole flood yet.
+    std::thread::sleep(SETTLE);
     let alice_key = tree.path(&format!("home/alice/.ssh/{key}"));
     create(&alice_key);
     let e = reported_when_read(agent, &alice_key);
