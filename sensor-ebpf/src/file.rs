@@ -105,13 +105,15 @@ pub fn on_open(
         flood::open_window(
             &key,
             now,
-            &head,
-            flags,
-            m.rule,
-            m.target_tgid,
-            m.kind as u8,
-            compat as u8,
-            m.name,
+            &flood::Sent {
+                header: &head,
+                flags,
+                rule: m.rule,
+                target_tgid: m.target_tgid,
+                matched: m.kind as u8,
+                compat: compat as u8,
+                name: m.name,
+            },
         );
     }
     let Some(mut entry) = entry else {

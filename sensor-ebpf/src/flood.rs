@@ -44,23 +44,25 @@ pub fn folded(key: &FoldKey, now: u64) -> bool {
     true
 }
 
+/// The access that was sent, as a fold entry keeps it.
+pub struct Sent<'a> {
+    pub header: &'a EventHeader,
+    /// All the open flags (the key keeps only `FOLD_FLAGS`).
+    pub flags: u64,
+    pub rule: u32,
+    pub target_tgid: u32,
+    pub matched: u8,
+    pub compat: u8,
+    /// Address of the opened dentry's name (0: none).
+    pub name: u64,
+}
+
 /// Opens a fold window for an access that was sent (or charged to its identity as lost):
 /// its repeats within the window are folded. The entry keeps the sent access's header and
 /// name so that user space can enrich a summary like the access itself. A full map leaves
 /// the access unfolded, never unreported.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn open_window(
-    key: &FoldKey,
-    now: u64,
-    header: &EventHeader,
-    flags: u64,
-    rule: u32,
-    target_tgid: u32,
-    matched: u8,
-    compat: u8,
-    name: u64,
-) {
+pub fn open_window(key: &FoldKey, now: u64, sent: &Sent) {
     // SAFETY: as in `folded`.
     if unsafe { core::ptr::read_volatile(&CONFIG.fold_window_ns) } == 0 {
         return;
@@ -68,19 +70,7 @@ pub fn open_window(
     if let Some(v) = FOLDS.get_ptr_mut(key) {
         // SAFETY: as in `folded`; `folded` and `last_ns` are left alone, the other fields
         // are plain data the user-space reader takes as a snapshot.
-        unsafe {
-            fill(
-                v,
-                now,
-                header,
-                flags,
-                rule,
-                target_tgid,
-                matched,
-                compat,
-                name,
-            )
-        };
+        unsafe { fill(v, now, sent) };
         return;
     }
     let Some(s) = FOLD_SCRATCH.get_ptr_mut(0) else {
@@ -92,17 +82,7 @@ pub fn open_window(
     unsafe {
         (&raw mut (*s).folded).write(0);
         (&raw mut (*s).last_ns).write(now);
-        fill(
-            s,
-            now,
-            header,
-            flags,
-            rule,
-            target_tgid,
-            matched,
-            compat,
-            name,
-        );
+        fill(s, now, sent);
         // By reference: a copy of the value would not fit the 512-byte stack beside the event.
         #[allow(clippy::needless_borrows_for_generic_args)]
         let _ = FOLDS.insert(key, &*s, NOEXIST);
@@ -112,32 +92,21 @@ pub fn open_window(
 /// # Safety
 /// `v` must be valid for writes of a `FoldValue`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn fill(
-    v: *mut FoldValue,
-    now: u64,
-    header: &EventHeader,
-    flags: u64,
-    rule: u32,
-    target_tgid: u32,
-    matched: u8,
-    compat: u8,
-    name: u64,
-) {
+unsafe fn fill(v: *mut FoldValue, now: u64, sent: &Sent) {
     // SAFETY: the caller guarantees `v` is writable; fields are written through raw
     // pointers, and the string helper writes at most the field's size.
     unsafe {
         (&raw mut (*v).window_start).write(now);
-        (&raw mut (*v).flags).write(flags);
-        (&raw mut (*v).rule).write(rule);
-        (&raw mut (*v).target_tgid).write(target_tgid);
-        (&raw mut (*v).matched).write(matched);
-        (&raw mut (*v).compat).write(compat);
+        (&raw mut (*v).flags).write(sent.flags);
+        (&raw mut (*v).rule).write(sent.rule);
+        (&raw mut (*v).target_tgid).write(sent.target_tgid);
+        (&raw mut (*v).matched).write(sent.matched);
+        (&raw mut (*v).compat).write(sent.compat);
         (&raw mut (*v)._pad).write([0; 6]);
-        (&raw mut (*v).header).write(*header);
+        (&raw mut (*v).header).write(*sent.header);
         (&raw mut (*v).name).cast::<u8>().write(0);
-        if name != 0 {
-            let _ = crate::kernel::read_kernel_str(&raw mut (*v).name, name);
+        if sent.name != 0 {
+            let _ = crate::kernel::read_kernel_str(&raw mut (*v).name, sent.name);
         }
     }
 }

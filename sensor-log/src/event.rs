@@ -217,20 +217,28 @@ impl Event {
     pub fn loss(source: &str, counts: BTreeMap<String, u64>, wall_ns: u64) -> Event {
         let total = counts.values().sum();
         Event {
-            kind: Kind::Loss,
+            loss: Some(Loss {
+                source: source.to_string(),
+                counts,
+                total,
+            }),
+            ..Event::of_agent(Kind::Loss, false, wall_ns)
+        }
+    }
+
+    /// An event the agent makes about itself: no process, identity, file or target.
+    fn of_agent(kind: Kind, ok: bool, wall_ns: u64) -> Event {
+        Event {
+            kind,
             time: crate::time::rfc3339(wall_ns),
-            ok: false,
+            ok,
             errno: None,
             process: None,
             identity: None,
             file: None,
             target: None,
             syscall: None,
-            loss: Some(Loss {
-                source: source.to_string(),
-                counts,
-                total,
-            }),
+            loss: None,
             detail: None,
         }
     }
@@ -246,22 +254,13 @@ impl Event {
         wall_ns: u64,
     ) -> Event {
         Event {
-            kind: Kind::WatchOverflow,
-            time: crate::time::rfc3339(wall_ns),
-            ok: watched >= files,
-            errno: None,
-            process: None,
-            identity: None,
-            file: None,
-            target: None,
-            syscall: None,
-            loss: None,
             detail: Some(Detail::WatchOverflow {
                 directory: directory.to_string(),
                 rule: rule.to_string(),
                 files,
                 watched,
             }),
+            ..Event::of_agent(Kind::WatchOverflow, watched >= files, wall_ns)
         }
     }
 }
