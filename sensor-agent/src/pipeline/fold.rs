@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, MapError};
 use sensor_common::{syscall::AT_FDCWD, FileEvent, FoldKey, FoldValue, REQUESTED_LEN};
 use tokio::sync::{mpsc, watch};
 
@@ -46,7 +46,6 @@ struct Reported {
 pub struct FoldStage {
     folds: HashMap<MapData, FoldKey, FoldValue>,
     reported: StdHashMap<FoldKey, Reported>,
-    proc_root: &'static Path,
     counters: Arc<Counters>,
 }
 
@@ -55,7 +54,6 @@ impl FoldStage {
         FoldStage {
             folds,
             reported: StdHashMap::new(),
-            proc_root: Path::new("/proc"),
             counters,
         }
     }
@@ -87,7 +85,7 @@ impl FoldStage {
         }
     }
 
-    /// One reading of the map: the repeats not reported yet, oldest process first.
+    /// One reading of the map: the repeats not reported yet.
     fn sweep(&mut self) -> Result<Vec<Decoded>, Error> {
         let map_err = |e: aya::maps::MapError| Error::Map {
             map: sensor_common::FOLDS,
@@ -99,11 +97,12 @@ impl FoldStage {
             .collect::<Result<_, _>>()
             .map_err(map_err)?;
         let mut repeats = Vec::new();
+        let mut folded = 0;
         let mut gone = Vec::new();
         for (key, value) in entries {
             // A process seen gone adds nothing more: a reading taken after seeing it gone is
             // final, and no add can tear it.
-            let exited = !self.proc_root.join(key.tgid.to_string()).exists();
+            let exited = !Path::new("/proc").join(key.tgid.to_string()).exists();
             let value = if exited {
                 self.folds.get(&key, 0).unwrap_or(value)
             } else {
@@ -124,6 +123,7 @@ impl FoldStage {
             }
             if total > state.total {
                 let count = total - state.total;
+                folded += count;
                 repeats.push(Decoded::Repeat(Repeat {
                     file: file_event(&key, &value),
                     count,
@@ -138,17 +138,21 @@ impl FoldStage {
             }
         }
         for key in gone {
-            // Its process is gone, so the kernel adds nothing more to this entry.
-            let _ = self.folds.remove(&key);
-            self.reported.remove(&key);
+            // Its process is gone, so the kernel adds nothing more to this entry. What was
+            // reported of it is forgotten only with the entry: an entry that stays would
+            // otherwise be reported again from zero.
+            match self.folds.remove(&key) {
+                Ok(()) => {
+                    self.reported.remove(&key);
+                }
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    self.reported.remove(&key);
+                }
+                Err(e) => tracing::warn!("removing a fold entry of an exited process: {e}"),
+            }
         }
-        let folded: u64 = repeats
-            .iter()
-            .map(|r| match r {
-                Decoded::Repeat(r) => r.count,
-                _ => 0,
-            })
-            .sum();
         self.counters.folded.fetch_add(folded, Ordering::Relaxed);
         Ok(repeats)
     }
