@@ -91,7 +91,7 @@ fn main() {
             matched: MatchKind::Inode as u8,
             requested_truncated: 0,
             compat: 0,
-            _pad: [0; 4],
+            overlay_dev: 0,
             name,
             requested,
         })

@@ -177,7 +177,9 @@ pub struct FileEvent {
     pub requested_truncated: u8,
     /// 1 when the open came through the ia32 compat entry (`int 0x80`).
     pub compat: u8,
-    pub _pad: [u8; 4],
+    /// Kernel `s_dev` of the overlay the file was opened through, 0 when none: `dev` and
+    /// `ino` are then the real file's, on the layer below.
+    pub overlay_dev: u32,
     /// The opened dentry's name (for procfs: `environ`, `mem`, ...).
     pub name: [u8; NAME_LEN],
     /// The path string the process passed, as it passed it.

@@ -23,6 +23,10 @@ pub struct KernelOffsets {
     pub file_f_inode: u32,
     pub file_f_path_dentry: u32,
     pub file_private_data: u32,
+    /// Where an overlayfs file keeps the file it opened on the layer below: at this offset
+    /// in the `struct ovl_file` its `private_data` points to (kernels since 6.13), or, when
+    /// [`OVL_REALFILE_IS_PRIVATE_DATA`], `private_data` itself.
+    pub ovl_file_realfile: u32,
     pub dentry_d_parent: u32,
     pub dentry_d_name_name: u32,
     /// `dentry.d_name.len`.
@@ -51,6 +55,9 @@ pub struct KernelOffsets {
     pub mm_struct_arg_end: u32,
     pub io_kiocb_opcode: u32,
 }
+
+/// [`KernelOffsets::ovl_file_realfile`] of kernels before `struct ovl_file` (6.13).
+pub const OVL_REALFILE_IS_PRIVATE_DATA: u32 = u32::MAX;
 
 impl KernelOffsets {
     /// The value compiled into the eBPF object; the agent overwrites it before loading.

@@ -6,10 +6,13 @@ use aya_ebpf::helpers::{
 };
 use sensor_common::{
     name_length_bit,
-    syscall::{Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, PROC_SUPER_MAGIC},
+    syscall::{
+        Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, MAX_STACK_DEPTH, OVERLAYFS_SUPER_MAGIC,
+        PROC_SUPER_MAGIC,
+    },
     EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall, WatchValue,
-    DIR_ANY_NAME, NAME_LEN, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM,
-    REQUESTED_LEN,
+    DIR_ANY_NAME, NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE,
+    PROC_MAPS, PROC_MEM, REQUESTED_LEN,
 };
 
 use crate::{
@@ -34,6 +37,8 @@ struct Match {
     target_tgid: u32,
     /// Address of the opened dentry's name; 0 when the open failed.
     name: u64,
+    /// The overlay the file was opened through, 0 when none.
+    overlay_dev: u32,
 }
 
 /// A successful open is classified from its new descriptor alone; the arguments are read
@@ -57,6 +62,7 @@ pub fn on_open(
             ino: 0,
             target_tgid: 0,
             name: 0,
+            overlay_dev: 0,
         }
     } else {
         return Ok(());
@@ -136,7 +142,7 @@ pub fn on_open(
         (&raw mut (*e).syscall).write(syscall as u8);
         (&raw mut (*e).matched).write(m.kind as u8);
         (&raw mut (*e).compat).write(compat as u8);
-        (&raw mut (*e)._pad).write([0; 4]);
+        (&raw mut (*e).overlay_dev).write(m.overlay_dev);
         (&raw mut (*e).name).cast::<u8>().write(0);
         if m.name != 0 {
             let _ = read_kernel_str(&raw mut (*e).name, m.name);
@@ -155,49 +161,64 @@ pub fn on_open(
 }
 
 /// Whether `file` is watched: by inode, by procfs identity, or by its place in a watched
-/// directory. Unwatched opens end here with [`NOT_WATCHED`] and never reach user space.
+/// directory. A file opened through an overlay is judged as the file it opened on the layer
+/// below (an overlay's inode matches nothing watched). Unwatched opens end here with
+/// [`NOT_WATCHED`] and never reach user space.
 #[inline(always)]
 fn classify(file: RawPtr) -> Result<Match, i64> {
-    let inode = file.load_ptr(off!(file_f_inode))?;
-    let ino: u64 = inode.load(off!(inode_i_ino))?;
-    let sb = inode.load_ptr(off!(inode_i_sb))?;
-    let dev: u32 = sb.load(off!(super_block_s_dev))?;
-    let dentry = file.load_ptr(off!(file_f_path_dentry))?;
-    let name: u64 = dentry.load(off!(dentry_d_name_name))?;
-    let key = InodeKey { dev, _pad: 0, ino };
-    let hit = |kind, v: &WatchValue| Match {
+    let mut f = Opened::read(file)?;
+    let mut overlay_dev = 0;
+    let mut layers = 0;
+    let hit = |f: &Opened, kind, v: &WatchValue, overlay_dev| Match {
         kind,
         rule: v.rule,
-        dev,
-        ino,
+        dev: f.key.dev,
+        ino: f.key.ino,
         target_tgid: 0,
-        name,
+        name: f.name,
+        overlay_dev,
     };
-    // SAFETY: the element stays mapped while the program runs (RCU read side) and is only
-    // read here. WatchValue is plain integers, valid for every bit pattern, so an update by
-    // user space racing with this read can at worst give one event a stale rule id.
-    if let Some(v) = unsafe { WATCHED_INODES.get(key) } {
-        return Ok(hit(MatchKind::Inode, v));
+    loop {
+        // SAFETY: the element stays mapped while the program runs (RCU read side) and is
+        // only read here. WatchValue is plain integers, valid for every bit pattern, so an
+        // update by user space racing with this read can at worst give one event a stale
+        // rule id.
+        if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
+            return Ok(hit(&f, MatchKind::Inode, v, overlay_dev));
+        }
+        // procfs and overlays, like every pseudo file system, have an anonymous device
+        // (major 0): files on block devices skip the superblock's magic.
+        if f.key.dev >> 20 != 0 {
+            break;
+        }
+        let magic: u64 = f.sb.load(off!(super_block_s_magic))?;
+        if magic == PROC_SUPER_MAGIC {
+            return proc_match(f.inode, f.name, f.key.dev, f.key.ino);
+        }
+        if magic != OVERLAYFS_SUPER_MAGIC || layers == MAX_STACK_DEPTH {
+            break;
+        }
+        if overlay_dev == 0 {
+            overlay_dev = f.key.dev;
+        }
+        layers += 1;
+        f = Opened::read(real_file(f.file)?)?;
     }
-    // procfs, like every pseudo file system, has an anonymous device (major 0): files on
-    // block devices skip the superblock's magic, which sits on a line of its own.
-    if dev >> 20 == 0 && sb.load::<u64>(off!(super_block_s_magic))? == PROC_SUPER_MAGIC {
-        return proc_match(inode, name, dev, ino);
-    }
-    let parent_inode = dentry
+    let parent_inode = f
+        .dentry
         .load_ptr(off!(dentry_d_parent))?
         .load_ptr(off!(dentry_d_inode))?;
     let dir = InodeKey {
-        dev,
+        dev: f.key.dev,
         _pad: 0,
         ino: parent_inode.load(off!(inode_i_ino))?,
     };
     // SAFETY: as for WATCHED_INODES above.
     let dv = unsafe { WATCHED_DIRS.get(dir) }.ok_or(NOT_WATCHED)?;
     if dv.flags & DIR_ANY_NAME != 0 {
-        return Ok(hit(MatchKind::DirAny, dv));
+        return Ok(hit(&f, MatchKind::DirAny, dv, overlay_dev));
     }
-    let len: u32 = dentry.load(off!(dentry_d_name_len))?;
+    let len: u32 = f.dentry.load(off!(dentry_d_name_len))?;
     if dv.name_lengths & name_length_bit(len as u64) == 0 {
         return Err(NOT_WATCHED);
     }
@@ -205,10 +226,59 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
         dir,
         name: [0; NAME_LEN],
     };
-    read_name(name, &mut name_key.name)?;
+    read_name(f.name, &mut name_key.name)?;
     // SAFETY: as for WATCHED_INODES above.
     let v = unsafe { WATCHED_NAMES.get(name_key) }.ok_or(NOT_WATCHED)?;
-    Ok(hit(MatchKind::DirName, v))
+    Ok(hit(&f, MatchKind::DirName, v, overlay_dev))
+}
+
+/// What `classify` reads of an open file.
+struct Opened {
+    file: RawPtr,
+    inode: RawPtr,
+    sb: RawPtr,
+    dentry: RawPtr,
+    key: InodeKey,
+    /// Address of the dentry's name.
+    name: u64,
+}
+
+impl Opened {
+    #[inline(always)]
+    fn read(file: RawPtr) -> Result<Opened, i64> {
+        let inode = file.load_ptr(off!(file_f_inode))?;
+        let sb = inode.load_ptr(off!(inode_i_sb))?;
+        let dentry = file.load_ptr(off!(file_f_path_dentry))?;
+        Ok(Opened {
+            file,
+            inode,
+            sb,
+            dentry,
+            key: InodeKey {
+                dev: sb.load(off!(super_block_s_dev))?,
+                _pad: 0,
+                ino: inode.load(off!(inode_i_ino))?,
+            },
+            name: dentry.load(off!(dentry_d_name_name))?,
+        })
+    }
+}
+
+/// The file an overlayfs file opened on the layer below (`ovl_real_file`): what was really
+/// read. An `O_PATH` descriptor has none (`private_data` is NULL) and is not followed.
+#[inline(always)]
+fn real_file(overlay_file: RawPtr) -> Result<RawPtr, i64> {
+    let private = overlay_file.load_ptr(off!(file_private_data))?;
+    let at = off!(ovl_file_realfile);
+    let real = if at == OVL_REALFILE_IS_PRIVATE_DATA as u64 {
+        private
+    } else {
+        private.load_ptr(at)?
+    };
+    if real.0 == 0 {
+        return Err(NOT_WATCHED);
+    }
+    Ok(real)
 }
 
 /// procfs files of another process that expose its secrets, and `/proc/kcore`.
@@ -255,6 +325,7 @@ fn proc_match(inode: RawPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64
         ino,
         target_tgid,
         name,
+        overlay_dev: 0,
     })
 }
 

@@ -119,6 +119,13 @@ pub enum Detail {
         files: u64,
         watched: u64,
     },
+    /// The file was opened through an overlayfs mount (device `overlay_dev`) by the path
+    /// `opened`; `file` names the real file on the layer below, the one that was read.
+    Overlay { opened: String, overlay_dev: String },
+    /// The watched file was no longer at its watched path `was`: it was renamed or moved, its
+    /// directory was, or it was reached by another hard link after `was` got a new file.
+    /// `file.path` is where it was opened.
+    Moved { was: String },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -257,6 +257,11 @@ pub fn row(r: &Record) -> Vec<String> {
         }) => detail.push(format!(
             "{directory} ({rule}): {watched} of {files} files watched by inode, the rest by name"
         )),
+        Some(Detail::Overlay {
+            opened,
+            overlay_dev,
+        }) => detail.push(format!("opened as {opened} through overlay {overlay_dev}")),
+        Some(Detail::Moved { was }) => detail.push(format!("moved from its watched path {was}")),
         None => {}
     }
     if let Some(s) = &e.syscall {

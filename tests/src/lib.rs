@@ -8,7 +8,7 @@ use std::{
     process::{Child, ChildStdout, Command, Stdio},
     sync::{
         mpsc::{self, Receiver},
-        Mutex,
+        Mutex, MutexGuard, PoisonError,
     },
     time::{Duration, Instant},
 };
@@ -216,7 +216,7 @@ impl Agent {
                 if line.contains("sensor-agent ready") {
                     let _ = ready_tx.send(());
                 }
-                let mut s = sink.lock().expect("lock");
+                let mut s = lock(&sink);
                 s.push_str(&line);
                 s.push('\n');
             }
@@ -224,10 +224,7 @@ impl Agent {
         let ready = ready_rx.recv_timeout(Duration::from_secs(60));
         if ready.is_err() {
             let _ = child.kill();
-            panic!(
-                "the agent did not become ready:\n{}",
-                stderr_text.lock().expect("lock")
-            );
+            panic!("the agent did not become ready:\n{}", lock(&stderr_text));
         }
         Agent {
             child,
@@ -243,21 +240,14 @@ impl Agent {
 
     /// Starts reading a [`Stdout::Held`] stdout.
     pub fn read_stdout(&self) {
-        let (stdout, tx) = self
-            .held_stdout
-            .lock()
-            .expect("lock")
-            .take()
-            .expect("a held stdout");
+        let (stdout, tx) = lock(&self.held_stdout).take().expect("a held stdout");
         read_events(stdout, tx, usize::MAX);
     }
 
     /// How many lines of the agent's log (stderr) so far are at `level` (`ERROR`, `WARN`, ...)
     /// and contain `text`.
     pub fn log_lines(&self, level: &str, text: &str) -> usize {
-        self.stderr
-            .lock()
-            .expect("lock")
+        lock(&self.stderr)
             .lines()
             .filter(|l| l.contains(level) && l.contains(text))
             .count()
@@ -273,14 +263,12 @@ impl Agent {
             .unwrap_or_else(|| {
                 panic!(
                     "no event {what} within 15 s; events seen:\n{}\nagent stderr:\n{}",
-                    self.seen
-                        .lock()
-                        .expect("lock")
+                    lock(&self.seen)
                         .iter()
                         .map(|e| e.to_string())
                         .collect::<Vec<_>>()
                         .join("\n"),
-                    self.stderr.lock().expect("lock")
+                    lock(&self.stderr)
                 )
             })
     }
@@ -288,11 +276,11 @@ impl Agent {
     /// Like `wait_for` but returns `None` after `timeout`.
     pub fn try_wait_for(&self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
-        let mut seen = self.seen.lock().expect("lock");
+        let mut seen = lock(&self.seen);
         if let Some(i) = seen.iter().position(&pred) {
             return Some(seen.remove(i));
         }
-        let events = self.events.lock().expect("lock");
+        let events = lock(&self.events);
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             match events.recv_timeout(left) {
@@ -329,7 +317,7 @@ impl Agent {
         assert!(
             status.success(),
             "the agent failed to stop cleanly: {status}\n{}",
-            self.stderr.lock().expect("lock")
+            lock(&self.stderr)
         );
     }
 
@@ -393,6 +381,12 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Locks `m` even when a test that held it panicked: one failing test's assertion must not
+/// fail every other test of its file with a poisoned lock instead of its own finding.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The `trigger` helper, built beside the test executables (`target/<profile>/trigger`).

@@ -176,7 +176,7 @@ fn file_event(key: &FoldKey, value: &FoldValue) -> FileEvent {
         matched: value.matched,
         requested_truncated: 0,
         compat: value.compat,
-        _pad: [0; 4],
+        overlay_dev: 0,
         name: value.name,
         requested: [0; REQUESTED_LEN],
     }

@@ -4,11 +4,15 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use sensor_common::KernelOffsets;
+use sensor_common::{KernelOffsets, OVL_REALFILE_IS_PRIVATE_DATA};
 
 use crate::Error;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// The overlayfs module's BTF, present while the module is loaded.
+const OVERLAY_BTF: &str = "/sys/kernel/btf/overlay";
+/// The first kernel release with `struct ovl_file`, whose `realfile` is its first member.
+const OVL_FILE_SINCE: (u32, u32) = (6, 13);
 
 /// Reads every offset the programs need from `path` (normally [`VMLINUX_BTF`]).
 pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
@@ -43,6 +47,7 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         file_f_inode: r.offset("file", &["f_inode"])?,
         file_f_path_dentry: r.offset("file", &["f_path", "dentry"])?,
         file_private_data: r.offset("file", &["private_data"])?,
+        ovl_file_realfile: ovl_file_realfile(&btf, Path::new(OVERLAY_BTF), &os_release())?,
         dentry_d_parent: r.offset("dentry", &["d_parent"])?,
         dentry_d_name_name: r.offset("dentry", &["d_name", "name"])?,
         dentry_d_name_len: r.offset("dentry", &["d_name", "len"])?,
@@ -65,6 +70,44 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         mm_struct_arg_end: r.offset("mm_struct", &["arg_end"])?,
         io_kiocb_opcode: r.offset("io_kiocb", &["opcode"])?,
     })
+}
+
+/// Where an overlayfs file keeps the file it opened below: `ovl_file.realfile` from the
+/// kernel's BTF, or from the overlay module's when the module is loaded. Without either (a
+/// module not loaded yet when the agent starts) the release decides, as the member has been
+/// first since `struct ovl_file` came.
+fn ovl_file_realfile(vmlinux: &Btf, module: &Path, release: &str) -> Result<u32, Error> {
+    if (Resolver { btf: vmlinux }).has_struct("ovl_file") {
+        return (Resolver { btf: vmlinux }).offset("ovl_file", &["realfile"]);
+    }
+    if let Ok(split) = Btf::from_split_file(module, vmlinux) {
+        let r = Resolver { btf: &split };
+        if r.has_struct("ovl_file") {
+            return r.offset("ovl_file", &["realfile"]);
+        }
+        return Ok(OVL_REALFILE_IS_PRIVATE_DATA);
+    }
+    Ok(ovl_file_realfile_by_release(release))
+}
+
+/// [`ovl_file_realfile`] without BTF: a release that cannot be read is taken as recent.
+fn ovl_file_realfile_by_release(release: &str) -> u32 {
+    match release_number(release) {
+        Some(v) if v < OVL_FILE_SINCE => OVL_REALFILE_IS_PRIVATE_DATA,
+        _ => 0,
+    }
+}
+
+fn os_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+}
+
+/// `(6, 13)` of `6.13.0-1-amd64`.
+fn release_number(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn missing(strukt: &str, field: &str, reason: String) -> Error {
@@ -98,6 +141,10 @@ impl Resolver<'_> {
             return Err(missing("member is a bit field".into()));
         }
         Ok(bits / 8)
+    }
+
+    fn has_struct(&self, strukt: &str) -> bool {
+        self.find_struct(strukt, "(any)").is_ok()
     }
 
     /// The size in bytes of `struct strukt`.
@@ -173,6 +220,26 @@ mod tests {
         assert_eq!(o.dentry_d_name_name % 8, 0);
         assert!(o.task_struct_tgid > 0 && o.task_struct_files > o.task_struct_tgid);
         assert!(o.proc_inode_vfs_inode > o.proc_inode_pid);
+    }
+
+    /// This kernel (6.18) has `struct ovl_file`; kernels without BTF for overlayfs are judged
+    /// by their release.
+    #[test]
+    fn overlay_real_file_is_found_per_kernel() {
+        let btf = Btf::from_file(VMLINUX_BTF).expect("this kernel has BTF");
+        assert_eq!(
+            ovl_file_realfile(&btf, Path::new(OVERLAY_BTF), &os_release()).unwrap(),
+            0
+        );
+        let by_release = ovl_file_realfile_by_release;
+        assert_eq!(by_release("6.1.0-37-amd64"), OVL_REALFILE_IS_PRIVATE_DATA);
+        assert_eq!(
+            by_release("6.12.48+deb13-amd64"),
+            OVL_REALFILE_IS_PRIVATE_DATA
+        );
+        assert_eq!(by_release("6.13.0"), 0);
+        assert_eq!(release_number("6.18.44-fc-v973"), Some((6, 18)));
+        assert_eq!(release_number("garbage"), None);
     }
 
     #[test]

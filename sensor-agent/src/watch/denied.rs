@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -34,23 +34,10 @@ pub fn resolve_denied(
     if requested.is_empty() {
         return None;
     }
-    let absolute = requested[0] == b'/';
-    let base = if absolute {
-        proc_root.join(format!("{pid}/root"))
-    } else if dfd == AT_FDCWD {
-        proc_root.join(format!("{pid}/cwd"))
-    } else {
-        proc_root.join(format!("{pid}/fd/{dfd}"))
-    };
-    let base = match open_path(&base) {
-        Ok(fd) => fd,
-        Err(_) if absolute => return by_pattern(set, requested),
+    let (base, resolve) = match caller_base(proc_root, pid, dfd, requested) {
+        Ok(base) => base,
+        Err(_) if requested[0] == b'/' => return by_pattern(set, requested),
         Err(_) => return None,
-    };
-    let resolve = if absolute {
-        ResolveFlags::IN_ROOT
-    } else {
-        ResolveFlags::empty()
     };
 
     if let Ok(file) = openat2(&base, requested, resolve) {
@@ -74,10 +61,54 @@ pub fn resolve_denied(
     let dir_key = inode_key(&File::from(dir).metadata().ok()?);
     let rule = set.rule_in_dir(&dir_key, name)?;
     let dir_path = &set.dir_info.get(&dir_key)?.path;
+    // A directory renamed since the set was resolved (`mv ~/.ssh ~/.ssh-away`): the names in
+    // it are no longer at their watched paths.
+    if !std::fs::metadata(dir_path).is_ok_and(|m| inode_key(&m) == dir_key) {
+        return None;
+    }
     Some(Located {
         path: super::join_name(dir_path, name),
         rule,
     })
+}
+
+/// Where the open of `requested` by `pid` led: the canonical path of the file it names now,
+/// resolved as [`resolve_denied`] does; the lexically normalised path when that file or the
+/// process is gone; the path as passed when even that cannot be said (relative, process gone).
+pub fn opened_path(proc_root: &Path, pid: u32, dfd: i32, requested: &[u8]) -> String {
+    let as_passed = String::from_utf8_lossy(requested);
+    let resolved = caller_base(proc_root, pid, dfd, requested)
+        .and_then(|(base, resolve)| openat2(&base, requested, resolve))
+        .and_then(|fd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+    match resolved {
+        Ok(path) => path.to_string_lossy().into_owned(),
+        Err(_) => lexical_normalize(&as_passed).unwrap_or_else(|| as_passed.into_owned()),
+    }
+}
+
+/// The directory `requested` resolves from for `pid`, and how: beneath its root for an
+/// absolute path (`RESOLVE_IN_ROOT`, so `..` and absolute symlinks stay inside it as they
+/// did for the caller), from its working directory or `dfd` for a relative one.
+fn caller_base(
+    proc_root: &Path,
+    pid: u32,
+    dfd: i32,
+    requested: &[u8],
+) -> io::Result<(OwnedFd, ResolveFlags)> {
+    let absolute = requested.first() == Some(&b'/');
+    let base = if absolute {
+        proc_root.join(format!("{pid}/root"))
+    } else if dfd == AT_FDCWD {
+        proc_root.join(format!("{pid}/cwd"))
+    } else {
+        proc_root.join(format!("{pid}/fd/{dfd}"))
+    };
+    let resolve = if absolute {
+        ResolveFlags::IN_ROOT
+    } else {
+        ResolveFlags::empty()
+    };
+    Ok((open_path(&base)?, resolve))
 }
 
 /// The process is gone: match the lexically normalised path against the rule patterns.

@@ -13,9 +13,10 @@
 //! out first (docs/probes.md, "The watched set's budget").
 
 mod denied;
+mod handle;
 mod refresh;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{hash_map::Entry, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::hash::Hash;
@@ -29,7 +30,8 @@ use sensor_common::{
     name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED, NAME_LEN,
 };
 
-pub use denied::{lexical_normalize, resolve_denied};
+pub use denied::{lexical_normalize, opened_path, resolve_denied};
+pub use handle::{Handle, Mounts};
 pub use refresh::Watcher;
 
 /// One `[[watch]]` entry, validated and compiled.
@@ -259,6 +261,11 @@ pub struct WatchSet {
     dirs: HashMap<InodeKey, WatchValue>,
     names: HashMap<NameKey, WatchValue>,
     inode_paths: HashMap<InodeKey, String>,
+    /// Handles of the watched files, where their file systems make them.
+    handles: HashMap<InodeKey, Handle>,
+    /// Watched inodes that left their watched paths (their `inode_paths` entries): followed
+    /// until they are deleted.
+    moved: HashSet<InodeKey>,
     dir_info: HashMap<InodeKey, DirInfo>,
     /// Directories each rule put entries in: where a dir/name event's file can be.
     rule_dirs: HashMap<u32, Vec<InodeKey>>,
@@ -394,6 +401,7 @@ impl WatchSet {
             && self.dirs == other.dirs
             && self.names == other.names
             && self.inode_paths == other.inode_paths
+            && self.moved == other.moved
             && self.dir_info == other.dir_info
             && self.inotify_dirs == other.inotify_dirs
             && self.coverage == other.coverage
@@ -407,6 +415,52 @@ impl WatchSet {
             path: path.clone(),
             rule: value.rule,
         })
+    }
+
+    /// Whether watched inode `key` left its watched path (it is watched as a moved file).
+    pub fn is_moved(&self, key: &InodeKey) -> bool {
+        self.moved.contains(key)
+    }
+
+    /// Whether the watched inode `key` is still the file that was watched (not another file
+    /// given a freed inode number) and still linked somewhere. Without a handle (a file
+    /// system that makes none) the inode number is all there is, and it is trusted.
+    pub fn still_linked(&self, key: &InodeKey, mounts: &Mounts) -> bool {
+        match self.handles.get(key) {
+            Some(handle) => {
+                matches!(handle.file(mounts), Some((k, links)) if k == *key && links > 0)
+            }
+            None => true,
+        }
+    }
+
+    /// Keeps watching, with the rule and path they had, the files of `old` that are no
+    /// longer at a watched path but still linked somewhere (renamed, moved, their directory
+    /// renamed, or reached by a hard link after the watched path got a new file), while the
+    /// inode map has room (`per_map`). A file without a handle cannot be followed: it is
+    /// forgotten, as it would be deleted.
+    pub fn keep_moved(&mut self, old: &WatchSet, per_map: usize) {
+        let mounts = Mounts::read();
+        for (key, value) in &old.inodes {
+            if self.inodes.contains_key(key) || !old.handles.contains_key(key) {
+                continue;
+            }
+            let (Some(path), Some(handle)) = (old.inode_paths.get(key), old.handles.get(key))
+            else {
+                continue;
+            };
+            if !old.still_linked(key, &mounts) {
+                continue;
+            }
+            if self.inodes.len() >= per_map {
+                self.dropped.inodes += 1;
+                continue;
+            }
+            self.inodes.insert(*key, *value);
+            self.inode_paths.insert(*key, path.clone());
+            self.handles.insert(*key, handle.clone());
+            self.moved.insert(*key);
+        }
     }
 
     /// The rule covering `name` in directory `dir`, by exact name first, then by glob.
@@ -598,6 +652,11 @@ impl Resolver {
             .inode_paths
             .entry(key)
             .or_insert_with(|| real.to_string_lossy().into_owned());
+        if let Entry::Vacant(slot) = self.set.handles.entry(key) {
+            if let Some(handle) = Handle::of(&real) {
+                slot.insert(handle);
+            }
+        }
         if let (Some(parent), Some(name)) = (real.parent(), real.file_name()) {
             if let Ok(parent_meta) = fs::metadata(parent) {
                 let parent_key = inode_key(&parent_meta);
@@ -676,6 +735,7 @@ impl Resolver {
         };
         let inodes = &set.inodes;
         set.inode_paths.retain(|key, _| inodes.contains_key(key));
+        set.handles.retain(|key, _| inodes.contains_key(key));
         for site in sites {
             let watched = site
                 .inodes

@@ -16,7 +16,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use tokio::sync::watch;
 
-use super::{Rule, WatchSet};
+use super::{Budget, Rule, WatchSet};
 
 /// Quiet time that ends a burst of changes (a package upgrade, `ssh-keygen`).
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -87,7 +87,8 @@ impl Watcher {
                 self.drain(&mut buf);
             }
             last_resync = Instant::now();
-            let set = WatchSet::resolve(&self.rules);
+            let mut set = WatchSet::resolve(&self.rules);
+            set.keep_moved(&self.tx.borrow(), Budget::KERNEL.per_map);
             let took = last_resync.elapsed();
             rest_until = Instant::now() + took * REST_FACTOR;
             let changed = !set.same_entries(&self.tx.borrow());

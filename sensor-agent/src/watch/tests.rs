@@ -577,3 +577,74 @@ fn refresher_follows_new_and_replaced_files() {
         "new home not picked up"
     );
 }
+
+/// A watched file renamed away, its directory renamed, or replaced at its path while a hard
+/// link keeps it, stays watched with the path it had, until it is deleted.
+#[test]
+fn a_watched_file_that_leaves_its_path_is_followed_until_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let key_path = root.join("ssh/id_rsa");
+    let rotated = root.join("rotated");
+    write(&key_path);
+    write(&rotated);
+    let link = root.join("elsewhere/link");
+    fs::create_dir_all(link.parent().unwrap()).unwrap();
+    fs::hard_link(&rotated, &link).unwrap();
+    let rules = [
+        rule(&key_path, "ssh-key", &[]),
+        rule(&rotated, "cloud", &[]),
+    ];
+    let first = WatchSet::resolve(&rules);
+    let (key, old_rotated) = (key_of(&key_path), key_of(&rotated));
+
+    // The directory is renamed away; the rotated file gets a new inode at its path.
+    fs::rename(root.join("ssh"), root.join("ssh-away")).unwrap();
+    let fresh = root.join("rotated.new");
+    write(&fresh);
+    fs::rename(&fresh, &rotated).unwrap();
+    let mut second = WatchSet::resolve(&rules);
+    assert!(!second.inodes().contains_key(&key), "not at its path");
+    second.keep_moved(&first, Budget::KERNEL.per_map);
+    let was = |set: &WatchSet, k| set.by_inode(k).map(|l| (l.path, l.rule));
+    assert_eq!(
+        was(&second, &key),
+        Some((key_path.to_str().unwrap().to_owned(), 1))
+    );
+    assert_eq!(
+        was(&second, &old_rotated),
+        Some((rotated.to_str().unwrap().to_owned(), 2))
+    );
+    assert!(second.is_moved(&key) && second.is_moved(&old_rotated));
+    assert!(
+        second.inodes().contains_key(&key_of(&rotated)),
+        "the new file"
+    );
+    assert!(!second.is_moved(&key_of(&rotated)));
+    assert!(!second.same_entries(&first));
+
+    // Followed across refreshes, then forgotten once deleted (the hard link was the last).
+    let mut third = WatchSet::resolve(&rules);
+    third.keep_moved(&second, Budget::KERNEL.per_map);
+    assert!(third.is_moved(&key) && third.is_moved(&old_rotated));
+    fs::remove_file(&link).unwrap();
+    let mut fourth = WatchSet::resolve(&rules);
+    fourth.keep_moved(&third, Budget::KERNEL.per_map);
+    assert!(fourth.is_moved(&key));
+    assert!(!fourth.inodes().contains_key(&old_rotated), "deleted");
+    assert_eq!(fourth.by_inode(&old_rotated), None);
+
+    // Moved back to its path, it is an ordinary watched file again.
+    fs::rename(root.join("ssh-away"), root.join("ssh")).unwrap();
+    let mut fifth = WatchSet::resolve(&rules);
+    fifth.keep_moved(&fourth, Budget::KERNEL.per_map);
+    assert!(fifth.inodes().contains_key(&key) && !fifth.is_moved(&key));
+
+    // Moved files count against the map like any entry.
+    fs::rename(root.join("ssh"), root.join("ssh-away")).unwrap();
+    let mut full = WatchSet::resolve(&rules);
+    let before = full.dropped().inodes;
+    full.keep_moved(&fifth, full.inodes().len());
+    assert!(!full.inodes().contains_key(&key));
+    assert_eq!(full.dropped().inodes, before + 1);
+}

@@ -4,12 +4,12 @@
 use std::os::unix::fs::MetadataExt;
 
 use sensor_common::{FileEvent, InodeKey, MatchKind, OpenSyscall};
-use sensor_log::{Event, FileAccess};
+use sensor_log::{Detail, Event, FileAccess};
 
 use super::names::{access, open_flags};
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
-use crate::watch::{kernel_dev, lexical_normalize, resolve_denied, Located};
+use crate::watch::{kernel_dev, lexical_normalize, opened_path, resolve_denied, Located, Mounts};
 
 impl Enricher {
     pub(super) fn file_event(&mut self, e: &FileEvent) -> Option<Event> {
@@ -22,6 +22,7 @@ impl Enricher {
         };
         let name = c_bytes(&e.name);
         let mut target = None;
+        let mut detail = None;
         let (path, kind, owner) = match matched {
             MatchKind::Inode => {
                 let key = InodeKey {
@@ -29,16 +30,32 @@ impl Enricher {
                     _pad: 0,
                     ino: e.ino,
                 };
-                match self.set.by_inode(&key) {
-                    Some(found) if Self::inode_still_watched(&found, &key, name) => {
+                let found = self.set.by_inode(&key);
+                match found {
+                    Some(found)
+                        if !self.set.is_moved(&key)
+                            && Self::inode_still_watched(&found, &key, &e.requested) =>
+                    {
                         self.watched(Some(found), e)
                     }
-                    // A stale entry: decide by the path the process asked for.
-                    _ => match self.resolve_requested(e, Some(&key)) {
+                    // Not at its watched path now: decide by the path the process asked for,
+                    // then by whether the inode is still the watched file, moved away.
+                    found => match self.resolve_requested(e, Some(&key)) {
                         Some(found) => self.watched(Some(found), e),
                         None => {
-                            self.stats.stale_inode += 1;
-                            return None;
+                            match found.filter(|_| self.set.still_linked(&key, &Mounts::read())) {
+                                Some(was) => {
+                                    detail = Some(Detail::Moved {
+                                        was: was.path.clone(),
+                                    });
+                                    let (_, kind, owner) = self.watched(Some(was), e);
+                                    (self.opened_path(e), kind, owner)
+                                }
+                                None => {
+                                    self.stats.stale_inode += 1;
+                                    return None;
+                                }
+                            }
                         }
                     },
                 }
@@ -89,7 +106,7 @@ impl Enricher {
             syscall: OpenSyscall::try_from(e.syscall)
                 .map_or("unknown", |s| s.name())
                 .to_owned(),
-            dev: opened.then(|| format!("{}:{}", e.dev >> 20, e.dev & 0xf_ffff)),
+            dev: opened.then(|| dev_name(e.dev)),
             inode: opened.then_some(e.ino),
             owner,
             compat: e.compat != 0,
@@ -97,7 +114,19 @@ impl Enricher {
         let mut event = self.base(event_kind, &e.header, Some(e.ret));
         event.file = Some(file);
         event.target = target;
+        if e.overlay_dev != 0 {
+            detail = Some(Detail::Overlay {
+                opened: self.opened_path(e),
+                overlay_dev: dev_name(e.overlay_dev),
+            });
+        }
+        event.detail = detail;
         Some(event)
+    }
+
+    /// Where the process's open led: the requested path resolved as the caller would.
+    fn opened_path(&self, e: &FileEvent) -> String {
+        opened_path(&self.proc_root, e.header.tgid, e.dfd, c_bytes(&e.requested))
     }
 
     /// Path, credential kind and owner of a kernel-confirmed watched file. When the set
@@ -117,13 +146,13 @@ impl Enricher {
         }
     }
 
-    /// Whether an inode entry still names the file the kernel saw. When a watched file is
-    /// replaced, its old inode number can be reused by an unrelated file before the kernel
-    /// map is refreshed; the opened name matching the watched name settles the common case
-    /// without a `stat`, and a `stat` of the watched path settles the rest (hard links).
-    fn inode_still_watched(found: &Located, key: &InodeKey, name: &[u8]) -> bool {
-        let watched_name = found.path.rsplit('/').next().unwrap_or_default();
-        watched_name.as_bytes() == name
+    /// Whether an inode entry still names the file the kernel saw: the process asked for the
+    /// watched path itself (the common case, settled without a `stat`), or the watched path
+    /// still holds this inode. Otherwise the file was replaced (its old inode number can be
+    /// reused by an unrelated file before the kernel map is refreshed) or moved away.
+    fn inode_still_watched(found: &Located, key: &InodeKey, requested: &[u8]) -> bool {
+        lexical_normalize(&String::from_utf8_lossy(c_bytes(requested))).as_deref()
+            == Some(found.path.as_str())
             || std::fs::metadata(&found.path)
                 .is_ok_and(|m| m.ino() == key.ino && kernel_dev(m.dev()) == key.dev)
     }
@@ -141,6 +170,11 @@ impl Enricher {
             stale,
         )
     }
+}
+
+/// `major:minor` of a kernel `s_dev`.
+fn dev_name(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
 }
 
 #[cfg(test)]

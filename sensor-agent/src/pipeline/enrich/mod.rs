@@ -393,7 +393,7 @@ mod fixture {
             matched: matched as u8,
             requested_truncated: 0,
             compat: 0,
-            _pad: [0; 4],
+            overlay_dev: 0,
             name: if ret >= 0 {
                 c_buf::<NAME_LEN>(name)
             } else {
