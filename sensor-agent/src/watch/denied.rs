@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -78,6 +78,46 @@ pub fn resolve_denied(
         path: super::join_name(dir_path, name),
         rule,
     })
+}
+
+/// What a path argument of `pid` names (a fanotify mark's object): its identity, its path as
+/// the agent sees it, and whether it is a directory. Resolved as [`resolve_denied`] does,
+/// following symlinks; when the process is gone, an absolute path is looked up in the
+/// agent's own root (the host's, for an agent on the host).
+pub fn resolve_object(
+    proc_root: &Path,
+    pid: u32,
+    dfd: i32,
+    requested: &[u8],
+) -> Option<(InodeKey, String, bool)> {
+    if requested.is_empty() {
+        return None;
+    }
+    let absolute = requested[0] == b'/';
+    let base = if absolute {
+        proc_root.join(format!("{pid}/root"))
+    } else if dfd == AT_FDCWD {
+        proc_root.join(format!("{pid}/cwd"))
+    } else {
+        proc_root.join(format!("{pid}/fd/{dfd}"))
+    };
+    let (base, resolve) = match open_path(&base) {
+        Ok(fd) => (fd, ResolveFlags::IN_ROOT),
+        Err(_) if absolute => (open_path(Path::new("/")).ok()?, ResolveFlags::empty()),
+        Err(_) => return None,
+    };
+    let resolve = if absolute {
+        resolve
+    } else {
+        ResolveFlags::empty()
+    };
+    let file = openat2(&base, requested, resolve).ok()?;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()?
+        .to_string_lossy()
+        .into_owned();
+    let meta = File::from(file).metadata().ok()?;
+    Some((inode_key(&meta), path, meta.is_dir()))
 }
 
 /// The process is gone: match the lexically normalised path against the rule patterns.

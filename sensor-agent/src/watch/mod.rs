@@ -29,7 +29,7 @@ use sensor_common::{
     name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED, NAME_LEN,
 };
 
-pub use denied::{lexical_normalize, resolve_denied};
+pub use denied::{lexical_normalize, resolve_denied, resolve_object};
 pub use refresh::Watcher;
 
 /// One `[[watch]]` entry, validated and compiled.

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use sensor_common::{FileEvent, InodeKey, MatchKind, OpenSyscall};
+use sensor_common::{syscall::AT_FDCWD, FileEvent, InodeKey, MatchKind, OpenSyscall};
 use sensor_log::{Event, FileAccess};
 
 use super::names::{access, open_flags};
@@ -58,6 +58,12 @@ impl Enricher {
                     return None;
                 }
             },
+            MatchKind::Tracefs => (self.path_as_opened(e), "tracefs-probe".to_owned(), None),
+            MatchKind::CorePattern => (
+                "/proc/sys/kernel/core_pattern".to_owned(),
+                "core-pattern".to_owned(),
+                None,
+            ),
             MatchKind::Proc if name == b"kcore" => {
                 ("/proc/kcore".to_owned(), "procfs".to_owned(), None)
             }
@@ -114,6 +120,28 @@ impl Enricher {
         match self.set.rule(rule) {
             Some(r) => (path, r.kind.clone(), r.owner.clone()),
             None => (path, "unknown".to_owned(), None),
+        }
+    }
+
+    /// The path the caller opened, made absolute from its working directory or directory
+    /// descriptor when they can still be read, and normalised lexically (symlinks kept: the
+    /// path as opened, e.g. through `/sys/kernel/debug/tracing`).
+    fn path_as_opened(&self, e: &FileEvent) -> String {
+        let requested = c_string(&e.requested);
+        if requested.starts_with('/') {
+            return lexical_normalize(&requested).unwrap_or(requested);
+        }
+        let base = if e.dfd == AT_FDCWD {
+            format!("{}/cwd", e.header.tgid)
+        } else {
+            format!("{}/fd/{}", e.header.tgid, e.dfd)
+        };
+        match std::fs::read_link(self.proc_root.join(base)) {
+            Ok(dir) => {
+                let joined = format!("{}/{requested}", dir.display());
+                lexical_normalize(&joined).unwrap_or(joined)
+            }
+            Err(_) => requested,
         }
     }
 

@@ -9,6 +9,7 @@
 mod clock;
 mod file;
 mod names;
+mod route;
 mod syscall;
 
 use std::path::{Path, PathBuf};
@@ -169,6 +170,7 @@ impl Enricher {
                 event
             }),
             Decoded::Syscall(e) => self.syscall_event(e),
+            Decoded::Route(e) => self.route_event(e),
             Decoded::IoUring(e) => Some(self.io_uring_event(e)),
         };
         if out.is_some() {
