@@ -363,4 +363,59 @@ mod tests {
             ("/proc/kcore", None)
         );
     }
+
+    /// tracefs probe files by the path as opened (absolute, or from the working directory),
+    /// `core_pattern` by its one path.
+    #[test]
+    fn kernel_control_files_opened_for_writing() {
+        let mut f = fixture();
+        let control = |kind: EventKind, matched: MatchKind, name: &[u8], requested: &[u8]| {
+            let mut e = open_event(matched, Path::new("/nonexistent/x"), requested, 3);
+            e.header.kind = kind as u8;
+            e.flags = (libc::O_WRONLY | libc::O_APPEND) as u64;
+            e.name = c_buf::<NAME_LEN>(name);
+            e
+        };
+        let e = control(
+            EventKind::TracefsWrite,
+            MatchKind::Tracefs,
+            b"uprobe_events",
+            b"/sys/kernel/debug/tracing/./uprobe_events",
+        );
+        let event = f.enricher.enrich(&Decoded::File(e)).unwrap();
+        assert_eq!(event.kind, Kind::TracefsWrite);
+        let file = event.file.unwrap();
+        assert_eq!(
+            (file.path.as_str(), file.kind.as_str(), file.access.as_str()),
+            (
+                "/sys/kernel/debug/tracing/uprobe_events",
+                "tracefs-probe",
+                "write"
+            )
+        );
+        // Relative to the caller's working directory (the fixture's home/a).
+        let e = control(
+            EventKind::TracefsWrite,
+            MatchKind::Tracefs,
+            b"kprobe_events",
+            b"t/kprobe_events",
+        );
+        let file = f.enricher.enrich(&Decoded::File(e)).unwrap().file.unwrap();
+        let expected = f.root.join("home/a/t/kprobe_events");
+        assert_eq!(file.path, expected.to_str().unwrap());
+
+        let e = control(
+            EventKind::CorePatternWrite,
+            MatchKind::CorePattern,
+            b"core_pattern",
+            b"core_pattern",
+        );
+        let event = f.enricher.enrich(&Decoded::File(e)).unwrap();
+        assert_eq!(event.kind, Kind::CorePatternWrite);
+        let file = event.file.unwrap();
+        assert_eq!(
+            (file.path.as_str(), file.kind.as_str()),
+            ("/proc/sys/kernel/core_pattern", "core-pattern")
+        );
+    }
 }

@@ -228,3 +228,251 @@ fn covered(
     }
     (how, files)
 }
+
+#[cfg(test)]
+mod tests {
+    use sensor_common::{EventKind, RouteEvent, BPF_NAME_LEN, REQUESTED_LEN};
+    use sensor_log::{Detail, Event, Kind, Target};
+
+    use super::super::fixture::{c_buf, fixture, header, Fixture, ACTOR, VICTIM};
+    use crate::pipeline::decode::Decoded;
+
+    fn route(kind: EventKind, args: [u64; 6], values: [u64; 4], ret: i64) -> RouteEvent {
+        RouteEvent {
+            header: header(kind),
+            ret,
+            args,
+            values,
+            target_tgid: 0,
+            compat: 0,
+            _pad: [0; 3],
+            name: [0; BPF_NAME_LEN],
+            path: [0; REQUESTED_LEN],
+        }
+    }
+
+    fn enrich(f: &mut Fixture, e: RouteEvent) -> Option<Event> {
+        f.enricher.enrich(&Decoded::Route(e))
+    }
+
+    fn victim() -> Option<Target> {
+        Some(Target {
+            pid: VICTIM,
+            exe: Some("/usr/bin/victim".into()),
+        })
+    }
+
+    #[test]
+    fn perf_event_open_names_the_target_and_the_samples() {
+        let mut f = fixture();
+        // A thread of the victim, sampling its user stack and registers.
+        let mut e = route(
+            EventKind::PerfEventOpen,
+            [0x1000, 201, u64::from(u32::MAX), u64::from(u32::MAX), 8, 0],
+            [1 | 112 << 32, 0, 100_000, 1 | 1 << 12 | 1 << 13],
+            3,
+        );
+        e.target_tgid = 201;
+        let event = enrich(&mut f, e).unwrap();
+        assert_eq!((event.kind, event.ok), (Kind::PerfEventOpen, true));
+        assert_eq!(event.target, victim());
+        assert_eq!(
+            event.detail,
+            Some(Detail::PerfEventOpen {
+                event_type: "software".into(),
+                config: 0,
+                sample_type: 1 | 1 << 12 | 1 << 13,
+                samples: vec!["ip".into(), "regs_user".into(), "stack_user".into()],
+                reads_user_memory: true,
+                cpu: -1,
+                system_wide: false,
+            })
+        );
+
+        // A thread of the caller itself is no other process.
+        let mut own = route(EventKind::PerfEventOpen, [0, 101, 0, 0, 0, 0], [0; 4], 3);
+        own.target_tgid = 101;
+        assert!(enrich(&mut f, own).is_none());
+        assert_eq!(f.enricher.stats().self_access, 1);
+
+        // System-wide: no target.
+        let mut all = route(EventKind::PerfEventOpen, [0, 0, 0, 0, 0, 0], [0; 4], -13);
+        all.target_tgid = u32::MAX;
+        let event = enrich(&mut f, all).unwrap();
+        assert_eq!(
+            (event.ok, event.errno, event.target),
+            (false, Some(13), None)
+        );
+        let Some(Detail::PerfEventOpen {
+            system_wide, cpu, ..
+        }) = event.detail
+        else {
+            panic!("{:?}", event.detail);
+        };
+        assert_eq!((system_wide, cpu), (true, 0));
+    }
+
+    #[test]
+    fn bpf_loads_and_attachments() {
+        let mut f = fixture();
+        let mut load = route(EventKind::Bpf, [5, 0x1000, 128, 0, 0, 0], [2, 0, 0, 0], 4);
+        load.name = c_buf::<BPF_NAME_LEN>(b"read_buf");
+        let event = enrich(&mut f, load).unwrap();
+        assert_eq!(event.kind, Kind::Bpf);
+        assert_eq!(
+            event.syscall.unwrap().operation.as_deref(),
+            Some("BPF_PROG_LOAD")
+        );
+        assert_eq!(
+            event.detail,
+            Some(Detail::Bpf {
+                command: "BPF_PROG_LOAD".into(),
+                prog_type: Some("BPF_PROG_TYPE_KPROBE".into()),
+                prog_name: Some("read_buf".into()),
+                attach_type: None,
+                tracepoint: None,
+                prog_fd: None,
+                target_fd: None,
+            })
+        );
+
+        let mut open = route(
+            EventKind::Bpf,
+            [17, 0x1000, 16, 0, 0, 0],
+            [0x2000, 4, 0, 0],
+            5,
+        );
+        open.path = c_buf::<REQUESTED_LEN>(b"sys_enter");
+        let Some(Detail::Bpf {
+            tracepoint,
+            prog_fd,
+            ..
+        }) = enrich(&mut f, open).unwrap().detail
+        else {
+            panic!("no bpf detail");
+        };
+        assert_eq!(
+            (tracepoint.as_deref(), prog_fd),
+            (Some("sys_enter"), Some(4))
+        );
+
+        // link_create { prog_fd 4, target_fd 7, attach_type BPF_TRACE_RAW_TP }
+        let link = route(
+            EventKind::Bpf,
+            [28, 0x1000, 64, 0, 0, 0],
+            [4 | 7 << 32, 23, 0, 0],
+            -1,
+        );
+        let event = enrich(&mut f, link).unwrap();
+        assert_eq!((event.ok, event.errno), (false, Some(1)));
+        let Some(Detail::Bpf {
+            prog_fd,
+            target_fd,
+            attach_type,
+            ..
+        }) = event.detail
+        else {
+            panic!("no bpf detail");
+        };
+        assert_eq!(
+            (prog_fd, target_fd, attach_type.as_deref()),
+            (Some(4), Some(7), Some("BPF_TRACE_RAW_TP"))
+        );
+    }
+
+    #[test]
+    fn prlimit_core_of_another_process() {
+        let mut f = fixture();
+        let mut e = route(
+            EventKind::Prlimit64,
+            [200, 4, 0x1000, 0, 0, 0],
+            [u64::MAX, u64::MAX, 0, 0],
+            0,
+        );
+        e.target_tgid = 200;
+        let event = enrich(&mut f, e).unwrap();
+        assert_eq!((event.kind, event.target), (Kind::Prlimit64, victim()));
+        assert_eq!(
+            event.syscall.unwrap().operation.as_deref(),
+            Some("RLIMIT_CORE")
+        );
+        assert_eq!(
+            event.detail,
+            Some(Detail::CoreLimit {
+                soft: u64::MAX,
+                hard: u64::MAX
+            })
+        );
+        let mut own = route(
+            EventKind::Prlimit64,
+            [ACTOR as u64, 4, 1, 0, 0, 0],
+            [0; 4],
+            0,
+        );
+        own.target_tgid = ACTOR;
+        assert!(enrich(&mut f, own).is_none());
+    }
+
+    fn mark(f: &mut Fixture, flags: u64, path: &[u8]) -> (String, Option<String>, Vec<String>) {
+        let mut e = route(
+            EventKind::FanotifyMark,
+            [3, flags, 0x21, u64::from(u32::MAX - 99), 0x1000, 0],
+            [0x21, (-100i64) as u64, 0, 0],
+            0,
+        );
+        e.path = c_buf::<REQUESTED_LEN>(path);
+        let event = enrich(f, e).unwrap();
+        assert_eq!(event.kind, Kind::FanotifyMark);
+        let Some(Detail::FanotifyMark {
+            mark,
+            mask,
+            requested,
+            covers,
+            watched,
+            watched_count,
+            ..
+        }) = event.detail
+        else {
+            panic!("no fanotify detail");
+        };
+        assert_eq!(mask, "FAN_ACCESS|FAN_OPEN");
+        assert_eq!(requested.as_bytes(), path);
+        assert_eq!(watched_count, watched.len() as u64);
+        (mark, covers, watched)
+    }
+
+    #[test]
+    fn fanotify_marks_are_checked_against_the_watched_set() {
+        let mut f = fixture();
+        let shadow = f.root.join("etc/shadow").to_str().unwrap().to_owned();
+        let key = f
+            .root
+            .join("home/a/.ssh/id_rsa")
+            .to_str()
+            .unwrap()
+            .to_owned();
+        // Absolute, resolved in the caller's root.
+        assert_eq!(
+            mark(&mut f, 1, b"/etc/shadow"),
+            ("inode".into(), Some("file".into()), vec![shadow.clone()])
+        );
+        // Relative to the caller's working directory (its home).
+        assert_eq!(
+            mark(&mut f, 1, b".ssh"),
+            ("inode".into(), Some("directory".into()), vec![key.clone()])
+        );
+        assert_eq!(
+            mark(&mut f, 1, b".ssh/id_rsa.pub"),
+            ("inode".into(), None, vec![])
+        );
+        // A mount mark covers the device's watched files.
+        let (how, covers, watched) = mark(&mut f, 0x11, b"/home");
+        assert_eq!((how.as_str(), covers.as_deref()), ("mount", Some("mount")));
+        assert_eq!(watched, [shadow, key]);
+        // Nothing there.
+        assert_eq!(
+            mark(&mut f, 0x101, b"/nonexistent"),
+            ("filesystem".into(), None, vec![])
+        );
+    }
+}
