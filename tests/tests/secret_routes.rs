@@ -232,6 +232,15 @@ fn fanotify_marks_covering_watched_files_are_reported() {
             "{args:?}: {e}"
         );
     }
+    // Through the ia32 entry, whose mask takes two arguments and moves dirfd and the path.
+    let (pid, ret) = trigger(&["compat-fanotify-mark", s(&secret)]);
+    assert_eq!(ret, 0, "compat fanotify_mark failed");
+    let e = event("fanotify_mark", pid, |_| true);
+    let d = &e["detail"]["fanotify_mark"];
+    assert_eq!(e["syscall"]["compat"], true, "{e}");
+    assert_eq!(d["mask"], "FAN_ACCESS|FAN_OPEN", "{e}");
+    assert_eq!(d["requested"], s(&secret), "{e}");
+    assert_eq!(d["covers"], "file", "{e}");
     // A mark on an unwatched file is still an fd of every open handed to a listener:
     // reported, and said to cover nothing watched.
     let other = f.dir.join("other");

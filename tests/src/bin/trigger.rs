@@ -200,6 +200,9 @@ fn run(action: &str, a: &[String]) -> i64 {
                 0,
             )),
             "io-uring-open" => io_uring_open(&a[0]),
+            // `compat-fanotify-mark PATH`: an inode open and access mark on PATH through the
+            // ia32 entry, whose mask takes two arguments.
+            "compat-fanotify-mark" => compat_fanotify_mark(&a[0]),
             // `perf-open PID`: a software clock event on PID sampling its user stack and
             // registers (what reads another process's memory); `-1` is system-wide on CPU 0.
             "perf-open" => perf_open(num(&a[0]) as libc::pid_t),
@@ -442,4 +445,54 @@ fn bpf_load_attach(tracepoint: &str) -> i64 {
         drop(unsafe { OwnedFd::from_raw_fd(link as i32) });
     }
     link
+}
+
+/// `fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN | FAN_ACCESS, AT_FDCWD, path)` through the ia32
+/// entry: ebx fd, ecx flags, edx mask (low half), esi mask (high half), edi dirfd, ebp path.
+fn compat_fanotify_mark(path: &str) -> i64 {
+    assert!(path.len() < 4096, "the path and its NUL must fit one page");
+    // SAFETY: as in `compat_open`: a fresh page below 4 GiB holds the path and its NUL. rbx
+    // and rbp (reserved by Rust) are saved and restored on the stack around the call, and
+    // every register the ia32 entry may change is declared clobbered.
+    unsafe {
+        let fan = libc::fanotify_init(libc::FAN_CLASS_NOTIF, libc::O_RDONLY as u32);
+        assert!(
+            fan >= 0,
+            "fanotify_init: {}",
+            std::io::Error::last_os_error()
+        );
+        let buf = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        );
+        assert_ne!(buf, libc::MAP_FAILED);
+        std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
+        let ret: i64;
+        std::arch::asm!(
+            "push rbx",
+            "push rbp",
+            "mov ebx, {fd:e}",
+            "mov ebp, {path:e}",
+            "int 0x80",
+            "pop rbp",
+            "pop rbx",
+            fd = in(reg) fan as u64,
+            path = in(reg) buf as u64,
+            inlateout("rax") 339i64 => ret,
+            inout("rcx") libc::FAN_MARK_ADD as u64 => _,
+            inout("rdx") libc::FAN_OPEN | libc::FAN_ACCESS => _,
+            inout("rsi") 0u64 => _,
+            inout("rdi") libc::AT_FDCWD as u32 as u64 => _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        ret
+    }
 }
