@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -35,13 +35,7 @@ pub fn resolve_denied(
         return None;
     }
     let absolute = requested[0] == b'/';
-    let base = if absolute {
-        proc_root.join(format!("{pid}/root"))
-    } else if dfd == AT_FDCWD {
-        proc_root.join(format!("{pid}/cwd"))
-    } else {
-        proc_root.join(format!("{pid}/fd/{dfd}"))
-    };
+    let base = base_dir(proc_root, pid, dfd, absolute);
     let base = match open_path(&base) {
         Ok(fd) => fd,
         Err(_) if absolute => return by_pattern(set, requested),
@@ -94,13 +88,7 @@ pub fn resolve_object(
         return None;
     }
     let absolute = requested[0] == b'/';
-    let base = if absolute {
-        proc_root.join(format!("{pid}/root"))
-    } else if dfd == AT_FDCWD {
-        proc_root.join(format!("{pid}/cwd"))
-    } else {
-        proc_root.join(format!("{pid}/fd/{dfd}"))
-    };
+    let base = base_dir(proc_root, pid, dfd, absolute);
     let (base, resolve) = match open_path(&base) {
         Ok(fd) => (fd, ResolveFlags::IN_ROOT),
         Err(_) if absolute => (open_path(Path::new("/")).ok()?, ResolveFlags::empty()),
@@ -118,6 +106,18 @@ pub fn resolve_object(
         .into_owned();
     let meta = File::from(file).metadata().ok()?;
     Some((inode_key(&meta), path, meta.is_dir()))
+}
+
+/// Where the kernel started a path walk for `pid`: its root for an absolute path, its
+/// working directory or the directory fd `dfd` for a relative one.
+fn base_dir(proc_root: &Path, pid: u32, dfd: i32, absolute: bool) -> PathBuf {
+    if absolute {
+        proc_root.join(format!("{pid}/root"))
+    } else if dfd == AT_FDCWD {
+        proc_root.join(format!("{pid}/cwd"))
+    } else {
+        proc_root.join(format!("{pid}/fd/{dfd}"))
+    }
 }
 
 /// The process is gone: match the lexically normalised path against the rule patterns.

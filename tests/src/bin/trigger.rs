@@ -307,12 +307,13 @@ fn open_by_handle(path: &str) -> i64 {
     }
 }
 
-fn compat_open(path: &str) -> i64 {
+/// A fresh private anonymous page below 4 GiB (addressable by an ia32 syscall argument)
+/// holding `path`; the page's zero bytes after it are its NUL.
+fn low_page_with(path: &str) -> *mut libc::c_void {
     assert!(path.len() < 4096, "the path and its NUL must fit one page");
-    // SAFETY: a fresh private anonymous page below 4 GiB receives the path (shorter than the
-    // page, checked above), the page's zero bytes after it are its NUL. The asm saves and
-    // restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
-    // declares every register the ia32 entry may change as clobbered.
+    // SAFETY: mmap of a new anonymous page touches no existing memory; the copy writes
+    // `path.len()` bytes, fewer than the page's 4096 (checked above), into the page just
+    // mapped writable.
     unsafe {
         let buf = libc::mmap(
             std::ptr::null_mut(),
@@ -324,6 +325,16 @@ fn compat_open(path: &str) -> i64 {
         );
         assert_ne!(buf, libc::MAP_FAILED);
         std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
+        buf
+    }
+}
+
+fn compat_open(path: &str) -> i64 {
+    // SAFETY: the path is NUL-terminated in a page below 4 GiB (`low_page_with`). The asm
+    // saves and restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
+    // declares every register the ia32 entry may change as clobbered.
+    unsafe {
+        let buf = low_page_with(path);
         let ret: i64;
         // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
         std::arch::asm!(
@@ -450,8 +461,7 @@ fn bpf_load_attach(tracepoint: &str) -> i64 {
 /// `fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN | FAN_ACCESS, AT_FDCWD, path)` through the ia32
 /// entry: ebx fd, ecx flags, edx mask (low half), esi mask (high half), edi dirfd, ebp path.
 fn compat_fanotify_mark(path: &str) -> i64 {
-    assert!(path.len() < 4096, "the path and its NUL must fit one page");
-    // SAFETY: as in `compat_open`: a fresh page below 4 GiB holds the path and its NUL. rbx
+    // SAFETY: as in `compat_open`: the path is NUL-terminated in a page below 4 GiB. rbx
     // and rbp (reserved by Rust) are saved and restored on the stack around the call, and
     // every register the ia32 entry may change is declared clobbered.
     unsafe {
@@ -461,16 +471,7 @@ fn compat_fanotify_mark(path: &str) -> i64 {
             "fanotify_init: {}",
             std::io::Error::last_os_error()
         );
-        let buf = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
-            -1,
-            0,
-        );
-        assert_ne!(buf, libc::MAP_FAILED);
-        std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
+        let buf = low_page_with(path);
         let ret: i64;
         std::arch::asm!(
             "push rbx",

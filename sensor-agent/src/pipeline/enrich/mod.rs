@@ -201,6 +201,18 @@ impl Enricher {
         }
     }
 
+    /// The kernel kind of a record and the log kind it is logged as; `None`, counted as
+    /// malformed, when either is unknown (a kernel/agent mismatch).
+    fn kinds_of(&mut self, byte: u8) -> Option<(EventKind, Kind)> {
+        match (EventKind::try_from(byte), self.kinds.log_kind(byte)) {
+            (Ok(kind), Some(log)) => Some((kind, log)),
+            _ => {
+                self.stats.malformed += 1;
+                None
+            }
+        }
+    }
+
     fn target(&mut self, tgid: u32) -> Target {
         let exe = &self.attribution.procs.get(tgid).exe;
         Target {

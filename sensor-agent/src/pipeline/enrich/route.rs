@@ -25,13 +25,7 @@ const MAX_COVERED: usize = 16;
 
 impl Enricher {
     pub(super) fn route_event(&mut self, e: &RouteEvent) -> Option<Event> {
-        let (Ok(kind), Some(out_kind)) = (
-            EventKind::try_from(e.header.kind),
-            self.kinds.log_kind(e.header.kind),
-        ) else {
-            self.stats.malformed += 1;
-            return None;
-        };
+        let (kind, out_kind) = self.kinds_of(e.header.kind)?;
         let (a, v) = (&e.args, &e.values);
         let mut syscall = SyscallDetail {
             compat: e.compat != 0,
