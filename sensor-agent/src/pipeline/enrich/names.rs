@@ -2,6 +2,8 @@
 //! operations, `bpf` commands, program and attach types, `perf_event_attr` types and sample
 //! bits, fanotify masks and mark flags, resource limits.
 
+use std::path::Path;
+
 /// `read`, `write`, `read-write`, or `path` for `O_PATH` (no data access).
 pub fn access(flags: u64) -> &'static str {
     if flags & libc::O_PATH as u64 != 0 {
@@ -307,8 +309,9 @@ pub fn bpf_attach_type(t: u64) -> String {
 }
 
 /// `perf_event_attr.type`: the fixed types by name; a dynamic PMU (`uprobe`, `kprobe`, ...)
-/// has a number from `/sys/bus/event_source/devices/*/type`.
-pub fn perf_type(t: u32) -> String {
+/// has a number the kernel gave it at boot, named by the directory of `pmus` (the kernel's
+/// `/sys/bus/event_source/devices`) whose `type` file holds it; `type N` when none does.
+pub fn perf_type(t: u32, pmus: &Path) -> String {
     match t {
         0 => "hardware".to_owned(),
         1 => "software".to_owned(),
@@ -316,8 +319,16 @@ pub fn perf_type(t: u32) -> String {
         3 => "hw_cache".to_owned(),
         4 => "raw".to_owned(),
         5 => "breakpoint".to_owned(),
-        other => format!("type {other}"),
+        other => pmu_name(other, pmus).unwrap_or_else(|| format!("type {other}")),
     }
+}
+
+fn pmu_name(t: u32, pmus: &Path) -> Option<String> {
+    std::fs::read_dir(pmus).ok()?.flatten().find_map(|pmu| {
+        let number = std::fs::read_to_string(pmu.path().join("type")).ok()?;
+        (number.trim().parse::<u32>().ok()? == t)
+            .then(|| pmu.file_name().to_string_lossy().into_owned())
+    })
 }
 
 /// `PERF_SAMPLE_REGS_USER` | `PERF_SAMPLE_STACK_USER`: samples that copy the target's
@@ -484,8 +495,16 @@ mod tests {
 
     #[test]
     fn perf_names() {
-        assert_eq!(perf_type(1), "software");
-        assert_eq!(perf_type(9), "type 9");
+        let pmus = tempfile::tempdir().unwrap();
+        for (name, number) in [("uprobe", "8\n"), ("kprobe", "7\n"), ("odd", "x")] {
+            std::fs::create_dir(pmus.path().join(name)).unwrap();
+            std::fs::write(pmus.path().join(name).join("type"), number).unwrap();
+        }
+        assert_eq!(perf_type(1, pmus.path()), "software");
+        assert_eq!(perf_type(8, pmus.path()), "uprobe");
+        assert_eq!(perf_type(7, pmus.path()), "kprobe");
+        assert_eq!(perf_type(9, pmus.path()), "type 9");
+        assert_eq!(perf_type(9, Path::new("/nonexistent")), "type 9");
         assert_eq!(
             perf_samples(1 | 1 << 12 | 1 << 13),
             ["ip", "regs_user", "stack_user"]

@@ -20,6 +20,9 @@ use crate::watch::{resolve_object, WatchSet};
 /// `PERF_FLAG_PID_CGROUP`: the pid argument is a cgroup directory's descriptor.
 const PERF_FLAG_PID_CGROUP: u64 = 1 << 2;
 
+/// Where the kernel lists its performance monitoring units and their type numbers.
+const PMUS: &str = "/sys/bus/event_source/devices";
+
 /// Most watched files a `fanotify_mark` event lists.
 const MAX_COVERED: usize = 16;
 
@@ -42,7 +45,7 @@ impl Enricher {
                 };
                 let sample_type = v[3];
                 let detail = Detail::PerfEventOpen {
-                    event_type: perf_type(v[0] as u32),
+                    event_type: perf_type(v[0] as u32, Path::new(PMUS)),
                     config: v[1],
                     sample_type,
                     samples: perf_samples(sample_type),
