@@ -11,7 +11,7 @@ use std::{
     sync::OnceLock,
 };
 
-use sensor_tests::{is, trigger, Agent};
+use sensor_tests::{is, trigger, trigger_bin, trigger_cmd, Agent};
 use serde_json::Value;
 
 struct Fixture {
@@ -309,6 +309,19 @@ fn opening_tracefs_probe_files_for_writing_is_reported() {
     assert_eq!(e["file"]["path"], s(&uprobes), "{e}");
     assert_eq!(e["file"]["kind"], "tracefs-probe", "{e}");
     assert_eq!(e["file"]["access"], "write", "{e}");
+    // A process without root is denied (tracefs is root's alone), and its attempt reported.
+    let (pid, ret) = trigger_unprivileged(&["open-write", s(&uprobes)]);
+    assert_eq!(
+        ret, -13,
+        "an unprivileged open of uprobe_events for writing"
+    );
+    let e = event("tracefs_write", pid, |_| true);
+    assert_eq!(
+        (&e["ok"], &e["errno"]),
+        (&Value::from(false), &Value::from(13)),
+        "{e}"
+    );
+    assert_eq!(e["file"]["path"], s(&uprobes), "{e}");
     // Reading the same file is not a route: no event.
     let (pid, ret) = trigger(&["open", s(&uprobes)]);
     assert!(ret >= 0);
@@ -317,6 +330,12 @@ fn opening_tracefs_probe_files_for_writing_is_reported() {
         is("tracefs_write", pid),
         std::time::Duration::from_secs(2),
     );
+}
+
+/// `trigger ARGS` as the unprivileged uid 65534: (its pid, its result).
+fn trigger_unprivileged(args: &[&str]) -> (u32, i64) {
+    use std::os::unix::process::CommandExt;
+    trigger_cmd(Command::new(trigger_bin()).args(args).uid(65534).gid(65534))
 }
 
 #[test]
@@ -335,4 +354,15 @@ fn opening_core_pattern_for_writing_is_reported() {
     assert_eq!(e["file"]["path"], core_pattern, "{e}");
     assert_eq!(e["file"]["kind"], "core-pattern", "{e}");
     assert_eq!(e["file"]["access"], "write", "{e}");
+    // A process without root is denied, and its attempt reported.
+    let (pid, ret) = trigger_unprivileged(&["open-write", core_pattern]);
+    assert_eq!(ret, -13, "an unprivileged open of core_pattern for writing");
+    let e = event("core_pattern_write", pid, |_| true);
+    assert_eq!(
+        (&e["ok"], &e["errno"]),
+        (&Value::from(false), &Value::from(13)),
+        "{e}"
+    );
+    assert_eq!(e["file"]["path"], core_pattern, "{e}");
+    assert_eq!(e["process"]["uid"], 65534, "{e}");
 }

@@ -3,17 +3,20 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use sensor_common::{syscall::AT_FDCWD, FileEvent, InodeKey, MatchKind, OpenSyscall};
-use sensor_log::{Event, FileAccess};
+use sensor_common::{
+    syscall::{AT_FDCWD, PROC_SUPER_MAGIC, TRACEFS_MAGIC, WRITE_FLAGS},
+    FileEvent, InodeKey, MatchKind, OpenSyscall,
+};
+use sensor_log::{Event, FileAccess, Kind};
 
 use super::names::{access, open_flags};
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
-use crate::watch::{kernel_dev, lexical_normalize, resolve_denied, Located};
+use crate::watch::{kernel_dev, lexical_normalize, resolve_denied, resolve_object, Located};
 
 impl Enricher {
     pub(super) fn file_event(&mut self, e: &FileEvent) -> Option<Event> {
-        let (Ok(matched), Some(event_kind)) = (
+        let (Ok(matched), Some(mut event_kind)) = (
             MatchKind::try_from(e.matched),
             self.kinds.log_kind(e.header.kind),
         ) else {
@@ -53,10 +56,16 @@ impl Enricher {
             },
             MatchKind::Denied => match self.resolve_requested(e, None) {
                 Some(found) => self.watched(Some(found), e),
-                None => {
-                    self.stats.denied_unwatched += 1;
-                    return None;
-                }
+                None => match self.denied_control_file(e) {
+                    Some((control, path, kind)) => {
+                        event_kind = control;
+                        (path, kind.to_owned(), None)
+                    }
+                    None => {
+                        self.stats.denied_unwatched += 1;
+                        return None;
+                    }
+                },
             },
             MatchKind::Tracefs => (self.path_as_opened(e), "tracefs-probe".to_owned(), None),
             MatchKind::CorePattern => (
@@ -120,6 +129,37 @@ impl Enricher {
         match self.set.rule(rule) {
             Some(r) => (path, r.kind.clone(), r.owner.clone()),
             None => (path, "unknown".to_owned(), None),
+        }
+    }
+
+    /// A denied open for writing of a tracefs probe file or `core_pattern` (a process without
+    /// root trying): the kernel had no file to recognise, so the requested path is resolved
+    /// here as for the caller and its file system checked by magic.
+    fn denied_control_file(&self, e: &FileEvent) -> Option<(Kind, String, &'static str)> {
+        if e.flags & WRITE_FLAGS == 0 {
+            return None;
+        }
+        let requested = c_bytes(&e.requested);
+        let name = requested.rsplit(|&b| b == b'/').next()?;
+        let probe = matches!(
+            name,
+            b"uprobe_events" | b"kprobe_events" | b"dynamic_events"
+        );
+        if !probe && name != b"core_pattern" {
+            return None;
+        }
+        let (_, path, _) = resolve_object(&self.proc_root, e.header.tgid, e.dfd, requested)?;
+        let magic = rustix::fs::statfs(path.as_str()).ok()?.f_type as u64;
+        if probe && magic == TRACEFS_MAGIC {
+            Some((Kind::TracefsWrite, path, "tracefs-probe"))
+        } else if !probe && magic == PROC_SUPER_MAGIC {
+            Some((
+                Kind::CorePatternWrite,
+                "/proc/sys/kernel/core_pattern".to_owned(),
+                "core-pattern",
+            ))
+        } else {
+            None
         }
     }
 
