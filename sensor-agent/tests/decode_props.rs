@@ -12,14 +12,18 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use sensor_agent::pipeline::decode::{c_bytes, decode, DecodeError, Decoded};
 use sensor_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, SyscallEvent,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, RouteEvent,
+    SyscallEvent,
 };
 
 /// The layout each kind is read as: the kernel side's contract (sensor-ebpf), stated again
 /// here so that a decode reading a kind as another layout fails.
 fn layout(kind: EventKind) -> (&'static str, usize) {
     match kind {
-        EventKind::FileOpen | EventKind::ProcAccess => ("file", size_of::<FileEvent>()),
+        EventKind::FileOpen
+        | EventKind::ProcAccess
+        | EventKind::TracefsWrite
+        | EventKind::CorePatternWrite => ("file", size_of::<FileEvent>()),
         EventKind::Ptrace
         | EventKind::ProcessVmReadv
         | EventKind::ProcessVmWritev
@@ -31,6 +35,10 @@ fn layout(kind: EventKind) -> (&'static str, usize) {
         EventKind::Exec => ("exec", size_of::<ExecEvent>()),
         EventKind::Fork => ("fork", size_of::<ForkEvent>()),
         EventKind::Exit => ("exit", size_of::<ExitEvent>()),
+        EventKind::PerfEventOpen
+        | EventKind::Bpf
+        | EventKind::Prlimit64
+        | EventKind::FanotifyMark => ("route", size_of::<RouteEvent>()),
     }
 }
 
@@ -38,6 +46,7 @@ fn variant(d: &Decoded) -> &'static str {
     match d {
         Decoded::File(_) => "file",
         Decoded::Syscall(_) => "syscall",
+        Decoded::Route(_) => "route",
         Decoded::IoUring(_) => "io_uring",
         Decoded::Exec(_) => "exec",
         Decoded::Fork(_) => "fork",

@@ -37,6 +37,18 @@ pub enum EventKind {
     Exec = 11,
     Fork = 12,
     Exit = 13,
+    /// `perf_event_open` on another process or system-wide: a [`RouteEvent`].
+    PerfEventOpen = 14,
+    /// `bpf` program loads and attachments: a [`RouteEvent`].
+    Bpf = 15,
+    /// `prlimit64` raising another process's core limit: a [`RouteEvent`].
+    Prlimit64 = 16,
+    /// `fanotify_mark` adding an open or access mark: a [`RouteEvent`].
+    FanotifyMark = 17,
+    /// An open for writing of a tracefs probe file: a [`FileEvent`].
+    TracefsWrite = 18,
+    /// An open for writing of `/proc/sys/kernel/core_pattern`: a [`FileEvent`].
+    CorePatternWrite = 19,
 }
 
 impl EventKind {
@@ -116,6 +128,11 @@ pub enum MatchKind {
     Denied = 4,
     /// A procfs file of another process (`environ`, `mem`, ...) or `/proc/kcore`.
     Proc = 5,
+    /// A tracefs probe file (`uprobe_events`, `kprobe_events`, `dynamic_events`), opened
+    /// for writing.
+    Tracefs = 6,
+    /// `/proc/sys/kernel/core_pattern`, opened for writing.
+    CorePattern = 7,
 }
 
 impl TryFrom<u8> for MatchKind {
@@ -206,6 +223,42 @@ pub struct SyscallEvent {
     /// Key description for `add_key`/`request_key`.
     pub key_desc: [u8; KEY_DESC_LEN],
 }
+
+/// `perf_event_open`, `bpf`, `prlimit64`, `fanotify_mark`: routes to another process's
+/// memory or to every opened file that go around the file and ptrace syscalls. The raw
+/// arguments and result, plus what the kernel program read from the caller's memory.
+#[repr(C)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct RouteEvent {
+    pub header: EventHeader,
+    pub ret: i64,
+    /// Syscall arguments in ABI order (already mapped from the ia32 registers for compat
+    /// calls; for compat `fanotify_mark`, whose mask takes two registers, see `values`).
+    pub args: [u64; 6],
+    /// Read from the caller's memory (0 where the read failed):
+    /// - `perf_event_open`: the first 32 bytes of `perf_event_attr` (`type` | `size` << 32,
+    ///   `config`, `sample_period`, `sample_type`);
+    /// - `bpf`: the first 16 bytes of `bpf_attr`, and for `BPF_PROG_LOAD`
+    ///   `expected_attach_type` in `values[2]`;
+    /// - `prlimit64`: the new `rlim_cur`, `rlim_max`;
+    /// - `fanotify_mark`: the 64-bit mask (joined from two registers for compat), the
+    ///   directory fd (as i32).
+    pub values: [u64; 4],
+    /// The pid argument for `perf_event_open` and `prlimit64` (as passed, in the caller's pid
+    /// namespace; `u32::MAX` for -1).
+    pub target_tgid: u32,
+    /// 1 when the call came through the 32-bit compat entry.
+    pub compat: u8,
+    pub _pad: [u8; 3],
+    /// `bpf_attr.prog_name` for `BPF_PROG_LOAD`.
+    pub name: [u8; BPF_NAME_LEN],
+    /// The tracepoint name for `BPF_RAW_TRACEPOINT_OPEN`; the path as passed for
+    /// `fanotify_mark`.
+    pub path: [u8; REQUESTED_LEN],
+}
+
+/// `BPF_OBJ_NAME_LEN`.
+pub const BPF_NAME_LEN: usize = 16;
 
 /// An open submitted through io_uring, which bypasses the syscall tracepoints.
 #[repr(C)]

@@ -17,6 +17,10 @@ pub enum Watched {
     Keyctl,
     AddKey,
     RequestKey,
+    PerfEventOpen,
+    Bpf,
+    Prlimit64,
+    FanotifyMark,
 }
 
 /// Maps a native x86-64 syscall number.
@@ -30,9 +34,13 @@ pub fn native(nr: u64) -> Option<Watched> {
         249 => Watched::RequestKey,
         250 => Watched::Keyctl,
         257 => Watched::Openat,
+        298 => Watched::PerfEventOpen,
+        301 => Watched::FanotifyMark,
+        302 => Watched::Prlimit64,
         304 => Watched::OpenByHandleAt,
         310 => Watched::ProcessVmReadv,
         311 => Watched::ProcessVmWritev,
+        321 => Watched::Bpf,
         437 => Watched::Openat2,
         438 => Watched::PidfdGetfd,
         _ => return None,
@@ -50,9 +58,13 @@ pub fn compat(nr: u64) -> Option<Watched> {
         287 => Watched::RequestKey,
         288 => Watched::Keyctl,
         295 => Watched::Openat,
+        336 => Watched::PerfEventOpen,
+        339 => Watched::FanotifyMark,
+        340 => Watched::Prlimit64,
         342 => Watched::OpenByHandleAt,
         347 => Watched::ProcessVmReadv,
         348 => Watched::ProcessVmWritev,
+        357 => Watched::Bpf,
         437 => Watched::Openat2,
         438 => Watched::PidfdGetfd,
         _ => return None,
@@ -76,3 +88,21 @@ pub const AT_FDCWD: i32 = -100;
 pub const FOLD_FLAGS: u64 = 0o3 | 0o100 | 0o1000 | 0o2000 | 0o10000000 | 0o20000000;
 pub const EACCES: i64 = 13;
 pub const EPERM: i64 = 1;
+/// `TRACEFS_MAGIC`.
+pub const TRACEFS_MAGIC: u64 = 0x7472_6163;
+/// Open flags that make an open one for writing: `O_WRONLY`, `O_RDWR`, `O_TRUNC`, `O_APPEND`.
+pub const WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o1000 | 0o2000;
+/// `RLIMIT_CORE`.
+pub const RLIMIT_CORE: u64 = 4;
+/// `bpf` commands that load or attach a program (the others, map operations, are frequent
+/// and not a route to anyone's memory).
+pub const BPF_PROG_LOAD: u64 = 5;
+pub const BPF_PROG_ATTACH: u64 = 8;
+pub const BPF_RAW_TRACEPOINT_OPEN: u64 = 17;
+pub const BPF_LINK_CREATE: u64 = 28;
+/// `FAN_MARK_ADD`.
+pub const FAN_MARK_ADD: u64 = 0x1;
+/// The fanotify events that hand a listener the opened file or let it read it:
+/// `FAN_ACCESS`, `FAN_CLOSE_WRITE`, `FAN_CLOSE_NOWRITE`, `FAN_OPEN`, `FAN_OPEN_EXEC`,
+/// `FAN_OPEN_PERM`, `FAN_ACCESS_PERM`, `FAN_OPEN_EXEC_PERM`.
+pub const FAN_READ_MASK: u64 = 0x1 | 0x8 | 0x10 | 0x20 | 0x1000 | 0x1_0000 | 0x2_0000 | 0x4_0000;

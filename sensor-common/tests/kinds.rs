@@ -20,6 +20,12 @@ fn event_kind_numbers_and_names() {
         (11, "exec"),
         (12, "fork"),
         (13, "exit"),
+        (14, "perf_event_open"),
+        (15, "bpf"),
+        (16, "prlimit64"),
+        (17, "fanotify_mark"),
+        (18, "tracefs_write"),
+        (19, "core_pattern_write"),
     ];
     let got: Vec<_> = EventKind::ALL
         .iter()
@@ -29,10 +35,10 @@ fn event_kind_numbers_and_names() {
     for (byte, _) in expected {
         assert_eq!(EventKind::try_from(byte).map(|k| k as u8), Ok(byte));
     }
-    for byte in [0, 14, 255] {
+    for byte in [0, 20, 255] {
         assert_eq!(EventKind::try_from(byte), Err(UnknownKind(byte)));
     }
-    assert_eq!(EventKind::COUNT, 14);
+    assert_eq!(EventKind::COUNT, 20);
 }
 
 #[test]
@@ -53,5 +59,7 @@ fn open_syscall_names_and_match_kinds() {
         ]
     );
     assert_eq!(MatchKind::try_from(5), Ok(MatchKind::Proc));
-    assert_eq!(MatchKind::try_from(6), Err(UnknownKind(6)));
+    assert_eq!(MatchKind::try_from(6), Ok(MatchKind::Tracefs));
+    assert_eq!(MatchKind::try_from(7), Ok(MatchKind::CorePattern));
+    assert_eq!(MatchKind::try_from(8), Err(UnknownKind(8)));
 }

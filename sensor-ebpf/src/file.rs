@@ -8,7 +8,7 @@ use sensor_common::{
     name_length_bit,
     syscall::{
         Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, MAX_STACK_DEPTH, OVERLAYFS_SUPER_MAGIC,
-        PROC_SUPER_MAGIC,
+        PROC_SUPER_MAGIC, TRACEFS_MAGIC, WRITE_FLAGS,
     },
     EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall, WatchValue,
     DIR_ANY_NAME, NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE,
@@ -84,10 +84,20 @@ pub fn on_open(
         _ => return Ok(()),
     };
 
-    let kind = if m.kind == MatchKind::Proc {
-        EventKind::ProcAccess
-    } else {
-        EventKind::FileOpen
+    let kind = match m.kind {
+        MatchKind::Proc => EventKind::ProcAccess,
+        MatchKind::Tracefs | MatchKind::CorePattern => {
+            // Reading a probe list or the pattern is no route: only an open for writing is.
+            if flags & WRITE_FLAGS == 0 {
+                return Ok(());
+            }
+            if m.kind == MatchKind::Tracefs {
+                EventKind::TracefsWrite
+            } else {
+                EventKind::CorePatternWrite
+            }
+        }
+        _ => EventKind::FileOpen,
     };
     // Only opens that opened something fold: a denied attempt has no inode to tell files apart.
     let fold = ret >= 0;
@@ -186,12 +196,23 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
         if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
             return Ok(hit(&f, MatchKind::Inode, v, overlay_dev));
         }
-        // procfs and overlays, like every pseudo file system, have an anonymous device
-        // (major 0): files on block devices skip the superblock's magic.
+        // procfs, tracefs and overlays, like every pseudo file system, have an anonymous
+        // device (major 0): files on block devices skip the superblock's magic.
         if f.key.dev >> 20 != 0 {
             break;
         }
         let magic: u64 = f.sb.load(off!(super_block_s_magic))?;
+        if let Some(kind) = kernel_control_file(magic, f.dentry, f.name)? {
+            return Ok(Match {
+                kind,
+                rule: 0,
+                dev: f.key.dev,
+                ino: f.key.ino,
+                target_tgid: 0,
+                name: f.name,
+                overlay_dev,
+            });
+        }
         if magic == PROC_SUPER_MAGIC {
             return proc_match(f.inode, f.name, f.key.dev, f.key.ino);
         }
@@ -279,6 +300,44 @@ fn real_file(overlay_file: RawPtr) -> Result<RawPtr, i64> {
         return Err(NOT_WATCHED);
     }
     Ok(real)
+}
+
+/// Files whose writing changes what the kernel hands out of other processes: the tracefs
+/// probe files (a uprobe fetches another process's buffers) and `core_pattern` (where every
+/// process's core dump goes). Only their opens for writing are events (`on_open` checks).
+#[inline(always)]
+fn kernel_control_file(magic: u64, dentry: RawPtr, name: u64) -> Result<Option<MatchKind>, i64> {
+    if magic != TRACEFS_MAGIC && magic != PROC_SUPER_MAGIC {
+        return Ok(None);
+    }
+    // Every name checked is 12 to 14 bytes: a length check spares the copy for the others
+    // (procfs's `environ`, `mem`, ... among them).
+    let len: u32 = dentry.load(off!(dentry_d_name_len))?;
+    if !(12..=14).contains(&len) {
+        return Ok(None);
+    }
+    let mut buf = [0u8; 16];
+    read_name(name, &mut buf)?;
+    let half = |b: &[u8; 16], i: usize| {
+        u64::from_le_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ])
+    };
+    let (lo, hi) = (half(&buf, 0), half(&buf, 8));
+    let is = |s: &[u8; 16]| lo == half(s, 0) && hi == half(s, 8);
+    Ok(if magic == TRACEFS_MAGIC {
+        (is(b"uprobe_events\0\0\0") || is(b"kprobe_events\0\0\0") || is(b"dynamic_events\0\0"))
+            .then_some(MatchKind::Tracefs)
+    } else {
+        is(b"core_pattern\0\0\0\0").then_some(MatchKind::CorePattern)
+    })
 }
 
 /// procfs files of another process that expose its secrets, and `/proc/kcore`.

@@ -17,6 +17,7 @@ mod io_uring;
 mod kernel;
 mod lifecycle;
 mod output;
+mod routes;
 mod syscalls;
 
 use aya_ebpf::{
@@ -118,6 +119,14 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         | Watched::Openat2
         | Watched::Creat
         | Watched::OpenByHandleAt => file::on_open(task, regs, is_compat, watched, ret),
+        Watched::PerfEventOpen | Watched::Bpf | Watched::Prlimit64 | Watched::FanotifyMark => {
+            routes::on_route(
+                watched,
+                &kernel::SyscallArgs::read(regs, is_compat),
+                ret,
+                is_compat,
+            )
+        }
         _ => syscalls::on_syscall(
             task,
             watched,

@@ -45,6 +45,22 @@ pub enum Kind {
     /// The watched set could not hold every file a rule matched in a directory (format
     /// version 2 on): `detail` is a [`Detail::WatchOverflow`].
     WatchOverflow,
+    /// `perf_event_open` on another process or system-wide (format version 2 on): `target`,
+    /// and `detail` is a [`Detail::PerfEventOpen`].
+    PerfEventOpen,
+    /// A BPF program load or attachment (`bpf` `BPF_PROG_LOAD`, `BPF_PROG_ATTACH`,
+    /// `BPF_RAW_TRACEPOINT_OPEN`, `BPF_LINK_CREATE`): `detail` is a [`Detail::Bpf`].
+    Bpf,
+    /// `prlimit64` setting another process's core limit: `target`, and `detail` is a
+    /// [`Detail::CoreLimit`].
+    Prlimit64,
+    /// A fanotify mark that hands the listener opened files: `detail` is a
+    /// [`Detail::FanotifyMark`].
+    FanotifyMark,
+    /// A tracefs probe file (`uprobe_events`, ...) opened for writing: `file`.
+    TracefsWrite,
+    /// `/proc/sys/kernel/core_pattern` opened for writing: `file`.
+    CorePatternWrite,
 }
 
 impl Kind {
@@ -118,6 +134,67 @@ pub enum Detail {
         rule: String,
         files: u64,
         watched: u64,
+    },
+    /// What a `perf_event_open` asked for, from its `perf_event_attr`.
+    PerfEventOpen {
+        /// `attr.type`: `hardware`, `software`, `tracepoint`, ... (`type N` when unknown).
+        #[serde(rename = "type")]
+        event_type: String,
+        /// `attr.config`.
+        config: u64,
+        /// `attr.sample_type` as passed.
+        sample_type: u64,
+        /// Its bits by name (`ip`, `regs_user`, `stack_user`, ...).
+        samples: Vec<String>,
+        /// Samples copy the target's user stack or registers (`stack_user`, `regs_user`):
+        /// another process's memory.
+        reads_user_memory: bool,
+        /// The CPU argument (-1: any).
+        cpu: i32,
+        /// pid -1: every process on `cpu`, no single target.
+        system_wide: bool,
+    },
+    /// A BPF program load or attachment, from its `bpf_attr`.
+    Bpf {
+        /// `BPF_PROG_LOAD`, `BPF_PROG_ATTACH`, `BPF_RAW_TRACEPOINT_OPEN`, `BPF_LINK_CREATE`.
+        command: String,
+        /// `BPF_PROG_LOAD`: the program type (`BPF_PROG_TYPE_KPROBE`, ...).
+        prog_type: Option<String>,
+        /// `BPF_PROG_LOAD`: the program's name as given.
+        prog_name: Option<String>,
+        /// The attach type (`expected_attach_type` of a load, `attach_type` of an attach).
+        attach_type: Option<String>,
+        /// `BPF_RAW_TRACEPOINT_OPEN`: the tracepoint's name.
+        tracepoint: Option<String>,
+        /// The program's descriptor (attachments).
+        prog_fd: Option<i32>,
+        /// What it is attached to (`BPF_PROG_ATTACH`, `BPF_LINK_CREATE`): a cgroup, map or
+        /// other descriptor.
+        target_fd: Option<i32>,
+    },
+    /// The core-file size limit set on the target (18446744073709551615: unlimited).
+    CoreLimit { soft: u64, hard: u64 },
+    /// A fanotify mark: what it covers, and whether that holds watched files.
+    FanotifyMark {
+        /// `inode` (the file or directory itself), `mount` or `filesystem`.
+        mark: String,
+        /// The event mask, symbolic (`FAN_OPEN|FAN_ACCESS`).
+        mask: String,
+        /// The mark flags, symbolic (`FAN_MARK_ADD|FAN_MARK_MOUNT`).
+        flags: String,
+        /// The path as passed.
+        requested: String,
+        /// The path resolved against the caller's root, working directory or directory fd,
+        /// when that was still possible.
+        path: Option<String>,
+        /// How the mark covers watched files: `file` (a watched file), `directory` (one
+        /// holding watched files), `mount` or `filesystem` (the one holding them); null
+        /// when it covers none.
+        covers: Option<String>,
+        /// The watched files it covers (the first 16 by path).
+        watched: Vec<String>,
+        /// How many watched files it covers.
+        watched_count: u64,
     },
     /// The file was opened through an overlayfs mount (device `overlay_dev`) by the path
     /// `opened`; `file` names the real file on the layer below, the one that was read.
@@ -328,9 +405,12 @@ mod tests {
         }
         assert_eq!(Kind::ProcessVmReadv.as_str(), "process_vm_readv");
         assert_eq!(Kind::WatchOverflow.as_str(), "watch_overflow");
+        assert_eq!(Kind::PerfEventOpen.as_str(), "perf_event_open");
+        assert_eq!(Kind::Prlimit64.as_str(), "prlimit64");
+        assert_eq!(Kind::CorePatternWrite.as_str(), "core_pattern_write");
         assert_eq!(
             Kind::ALL.len(),
-            12,
+            18,
             "kinds are only ever appended: loss stays 10"
         );
         assert_eq!(Kind::ALL[10], Kind::Loss);

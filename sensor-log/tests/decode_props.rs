@@ -269,6 +269,54 @@ fn detail() -> impl Strategy<Value = Detail> {
                 watched,
             }
         }),
+        (
+            text(),
+            any::<[u64; 2]>(),
+            vec(text(), 0..3),
+            any::<(bool, i32, bool)>()
+        )
+            .prop_map(
+                |(
+                    event_type,
+                    [config, sample_type],
+                    samples,
+                    (reads_user_memory, cpu, system_wide),
+                )| {
+                    Detail::PerfEventOpen {
+                        event_type,
+                        config,
+                        sample_type,
+                        samples,
+                        reads_user_memory,
+                        cpu,
+                        system_wide,
+                    }
+                }
+            ),
+        (text(), of(text()), of(text()), of(any::<i32>())).prop_map(
+            |(command, prog_type, tracepoint, prog_fd)| Detail::Bpf {
+                command,
+                prog_type,
+                prog_name: None,
+                attach_type: tracepoint.clone(),
+                tracepoint,
+                prog_fd,
+                target_fd: prog_fd,
+            }
+        ),
+        any::<[u64; 2]>().prop_map(|[soft, hard]| Detail::CoreLimit { soft, hard }),
+        (text(), text(), of(text()), vec(text(), 0..3), any::<u64>()).prop_map(
+            |(mark, mask, covers, watched, watched_count)| Detail::FanotifyMark {
+                flags: mark.clone(),
+                requested: mask.clone(),
+                path: covers.clone(),
+                mark,
+                mask,
+                covers,
+                watched,
+                watched_count,
+            }
+        ),
     ]
 }
 

@@ -257,6 +257,44 @@ pub fn row(r: &Record) -> Vec<String> {
         }) => detail.push(format!(
             "{directory} ({rule}): {watched} of {files} files watched by inode, the rest by name"
         )),
+        Some(Detail::PerfEventOpen {
+            event_type,
+            samples,
+            system_wide,
+            ..
+        }) => detail.push(format!(
+            "{event_type} event{}, sampling {}",
+            if *system_wide { ", system-wide" } else { "" },
+            samples.join(",")
+        )),
+        Some(Detail::Bpf {
+            prog_type,
+            prog_name,
+            attach_type,
+            tracepoint,
+            ..
+        }) => detail.extend(
+            [prog_type, prog_name, attach_type, tracepoint]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        ),
+        Some(Detail::CoreLimit { soft, hard }) => detail.push(format!("core limit {soft}/{hard}")),
+        Some(Detail::FanotifyMark {
+            mark,
+            mask,
+            requested,
+            path,
+            covers,
+            ..
+        }) => detail.push(format!(
+            "{mark} mark {mask} on {}{}",
+            path.as_deref().unwrap_or(requested),
+            covers
+                .as_ref()
+                .map(|c| format!(", covers a watched {c}"))
+                .unwrap_or_default()
+        )),
         Some(Detail::Overlay {
             opened,
             overlay_dev,

@@ -8,17 +8,19 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, SyscallEvent,
-    UnknownKind,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, RouteEvent,
+    SyscallEvent, UnknownKind,
 };
 use zerocopy::FromBytes;
 
 /// A kernel event after decoding.
 #[derive(Clone, Copy)]
 pub enum Decoded {
-    /// `file_open` or `proc_access` (see `header.kind`).
+    /// `file_open`, `proc_access`, `tracefs_write` or `core_pattern_write` (see `header.kind`).
     File(FileEvent),
     Syscall(SyscallEvent),
+    /// `perf_event_open`, `bpf`, `prlimit64` or `fanotify_mark`.
+    Route(RouteEvent),
     IoUring(IoUringEvent),
     Exec(ExecEvent),
     Fork(ForkEvent),
@@ -32,6 +34,7 @@ impl Decoded {
         match self {
             Decoded::File(e) => &e.header,
             Decoded::Syscall(e) => &e.header,
+            Decoded::Route(e) => &e.header,
             Decoded::IoUring(e) => &e.header,
             Decoded::Exec(e) => &e.header,
             Decoded::Fork(e) => &e.header,
@@ -79,7 +82,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     }
     let kind = EventKind::try_from(bytes[0])?;
     Ok(match kind {
-        EventKind::FileOpen | EventKind::ProcAccess => Decoded::File(read(kind, bytes)?),
+        EventKind::FileOpen
+        | EventKind::ProcAccess
+        | EventKind::TracefsWrite
+        | EventKind::CorePatternWrite => Decoded::File(read(kind, bytes)?),
         EventKind::Ptrace
         | EventKind::ProcessVmReadv
         | EventKind::ProcessVmWritev
@@ -91,6 +97,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         EventKind::Exec => Decoded::Exec(read(kind, bytes)?),
         EventKind::Fork => Decoded::Fork(read(kind, bytes)?),
         EventKind::Exit => Decoded::Exit(read(kind, bytes)?),
+        EventKind::PerfEventOpen
+        | EventKind::Bpf
+        | EventKind::Prlimit64
+        | EventKind::FanotifyMark => Decoded::Route(read(kind, bytes)?),
     })
 }
 

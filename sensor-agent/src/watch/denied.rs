@@ -72,30 +72,46 @@ pub fn resolve_denied(
     })
 }
 
-/// Where the open of `requested` by `pid` led: the canonical path of the file it names now,
-/// resolved as [`resolve_denied`] does; the lexically normalised path when that file or the
-/// process is gone; the path as passed when even that cannot be said (relative, process gone).
-pub fn opened_path(proc_root: &Path, pid: u32, dfd: i32, requested: &[u8]) -> String {
-    let as_passed = String::from_utf8_lossy(requested);
-    let resolved = caller_base(proc_root, pid, dfd, requested)
-        .and_then(|(base, resolve)| openat2(&base, requested, resolve))
-        .and_then(|fd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())));
-    match resolved {
-        Ok(path) => path.to_string_lossy().into_owned(),
-        Err(_) => lexical_normalize(&as_passed).unwrap_or_else(|| as_passed.into_owned()),
-    }
+/// What a path argument of `pid` names (a fanotify mark's object): its
+/// identity, its path as the agent sees it, and whether it is a directory. Resolved as
+/// [`resolve_denied`] does, following symlinks; when the process is gone, an absolute path
+/// is looked up in the agent's own root (the host's, for an agent on the host).
+pub fn resolve_object(
+    proc_root: &Path,
+    pid: u32,
+    dfd: i32,
+    requested: &[u8],
+) -> Option<(InodeKey, String, bool)> {
+    let (base, resolve) = match caller_base(proc_root, pid, dfd, requested) {
+        Ok(base) => base,
+        Err(_) if requested.first() == Some(&b'/') => {
+            (open_path(Path::new("/")).ok()?, ResolveFlags::empty())
+        }
+        Err(_) => return None,
+    };
+    let file = openat2(&base, requested, resolve).ok()?;
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()?
+        .to_string_lossy()
+        .into_owned();
+    let meta = File::from(file).metadata().ok()?;
+    Some((inode_key(&meta), path, meta.is_dir()))
 }
 
-/// The directory `requested` resolves from for `pid`, and how: beneath its root for an
-/// absolute path (`RESOLVE_IN_ROOT`, so `..` and absolute symlinks stay inside it as they
-/// did for the caller), from its working directory or `dfd` for a relative one.
+/// Where the kernel started a path walk for `pid`, and how to follow it: beneath its root
+/// for an absolute path (`RESOLVE_IN_ROOT`, so `..` and absolute symlinks stay inside it as
+/// they did for the caller), from its working directory or the directory fd `dfd` for a
+/// relative one. An error when the process (or its `dfd`) is gone, or `requested` is empty.
 fn caller_base(
     proc_root: &Path,
     pid: u32,
     dfd: i32,
     requested: &[u8],
 ) -> io::Result<(OwnedFd, ResolveFlags)> {
-    let absolute = requested.first() == Some(&b'/');
+    let absolute = match requested.first() {
+        None => return Err(io::ErrorKind::InvalidInput.into()),
+        Some(&first) => first == b'/',
+    };
     let base = if absolute {
         proc_root.join(format!("{pid}/root"))
     } else if dfd == AT_FDCWD {

@@ -30,7 +30,7 @@ use sensor_common::{
     name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED, NAME_LEN,
 };
 
-pub use denied::{lexical_normalize, opened_path, resolve_denied};
+pub use denied::{lexical_normalize, resolve_denied, resolve_object};
 pub use handle::{Handle, Mounts};
 pub use refresh::Watcher;
 

@@ -200,6 +200,63 @@ fn run(action: &str, a: &[String]) -> i64 {
                 0,
             )),
             "io-uring-open" => io_uring_open(&a[0]),
+            // `compat-fanotify-mark PATH`: an inode open and access mark on PATH through the
+            // ia32 entry, whose mask takes two arguments.
+            "compat-fanotify-mark" => compat_fanotify_mark(&a[0]),
+            // `perf-open PID`: a software clock event on PID sampling its user stack and
+            // registers (what reads another process's memory); `-1` is system-wide on CPU 0.
+            "perf-open" => perf_open(num(&a[0]) as libc::pid_t),
+            // `bpf-load-attach TRACEPOINT`: loads `r0 = 0; exit` as a raw-tracepoint program
+            // named `sensor_test`, attaches it to TRACEPOINT and closes both at once. Prints
+            // the attach's result (the load's is in its own event).
+            "bpf-load-attach" => bpf_load_attach(&a[0]),
+            // `prlimit-core PID SOFT HARD`: sets PID's RLIMIT_CORE.
+            "prlimit-core" => {
+                let new = libc::rlimit64 {
+                    rlim_cur: num(&a[1]) as u64,
+                    rlim_max: num(&a[2]) as u64,
+                };
+                sys(libc::syscall(
+                    libc::SYS_prlimit64,
+                    num(&a[0]) as libc::pid_t,
+                    libc::RLIMIT_CORE,
+                    &new,
+                    std::ptr::null_mut::<libc::rlimit64>(),
+                ))
+            }
+            // `fanotify-mark inode|mount|filesystem PATH [DIR]`: a notification listener with
+            // an open and access mark on PATH (relative to the directory DIR when given),
+            // alive for a second after marking.
+            "fanotify-mark" => {
+                let fan = libc::fanotify_init(libc::FAN_CLASS_NOTIF, libc::O_RDONLY as u32);
+                assert!(
+                    fan >= 0,
+                    "fanotify_init: {}",
+                    std::io::Error::last_os_error()
+                );
+                let how = match a[0].as_str() {
+                    "inode" => 0,
+                    "mount" => libc::FAN_MARK_MOUNT,
+                    "filesystem" => libc::FAN_MARK_FILESYSTEM,
+                    other => panic!("unknown mark {other}"),
+                };
+                let dir = match a.get(2) {
+                    Some(d) => libc::open(c(d).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY),
+                    None => libc::AT_FDCWD,
+                };
+                let ret = sys(libc::syscall(
+                    libc::SYS_fanotify_mark,
+                    fan,
+                    libc::FAN_MARK_ADD | how,
+                    libc::FAN_OPEN | libc::FAN_ACCESS,
+                    dir,
+                    c(&a[1]).as_ptr(),
+                ));
+                // A listener lives on to read its events (this one reads none): its working
+                // directory and descriptors stay readable meanwhile.
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                ret
+            }
             other => panic!("unknown action {other}"),
         }
     }
@@ -250,12 +307,13 @@ fn open_by_handle(path: &str) -> i64 {
     }
 }
 
-fn compat_open(path: &str) -> i64 {
+/// A fresh private anonymous page below 4 GiB (addressable by an ia32 syscall argument)
+/// holding `path`; the page's zero bytes after it are its NUL.
+fn low_page_with(path: &str) -> *mut libc::c_void {
     assert!(path.len() < 4096, "the path and its NUL must fit one page");
-    // SAFETY: a fresh private anonymous page below 4 GiB receives the path (shorter than the
-    // page, checked above), the page's zero bytes after it are its NUL. The asm saves and
-    // restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
-    // declares every register the ia32 entry may change as clobbered.
+    // SAFETY: mmap of a new anonymous page touches no existing memory; the copy writes
+    // `path.len()` bytes, fewer than the page's 4096 (checked above), into the page just
+    // mapped writable.
     unsafe {
         let buf = libc::mmap(
             std::ptr::null_mut(),
@@ -267,6 +325,16 @@ fn compat_open(path: &str) -> i64 {
         );
         assert_ne!(buf, libc::MAP_FAILED);
         std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
+        buf
+    }
+}
+
+fn compat_open(path: &str) -> i64 {
+    // SAFETY: the path is NUL-terminated in a page below 4 GiB (`low_page_with`). The asm
+    // saves and restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
+    // declares every register the ia32 entry may change as clobbered.
+    unsafe {
+        let buf = low_page_with(path);
         let ret: i64;
         // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
         std::arch::asm!(
@@ -305,4 +373,127 @@ fn io_uring_open(path: &str) -> i64 {
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     fd as i64
+}
+
+/// `perf_event_open` of a software CPU clock on `pid` with user-stack and user-register
+/// sampling. `struct perf_event_attr` is built by hand (libc has no definition): the layout
+/// of `PERF_ATTR_SIZE_VER5`, 112 bytes.
+fn perf_open(pid: libc::pid_t) -> i64 {
+    const PERF_TYPE_SOFTWARE: u32 = 1;
+    const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
+    const PERF_SAMPLE_IP: u64 = 1;
+    const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
+    const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
+    let mut attr = [0u8; 112];
+    let mut put = |offset: usize, bytes: &[u8]| {
+        attr[offset..offset + bytes.len()].copy_from_slice(bytes);
+    };
+    put(0, &PERF_TYPE_SOFTWARE.to_ne_bytes());
+    put(4, &112u32.to_ne_bytes());
+    put(8, &PERF_COUNT_SW_CPU_CLOCK.to_ne_bytes());
+    put(16, &100_000u64.to_ne_bytes()); // sample_period
+    put(
+        24,
+        &(PERF_SAMPLE_IP | PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER).to_ne_bytes(),
+    );
+    // disabled (bit 0), exclude_kernel (bit 5), exclude_hv (bit 6)
+    put(40, &(1u64 | 1 << 5 | 1 << 6).to_ne_bytes());
+    put(80, &0xffu64.to_ne_bytes()); // sample_regs_user: ax..di
+    put(88, &8192u32.to_ne_bytes()); // sample_stack_user
+    let cpu = if pid == -1 { 0 } else { -1 };
+    // SAFETY: `attr` is a local of the size its `size` field announces, outliving the call.
+    let fd = sys(unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            pid,
+            cpu,
+            -1,
+            8u64, // PERF_FLAG_FD_CLOEXEC
+        )
+    });
+    if fd >= 0 {
+        // SAFETY: the descriptor was just created for this process and nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+    fd
+}
+
+/// Loads a two-instruction raw-tracepoint program and attaches it to `tracepoint`.
+fn bpf_load_attach(tracepoint: &str) -> i64 {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+    const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+    // r0 = 0 (BPF_ALU64 | BPF_MOV | BPF_K); exit (BPF_JMP | BPF_EXIT)
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let license = c("GPL");
+    // union bpf_attr for BPF_PROG_LOAD: prog_type @0, insn_cnt @4, insns @8, license @16,
+    // prog_name @48 (16 bytes); 128 zeroed bytes cover every field up to the ones it uses.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_RAW_TRACEPOINT.to_ne_bytes());
+    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[48..59].copy_from_slice(b"sensor_test");
+    // SAFETY: `attr` is a local of the size passed, the instructions and license it points to
+    // are locals that outlive the call.
+    let prog = sys(unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_ptr(), 128) });
+    if prog < 0 {
+        return prog;
+    }
+    // SAFETY: the descriptor was just created for this process and nothing else owns it.
+    let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
+    let name = c(tracepoint);
+    // raw_tracepoint { name @0, prog_fd @8 }
+    let mut open = [0u8; 16];
+    open[0..8].copy_from_slice(&(name.as_ptr() as u64).to_ne_bytes());
+    open[8..12].copy_from_slice(&std::os::fd::AsRawFd::as_raw_fd(&prog).to_ne_bytes());
+    // SAFETY: as for the load; `name` outlives the call.
+    let link =
+        sys(unsafe { libc::syscall(libc::SYS_bpf, BPF_RAW_TRACEPOINT_OPEN, open.as_ptr(), 16) });
+    if link >= 0 {
+        // SAFETY: as for `prog`.
+        drop(unsafe { OwnedFd::from_raw_fd(link as i32) });
+    }
+    link
+}
+
+/// `fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN | FAN_ACCESS, AT_FDCWD, path)` through the ia32
+/// entry: ebx fd, ecx flags, edx mask (low half), esi mask (high half), edi dirfd, ebp path.
+fn compat_fanotify_mark(path: &str) -> i64 {
+    // SAFETY: as in `compat_open`: the path is NUL-terminated in a page below 4 GiB. rbx
+    // and rbp (reserved by Rust) are saved and restored on the stack around the call, and
+    // every register the ia32 entry may change is declared clobbered.
+    unsafe {
+        let fan = libc::fanotify_init(libc::FAN_CLASS_NOTIF, libc::O_RDONLY as u32);
+        assert!(
+            fan >= 0,
+            "fanotify_init: {}",
+            std::io::Error::last_os_error()
+        );
+        let buf = low_page_with(path);
+        let ret: i64;
+        std::arch::asm!(
+            "push rbx",
+            "push rbp",
+            "mov ebx, {fd:e}",
+            "mov ebp, {path:e}",
+            "int 0x80",
+            "pop rbp",
+            "pop rbx",
+            fd = in(reg) fan as u64,
+            path = in(reg) buf as u64,
+            inlateout("rax") 339i64 => ret,
+            inout("rcx") libc::FAN_MARK_ADD as u64 => _,
+            inout("rdx") libc::FAN_OPEN | libc::FAN_ACCESS => _,
+            inout("rsi") 0u64 => _,
+            inout("rdi") libc::AT_FDCWD as u32 as u64 => _,
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        ret
+    }
 }

@@ -3,17 +3,22 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use sensor_common::{FileEvent, InodeKey, MatchKind, OpenSyscall};
-use sensor_log::{Detail, Event, FileAccess};
+use sensor_common::{
+    syscall::{AT_FDCWD, PROC_SUPER_MAGIC, TRACEFS_MAGIC, WRITE_FLAGS},
+    FileEvent, InodeKey, MatchKind, OpenSyscall,
+};
+use sensor_log::{Detail, Event, FileAccess, Kind};
 
 use super::names::{access, open_flags};
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
-use crate::watch::{kernel_dev, lexical_normalize, opened_path, resolve_denied, Located, Mounts};
+use crate::watch::{
+    kernel_dev, lexical_normalize, resolve_denied, resolve_object, Located, Mounts,
+};
 
 impl Enricher {
     pub(super) fn file_event(&mut self, e: &FileEvent) -> Option<Event> {
-        let (Ok(matched), Some(event_kind)) = (
+        let (Ok(matched), Some(mut event_kind)) = (
             MatchKind::try_from(e.matched),
             self.kinds.log_kind(e.header.kind),
         ) else {
@@ -49,7 +54,7 @@ impl Enricher {
                                         was: was.path.clone(),
                                     });
                                     let (_, kind, owner) = self.watched(Some(was), e);
-                                    (self.opened_path(e), kind, owner)
+                                    (self.path_as_opened(e), kind, owner)
                                 }
                                 None => {
                                     self.stats.stale_inode += 1;
@@ -70,11 +75,23 @@ impl Enricher {
             },
             MatchKind::Denied => match self.resolve_requested(e, None) {
                 Some(found) => self.watched(Some(found), e),
-                None => {
-                    self.stats.denied_unwatched += 1;
-                    return None;
-                }
+                None => match self.denied_control_file(e) {
+                    Some((control, path, kind)) => {
+                        event_kind = control;
+                        (path, kind.to_owned(), None)
+                    }
+                    None => {
+                        self.stats.denied_unwatched += 1;
+                        return None;
+                    }
+                },
             },
+            MatchKind::Tracefs => (self.path_as_opened(e), "tracefs-probe".to_owned(), None),
+            MatchKind::CorePattern => (
+                "/proc/sys/kernel/core_pattern".to_owned(),
+                "core-pattern".to_owned(),
+                None,
+            ),
             MatchKind::Proc if name == b"kcore" => {
                 ("/proc/kcore".to_owned(), "procfs".to_owned(), None)
             }
@@ -116,17 +133,12 @@ impl Enricher {
         event.target = target;
         if e.overlay_dev != 0 {
             detail = Some(Detail::Overlay {
-                opened: self.opened_path(e),
+                opened: self.path_as_opened(e),
                 overlay_dev: dev_name(e.overlay_dev),
             });
         }
         event.detail = detail;
         Some(event)
-    }
-
-    /// Where the process's open led: the requested path resolved as the caller would.
-    fn opened_path(&self, e: &FileEvent) -> String {
-        opened_path(&self.proc_root, e.header.tgid, e.dfd, c_bytes(&e.requested))
     }
 
     /// Path, credential kind and owner of a kernel-confirmed watched file. When the set
@@ -143,6 +155,59 @@ impl Enricher {
         match self.set.rule(rule) {
             Some(r) => (path, r.kind.clone(), r.owner.clone()),
             None => (path, "unknown".to_owned(), None),
+        }
+    }
+
+    /// A denied open for writing of a tracefs probe file or `core_pattern` (a process without
+    /// root trying): the kernel had no file to recognise, so the requested path is resolved
+    /// here as for the caller and its file system checked by magic.
+    fn denied_control_file(&self, e: &FileEvent) -> Option<(Kind, String, &'static str)> {
+        if e.flags & WRITE_FLAGS == 0 {
+            return None;
+        }
+        let requested = c_bytes(&e.requested);
+        let name = requested.rsplit(|&b| b == b'/').next()?;
+        let probe = matches!(
+            name,
+            b"uprobe_events" | b"kprobe_events" | b"dynamic_events"
+        );
+        if !probe && name != b"core_pattern" {
+            return None;
+        }
+        let (_, path, _) = resolve_object(&self.proc_root, e.header.tgid, e.dfd, requested)?;
+        let magic = rustix::fs::statfs(path.as_str()).ok()?.f_type as u64;
+        if probe && magic == TRACEFS_MAGIC {
+            Some((Kind::TracefsWrite, path, "tracefs-probe"))
+        } else if !probe && magic == PROC_SUPER_MAGIC {
+            Some((
+                Kind::CorePatternWrite,
+                "/proc/sys/kernel/core_pattern".to_owned(),
+                "core-pattern",
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The path the caller opened, made absolute from its working directory or directory
+    /// descriptor when they can still be read, and normalised lexically (symlinks kept: the
+    /// path as opened, e.g. through `/sys/kernel/debug/tracing`).
+    fn path_as_opened(&self, e: &FileEvent) -> String {
+        let requested = c_string(&e.requested);
+        if requested.starts_with('/') {
+            return lexical_normalize(&requested).unwrap_or(requested);
+        }
+        let base = if e.dfd == AT_FDCWD {
+            format!("{}/cwd", e.header.tgid)
+        } else {
+            format!("{}/fd/{}", e.header.tgid, e.dfd)
+        };
+        match std::fs::read_link(self.proc_root.join(base)) {
+            Ok(dir) => {
+                let joined = format!("{}/{requested}", dir.display());
+                lexical_normalize(&joined).unwrap_or(joined)
+            }
+            Err(_) => requested,
         }
     }
 
@@ -367,6 +432,61 @@ mod tests {
         assert_eq!(
             (kcore.file.unwrap().path.as_str(), kcore.target),
             ("/proc/kcore", None)
+        );
+    }
+
+    /// tracefs probe files by the path as opened (absolute, or from the working directory),
+    /// `core_pattern` by its one path.
+    #[test]
+    fn kernel_control_files_opened_for_writing() {
+        let mut f = fixture();
+        let control = |kind: EventKind, matched: MatchKind, name: &[u8], requested: &[u8]| {
+            let mut e = open_event(matched, Path::new("/nonexistent/x"), requested, 3);
+            e.header.kind = kind as u8;
+            e.flags = (libc::O_WRONLY | libc::O_APPEND) as u64;
+            e.name = c_buf::<NAME_LEN>(name);
+            e
+        };
+        let e = control(
+            EventKind::TracefsWrite,
+            MatchKind::Tracefs,
+            b"uprobe_events",
+            b"/sys/kernel/debug/tracing/./uprobe_events",
+        );
+        let event = f.enricher.enrich(&Decoded::File(e)).unwrap();
+        assert_eq!(event.kind, Kind::TracefsWrite);
+        let file = event.file.unwrap();
+        assert_eq!(
+            (file.path.as_str(), file.kind.as_str(), file.access.as_str()),
+            (
+                "/sys/kernel/debug/tracing/uprobe_events",
+                "tracefs-probe",
+                "write"
+            )
+        );
+        // Relative to the caller's working directory (the fixture's home/a).
+        let e = control(
+            EventKind::TracefsWrite,
+            MatchKind::Tracefs,
+            b"kprobe_events",
+            b"t/kprobe_events",
+        );
+        let file = f.enricher.enrich(&Decoded::File(e)).unwrap().file.unwrap();
+        let expected = f.root.join("home/a/t/kprobe_events");
+        assert_eq!(file.path, expected.to_str().unwrap());
+
+        let e = control(
+            EventKind::CorePatternWrite,
+            MatchKind::CorePattern,
+            b"core_pattern",
+            b"core_pattern",
+        );
+        let event = f.enricher.enrich(&Decoded::File(e)).unwrap();
+        assert_eq!(event.kind, Kind::CorePatternWrite);
+        let file = event.file.unwrap();
+        assert_eq!(
+            (file.path.as_str(), file.kind.as_str()),
+            ("/proc/sys/kernel/core_pattern", "core-pattern")
         );
     }
 }

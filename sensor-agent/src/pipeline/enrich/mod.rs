@@ -9,6 +9,7 @@
 mod clock;
 mod file;
 mod names;
+mod route;
 mod syscall;
 
 use std::path::{Path, PathBuf};
@@ -169,6 +170,7 @@ impl Enricher {
                 event
             }),
             Decoded::Syscall(e) => self.syscall_event(e),
+            Decoded::Route(e) => self.route_event(e),
             Decoded::IoUring(e) => Some(self.io_uring_event(e)),
         };
         if out.is_some() {
@@ -196,6 +198,18 @@ impl Enricher {
             syscall: None,
             loss: None,
             detail: None,
+        }
+    }
+
+    /// The kernel kind of a record and the log kind it is logged as; `None`, counted as
+    /// malformed, when either is unknown (a kernel/agent mismatch).
+    fn kinds_of(&mut self, byte: u8) -> Option<(EventKind, Kind)> {
+        match (EventKind::try_from(byte), self.kinds.log_kind(byte)) {
+            (Ok(kind), Some(log)) => Some((kind, log)),
+            _ => {
+                self.stats.malformed += 1;
+                None
+            }
         }
     }
 

@@ -10,13 +10,7 @@ use crate::pipeline::decode::c_string;
 
 impl Enricher {
     pub(super) fn syscall_event(&mut self, e: &SyscallEvent) -> Option<Event> {
-        let (Ok(kind), Some(out_kind)) = (
-            EventKind::try_from(e.header.kind),
-            self.kinds.log_kind(e.header.kind),
-        ) else {
-            self.stats.malformed += 1;
-            return None;
-        };
+        let (kind, out_kind) = self.kinds_of(e.header.kind)?;
         let ok = e.ret >= 0;
         let mut detail = SyscallDetail {
             compat: e.compat != 0,
