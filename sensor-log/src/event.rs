@@ -45,6 +45,13 @@ pub enum Kind {
     /// The watched set could not hold every file a rule matched in a directory (format
     /// version 2 on): `detail` is a [`Detail::WatchOverflow`].
     WatchOverflow,
+    /// A rename onto, or of, a watched file or directory (format version 2 on): `file`
+    /// names the watched path, `detail` is a [`Detail::PathChange`].
+    FileRename,
+    /// An unlink (or `rmdir` through `unlinkat`) of a watched file or directory.
+    FileUnlink,
+    /// A new hard link to, or onto, a watched file.
+    FileLink,
 }
 
 impl Kind {
@@ -118,6 +125,15 @@ pub enum Detail {
         rule: String,
         files: u64,
         watched: u64,
+    },
+    /// The two names of a `file_rename`/`file_link` (`to` is none for `file_unlink`), each
+    /// resolved as the caller saw it (canonical directory and name), or as passed when it
+    /// could not be; `flags` names the call's flags (`RENAME_EXCHANGE`, `RENAME_NOREPLACE`,
+    /// `RENAME_WHITEOUT`, `AT_REMOVEDIR`, ...).
+    PathChange {
+        from: String,
+        to: Option<String>,
+        flags: Vec<String>,
     },
 }
 
@@ -321,9 +337,12 @@ mod tests {
         }
         assert_eq!(Kind::ProcessVmReadv.as_str(), "process_vm_readv");
         assert_eq!(Kind::WatchOverflow.as_str(), "watch_overflow");
+        assert_eq!(Kind::FileRename.as_str(), "file_rename");
+        assert_eq!(Kind::FileUnlink.as_str(), "file_unlink");
+        assert_eq!(Kind::FileLink.as_str(), "file_link");
         assert_eq!(
             Kind::ALL.len(),
-            12,
+            15,
             "kinds are only ever appended: loss stays 10"
         );
         assert_eq!(Kind::ALL[10], Kind::Loss);

@@ -257,6 +257,16 @@ pub fn row(r: &Record) -> Vec<String> {
         }) => detail.push(format!(
             "{directory} ({rule}): {watched} of {files} files watched by inode, the rest by name"
         )),
+        Some(Detail::PathChange { from, to, flags }) => {
+            let mut text = match to {
+                Some(to) => format!("{from} -> {to}"),
+                None => from.clone(),
+            };
+            if !flags.is_empty() {
+                text.push_str(&format!(" ({})", flags.join("|")));
+            }
+            detail.push(text)
+        }
         None => {}
     }
     if let Some(s) = &e.syscall {

@@ -8,8 +8,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, SyscallEvent,
-    UnknownKind,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent,
+    PathChangeEvent, SyscallEvent, UnknownKind,
 };
 use zerocopy::FromBytes;
 
@@ -19,6 +19,8 @@ pub enum Decoded {
     /// `file_open` or `proc_access` (see `header.kind`).
     File(FileEvent),
     Syscall(SyscallEvent),
+    /// `file_rename`, `file_unlink` or `file_link` (see `header.kind`).
+    PathChange(PathChangeEvent),
     IoUring(IoUringEvent),
     Exec(ExecEvent),
     Fork(ForkEvent),
@@ -32,6 +34,7 @@ impl Decoded {
         match self {
             Decoded::File(e) => &e.header,
             Decoded::Syscall(e) => &e.header,
+            Decoded::PathChange(e) => &e.header,
             Decoded::IoUring(e) => &e.header,
             Decoded::Exec(e) => &e.header,
             Decoded::Fork(e) => &e.header,
@@ -87,6 +90,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         | EventKind::Keyctl
         | EventKind::AddKey
         | EventKind::RequestKey => Decoded::Syscall(read(kind, bytes)?),
+        EventKind::FileRename | EventKind::FileUnlink | EventKind::FileLink => {
+            Decoded::PathChange(read(kind, bytes)?)
+        }
         EventKind::IoUring => Decoded::IoUring(read(kind, bytes)?),
         EventKind::Exec => Decoded::Exec(read(kind, bytes)?),
         EventKind::Fork => Decoded::Fork(read(kind, bytes)?),

@@ -26,10 +26,11 @@ use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use sensor_common::{
-    name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED, NAME_LEN,
+    name_length_bit, InodeKey, LeafKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED,
+    NAME_LEN,
 };
 
-pub use denied::{lexical_normalize, resolve_denied};
+pub use denied::{lexical_normalize, resolve_denied, resolve_path_change, Named};
 pub use refresh::Watcher;
 
 /// One `[[watch]]` entry, validated and compiled.
@@ -258,6 +259,8 @@ pub struct WatchSet {
     inodes: HashMap<InodeKey, WatchValue>,
     dirs: HashMap<InodeKey, WatchValue>,
     names: HashMap<NameKey, WatchValue>,
+    /// Watched names for the kernel's rename/unlink/link prefilter (`WATCHED_LEAVES`).
+    leaves: HashMap<LeafKey, WatchValue>,
     inode_paths: HashMap<InodeKey, String>,
     dir_info: HashMap<InodeKey, DirInfo>,
     /// Directories each rule put entries in: where a dir/name event's file can be.
@@ -338,6 +341,44 @@ impl WatchSet {
         &self.names
     }
 
+    /// The names the kernel passes renames, unlinks and links on: the last component of
+    /// every watched file's path (as configured and as resolved) and of every watched
+    /// directory (which is also the directory a glob rule's files are in).
+    pub fn leaves(&self) -> &HashMap<LeafKey, WatchValue> {
+        &self.leaves
+    }
+
+    /// A watched directory (one holding watched names or a glob's files) at this canonical
+    /// path, and the rule that put it there.
+    pub fn dir_at(&self, path: &str) -> Option<Located> {
+        self.dir_info
+            .iter()
+            .find(|(_, info)| info.path == path)
+            .and_then(|(key, info)| {
+                Some(Located {
+                    path: info.path.clone(),
+                    rule: self.dirs.get(key)?.rule,
+                })
+            })
+    }
+
+    /// A watched directory by identity.
+    pub fn dir_by_inode(&self, key: &InodeKey) -> Option<Located> {
+        let info = self.dir_info.get(key)?;
+        Some(Located {
+            path: info.path.clone(),
+            rule: self.dirs.get(key)?.rule,
+        })
+    }
+
+    /// The rule whose whole pattern a normalised absolute path matches (its id).
+    pub fn rule_for_path(&self, path: &str) -> Option<u32> {
+        self.rules
+            .iter()
+            .position(|r| r.matches_path(path))
+            .map(|i| i as u32 + 1)
+    }
+
     /// The rule with this id (`WatchValue.rule`, `FileEvent.rule`).
     pub fn rule(&self, id: u32) -> Option<&Rule> {
         self.rules.get((id as usize).checked_sub(1)?)
@@ -393,6 +434,7 @@ impl WatchSet {
         self.inodes == other.inodes
             && self.dirs == other.dirs
             && self.names == other.names
+            && self.leaves == other.leaves
             && self.inode_paths == other.inode_paths
             && self.dir_info == other.dir_info
             && self.inotify_dirs == other.inotify_dirs
@@ -676,6 +718,7 @@ impl Resolver {
         };
         let inodes = &set.inodes;
         set.inode_paths.retain(|key, _| inodes.contains_key(key));
+        set.leaves = leaves(&set, budget.per_map);
         for site in sites {
             let watched = site
                 .inodes
@@ -690,6 +733,53 @@ impl Resolver {
                 });
         }
         set
+    }
+}
+
+/// The prefilter's names, within `capacity`: directories' names first (one covers every
+/// file a glob matches in it), then the watched names, then the resolved files' own names
+/// (a symlink's target, a glob's matches), each group sorted, so what a full map leaves out
+/// is decided by the set alone and is what the other groups already cover best.
+fn leaves(set: &WatchSet, capacity: usize) -> HashMap<LeafKey, WatchValue> {
+    let last = |path: &str| -> Option<Vec<u8>> {
+        let name = path.trim_end_matches('/').rsplit('/').next()?;
+        (!name.is_empty()).then(|| name.as_bytes().to_vec())
+    };
+    let mut groups: [Vec<(Vec<u8>, u32)>; 3] = Default::default();
+    for (key, info) in &set.dir_info {
+        if let (Some(name), Some(v)) = (last(&info.path), set.dirs.get(key)) {
+            groups[0].push((name, v.rule));
+        }
+    }
+    for (key, v) in &set.names {
+        let end = key.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        groups[1].push((key.name[..end].to_vec(), v.rule));
+    }
+    for (key, path) in &set.inode_paths {
+        if let (Some(name), Some(v)) = (last(path), set.inodes.get(key)) {
+            groups[2].push((name, v.rule));
+        }
+    }
+    let mut out = HashMap::new();
+    for mut group in groups {
+        group.sort_unstable();
+        for (name, rule) in group {
+            if out.len() >= capacity {
+                return out;
+            }
+            out.entry(leaf_key(&name)).or_insert(WatchValue {
+                rule,
+                ..WatchValue::default()
+            });
+        }
+    }
+    out
+}
+
+/// A name as the kernel copies it into a `LeafKey`: as [`name_key`].
+pub fn leaf_key(name: &[u8]) -> LeafKey {
+    LeafKey {
+        name: name_key(InodeKey::default(), name).name,
     }
 }
 

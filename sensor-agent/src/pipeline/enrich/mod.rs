@@ -9,6 +9,7 @@
 mod clock;
 mod file;
 mod names;
+mod path_change;
 mod syscall;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub struct EnrichStats {
     pub malformed: u64,
     /// Inode matches on a stale entry (a replaced file's reused inode) naming no watched file.
     pub stale_inode: u64,
+    /// Renames, unlinks and links that passed the kernel's name prefilter but named no
+    /// watched file or directory.
+    pub path_unwatched: u64,
 }
 
 pub struct Enricher {
@@ -169,6 +173,7 @@ impl Enricher {
                 event
             }),
             Decoded::Syscall(e) => self.syscall_event(e),
+            Decoded::PathChange(e) => self.path_change_event(e),
             Decoded::IoUring(e) => Some(self.io_uring_event(e)),
         };
         if out.is_some() {
