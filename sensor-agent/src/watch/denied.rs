@@ -171,8 +171,9 @@ pub fn resolve_path_change(
     }
 }
 
-/// The watched file or directory a name refers to: the file it holds now (`now`), its
-/// place in a watched directory (`dir`), a watched directory's path, or a rule's pattern.
+/// The watched file or directory a name refers to: its place in a watched directory
+/// (`dir`), a watched directory's path, a rule's pattern, or else the file it holds now
+/// (`now`).
 fn watched_name(
     set: &WatchSet,
     path: &str,
@@ -180,25 +181,29 @@ fn watched_name(
     name: &[u8],
     now: Option<&std::fs::Metadata>,
 ) -> Option<Located> {
-    if let Some(meta) = now {
-        let key = inode_key(meta);
-        let found = if meta.is_dir() {
-            set.dir_by_inode(&key)
-        } else {
-            set.by_inode(&key)
-        };
-        if found.is_some() {
-            return found;
-        }
-    }
     let at_path = |rule| Located {
         path: path.to_owned(),
         rule,
     };
-    dir.and_then(|dir| set.rule_in_dir(&dir, name))
+    let by_name = dir
+        .and_then(|dir| set.rule_in_dir(&dir, name))
         .map(at_path)
         .or_else(|| set.dir_at(path))
-        .or_else(|| set.rule_for_path(path).map(at_path))
+        .or_else(|| set.rule_for_path(path).map(at_path));
+    if by_name.is_some() {
+        return by_name;
+    }
+    // Not a watched name: is it a watched file or directory under another name (moved
+    // there, or linked)? An inode number a replaced watched file left behind can be reused
+    // by an unrelated file before the refresh, so a file is checked to still be watched.
+    let meta = now?;
+    let key = inode_key(meta);
+    if meta.is_dir() {
+        set.dir_by_inode(&key)
+    } else {
+        set.by_inode(&key)
+            .filter(|found| super::still_watched(found, &key, name))
+    }
 }
 
 /// The process is gone: match the lexically normalised path against the rule patterns.

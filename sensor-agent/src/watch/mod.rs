@@ -290,6 +290,17 @@ fn root_only(meta: &Metadata) -> bool {
     meta.uid() == 0 && meta.mode() & 0o022 == 0
 }
 
+/// Whether an inode entry still names the file seen under `name` with identity `key`. When
+/// a watched file is replaced, its old inode number can be reused by an unrelated file
+/// before the kernel map is refreshed; the name matching the watched name settles the common
+/// case without a `stat`, and a `stat` of the watched path settles the rest (hard links).
+pub fn still_watched(found: &Located, key: &InodeKey, name: &[u8]) -> bool {
+    let watched_name = found.path.rsplit('/').next().unwrap_or_default();
+    watched_name.as_bytes() == name
+        || fs::metadata(&found.path)
+            .is_ok_and(|m| m.ino() == key.ino && kernel_dev(m.dev()) == key.dev)
+}
+
 /// A name as the kernel copies it into a `NameKey`: at most `NAME_LEN - 1` bytes, NUL-padded.
 pub fn name_key(dir: InodeKey, name: &[u8]) -> NameKey {
     let mut key = NameKey {

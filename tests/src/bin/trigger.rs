@@ -200,6 +200,29 @@ fn run(action: &str, a: &[String]) -> i64 {
                 0,
             )),
             "io-uring-open" => io_uring_open(&a[0]),
+            // `rename OLD NEW`, `renameat2-exchange OLD NEW`, `unlink PATH`, `link OLD NEW`:
+            // the plain syscalls, as `sed -i`, an editor's save or an attacker makes them.
+            "rename" => sys(libc::syscall(
+                libc::SYS_rename,
+                c(&a[0]).as_ptr(),
+                c(&a[1]).as_ptr(),
+            )),
+            "renameat2-exchange" => sys(libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                c(&a[0]).as_ptr(),
+                libc::AT_FDCWD,
+                c(&a[1]).as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )),
+            "unlink" => sys(libc::syscall(libc::SYS_unlink, c(&a[0]).as_ptr())),
+            "link" => sys(libc::syscall(
+                libc::SYS_link,
+                c(&a[0]).as_ptr(),
+                c(&a[1]).as_ptr(),
+            )),
+            // rename through the ia32 entry (`int 0x80`, syscall 38).
+            "compat-rename" => compat_rename(&a[0], &a[1]),
             other => panic!("unknown action {other}"),
         }
     }
@@ -251,11 +274,37 @@ fn open_by_handle(path: &str) -> i64 {
 }
 
 fn compat_open(path: &str) -> i64 {
-    assert!(path.len() < 4096, "the path and its NUL must fit one page");
-    // SAFETY: a fresh private anonymous page below 4 GiB receives the path (shorter than the
-    // page, checked above), the page's zero bytes after it are its NUL. The asm saves and
-    // restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
+    let path = low_page(path);
+    let ret: i64;
+    // SAFETY: the path is NUL-terminated in a page below 4 GiB (`low_page`). The asm saves
+    // and restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
     // declares every register the ia32 entry may change as clobbered.
+    unsafe {
+        // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
+        std::arch::asm!(
+            "push rbx",
+            "mov ebx, {path:e}",
+            "int 0x80",
+            "pop rbx",
+            path = in(reg) path,
+            inlateout("rax") 5i64 => ret,
+            inout("rcx") libc::O_RDONLY as u64 => _,
+            // Kernels before 4.17 returned zero in r8-r11 from `int 0x80`.
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+    }
+    ret
+}
+
+/// A fresh private page below 4 GiB holding `path` and its NUL, for an ia32 syscall.
+fn low_page(path: &str) -> u64 {
+    assert!(path.len() < 4096, "the path and its NUL must fit one page");
+    // SAFETY: a fresh private anonymous page receives the path (shorter than the page,
+    // checked above); the page's zero bytes after it are its NUL. It is never unmapped: the
+    // process exits right after its one syscall.
     unsafe {
         let buf = libc::mmap(
             std::ptr::null_mut(),
@@ -267,24 +316,33 @@ fn compat_open(path: &str) -> i64 {
         );
         assert_ne!(buf, libc::MAP_FAILED);
         std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
-        let ret: i64;
-        // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
+        buf as u64
+    }
+}
+
+fn compat_rename(old: &str, new: &str) -> i64 {
+    let (old, new) = (low_page(old), low_page(new));
+    let ret: i64;
+    // SAFETY: both paths are NUL-terminated in pages below 4 GiB (`low_page`). The asm saves
+    // and restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
+    // declares every register the ia32 entry may change as clobbered.
+    unsafe {
+        // ia32 rename is syscall 38: eax = 38, ebx = old, ecx = new.
         std::arch::asm!(
             "push rbx",
-            "mov ebx, {path:e}",
+            "mov ebx, {old:e}",
             "int 0x80",
             "pop rbx",
-            path = in(reg) buf as u64,
-            inlateout("rax") 5i64 => ret,
-            inout("rcx") libc::O_RDONLY as u64 => _,
-            // Kernels before 4.17 returned zero in r8-r11 from `int 0x80`.
+            old = in(reg) old,
+            inlateout("rax") 38i64 => ret,
+            inout("rcx") new => _,
             out("r8") _,
             out("r9") _,
             out("r10") _,
             out("r11") _,
         );
-        ret
     }
+    ret
 }
 
 fn io_uring_open(path: &str) -> i64 {

@@ -1,15 +1,13 @@
 //! The file event (`file_open`, `proc_access`): the kernel's match confirmed against the
 //! watched set, and the watched file named.
 
-use std::os::unix::fs::MetadataExt;
-
 use sensor_common::{FileEvent, InodeKey, MatchKind, OpenSyscall};
 use sensor_log::{Event, FileAccess};
 
 use super::names::{access, open_flags};
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
-use crate::watch::{kernel_dev, lexical_normalize, resolve_denied, Located};
+use crate::watch::{lexical_normalize, resolve_denied, still_watched, Located};
 
 impl Enricher {
     pub(super) fn file_event(&mut self, e: &FileEvent) -> Option<Event> {
@@ -30,7 +28,7 @@ impl Enricher {
                     ino: e.ino,
                 };
                 match self.set.by_inode(&key) {
-                    Some(found) if Self::inode_still_watched(&found, &key, name) => {
+                    Some(found) if still_watched(&found, &key, name) => {
                         self.watched(Some(found), e)
                     }
                     // A stale entry: decide by the path the process asked for.
@@ -115,17 +113,6 @@ impl Enricher {
             Some(r) => (path, r.kind.clone(), r.owner.clone()),
             None => (path, "unknown".to_owned(), None),
         }
-    }
-
-    /// Whether an inode entry still names the file the kernel saw. When a watched file is
-    /// replaced, its old inode number can be reused by an unrelated file before the kernel
-    /// map is refreshed; the opened name matching the watched name settles the common case
-    /// without a `stat`, and a `stat` of the watched path settles the rest (hard links).
-    fn inode_still_watched(found: &Located, key: &InodeKey, name: &[u8]) -> bool {
-        let watched_name = found.path.rsplit('/').next().unwrap_or_default();
-        watched_name.as_bytes() == name
-            || std::fs::metadata(&found.path)
-                .is_ok_and(|m| m.ino() == key.ino && kernel_dev(m.dev()) == key.dev)
     }
 
     /// The watched file the requested path names, resolved as the kernel would for the
