@@ -279,9 +279,12 @@ fn zeroed_key(scan: *mut PathScan) -> *mut LeafKey {
 /// Whether the key at `key` (in this CPU's slot) is a watched name.
 #[inline(always)]
 fn leaf_watched(key: *mut LeafKey) -> bool {
+    // By reference: the key stays in the slot instead of being copied to the stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
     // SAFETY: the key is initialised, in map memory valid while the program runs; the
     // element is only tested for presence.
-    unsafe { WATCHED_LEAVES.get(&*key) }.is_some()
+    let found = unsafe { WATCHED_LEAVES.get(&*key) }.is_some();
+    found
 }
 
 /// The dentry of the directory a relative path starts from: `dfd`'s, or the working
