@@ -130,6 +130,18 @@ pub fn resolve_path_change(
     let absolute = requested[0] == b'/';
     let dir = open_base(proc_root, pid, dfd, absolute)
         .ok()
+        // The caller may have closed `dfd` or changed directory since the call, and its
+        // number now names another directory: the kernel's identity of it decides.
+        .filter(|now| {
+            base.is_none()
+                || rustix::fs::fstat(now).is_ok_and(|st| {
+                    Some(InodeKey {
+                        dev: super::kernel_dev(st.st_dev),
+                        _pad: 0,
+                        ino: st.st_ino,
+                    }) == base
+                })
+        })
         .and_then(|base| {
             if parent.is_empty() {
                 Some(base)
