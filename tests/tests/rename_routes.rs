@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use sensor_tests::{is, trigger, Agent};
+use sensor_tests::{is, s, trigger, write_secret, Agent};
 use serde_json::Value;
 
 /// Whether this test can run here: the agent needs root. Under `CI=true` a missing
@@ -81,15 +81,6 @@ fn fixture() -> &'static Fixture {
             _tmp: tmp,
         }
     })
-}
-
-fn write_secret(path: &Path) {
-    std::fs::write(path, "PRIVATE KEY\n").expect("write secret");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// The `kind` event of `pid`.

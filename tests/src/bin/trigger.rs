@@ -273,22 +273,32 @@ fn open_by_handle(path: &str) -> i64 {
     }
 }
 
+/// open through the ia32 entry: syscall 5, `open(path, O_RDONLY)`.
 fn compat_open(path: &str) -> i64 {
-    let path = low_page(path);
+    int80(5, low_page(path), libc::O_RDONLY as u64)
+}
+
+/// rename through the ia32 entry: syscall 38, `rename(old, new)`.
+fn compat_rename(old: &str, new: &str) -> i64 {
+    int80(38, low_page(old), low_page(new))
+}
+
+/// The ia32 syscall `nr` with two arguments (`ebx`, `ecx`), through `int 0x80`.
+fn int80(nr: i64, ebx: u64, ecx: u64) -> i64 {
     let ret: i64;
-    // SAFETY: the path is NUL-terminated in a page below 4 GiB (`low_page`). The asm saves
-    // and restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
-    // declares every register the ia32 entry may change as clobbered.
+    // SAFETY: the caller passes arguments the syscall reads as 32-bit values (addresses from
+    // `low_page`, below 4 GiB). The asm saves and restores rbx (reserved by Rust) on the
+    // stack, which is why it is not `nostack`, and declares every register the ia32 entry
+    // may change as clobbered.
     unsafe {
-        // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
         std::arch::asm!(
             "push rbx",
-            "mov ebx, {path:e}",
+            "mov ebx, {ebx:e}",
             "int 0x80",
             "pop rbx",
-            path = in(reg) path,
-            inlateout("rax") 5i64 => ret,
-            inout("rcx") libc::O_RDONLY as u64 => _,
+            ebx = in(reg) ebx,
+            inlateout("rax") nr => ret,
+            inout("rcx") ecx => _,
             // Kernels before 4.17 returned zero in r8-r11 from `int 0x80`.
             out("r8") _,
             out("r9") _,
@@ -318,31 +328,6 @@ fn low_page(path: &str) -> u64 {
         std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
         buf as u64
     }
-}
-
-fn compat_rename(old: &str, new: &str) -> i64 {
-    let (old, new) = (low_page(old), low_page(new));
-    let ret: i64;
-    // SAFETY: both paths are NUL-terminated in pages below 4 GiB (`low_page`). The asm saves
-    // and restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
-    // declares every register the ia32 entry may change as clobbered.
-    unsafe {
-        // ia32 rename is syscall 38: eax = 38, ebx = old, ecx = new.
-        std::arch::asm!(
-            "push rbx",
-            "mov ebx, {old:e}",
-            "int 0x80",
-            "pop rbx",
-            old = in(reg) old,
-            inlateout("rax") 38i64 => ret,
-            inout("rcx") new => _,
-            out("r8") _,
-            out("r9") _,
-            out("r10") _,
-            out("r11") _,
-        );
-    }
-    ret
 }
 
 fn io_uring_open(path: &str) -> i64 {
