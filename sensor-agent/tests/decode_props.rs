@@ -12,8 +12,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use sensor_agent::pipeline::decode::{c_bytes, decode, DecodeError, Decoded};
 use sensor_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, RouteEvent,
-    SyscallEvent,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent,
+    PathChangeEvent, RouteEvent, SyscallEvent,
 };
 
 /// The layout each kind is read as: the kernel side's contract (sensor-ebpf), stated again
@@ -31,6 +31,9 @@ fn layout(kind: EventKind) -> (&'static str, usize) {
         | EventKind::Keyctl
         | EventKind::AddKey
         | EventKind::RequestKey => ("syscall", size_of::<SyscallEvent>()),
+        EventKind::FileRename | EventKind::FileUnlink | EventKind::FileLink => {
+            ("path_change", size_of::<PathChangeEvent>())
+        }
         EventKind::IoUring => ("io_uring", size_of::<IoUringEvent>()),
         EventKind::Exec => ("exec", size_of::<ExecEvent>()),
         EventKind::Fork => ("fork", size_of::<ForkEvent>()),
@@ -47,6 +50,7 @@ fn variant(d: &Decoded) -> &'static str {
         Decoded::File(_) => "file",
         Decoded::Syscall(_) => "syscall",
         Decoded::Route(_) => "route",
+        Decoded::PathChange(_) => "path_change",
         Decoded::IoUring(_) => "io_uring",
         Decoded::Exec(_) => "exec",
         Decoded::Fork(_) => "fork",

@@ -49,6 +49,12 @@ pub enum EventKind {
     TracefsWrite = 18,
     /// An open for writing of `/proc/sys/kernel/core_pattern`: a [`FileEvent`].
     CorePatternWrite = 19,
+    /// A successful `rename`/`renameat`/`renameat2` ([`PathChangeEvent`]).
+    FileRename = 20,
+    /// A successful `unlink`/`unlinkat` ([`PathChangeEvent`]).
+    FileUnlink = 21,
+    /// A successful `link`/`linkat` ([`PathChangeEvent`]).
+    FileLink = 22,
 }
 
 impl EventKind {
@@ -201,6 +207,71 @@ pub struct FileEvent {
     pub name: [u8; NAME_LEN],
     /// The path string the process passed, as it passed it.
     pub requested: [u8; REQUESTED_LEN],
+}
+
+/// Which syscall changed a name ([`PathChangeEvent`]); its name is the syscall's.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum PathSyscall {
+    Rename = 1,
+    Renameat = 2,
+    Renameat2 = 3,
+    Unlink = 4,
+    Unlinkat = 5,
+    Link = 6,
+    Linkat = 7,
+}
+
+impl PathSyscall {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl TryFrom<u8> for PathSyscall {
+    type Error = UnknownKind;
+    fn try_from(v: u8) -> Result<Self, UnknownKind> {
+        PathSyscall::from_repr(v).ok_or(UnknownKind(v))
+    }
+}
+
+/// `file_rename`, `file_unlink`, `file_link`: a successful syscall that changed which file a
+/// name refers to, with both path strings as the caller passed them. The kernel sends it
+/// only when a name near the end of either path is a watched name (docs/probes.md,
+/// "Renames, unlinks and links"); user space resolves the paths and keeps the event only
+/// when one of them names a watched file or directory.
+#[repr(C)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct PathChangeEvent {
+    pub header: EventHeader,
+    /// Syscall return (0: only successful calls are sent).
+    pub ret: i64,
+    /// `renameat2`'s `RENAME_*` flags, `unlinkat`'s `AT_REMOVEDIR`, `linkat`'s
+    /// `AT_SYMLINK_FOLLOW`/`AT_EMPTY_PATH`; 0 for the others.
+    pub flags: u32,
+    /// Directory fd the old path is relative to (`AT_FDCWD` = -100 when none was passed).
+    pub old_dfd: i32,
+    /// Directory fd the new path is relative to (`AT_FDCWD` when none; unused for unlinks).
+    pub new_dfd: i32,
+    /// A [`PathSyscall`] byte.
+    pub syscall: u8,
+    /// Set when `old`, `new` was cut to fit.
+    pub old_truncated: u8,
+    pub new_truncated: u8,
+    /// 1 when the call came through the ia32 compat entry (`int 0x80`).
+    pub compat: u8,
+    /// For a relative `old`/`new`: the inode and kernel `s_dev` of the directory it is
+    /// relative to (`*_dfd`, or the working directory), so user space can place the path
+    /// after the caller has exited; 0 for absolute paths.
+    pub old_base_ino: u64,
+    pub new_base_ino: u64,
+    pub old_base_dev: u32,
+    pub new_base_dev: u32,
+    /// The path removed or renamed (`oldpath`; the path for unlinks), as passed.
+    pub old: [u8; REQUESTED_LEN],
+    /// The new name (`newpath` of renames and links; empty for unlinks), as passed.
+    pub new: [u8; REQUESTED_LEN],
 }
 
 /// `ptrace`, `process_vm_readv`, `process_vm_writev`, `pidfd_getfd`, `keyctl`, `add_key`,

@@ -6,6 +6,7 @@ pub const EVENTS: &str = "EVENTS";
 pub const WATCHED_INODES: &str = "WATCHED_INODES";
 pub const WATCHED_DIRS: &str = "WATCHED_DIRS";
 pub const WATCHED_NAMES: &str = "WATCHED_NAMES";
+pub const WATCHED_LEAVES: &str = "WATCHED_LEAVES";
 pub const LOST_EVENTS: &str = "LOST_EVENTS";
 pub const FOLDS: &str = "FOLDS";
 pub const BUDGET_LOST: &str = "BUDGET_LOST";
@@ -34,6 +35,15 @@ pub struct InodeKey {
 pub struct NameKey {
     pub dir: InodeKey,
     /// NUL-padded last path component.
+    pub name: [u8; crate::NAME_LEN],
+}
+
+/// A path component (NUL-padded, at most `NAME_LEN - 1` bytes, as [`NameKey::name`]) that
+/// ends a watched file's or directory's path, or names a directory a glob rule watches: the
+/// key of the rename/unlink/link prefilter (`WATCHED_LEAVES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LeafKey {
     pub name: [u8; crate::NAME_LEN],
 }
 
@@ -192,6 +202,8 @@ mod pod {
     unsafe impl aya::Pod for super::InodeKey {}
     // SAFETY: a 16-byte InodeKey then a byte array: no implicit padding, any bits are valid.
     unsafe impl aya::Pod for super::NameKey {}
+    // SAFETY: a byte array: no padding, any bits are valid.
+    unsafe impl aya::Pod for super::LeafKey {}
     // SAFETY: u32 rule, u32 flags, u64 name_lengths: no implicit padding, any bits are valid.
     unsafe impl aya::Pod for super::WatchValue {}
     // SAFETY: two u32 then three u64: no padding, any bits are valid.

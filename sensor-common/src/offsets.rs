@@ -54,6 +54,10 @@ pub struct KernelOffsets {
     pub mm_struct_arg_start: u32,
     pub mm_struct_arg_end: u32,
     pub io_kiocb_opcode: u32,
+    /// `task_struct.fs` and `fs_struct.pwd.dentry`: the working directory's dentry, whose
+    /// name stands for the parent of a one-component relative path (the rename prefilter).
+    pub task_struct_fs: u32,
+    pub fs_struct_pwd_dentry: u32,
 }
 
 /// [`KernelOffsets::ovl_file_realfile`] of kernels before `struct ovl_file` (6.13).

@@ -21,6 +21,13 @@ pub enum Watched {
     Bpf,
     Prlimit64,
     FanotifyMark,
+    Rename,
+    Renameat,
+    Renameat2,
+    Unlink,
+    Unlinkat,
+    Link,
+    Linkat,
 }
 
 /// Maps a native x86-64 syscall number.
@@ -28,18 +35,25 @@ pub enum Watched {
 pub fn native(nr: u64) -> Option<Watched> {
     Some(match nr {
         2 => Watched::Open,
+        82 => Watched::Rename,
         85 => Watched::Creat,
+        86 => Watched::Link,
+        87 => Watched::Unlink,
         101 => Watched::Ptrace,
         248 => Watched::AddKey,
         249 => Watched::RequestKey,
         250 => Watched::Keyctl,
         257 => Watched::Openat,
+        263 => Watched::Unlinkat,
+        264 => Watched::Renameat,
+        265 => Watched::Linkat,
         298 => Watched::PerfEventOpen,
         301 => Watched::FanotifyMark,
         302 => Watched::Prlimit64,
         304 => Watched::OpenByHandleAt,
         310 => Watched::ProcessVmReadv,
         311 => Watched::ProcessVmWritev,
+        316 => Watched::Renameat2,
         321 => Watched::Bpf,
         437 => Watched::Openat2,
         438 => Watched::PidfdGetfd,
@@ -53,17 +67,24 @@ pub fn compat(nr: u64) -> Option<Watched> {
     Some(match nr {
         5 => Watched::Open,
         8 => Watched::Creat,
+        9 => Watched::Link,
+        10 => Watched::Unlink,
         26 => Watched::Ptrace,
+        38 => Watched::Rename,
         286 => Watched::AddKey,
         287 => Watched::RequestKey,
         288 => Watched::Keyctl,
         295 => Watched::Openat,
+        301 => Watched::Unlinkat,
+        302 => Watched::Renameat,
+        303 => Watched::Linkat,
         336 => Watched::PerfEventOpen,
         339 => Watched::FanotifyMark,
         340 => Watched::Prlimit64,
         342 => Watched::OpenByHandleAt,
         347 => Watched::ProcessVmReadv,
         348 => Watched::ProcessVmWritev,
+        353 => Watched::Renameat2,
         357 => Watched::Bpf,
         437 => Watched::Openat2,
         438 => Watched::PidfdGetfd,
@@ -86,6 +107,10 @@ pub const AT_FDCWD: i32 = -100;
 /// others (`O_CLOEXEC`, `O_NONBLOCK`, ... and bits `open` ignores) would let a flood pick a
 /// new key for every open.
 pub const FOLD_FLAGS: u64 = 0o3 | 0o100 | 0o1000 | 0o2000 | 0o10000000 | 0o20000000;
+/// `renameat2` flags.
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+pub const RENAME_WHITEOUT: u32 = 4;
 pub const EACCES: i64 = 13;
 pub const EPERM: i64 = 1;
 /// `TRACEFS_MAGIC`.

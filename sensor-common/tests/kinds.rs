@@ -26,6 +26,9 @@ fn event_kind_numbers_and_names() {
         (17, "fanotify_mark"),
         (18, "tracefs_write"),
         (19, "core_pattern_write"),
+        (20, "file_rename"),
+        (21, "file_unlink"),
+        (22, "file_link"),
     ];
     let got: Vec<_> = EventKind::ALL
         .iter()
@@ -35,10 +38,10 @@ fn event_kind_numbers_and_names() {
     for (byte, _) in expected {
         assert_eq!(EventKind::try_from(byte).map(|k| k as u8), Ok(byte));
     }
-    for byte in [0, 20, 255] {
+    for byte in [0, 23, 255] {
         assert_eq!(EventKind::try_from(byte), Err(UnknownKind(byte)));
     }
-    assert_eq!(EventKind::COUNT, 20);
+    assert_eq!(EventKind::COUNT, 23);
 }
 
 #[test]

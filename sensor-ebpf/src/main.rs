@@ -17,6 +17,7 @@ mod io_uring;
 mod kernel;
 mod lifecycle;
 mod output;
+mod rename;
 mod routes;
 mod syscalls;
 
@@ -29,8 +30,8 @@ use aya_log_ebpf::debug;
 use kernel::BtfPtr;
 use sensor_common::{
     syscall::{self, Watched},
-    EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, NameKey, SensorConfig, WatchValue,
-    MAX_FOLDS, MAX_IDENTITIES, MAX_WATCHED,
+    EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, LeafKey, NameKey, PathChangeEvent,
+    SensorConfig, WatchValue, MAX_FOLDS, MAX_IDENTITIES, MAX_WATCHED,
 };
 
 /// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
@@ -56,6 +57,29 @@ static WATCHED_DIRS: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(M
 /// Watched names inside watched directories: a file renamed over a watched one matches at once.
 #[map]
 static WATCHED_NAMES: HashMap<NameKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Last components of watched paths: the prefilter of renames, unlinks and links
+/// (`rename.rs`). Only presence counts; the value names the rule, as in the other maps.
+#[map]
+static WATCHED_LEAVES: HashMap<LeafKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Where a rename/unlink/link event is built: two path strings do not fit the stack.
+#[map]
+static PATH_SCRATCH: PerCpuArray<PathChangeEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// The prefilter's component positions (`rename.rs`): start and end of the last component,
+/// then of the one before it.
+#[map]
+static PATH_SCAN: PerCpuArray<PathScan> = PerCpuArray::with_max_entries(1, 0);
+
+/// See [`PATH_SCAN`].
+#[repr(C)]
+pub struct PathScan {
+    /// Start and end of the last component, then of the one before it.
+    pub pos: [u64; 4],
+    /// The key looked up in `WATCHED_LEAVES` (a `LeafKey`, as words for zeroing).
+    pub key: [u64; sensor_common::NAME_LEN / 8],
+}
 
 /// Failed ring-buffer reservations, per CPU, indexed by event kind.
 #[map]
@@ -127,6 +151,19 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
                 is_compat,
             )
         }
+        Watched::Rename
+        | Watched::Renameat
+        | Watched::Renameat2
+        | Watched::Unlink
+        | Watched::Unlinkat
+        | Watched::Link
+        | Watched::Linkat => rename::on_path_change(
+            task,
+            watched,
+            &kernel::SyscallArgs::read(regs, is_compat),
+            ret,
+            is_compat,
+        ),
         _ => syscalls::on_syscall(
             task,
             watched,

@@ -36,15 +36,33 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
     }
     let entry = EVENTS.reserve::<T>(0);
     if entry.is_none() {
-        if let Some(counter) = LOST_EVENTS.get_ptr_mut(kind as u32) {
-            // SAFETY: `counter` points to this CPU's slot of a per-CPU array, valid and
-            // aligned while the program runs; the program runs with migration disabled and
-            // these tracepoints do not fire in interrupt context, so no other access to the
-            // slot overlaps this one.
-            unsafe { *counter += 1 };
-        }
+        count_lost(kind);
     }
     entry
+}
+
+/// [`reserve`] for an event already built elsewhere (a per-CPU slot): charged to the
+/// identity's budget, then copied into the ring buffer; over budget or without room, counted.
+#[inline(always)]
+pub fn send<T: 'static>(kind: EventKind, event: &T) {
+    if !crate::flood::admit(kind) {
+        return;
+    }
+    if EVENTS.output::<T>(event, 0).is_err() {
+        count_lost(kind);
+    }
+}
+
+/// One more event of `kind` the full ring buffer had no room for.
+#[inline(always)]
+fn count_lost(kind: EventKind) {
+    if let Some(counter) = LOST_EVENTS.get_ptr_mut(kind as u32) {
+        // SAFETY: `counter` points to this CPU's slot of a per-CPU array, valid and
+        // aligned while the program runs; the program runs with migration disabled and
+        // these tracepoints do not fire in interrupt context, so no other access to the
+        // slot overlaps this one.
+        unsafe { *counter += 1 };
+    }
 }
 
 /// The common header, from the current task.

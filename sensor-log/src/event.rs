@@ -61,6 +61,13 @@ pub enum Kind {
     TracefsWrite,
     /// `/proc/sys/kernel/core_pattern` opened for writing: `file`.
     CorePatternWrite,
+    /// A rename onto, or of, a watched file or directory (format version 2 on): `file`
+    /// names the watched path, `detail` is a [`Detail::PathChange`].
+    FileRename,
+    /// An unlink (or `rmdir` through `unlinkat`) of a watched file or directory.
+    FileUnlink,
+    /// A new hard link to, or onto, a watched file.
+    FileLink,
 }
 
 impl Kind {
@@ -203,6 +210,15 @@ pub enum Detail {
     /// directory was, or it was reached by another hard link after `was` got a new file.
     /// `file.path` is where it was opened.
     Moved { was: String },
+    /// The two names of a `file_rename`/`file_link` (`to` is none for `file_unlink`), each
+    /// resolved as the caller saw it (canonical directory and name), or as passed when it
+    /// could not be; `flags` names the call's flags (`RENAME_EXCHANGE`, `RENAME_NOREPLACE`,
+    /// `RENAME_WHITEOUT`, `AT_REMOVEDIR`, ...).
+    PathChange {
+        from: String,
+        to: Option<String>,
+        flags: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -408,9 +424,12 @@ mod tests {
         assert_eq!(Kind::PerfEventOpen.as_str(), "perf_event_open");
         assert_eq!(Kind::Prlimit64.as_str(), "prlimit64");
         assert_eq!(Kind::CorePatternWrite.as_str(), "core_pattern_write");
+        assert_eq!(Kind::FileRename.as_str(), "file_rename");
+        assert_eq!(Kind::FileUnlink.as_str(), "file_unlink");
+        assert_eq!(Kind::FileLink.as_str(), "file_link");
         assert_eq!(
             Kind::ALL.len(),
-            18,
+            21,
             "kinds are only ever appended: loss stays 10"
         );
         assert_eq!(Kind::ALL[10], Kind::Loss);

@@ -317,6 +317,11 @@ fn detail() -> impl Strategy<Value = Detail> {
                 watched_count,
             }
         ),
+        (text(), of(text()), vec(text(), 0..3)).prop_map(|(from, to, flags)| Detail::PathChange {
+            from,
+            to,
+            flags
+        }),
     ]
 }
 

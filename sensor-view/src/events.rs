@@ -300,6 +300,16 @@ pub fn row(r: &Record) -> Vec<String> {
             overlay_dev,
         }) => detail.push(format!("opened as {opened} through overlay {overlay_dev}")),
         Some(Detail::Moved { was }) => detail.push(format!("moved from its watched path {was}")),
+        Some(Detail::PathChange { from, to, flags }) => {
+            let mut text = match to {
+                Some(to) => format!("{from} -> {to}"),
+                None => from.clone(),
+            };
+            if !flags.is_empty() {
+                text.push_str(&format!(" ({})", flags.join("|")));
+            }
+            detail.push(text)
+        }
         None => {}
     }
     if let Some(s) = &e.syscall {

@@ -57,6 +57,18 @@ pub fn secret_in(dir: &Path) -> PathBuf {
     secret
 }
 
+/// A private-key-like file at `path`, mode 0600 (readable by root alone).
+pub fn write_secret(path: &Path) {
+    std::fs::write(path, "PRIVATE KEY\n").expect("write secret");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600");
+}
+
+/// A path as the `&str` argument of `trigger` and of config text.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
 /// `[agent]` keys for a test whose load is one process opening one file over and over, as a
 /// storm for the pipeline: every open an event of its own, neither folded nor over budget
 /// (docs/probes.md, "Floods").

@@ -4,13 +4,13 @@
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::OnceLock,
     time::Duration,
 };
 
-use sensor_tests::{is, trigger, trigger_bin, trigger_cmd, Agent, TestCgroup};
+use sensor_tests::{is, s, trigger, trigger_bin, trigger_cmd, write_secret, Agent, TestCgroup};
 use serde_json::Value;
 
 /// One agent for the whole file, watching files in a fixture directory made before it starts.
@@ -72,15 +72,6 @@ owner = "platform-team"
             _tmp: tmp,
         }
     })
-}
-
-fn write_secret(path: &Path) {
-    std::fs::write(path, "PRIVATE KEY\n").expect("write secret");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// The `file_open` event of `pid`.

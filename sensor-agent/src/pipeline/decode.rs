@@ -8,8 +8,8 @@
 use std::mem::size_of;
 
 use sensor_common::{
-    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent, RouteEvent,
-    SyscallEvent, UnknownKind,
+    EventHeader, EventKind, ExecEvent, ExitEvent, FileEvent, ForkEvent, IoUringEvent,
+    PathChangeEvent, RouteEvent, SyscallEvent, UnknownKind,
 };
 use zerocopy::FromBytes;
 
@@ -21,6 +21,8 @@ pub enum Decoded {
     Syscall(SyscallEvent),
     /// `perf_event_open`, `bpf`, `prlimit64` or `fanotify_mark`.
     Route(RouteEvent),
+    /// `file_rename`, `file_unlink` or `file_link` (see `header.kind`).
+    PathChange(PathChangeEvent),
     IoUring(IoUringEvent),
     Exec(ExecEvent),
     Fork(ForkEvent),
@@ -35,6 +37,7 @@ impl Decoded {
             Decoded::File(e) => &e.header,
             Decoded::Syscall(e) => &e.header,
             Decoded::Route(e) => &e.header,
+            Decoded::PathChange(e) => &e.header,
             Decoded::IoUring(e) => &e.header,
             Decoded::Exec(e) => &e.header,
             Decoded::Fork(e) => &e.header,
@@ -93,6 +96,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         | EventKind::Keyctl
         | EventKind::AddKey
         | EventKind::RequestKey => Decoded::Syscall(read(kind, bytes)?),
+        EventKind::FileRename | EventKind::FileUnlink | EventKind::FileLink => {
+            Decoded::PathChange(read(kind, bytes)?)
+        }
         EventKind::IoUring => Decoded::IoUring(read(kind, bytes)?),
         EventKind::Exec => Decoded::Exec(read(kind, bytes)?),
         EventKind::Fork => Decoded::Fork(read(kind, bytes)?),

@@ -69,6 +69,8 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         mm_struct_arg_start: r.offset("mm_struct", &["arg_start"])?,
         mm_struct_arg_end: r.offset("mm_struct", &["arg_end"])?,
         io_kiocb_opcode: r.offset("io_kiocb", &["opcode"])?,
+        task_struct_fs: r.offset("task_struct", &["fs"])?,
+        fs_struct_pwd_dentry: r.offset("fs_struct", &["pwd", "dentry"])?,
     })
 }
 

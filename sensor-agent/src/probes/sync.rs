@@ -11,7 +11,8 @@ use aya::{
     Ebpf, Pod,
 };
 use sensor_common::{
-    InodeKey, NameKey, WatchValue, MAX_WATCHED, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
+    InodeKey, LeafKey, NameKey, WatchValue, MAX_WATCHED, WATCHED_DIRS, WATCHED_INODES,
+    WATCHED_LEAVES, WATCHED_NAMES,
 };
 
 use super::take_hash_map;
@@ -21,6 +22,7 @@ pub struct MapSync {
     inodes: Tracked<InodeKey>,
     dirs: Tracked<InodeKey>,
     names: Tracked<NameKey>,
+    leaves: Tracked<LeafKey>,
 }
 
 impl MapSync {
@@ -29,6 +31,7 @@ impl MapSync {
             inodes: Tracked::take(ebpf, WATCHED_INODES)?,
             dirs: Tracked::take(ebpf, WATCHED_DIRS)?,
             names: Tracked::take(ebpf, WATCHED_NAMES)?,
+            leaves: Tracked::take(ebpf, WATCHED_LEAVES)?,
         })
     }
 
@@ -39,6 +42,7 @@ impl MapSync {
         self.inodes.apply(new.inodes(), &mut failures);
         self.dirs.apply(new.dirs(), &mut failures);
         self.names.apply(new.names(), &mut failures);
+        self.leaves.apply(new.leaves(), &mut failures);
         match failures.first {
             None => Ok(()),
             Some((map, source)) => Err(Error::WatchSync {

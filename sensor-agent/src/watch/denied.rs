@@ -1,6 +1,7 @@
 //! Denied opens: the open failed with EACCES/EPERM, so the kernel had no file to match and
 //! sent the path string. It is resolved here the way the kernel would have, from the
 //! caller's root and working directory, and kept only if it names a watched file.
+//! Renames, unlinks and links are resolved the same way ([`resolve_path_change`]).
 
 use std::fs::File;
 use std::io;
@@ -40,7 +41,7 @@ pub fn resolve_denied(
         Err(_) => return None,
     };
 
-    if let Ok(file) = openat2(&base, requested, resolve) {
+    if let Ok(file) = openat2(&base, requested, OFlags::empty(), resolve) {
         if let Some(found) = File::from(file)
             .metadata()
             .ok()
@@ -56,7 +57,7 @@ pub fn resolve_denied(
     let dir = if parent.is_empty() {
         base
     } else {
-        openat2(&base, parent, resolve).ok()?
+        openat2(&base, parent, OFlags::empty(), resolve).ok()?
     };
     let dir_key = inode_key(&File::from(dir).metadata().ok()?);
     let rule = set.rule_in_dir(&dir_key, name)?;
@@ -89,7 +90,7 @@ pub fn resolve_object(
         }
         Err(_) => return None,
     };
-    let file = openat2(&base, requested, resolve).ok()?;
+    let file = openat2(&base, requested, OFlags::empty(), resolve).ok()?;
     let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .ok()?
         .to_string_lossy()
@@ -127,10 +128,136 @@ fn caller_base(
     Ok((open_path(&base)?, resolve))
 }
 
+/// One name a rename, unlink or link passed, as the caller saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    /// The canonical directory and the name; the lexically normalised path when the
+    /// caller's view is gone; the path as passed when neither can be had.
+    pub path: String,
+    /// The watched file or directory the name refers to now, or referred to before the call.
+    pub watched: Option<Located>,
+}
+
+/// Resolves a name a successful rename, unlink or link of `pid` passed. Its directory is
+/// resolved as [`resolve_denied`] does (the caller's root, working directory or `dfd`);
+/// the name itself is not followed (these calls act on a symlink, not its target). When the
+/// process is gone, a relative path is placed under `base`, the identity of the directory
+/// it was relative to (the kernel read it at the call), if that is a watched directory.
+///
+/// The name is watched when the file it refers to now is a watched inode or directory (the
+/// new name of a rename, a link's old name), when it is a watched name in a watched
+/// directory, when it was a watched directory's path (a renamed or removed `~/.ssh`), or
+/// when it matches a rule's pattern (a name that no longer exists is matched lexically).
+pub fn resolve_path_change(
+    set: &WatchSet,
+    proc_root: &Path,
+    pid: u32,
+    dfd: i32,
+    base: Option<InodeKey>,
+    requested: &[u8],
+) -> Named {
+    let as_passed = || String::from_utf8_lossy(requested).into_owned();
+    let Some((parent, name)) = split_last(requested) else {
+        return Named {
+            path: as_passed(),
+            watched: None,
+        };
+    };
+    let absolute = requested[0] == b'/';
+    let dir = caller_base(proc_root, pid, dfd, requested)
+        .ok()
+        // The caller may have closed `dfd` or changed directory since the call, and its
+        // number now names another directory: the kernel's identity of it decides.
+        .filter(|(now, _)| {
+            base.is_none()
+                || rustix::fs::fstat(now).is_ok_and(|st| {
+                    Some(InodeKey {
+                        dev: super::kernel_dev(st.st_dev),
+                        _pad: 0,
+                        ino: st.st_ino,
+                    }) == base
+                })
+        })
+        .and_then(|(base, resolve)| {
+            if parent.is_empty() {
+                Some(base)
+            } else {
+                openat2(&base, parent, OFlags::empty(), resolve).ok()
+            }
+        });
+    if let Some(dir) = dir {
+        // The directory as the agent sees it: the caller's view, named from here.
+        let dir_path = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        let now = openat2(&dir, name, OFlags::NOFOLLOW, ResolveFlags::empty())
+            .ok()
+            .and_then(|fd| File::from(fd).metadata().ok());
+        let dir_key = File::from(dir).metadata().ok().map(|m| inode_key(&m));
+        if let Some(dir_path) = dir_path {
+            let path = super::join_name(&dir_path, name);
+            let watched = watched_name(set, &path, dir_key, name, now.as_ref());
+            return Named { path, watched };
+        }
+    }
+    // The caller's view is gone: place the path lexically.
+    let path = if absolute {
+        lexical_normalize(&as_passed())
+    } else {
+        base.and_then(|key| set.dir_by_inode(&key))
+            .and_then(|dir| lexical_normalize(&format!("{}/{}", dir.path, as_passed())))
+    };
+    match path {
+        Some(path) => {
+            let watched = watched_name(set, &path, None, name, None);
+            Named { path, watched }
+        }
+        None => Named {
+            path: as_passed(),
+            watched: None,
+        },
+    }
+}
+
+/// The watched file or directory a name refers to: its place in a watched directory
+/// (`dir`), a watched directory's path, a rule's pattern, or else the file it holds now
+/// (`now`).
+fn watched_name(
+    set: &WatchSet,
+    path: &str,
+    dir: Option<InodeKey>,
+    name: &[u8],
+    now: Option<&std::fs::Metadata>,
+) -> Option<Located> {
+    let at_path = |rule| Located {
+        path: path.to_owned(),
+        rule,
+    };
+    let by_name = dir
+        .and_then(|dir| set.rule_in_dir(&dir, name))
+        .map(at_path)
+        .or_else(|| set.dir_at(path))
+        .or_else(|| set.rule_for_path(path).map(at_path));
+    if by_name.is_some() {
+        return by_name;
+    }
+    // Not a watched name: is it a watched file or directory under another name (moved
+    // there, or linked)? An inode number a replaced watched file left behind can be reused
+    // by an unrelated file before the refresh, so a file is checked to still be watched.
+    let meta = now?;
+    let key = inode_key(meta);
+    if meta.is_dir() {
+        set.dir_by_inode(&key)
+    } else {
+        set.by_inode(&key)
+            .filter(|found| super::still_watched(found, &key, path))
+    }
+}
+
 /// The process is gone: match the lexically normalised path against the rule patterns.
 fn by_pattern(set: &WatchSet, requested: &[u8]) -> Option<Located> {
     let path = lexical_normalize(&String::from_utf8_lossy(requested))?;
-    let rule = set.rules.iter().position(|r| r.matches_path(&path))? as u32 + 1;
+    let rule = set.rule_for_path(&path)?;
     Some(Located { path, rule })
 }
 
@@ -174,12 +301,18 @@ fn open_path(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// `openat2(dir, path, O_PATH, resolve)`, following symlinks as the caller's open did.
-fn openat2(dir: &OwnedFd, path: &[u8], resolve: ResolveFlags) -> io::Result<OwnedFd> {
+/// `openat2(dir, path, O_PATH | flags, resolve)`: following symlinks as the caller's open
+/// did, or not the last one with `O_NOFOLLOW`.
+fn openat2(
+    dir: &OwnedFd,
+    path: &[u8],
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat2(
         dir,
         path,
-        OFlags::PATH | OFlags::CLOEXEC,
+        OFlags::PATH | OFlags::CLOEXEC | flags,
         Mode::empty(),
         resolve,
     )?)

@@ -27,10 +27,11 @@ use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use sensor_common::{
-    name_length_bit, InodeKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED, NAME_LEN,
+    name_length_bit, InodeKey, LeafKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED,
+    NAME_LEN,
 };
 
-pub use denied::{lexical_normalize, resolve_denied, resolve_object};
+pub use denied::{lexical_normalize, resolve_denied, resolve_object, resolve_path_change, Named};
 pub use handle::{Handle, Mounts};
 pub use refresh::Watcher;
 
@@ -260,6 +261,8 @@ pub struct WatchSet {
     inodes: HashMap<InodeKey, WatchValue>,
     dirs: HashMap<InodeKey, WatchValue>,
     names: HashMap<NameKey, WatchValue>,
+    /// Watched names for the kernel's rename/unlink/link prefilter (`WATCHED_LEAVES`).
+    leaves: HashMap<LeafKey, WatchValue>,
     inode_paths: HashMap<InodeKey, String>,
     /// Handles of the watched files, where their file systems make them.
     handles: HashMap<InodeKey, Handle>,
@@ -292,6 +295,17 @@ fn inode_key(meta: &Metadata) -> InodeKey {
 /// Whether only root can add or rename entries in this directory.
 fn root_only(meta: &Metadata) -> bool {
     meta.uid() == 0 && meta.mode() & 0o022 == 0
+}
+
+/// Whether an inode entry still names the file with identity `key` that was reached as
+/// `path`: the path is the watched path itself (the common case, settled without a `stat`),
+/// or the watched path still holds this inode. Otherwise the file was replaced (its old
+/// inode number can be reused by an unrelated file before the kernel map is refreshed) or
+/// moved away.
+pub fn still_watched(found: &Located, key: &InodeKey, path: &str) -> bool {
+    denied::lexical_normalize(path).as_deref() == Some(found.path.as_str())
+        || fs::metadata(&found.path)
+            .is_ok_and(|m| m.ino() == key.ino && kernel_dev(m.dev()) == key.dev)
 }
 
 /// A name as the kernel copies it into a `NameKey`: at most `NAME_LEN - 1` bytes, NUL-padded.
@@ -343,6 +357,44 @@ impl WatchSet {
 
     pub fn names(&self) -> &HashMap<NameKey, WatchValue> {
         &self.names
+    }
+
+    /// The names the kernel passes renames, unlinks and links on: the last component of
+    /// every watched file's path (as configured and as resolved) and of every watched
+    /// directory (which is also the directory a glob rule's files are in).
+    pub fn leaves(&self) -> &HashMap<LeafKey, WatchValue> {
+        &self.leaves
+    }
+
+    /// A watched directory (one holding watched names or a glob's files) at this canonical
+    /// path, and the rule that put it there.
+    pub fn dir_at(&self, path: &str) -> Option<Located> {
+        self.dir_info
+            .iter()
+            .find(|(_, info)| info.path == path)
+            .and_then(|(key, info)| {
+                Some(Located {
+                    path: info.path.clone(),
+                    rule: self.dirs.get(key)?.rule,
+                })
+            })
+    }
+
+    /// A watched directory by identity.
+    pub fn dir_by_inode(&self, key: &InodeKey) -> Option<Located> {
+        let info = self.dir_info.get(key)?;
+        Some(Located {
+            path: info.path.clone(),
+            rule: self.dirs.get(key)?.rule,
+        })
+    }
+
+    /// The rule whose whole pattern a normalised absolute path matches (its id).
+    pub fn rule_for_path(&self, path: &str) -> Option<u32> {
+        self.rules
+            .iter()
+            .position(|r| r.matches_path(path))
+            .map(|i| i as u32 + 1)
     }
 
     /// The rule with this id (`WatchValue.rule`, `FileEvent.rule`).
@@ -400,6 +452,7 @@ impl WatchSet {
         self.inodes == other.inodes
             && self.dirs == other.dirs
             && self.names == other.names
+            && self.leaves == other.leaves
             && self.inode_paths == other.inode_paths
             && self.moved == other.moved
             && self.dir_info == other.dir_info
@@ -736,6 +789,7 @@ impl Resolver {
         let inodes = &set.inodes;
         set.inode_paths.retain(|key, _| inodes.contains_key(key));
         set.handles.retain(|key, _| inodes.contains_key(key));
+        set.leaves = leaves(&set, budget.per_map);
         for site in sites {
             let watched = site
                 .inodes
@@ -750,6 +804,53 @@ impl Resolver {
                 });
         }
         set
+    }
+}
+
+/// The prefilter's names, within `capacity`: directories' names first (one covers every
+/// file a glob matches in it), then the watched names, then the resolved files' own names
+/// (a symlink's target, a glob's matches), each group sorted, so what a full map leaves out
+/// is decided by the set alone and is what the other groups already cover best.
+fn leaves(set: &WatchSet, capacity: usize) -> HashMap<LeafKey, WatchValue> {
+    let last = |path: &str| -> Option<Vec<u8>> {
+        let name = path.trim_end_matches('/').rsplit('/').next()?;
+        (!name.is_empty()).then(|| name.as_bytes().to_vec())
+    };
+    let mut groups: [Vec<(Vec<u8>, u32)>; 3] = Default::default();
+    for (key, info) in &set.dir_info {
+        if let (Some(name), Some(v)) = (last(&info.path), set.dirs.get(key)) {
+            groups[0].push((name, v.rule));
+        }
+    }
+    for (key, v) in &set.names {
+        let end = key.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        groups[1].push((key.name[..end].to_vec(), v.rule));
+    }
+    for (key, path) in &set.inode_paths {
+        if let (Some(name), Some(v)) = (last(path), set.inodes.get(key)) {
+            groups[2].push((name, v.rule));
+        }
+    }
+    let mut out = HashMap::new();
+    for mut group in groups {
+        group.sort_unstable();
+        for (name, rule) in group {
+            if out.len() >= capacity {
+                return out;
+            }
+            out.entry(leaf_key(&name)).or_insert(WatchValue {
+                rule,
+                ..WatchValue::default()
+            });
+        }
+    }
+    out
+}
+
+/// A name as the kernel copies it into a `LeafKey`: as [`name_key`].
+pub fn leaf_key(name: &[u8]) -> LeafKey {
+    LeafKey {
+        name: name_key(InodeKey::default(), name).name,
     }
 }
 

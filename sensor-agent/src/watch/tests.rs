@@ -648,3 +648,34 @@ fn a_watched_file_that_leaves_its_path_is_followed_until_deleted() {
     assert!(!full.inodes().contains_key(&key));
     assert_eq!(full.dropped().inodes, before + 1);
 }
+
+/// The rename prefilter's names: every watched name and watched directory's name (a glob's
+/// directory among them), not the directories above; within capacity, directories first.
+#[test]
+fn leaves_are_watched_names_and_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    write(&root.join("etc/shadow"));
+    write(&root.join("home/a/.ssh/id_rsa"));
+    let rules = [
+        rule(&root.join("etc/shadow"), "password-db", &[]),
+        rule(&root.join("etc/gshadow"), "password-db", &[]),
+        rule(&root.join("home/*/.ssh/id_*"), "ssh-key", &[]),
+    ];
+    let set = WatchSet::resolve(&rules);
+    let has = |name: &str| set.leaves().contains_key(&leaf_key(name.as_bytes()));
+    for name in ["shadow", "gshadow", "etc", ".ssh", "id_rsa"] {
+        assert!(has(name), "{name}");
+    }
+    assert!(!has("home") && !has("a"));
+    let small = WatchSet::resolve_within(
+        &rules,
+        Budget {
+            per_dir: DIR_FILE_BOUND,
+            per_map: 2,
+        },
+    );
+    let mut kept: Vec<_> = small.leaves().keys().map(|k| k.name).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, [leaf_key(b".ssh").name, leaf_key(b"etc").name]);
+}

@@ -200,6 +200,29 @@ fn run(action: &str, a: &[String]) -> i64 {
                 0,
             )),
             "io-uring-open" => io_uring_open(&a[0]),
+            // `rename OLD NEW`, `renameat2-exchange OLD NEW`, `unlink PATH`, `link OLD NEW`:
+            // the plain syscalls, as `sed -i`, an editor's save or an attacker makes them.
+            "rename" => sys(libc::syscall(
+                libc::SYS_rename,
+                c(&a[0]).as_ptr(),
+                c(&a[1]).as_ptr(),
+            )),
+            "renameat2-exchange" => sys(libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                c(&a[0]).as_ptr(),
+                libc::AT_FDCWD,
+                c(&a[1]).as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )),
+            "unlink" => sys(libc::syscall(libc::SYS_unlink, c(&a[0]).as_ptr())),
+            "link" => sys(libc::syscall(
+                libc::SYS_link,
+                c(&a[0]).as_ptr(),
+                c(&a[1]).as_ptr(),
+            )),
+            // rename through the ia32 entry (`int 0x80`, syscall 38).
+            "compat-rename" => compat_rename(&a[0], &a[1]),
             // `compat-fanotify-mark PATH`: an inode open and access mark on PATH through the
             // ia32 entry, whose mask takes two arguments.
             "compat-fanotify-mark" => compat_fanotify_mark(&a[0]),
@@ -307,13 +330,48 @@ fn open_by_handle(path: &str) -> i64 {
     }
 }
 
-/// A fresh private anonymous page below 4 GiB (addressable by an ia32 syscall argument)
-/// holding `path`; the page's zero bytes after it are its NUL.
-fn low_page_with(path: &str) -> *mut libc::c_void {
+/// open through the ia32 entry: syscall 5, `open(path, O_RDONLY)`.
+fn compat_open(path: &str) -> i64 {
+    int80(5, low_page(path), libc::O_RDONLY as u64)
+}
+
+/// rename through the ia32 entry: syscall 38, `rename(old, new)`.
+fn compat_rename(old: &str, new: &str) -> i64 {
+    int80(38, low_page(old), low_page(new))
+}
+
+/// The ia32 syscall `nr` with two arguments (`ebx`, `ecx`), through `int 0x80`.
+fn int80(nr: i64, ebx: u64, ecx: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: the caller passes arguments the syscall reads as 32-bit values (addresses from
+    // `low_page`, below 4 GiB). The asm saves and restores rbx (reserved by Rust) on the
+    // stack, which is why it is not `nostack`, and declares every register the ia32 entry
+    // may change as clobbered.
+    unsafe {
+        std::arch::asm!(
+            "push rbx",
+            "mov ebx, {ebx:e}",
+            "int 0x80",
+            "pop rbx",
+            ebx = in(reg) ebx,
+            inlateout("rax") nr => ret,
+            inout("rcx") ecx => _,
+            // Kernels before 4.17 returned zero in r8-r11 from `int 0x80`.
+            out("r8") _,
+            out("r9") _,
+            out("r10") _,
+            out("r11") _,
+        );
+    }
+    ret
+}
+
+/// A fresh private page below 4 GiB holding `path` and its NUL, for an ia32 syscall.
+fn low_page(path: &str) -> u64 {
     assert!(path.len() < 4096, "the path and its NUL must fit one page");
-    // SAFETY: mmap of a new anonymous page touches no existing memory; the copy writes
-    // `path.len()` bytes, fewer than the page's 4096 (checked above), into the page just
-    // mapped writable.
+    // SAFETY: a fresh private anonymous page receives the path (shorter than the page,
+    // checked above); the page's zero bytes after it are its NUL. It is never unmapped: the
+    // process exits right after its one syscall.
     unsafe {
         let buf = libc::mmap(
             std::ptr::null_mut(),
@@ -325,33 +383,7 @@ fn low_page_with(path: &str) -> *mut libc::c_void {
         );
         assert_ne!(buf, libc::MAP_FAILED);
         std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
-        buf
-    }
-}
-
-fn compat_open(path: &str) -> i64 {
-    // SAFETY: the path is NUL-terminated in a page below 4 GiB (`low_page_with`). The asm
-    // saves and restores rbx (reserved by Rust) on the stack, which is why it is not `nostack`, and
-    // declares every register the ia32 entry may change as clobbered.
-    unsafe {
-        let buf = low_page_with(path);
-        let ret: i64;
-        // ia32 open is syscall 5: eax = 5, ebx = path, ecx = flags.
-        std::arch::asm!(
-            "push rbx",
-            "mov ebx, {path:e}",
-            "int 0x80",
-            "pop rbx",
-            path = in(reg) buf as u64,
-            inlateout("rax") 5i64 => ret,
-            inout("rcx") libc::O_RDONLY as u64 => _,
-            // Kernels before 4.17 returned zero in r8-r11 from `int 0x80`.
-            out("r8") _,
-            out("r9") _,
-            out("r10") _,
-            out("r11") _,
-        );
-        ret
+        buf as u64
     }
 }
 
@@ -461,7 +493,7 @@ fn bpf_load_attach(tracepoint: &str) -> i64 {
 /// `fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN | FAN_ACCESS, AT_FDCWD, path)` through the ia32
 /// entry: ebx fd, ecx flags, edx mask (low half), esi mask (high half), edi dirfd, ebp path.
 fn compat_fanotify_mark(path: &str) -> i64 {
-    // SAFETY: as in `compat_open`: the path is NUL-terminated in a page below 4 GiB. rbx
+    // SAFETY: the path is NUL-terminated in a page below 4 GiB (`low_page`). rbx
     // and rbp (reserved by Rust) are saved and restored on the stack around the call, and
     // every register the ia32 entry may change is declared clobbered.
     unsafe {
@@ -471,7 +503,7 @@ fn compat_fanotify_mark(path: &str) -> i64 {
             "fanotify_init: {}",
             std::io::Error::last_os_error()
         );
-        let buf = low_page_with(path);
+        let buf = low_page(path);
         let ret: i64;
         std::arch::asm!(
             "push rbx",
@@ -482,7 +514,7 @@ fn compat_fanotify_mark(path: &str) -> i64 {
             "pop rbp",
             "pop rbx",
             fd = in(reg) fan as u64,
-            path = in(reg) buf as u64,
+            path = in(reg) buf,
             inlateout("rax") 339i64 => ret,
             inout("rcx") libc::FAN_MARK_ADD as u64 => _,
             inout("rdx") libc::FAN_OPEN | libc::FAN_ACCESS => _,

@@ -1,8 +1,6 @@
 //! The file event (`file_open`, `proc_access`): the kernel's match confirmed against the
 //! watched set, and the watched file named.
 
-use std::os::unix::fs::MetadataExt;
-
 use sensor_common::{
     syscall::{AT_FDCWD, PROC_SUPER_MAGIC, TRACEFS_MAGIC, WRITE_FLAGS},
     FileEvent, InodeKey, MatchKind, OpenSyscall,
@@ -13,7 +11,7 @@ use super::names::{access, open_flags};
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
 use crate::watch::{
-    kernel_dev, lexical_normalize, resolve_denied, resolve_object, Located, Mounts,
+    lexical_normalize, resolve_denied, resolve_object, still_watched, Located, Mounts,
 };
 
 impl Enricher {
@@ -39,7 +37,7 @@ impl Enricher {
                 match found {
                     Some(found)
                         if !self.set.is_moved(&key)
-                            && Self::inode_still_watched(&found, &key, &e.requested) =>
+                            && still_watched(&found, &key, &c_string(&e.requested)) =>
                     {
                         self.watched(Some(found), e)
                     }
@@ -209,17 +207,6 @@ impl Enricher {
             }
             Err(_) => requested,
         }
-    }
-
-    /// Whether an inode entry still names the file the kernel saw: the process asked for the
-    /// watched path itself (the common case, settled without a `stat`), or the watched path
-    /// still holds this inode. Otherwise the file was replaced (its old inode number can be
-    /// reused by an unrelated file before the kernel map is refreshed) or moved away.
-    fn inode_still_watched(found: &Located, key: &InodeKey, requested: &[u8]) -> bool {
-        lexical_normalize(&String::from_utf8_lossy(c_bytes(requested))).as_deref()
-            == Some(found.path.as_str())
-            || std::fs::metadata(&found.path)
-                .is_ok_and(|m| m.ino() == key.ino && kernel_dev(m.dev()) == key.dev)
     }
 
     /// The watched file the requested path names, resolved as the kernel would for the

@@ -9,6 +9,7 @@
 mod clock;
 mod file;
 mod names;
+mod path_change;
 mod route;
 mod syscall;
 
@@ -45,6 +46,9 @@ pub struct EnrichStats {
     pub malformed: u64,
     /// Inode matches on a stale entry (a replaced file's reused inode) naming no watched file.
     pub stale_inode: u64,
+    /// Renames, unlinks and links that passed the kernel's name prefilter but named no
+    /// watched file or directory.
+    pub path_unwatched: u64,
 }
 
 pub struct Enricher {
@@ -171,6 +175,7 @@ impl Enricher {
             }),
             Decoded::Syscall(e) => self.syscall_event(e),
             Decoded::Route(e) => self.route_event(e),
+            Decoded::PathChange(e) => self.path_change_event(e),
             Decoded::IoUring(e) => Some(self.io_uring_event(e)),
         };
         if out.is_some() {
