@@ -98,8 +98,6 @@ pub const TS_COMPAT: u32 = 0x0002;
 pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// `OVERLAYFS_SUPER_MAGIC`.
 pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
-/// `FILESYSTEM_MAX_STACK_DEPTH`: an overlay's layers may themselves be overlays, once.
-pub const MAX_STACK_DEPTH: u32 = 2;
 /// `AT_FDCWD`.
 pub const AT_FDCWD: i32 = -100;
 /// The open flags that change what an open can do with the file (access mode, `O_CREAT`,

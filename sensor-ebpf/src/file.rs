@@ -7,12 +7,12 @@ use aya_ebpf::helpers::{
 use sensor_common::{
     name_length_bit,
     syscall::{
-        Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, MAX_STACK_DEPTH, OVERLAYFS_SUPER_MAGIC,
-        PROC_SUPER_MAGIC, TRACEFS_MAGIC, WRITE_FLAGS,
+        Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, OVERLAYFS_SUPER_MAGIC, PROC_SUPER_MAGIC,
+        TRACEFS_MAGIC, WRITE_FLAGS,
     },
-    EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall, WatchValue,
-    DIR_ANY_NAME, NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE,
-    PROC_MAPS, PROC_MEM, REQUESTED_LEN,
+    EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall, DIR_ANY_NAME,
+    NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS,
+    PROC_MEM, REQUESTED_LEN,
 };
 
 use crate::{
@@ -176,55 +176,49 @@ pub fn on_open(
 /// [`NOT_WATCHED`] and never reach user space.
 #[inline(always)]
 fn classify(file: RawPtr) -> Result<Match, i64> {
-    let mut f = Opened::read(file)?;
-    let mut overlay_dev = 0;
-    let mut layers = 0;
-    let hit = |f: &Opened, kind, v: &WatchValue, overlay_dev| Match {
-        kind,
-        rule: v.rule,
-        dev: f.key.dev,
-        ino: f.key.ino,
-        target_tgid: 0,
-        name: f.name,
-        overlay_dev,
-    };
-    loop {
-        // SAFETY: the element stays mapped while the program runs (RCU read side) and is
-        // only read here. WatchValue is plain integers, valid for every bit pattern, so an
-        // update by user space racing with this read can at worst give one event a stale
-        // rule id.
-        if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
-            return Ok(hit(&f, MatchKind::Inode, v, overlay_dev));
-        }
-        // procfs, tracefs and overlays, like every pseudo file system, have an anonymous
-        // device (major 0): files on block devices skip the superblock's magic.
-        if f.key.dev >> 20 != 0 {
-            break;
-        }
+    let f = Opened::read(file)?;
+    // SAFETY: the element stays mapped while the program runs (RCU read side) and is only
+    // read here. WatchValue is plain integers, valid for every bit pattern, so an update by
+    // user space racing with this read can at worst give one event a stale rule id.
+    if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
+        return Ok(f.hit(MatchKind::Inode, v.rule, 0));
+    }
+    // procfs, tracefs and overlays, like every pseudo file system, have an anonymous device
+    // (major 0): files on block devices skip the superblock's magic.
+    if f.key.dev >> 20 == 0 {
         let magic: u64 = f.sb.load(off!(super_block_s_magic))?;
         if let Some(kind) = kernel_control_file(magic, f.dentry, f.name)? {
-            return Ok(Match {
-                kind,
-                rule: 0,
-                dev: f.key.dev,
-                ino: f.key.ino,
-                target_tgid: 0,
-                name: f.name,
-                overlay_dev,
-            });
+            return Ok(f.hit(kind, 0, 0));
         }
         if magic == PROC_SUPER_MAGIC {
             return proc_match(f.inode, f.name, f.key.dev, f.key.ino);
         }
-        if magic != OVERLAYFS_SUPER_MAGIC || layers == MAX_STACK_DEPTH {
-            break;
+        if magic == OVERLAYFS_SUPER_MAGIC {
+            return through_overlay(file, f.key.dev);
         }
-        if overlay_dev == 0 {
-            overlay_dev = f.key.dev;
-        }
-        layers += 1;
+    }
+    in_watched_dir(&f, 0)
+}
+
+/// A file opened through an overlay: the file it opened on the layer below (itself maybe
+/// an overlay's, once: `FILESYSTEM_MAX_STACK_DEPTH`), classified by inode and directory.
+#[inline(always)]
+fn through_overlay(file: RawPtr, overlay_dev: u32) -> Result<Match, i64> {
+    let mut f = Opened::read(real_file(file)?)?;
+    if f.key.dev >> 20 == 0 && f.sb.load::<u64>(off!(super_block_s_magic))? == OVERLAYFS_SUPER_MAGIC
+    {
         f = Opened::read(real_file(f.file)?)?;
     }
+    // SAFETY: as in `classify`.
+    if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
+        return Ok(f.hit(MatchKind::Inode, v.rule, overlay_dev));
+    }
+    in_watched_dir(&f, overlay_dev)
+}
+
+/// Whether `f`'s directory is watched: for every name, or for `f`'s name.
+#[inline(always)]
+fn in_watched_dir(f: &Opened, overlay_dev: u32) -> Result<Match, i64> {
     let parent_inode = f
         .dentry
         .load_ptr(off!(dentry_d_parent))?
@@ -234,10 +228,10 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
         _pad: 0,
         ino: parent_inode.load(off!(inode_i_ino))?,
     };
-    // SAFETY: as for WATCHED_INODES above.
+    // SAFETY: as for WATCHED_INODES in `classify`.
     let dv = unsafe { WATCHED_DIRS.get(dir) }.ok_or(NOT_WATCHED)?;
     if dv.flags & DIR_ANY_NAME != 0 {
-        return Ok(hit(&f, MatchKind::DirAny, dv, overlay_dev));
+        return Ok(f.hit(MatchKind::DirAny, dv.rule, overlay_dev));
     }
     let len: u32 = f.dentry.load(off!(dentry_d_name_len))?;
     if dv.name_lengths & name_length_bit(len as u64) == 0 {
@@ -248,9 +242,9 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
         name: [0; NAME_LEN],
     };
     read_name(f.name, &mut name_key.name)?;
-    // SAFETY: as for WATCHED_INODES above.
+    // SAFETY: as for WATCHED_INODES in `classify`.
     let v = unsafe { WATCHED_NAMES.get(name_key) }.ok_or(NOT_WATCHED)?;
-    Ok(hit(&f, MatchKind::DirName, v, overlay_dev))
+    Ok(f.hit(MatchKind::DirName, v.rule, overlay_dev))
 }
 
 /// What `classify` reads of an open file.
@@ -282,6 +276,19 @@ impl Opened {
             },
             name: dentry.load(off!(dentry_d_name_name))?,
         })
+    }
+
+    #[inline(always)]
+    fn hit(&self, kind: MatchKind, rule: u32, overlay_dev: u32) -> Match {
+        Match {
+            kind,
+            rule,
+            dev: self.key.dev,
+            ino: self.key.ino,
+            target_tgid: 0,
+            name: self.name,
+            overlay_dev,
+        }
     }
 }
 

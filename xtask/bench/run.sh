@@ -7,7 +7,8 @@
 # STORM_RATE (200000 opens/s for the steady storm).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-AGENT=$ROOT/target/release/sensor-agent
+# AGENT: another build to compare side by side (e.g. the previous commit's).
+AGENT=${AGENT:-$ROOT/target/release/sensor-agent}
 OPENLOOP=$ROOT/target/release/openloop
 OPENS=${OPENS:-1000000}
 RUNS=${RUNS:-10}
