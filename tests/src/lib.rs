@@ -64,6 +64,59 @@ pub fn write_secret(path: &Path) {
         .expect("chmod 600");
 }
 
+/// A fresh world-traversable (0755) directory named `prefix…` in the temp dir, canonical (so
+/// paths in it compare equal to the ones the agent reports): another uid can reach files in
+/// it that their own modes allow.
+pub fn test_dir(prefix: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir");
+    let dir = tmp.path().canonicalize().expect("canonical");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    (tmp, dir)
+}
+
+/// One agent for a whole test file, watching files in a [`test_dir`] made before it starts.
+pub struct Fixture {
+    pub agent: Agent,
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Makes the directory, lets `setup` fill it and return the agent's configuration, and
+    /// starts the agent on it.
+    pub fn start(prefix: &str, setup: impl FnOnce(&Path) -> String) -> Fixture {
+        let (tmp, dir) = test_dir(prefix);
+        let config = setup(&dir);
+        Fixture {
+            agent: Agent::start(&config),
+            dir,
+            _tmp: tmp,
+        }
+    }
+}
+
+/// Whether a precondition holds. When it does not, the test must not pass as if it had
+/// checked anything: under `CI=true` it fails, elsewhere it says so on stderr.
+pub fn precondition(holds: bool, what: &str) -> bool {
+    if !holds {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "precondition missing under CI: {what}"
+        );
+        eprintln!("SKIPPED (precondition missing): {what}");
+    }
+    holds
+}
+
+/// [`precondition`]: running as root (the agent loads its probes; CI runs as root).
+pub fn is_root() -> bool {
+    precondition(rustix::process::geteuid().is_root(), "running as root")
+}
+
 /// A path as the `&str` argument of `trigger` and of config text.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

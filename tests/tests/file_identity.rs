@@ -5,14 +5,14 @@
 
 use std::{
     ffi::CString,
-    os::unix::{ffi::OsStrExt, fs::PermissionsExt, process::CommandExt},
+    os::unix::{ffi::OsStrExt, process::CommandExt},
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
     time::Duration,
 };
 
-use sensor_tests::{is, trigger, trigger_bin, trigger_cmd, Agent};
+use sensor_tests::{is, s, trigger, trigger_bin, trigger_cmd, write_secret, Fixture};
 use serde_json::Value;
 
 /// Watched files by name in the fixture directory; `user/key` belongs to [`USER`].
@@ -28,53 +28,26 @@ const WATCHED: [&str; 7] = [
 /// The unprivileged owner of `user/key`, who mounts an overlay over it in a user namespace.
 const USER: u32 = 47_311;
 
-struct Fixture {
-    agent: Agent,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let tmp = tempfile::Builder::new()
-            .prefix("sensor-identity-")
-            .tempdir()
-            .expect("tempdir");
-        let dir = tmp.path().canonicalize().expect("canonical");
-        chmod(&dir, 0o755);
-        let mut config = String::new();
-        for name in WATCHED {
-            let path = dir.join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).expect("mkdir");
-            std::fs::write(&path, "PRIVATE KEY\n").expect("write");
-            chmod(&path, 0o600);
-            config += &format!(
-                "[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n\n",
-                path.display()
-            );
-        }
-        std::fs::create_dir(dir.join("elsewhere")).expect("mkdir");
-        // Made before the agent starts, read after the watched path gets a new file.
-        std::fs::hard_link(dir.join("rotated"), dir.join("elsewhere/link")).expect("link");
-        for path in [dir.join("user"), dir.join("user/key")] {
-            std::os::unix::fs::chown(&path, Some(USER), Some(USER)).expect("chown");
-        }
-        let agent = Agent::start(&config);
-        Fixture {
-            agent,
-            dir,
-            _tmp: tmp,
-        }
+        Fixture::start("sensor-identity-", |dir| {
+            let mut config = String::new();
+            for name in WATCHED {
+                let path = dir.join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).expect("mkdir");
+                write_secret(&path);
+                config += &format!("[[watch]]\npath = \"{}\"\nkind = \"ssh-key\"\n\n", s(&path));
+            }
+            std::fs::create_dir(dir.join("elsewhere")).expect("mkdir");
+            // Made before the agent starts, read after the watched path gets a new file.
+            std::fs::hard_link(dir.join("rotated"), dir.join("elsewhere/link")).expect("link");
+            for path in [dir.join("user"), dir.join("user/key")] {
+                std::os::unix::fs::chown(&path, Some(USER), Some(USER)).expect("chown");
+            }
+            config
+        })
     })
-}
-
-fn chmod(path: &Path, mode: u32) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// The `file_open` of `pid`, opened at `opened`.

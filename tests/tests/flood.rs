@@ -6,14 +6,14 @@
 
 use std::{
     collections::BTreeMap,
-    os::unix::{fs::PermissionsExt, process::CommandExt},
+    os::unix::process::CommandExt,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use rustix::process::Signal;
-use sensor_tests::{trigger_bin, Agent, TestCgroup};
+use sensor_tests::{test_dir, trigger_bin, Agent, TestCgroup};
 use serde_json::Value;
 
 /// A uid with no privilege, no login and no other process: the budget counts per uid, so a
@@ -87,17 +87,6 @@ fn flood_as(uid: u32, count: u64, path: &Path) -> u32 {
     pid
 }
 
-fn base_dir() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::Builder::new()
-        .prefix("sensor-flood-")
-        .tempdir()
-        .expect("tempdir");
-    let dir = tmp.path().canonicalize().expect("canonical");
-    // World-traversable, so the flooder reaches its own files.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    (tmp, dir)
-}
-
 /// The attack: with the agent unable to drain (stopped, the worst case), an
 /// unprivileged user opens 3,000 of its own watched tokens ten times each while root reads a
 /// password database from 20 processes at once. Every root read arrives; the flooder's
@@ -105,7 +94,7 @@ fn base_dir() -> (tempfile::TempDir, std::path::PathBuf) {
 /// flooder's opens is accounted for: sent, folded into a repeat, or counted as its loss.
 #[test]
 fn an_unprivileged_flood_loses_only_its_own_events() {
-    let (_tmp, dir) = base_dir();
+    let (_tmp, dir) = test_dir("sensor-flood-");
     let shadow = dir.join("shadow");
     std::fs::write(&shadow, "root:x:\n").expect("write shadow");
     let uid = flooder_uid(0);
@@ -192,7 +181,7 @@ fn an_unprivileged_flood_loses_only_its_own_events() {
 /// counted exactly, and first/last times that bound them.
 #[test]
 fn repeated_opens_fold_into_counted_repeats() {
-    let (_tmp, dir) = base_dir();
+    let (_tmp, dir) = test_dir("sensor-flood-");
     let uid = flooder_uid(1);
     let tokens = token_dir(&dir, 1, uid);
     let token = tokens.join("token-00000");

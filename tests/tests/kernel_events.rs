@@ -3,40 +3,30 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::PathBuf,
+    os::unix::process::CommandExt,
     process::{Child, Command, Stdio},
     sync::OnceLock,
     time::Duration,
 };
 
-use sensor_tests::{is, s, trigger, trigger_bin, trigger_cmd, write_secret, Agent, TestCgroup};
+use sensor_tests::{
+    is, s, trigger, trigger_bin, trigger_cmd, write_secret, Agent, Fixture, TestCgroup,
+};
 use serde_json::Value;
 
-/// One agent for the whole file, watching files in a fixture directory made before it starts.
-struct Fixture {
-    agent: Agent,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
+/// One agent for the whole file. Its directory is world-traversable, so another uid reaches
+/// the files and is denied by their mode.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let tmp = tempfile::Builder::new()
-            .prefix("sensor-test-")
-            .tempdir()
-            .expect("tempdir");
-        let dir = tmp.path().canonicalize().expect("canonical");
-        // World-traversable, so another uid reaches the files and is denied by their mode.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        for name in ["secret", "replaced", "scratch"] {
-            write_secret(&dir.join(name));
-        }
-        std::fs::create_dir(dir.join("keys")).expect("mkdir keys");
-        std::fs::create_dir(dir.join("sub")).expect("mkdir sub");
-        let config = format!(
-            r#"
+        Fixture::start("sensor-test-", |dir| {
+            for name in ["secret", "replaced", "scratch"] {
+                write_secret(&dir.join(name));
+            }
+            std::fs::create_dir(dir.join("keys")).expect("mkdir keys");
+            std::fs::create_dir(dir.join("sub")).expect("mkdir sub");
+            format!(
+                r#"
 [[watch]]
 path = "{d}/secret"
 kind = "ssh-key"
@@ -63,14 +53,9 @@ exclude = ["*.pub"]
 unit = "sensor-test-*.service"
 owner = "platform-team"
 "#,
-            d = dir.display()
-        );
-        let agent = Agent::start(&config);
-        Fixture {
-            agent,
-            dir,
-            _tmp: tmp,
-        }
+                d = dir.display()
+            )
+        })
     })
 }
 

@@ -6,39 +6,12 @@
 //! read back from the agent's output. Needs root (as CI runs).
 
 use std::{
-    os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::{Path, PathBuf},
-    process::Command,
-    sync::OnceLock,
-    time::Duration,
+    os::unix::process::CommandExt, path::Path, process::Command, sync::OnceLock, time::Duration,
 };
 
-use sensor_tests::{is, s, trigger, write_secret, Agent};
+use sensor_tests::{is, is_root, s, trigger, write_secret, Agent, Fixture};
 use serde_json::Value;
 
-/// Whether this test can run here: the agent needs root. Under `CI=true` a missing
-/// precondition fails the test instead of skipping it.
-fn runnable() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true"),
-        "rename_routes needs root (it loads the agent's probes); CI runs it as root"
-    );
-    eprintln!("skipped: not root");
-    false
-}
-
-/// One agent for the file, watching files in a fixture directory made before it starts.
-/// Each test changes files of its own, so the tests can run side by side.
-struct Fixture {
-    agent: Agent,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-/// Watched files (literal rules), one or more per test.
 const WATCHED: [&str; 7] = [
     "sed-target",
     "swap-target",
@@ -49,37 +22,31 @@ const WATCHED: [&str; 7] = [
     "moved-back",
 ];
 
+/// One agent for the file. Each test changes files of its own, so the tests can run side
+/// by side.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let tmp = tempfile::Builder::new()
-            .prefix("sensor-rename-")
-            .tempdir()
-            .expect("tempdir");
-        let dir = tmp.path().canonicalize().expect("canonical");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        for name in WATCHED {
-            write_secret(&dir.join(name));
-        }
-        std::fs::create_dir(dir.join("sshdir")).expect("mkdir sshdir");
-        write_secret(&dir.join("sshdir/id_ed25519"));
-        std::fs::create_dir(dir.join("elsewhere")).expect("mkdir elsewhere");
-        let mut config = String::from("default_watches = false\n");
-        for name in WATCHED {
+        Fixture::start("sensor-rename-", |dir| {
+            for name in WATCHED {
+                write_secret(&dir.join(name));
+            }
+            std::fs::create_dir(dir.join("sshdir")).expect("mkdir sshdir");
+            write_secret(&dir.join("sshdir/id_ed25519"));
+            std::fs::create_dir(dir.join("elsewhere")).expect("mkdir elsewhere");
+            let mut config = String::from("default_watches = false\n");
+            for name in WATCHED {
+                config.push_str(&format!(
+                    "[[watch]]\npath = \"{}/{name}\"\nkind = \"ssh-key\"\nowner = \"test-team\"\n",
+                    dir.display()
+                ));
+            }
             config.push_str(&format!(
-                "[[watch]]\npath = \"{}/{name}\"\nkind = \"ssh-key\"\nowner = \"test-team\"\n",
+                "[[watch]]\npath = \"{}/sshdir/id_*\"\nkind = \"ssh-key\"\n",
                 dir.display()
             ));
-        }
-        config.push_str(&format!(
-            "[[watch]]\npath = \"{}/sshdir/id_*\"\nkind = \"ssh-key\"\n",
-            dir.display()
-        ));
-        Fixture {
-            agent: Agent::start(&config),
-            dir,
-            _tmp: tmp,
-        }
+            config
+        })
     })
 }
 
@@ -107,7 +74,7 @@ fn assert_names(e: &Value, watched: &Path, pid: u32) {
 /// `sed -i` writes a temporary file beside the watched one and renames it over it.
 #[test]
 fn a_file_renamed_over_a_watched_one_names_the_watched_path() {
-    if !runnable() {
+    if !is_root() {
         return;
     }
     let f = fixture();
@@ -135,7 +102,7 @@ fn a_file_renamed_over_a_watched_one_names_the_watched_path() {
 
 #[test]
 fn an_exchange_with_a_decoy_names_both() {
-    if !runnable() {
+    if !is_root() {
         return;
     }
     let f = fixture();
@@ -159,7 +126,7 @@ fn an_exchange_with_a_decoy_names_both() {
 
 #[test]
 fn a_watched_file_or_directory_moved_away_is_reported() {
-    if !runnable() {
+    if !is_root() {
         return;
     }
     let f = fixture();
@@ -196,7 +163,7 @@ fn a_watched_file_or_directory_moved_away_is_reported() {
 
 #[test]
 fn unlink_and_link_of_a_watched_file_are_reported() {
-    if !runnable() {
+    if !is_root() {
         return;
     }
     let f = fixture();
@@ -220,7 +187,7 @@ fn unlink_and_link_of_a_watched_file_are_reported() {
 
 #[test]
 fn a_compat_rename_is_reported_and_flagged() {
-    if !runnable() {
+    if !is_root() {
         return;
     }
     let f = fixture();
@@ -240,7 +207,7 @@ fn a_compat_rename_is_reported_and_flagged() {
 /// one watched file removed among them is reported.
 #[test]
 fn unrelated_unlinks_are_dropped_in_the_kernel() {
-    if !runnable() {
+    if !is_root() {
         return;
     }
     /// The unprivileged user that removes the tree, so its budget is its own.

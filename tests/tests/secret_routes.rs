@@ -11,61 +11,21 @@ use std::{
     sync::OnceLock,
 };
 
-use sensor_tests::{is, trigger, trigger_bin, trigger_cmd, Agent};
+use sensor_tests::{is, is_root, precondition, s, trigger, trigger_bin, trigger_cmd, Fixture};
 use serde_json::Value;
-
-struct Fixture {
-    agent: Agent,
-    /// Holds the watched file `secret`.
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let tmp = tempfile::Builder::new()
-            .prefix("sensor-routes-")
-            .tempdir()
-            .expect("tempdir");
-        let dir = tmp.path().canonicalize().expect("canonical");
-        std::fs::write(dir.join("secret"), "PRIVATE KEY\n").expect("write secret");
-        std::fs::write(dir.join("other"), "nothing\n").expect("write other");
-        let config = format!(
-            r#"
-[[watch]]
-path = "{d}/secret"
-kind = "ssh-key"
-"#,
-            d = dir.display()
-        );
-        Fixture {
-            agent: Agent::start(&config),
-            dir,
-            _tmp: tmp,
-        }
+        Fixture::start("sensor-routes-", |dir| {
+            std::fs::write(dir.join("secret"), "PRIVATE KEY\n").expect("write secret");
+            std::fs::write(dir.join("other"), "nothing\n").expect("write other");
+            format!(
+                "[[watch]]\npath = \"{}/secret\"\nkind = \"ssh-key\"\n",
+                s(dir)
+            )
+        })
     })
-}
-
-/// Whether a precondition holds. When it does not, the test must not pass as if it had
-/// checked anything: under `CI=true` it fails, elsewhere it says so on stderr.
-fn precondition(holds: bool, what: &str) -> bool {
-    if !holds {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "precondition missing under CI: {what}"
-        );
-        eprintln!("SKIPPED (precondition missing): {what}");
-    }
-    holds
-}
-
-fn is_root() -> bool {
-    precondition(rustix::process::geteuid().is_root(), "running as root")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// A sleeping process to act on; killed when dropped.
