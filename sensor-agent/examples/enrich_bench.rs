@@ -103,7 +103,9 @@ fn main() {
             args: [11, 5, 0, 0, 0, 0],
             target_tgid: 0,
             compat: 0,
-            _pad: [0; 3],
+            target_on_host: 0,
+            signal: 0,
+            _pad: 0,
             key_type: [0; KEY_TYPE_LEN],
             key_desc: [0; KEY_DESC_LEN],
         })

@@ -30,7 +30,8 @@ fn layout(kind: EventKind) -> (&'static str, usize) {
         | EventKind::PidfdGetfd
         | EventKind::Keyctl
         | EventKind::AddKey
-        | EventKind::RequestKey => ("syscall", size_of::<SyscallEvent>()),
+        | EventKind::RequestKey
+        | EventKind::CoreSignal => ("syscall", size_of::<SyscallEvent>()),
         EventKind::FileRename | EventKind::FileUnlink | EventKind::FileLink => {
             ("path_change", size_of::<PathChangeEvent>())
         }

@@ -55,6 +55,9 @@ pub enum EventKind {
     FileUnlink = 21,
     /// A successful `link`/`linkat` ([`PathChangeEvent`]).
     FileLink = 22,
+    /// A signal that dumps core (`SIGSEGV`, `SIGABRT`, ...) sent to another process: a
+    /// [`SyscallEvent`].
+    CoreSignal = 23,
 }
 
 impl EventKind {
@@ -288,7 +291,12 @@ pub struct SyscallEvent {
     pub target_tgid: u32,
     /// 1 when the call came through the 32-bit compat entry.
     pub compat: u8,
-    pub _pad: [u8; 3],
+    /// 1 when the kernel resolved `target_tgid` to a host tgid (from a pidfd); else it is
+    /// the pid argument, in the caller's pid namespace.
+    pub target_on_host: u8,
+    /// For `core_signal`: the signal sent.
+    pub signal: u8,
+    pub _pad: u8,
     /// Key type for `add_key`/`request_key`.
     pub key_type: [u8; KEY_TYPE_LEN],
     /// Key description for `add_key`/`request_key`.

@@ -28,6 +28,10 @@ pub enum Watched {
     Unlinkat,
     Link,
     Linkat,
+    Kill,
+    Tkill,
+    Tgkill,
+    PidfdSendSignal,
 }
 
 /// Maps a native x86-64 syscall number.
@@ -35,11 +39,14 @@ pub enum Watched {
 pub fn native(nr: u64) -> Option<Watched> {
     Some(match nr {
         2 => Watched::Open,
+        62 => Watched::Kill,
         82 => Watched::Rename,
         85 => Watched::Creat,
         86 => Watched::Link,
         87 => Watched::Unlink,
         101 => Watched::Ptrace,
+        200 => Watched::Tkill,
+        234 => Watched::Tgkill,
         248 => Watched::AddKey,
         249 => Watched::RequestKey,
         250 => Watched::Keyctl,
@@ -55,6 +62,7 @@ pub fn native(nr: u64) -> Option<Watched> {
         311 => Watched::ProcessVmWritev,
         316 => Watched::Renameat2,
         321 => Watched::Bpf,
+        424 => Watched::PidfdSendSignal,
         437 => Watched::Openat2,
         438 => Watched::PidfdGetfd,
         _ => return None,
@@ -70,7 +78,10 @@ pub fn compat(nr: u64) -> Option<Watched> {
         9 => Watched::Link,
         10 => Watched::Unlink,
         26 => Watched::Ptrace,
+        37 => Watched::Kill,
         38 => Watched::Rename,
+        238 => Watched::Tkill,
+        270 => Watched::Tgkill,
         286 => Watched::AddKey,
         287 => Watched::RequestKey,
         288 => Watched::Keyctl,
@@ -86,11 +97,18 @@ pub fn compat(nr: u64) -> Option<Watched> {
         348 => Watched::ProcessVmWritev,
         353 => Watched::Renameat2,
         357 => Watched::Bpf,
+        424 => Watched::PidfdSendSignal,
         437 => Watched::Openat2,
         438 => Watched::PidfdGetfd,
         _ => return None,
     })
 }
+
+/// The signals whose default action dumps core (`SIGQUIT`, `SIGILL`, `SIGTRAP`, `SIGABRT`,
+/// `SIGBUS`, `SIGFPE`, `SIGSEGV`, `SIGXCPU`, `SIGXFSZ`, `SIGSYS`), by bit: sent to another
+/// process they write its memory to wherever `core_pattern` says.
+pub const CORE_SIGNALS: u64 =
+    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 11 | 1 << 24 | 1 << 25 | 1 << 31;
 
 /// `TS_COMPAT` in x86 `thread_info.status`.
 pub const TS_COMPAT: u32 = 0x0002;

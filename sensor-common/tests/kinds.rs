@@ -29,6 +29,7 @@ fn event_kind_numbers_and_names() {
         (20, "file_rename"),
         (21, "file_unlink"),
         (22, "file_link"),
+        (23, "core_signal"),
     ];
     let got: Vec<_> = EventKind::ALL
         .iter()
@@ -38,10 +39,10 @@ fn event_kind_numbers_and_names() {
     for (byte, _) in expected {
         assert_eq!(EventKind::try_from(byte).map(|k| k as u8), Ok(byte));
     }
-    for byte in [0, 23, 255] {
+    for byte in [0, 24, 255] {
         assert_eq!(EventKind::try_from(byte), Err(UnknownKind(byte)));
     }
-    assert_eq!(EventKind::COUNT, 23);
+    assert_eq!(EventKind::COUNT, 24);
 }
 
 #[test]

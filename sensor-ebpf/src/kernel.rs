@@ -224,6 +224,14 @@ pub fn fd_file(task: BtfPtr, fd: u64) -> Result<RawPtr, i64> {
     Ok(RawPtr(file))
 }
 
+/// Whether `pid` (a pid argument, as the kernel sees it) names the caller itself: its tgid
+/// or its tid. A caller in another pid namespace is told apart in user space.
+#[inline(always)]
+pub fn is_current(pid: u32) -> bool {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    pid == (pid_tgid >> 32) as u32 || pid == pid_tgid as u32
+}
+
 /// `pid->numbers[0].nr`: the pid number in the initial namespace.
 #[inline(always)]
 pub fn pid_nr(pid: u64) -> Result<u32, i64> {

@@ -5,7 +5,7 @@
 //! result; the calls that are no route (on oneself, map operations, other limits, marks that
 //! hand over no file) end here.
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user};
+use aya_ebpf::helpers::bpf_probe_read_user;
 use sensor_common::{
     syscall::{
         Watched, BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN,
@@ -15,7 +15,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{read_user_buf, read_user_str, SyscallArgs},
+    kernel::{is_current, read_user_buf, read_user_str, SyscallArgs},
     output::{header, reserve},
 };
 
@@ -32,14 +32,6 @@ fn user<T: Copy + Default>(addr: u64) -> T {
     unsafe { bpf_probe_read_user(addr as *const T) }.unwrap_or_default()
 }
 
-/// Whether `pid` (an `i32` argument) names the caller itself: its tgid or its tid (as the
-/// kernel sees them; a caller in another pid namespace is told apart in user space).
-#[inline(always)]
-fn is_self(pid: i32) -> bool {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    pid as u32 == (pid_tgid >> 32) as u32 || pid as u32 == pid_tgid as u32
-}
-
 pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) -> Result<(), i64> {
     let a = &args.0;
     let mut values = [0u64; 4];
@@ -47,7 +39,7 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
         Watched::PerfEventOpen => {
             let pid = a[1] as i32;
             // pid 0 is the caller; -1 with a CPU is every process on it.
-            if pid == 0 || pid > 0 && is_self(pid) {
+            if pid == 0 || pid > 0 && is_current(pid as u32) {
                 return Ok(());
             }
             values = user::<[u64; 4]>(a[0]);
@@ -72,7 +64,8 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
         }
         Watched::Prlimit64 => {
             let pid = a[0] as i32;
-            if a[1] & 0xffff_ffff != RLIMIT_CORE || a[2] == 0 || pid == 0 || is_self(pid) {
+            if a[1] & 0xffff_ffff != RLIMIT_CORE || a[2] == 0 || pid == 0 || is_current(pid as u32)
+            {
                 return Ok(());
             }
             values = [user::<u64>(a[2]), user::<u64>(a[2] + 8), 0, 0];

@@ -1,9 +1,12 @@
 //! Credential-bearing syscalls: reported with their arguments and result, every time.
 
-use sensor_common::{syscall::Watched, EventKind, SyscallEvent};
+use sensor_common::{
+    syscall::{Watched, CORE_SIGNALS},
+    EventKind, SyscallEvent,
+};
 
 use crate::{
-    kernel::{fd_file, off, pid_nr, read_user_str, BtfPtr, SyscallArgs},
+    kernel::{fd_file, is_current, off, pid_nr, read_user_str, BtfPtr, SyscallArgs},
     output::{header, reserve},
 };
 
@@ -15,6 +18,8 @@ pub fn on_syscall(
     compat: bool,
 ) -> Result<(), i64> {
     let a = &args.0;
+    let mut target_on_host = false;
+    let mut signal = 0;
     let (kind, target_tgid, has_key_strings) = match watched {
         Watched::Ptrace => (EventKind::Ptrace, a[1] as u32, false),
         Watched::ProcessVmReadv => (EventKind::ProcessVmReadv, a[0] as u32, false),
@@ -27,6 +32,25 @@ pub fn on_syscall(
         Watched::Keyctl => (EventKind::Keyctl, 0, false),
         Watched::AddKey => (EventKind::AddKey, 0, true),
         Watched::RequestKey => (EventKind::RequestKey, 0, true),
+        Watched::Kill | Watched::Tkill | Watched::Tgkill | Watched::PidfdSendSignal => {
+            // kill(pid, sig), tkill(tid, sig), tgkill(tgid, tid, sig),
+            // pidfd_send_signal(pidfd, sig, info, flags).
+            let (sig, pid) = match watched {
+                Watched::Tgkill => (a[2], a[0] as i32),
+                Watched::PidfdSendSignal => {
+                    target_on_host = true;
+                    (a[1], pidfd_target(task, a[0]).unwrap_or(0) as i32)
+                }
+                _ => (a[1], a[0] as i32),
+            };
+            // A process aborting itself (`abort()` raises SIGABRT) is no route to another's
+            // memory; pid 0 and negative pids (a process group, every process) are.
+            if sig >= 64 || CORE_SIGNALS & (1 << sig) == 0 || pid > 0 && is_current(pid as u32) {
+                return Ok(());
+            }
+            signal = sig as u8;
+            (EventKind::CoreSignal, pid.max(0) as u32, false)
+        }
         _ => return Ok(()),
     };
     let Some(mut entry) = reserve::<SyscallEvent>(kind) else {
@@ -43,7 +67,9 @@ pub fn on_syscall(
         (&raw mut (*e).args).write(*a);
         (&raw mut (*e).target_tgid).write(target_tgid);
         (&raw mut (*e).compat).write(compat as u8);
-        (&raw mut (*e)._pad).write([0; 3]);
+        (&raw mut (*e).target_on_host).write(target_on_host as u8);
+        (&raw mut (*e).signal).write(signal);
+        (&raw mut (*e)._pad).write(0);
         (&raw mut (*e).key_type).cast::<u8>().write(0);
         (&raw mut (*e).key_desc).cast::<u8>().write(0);
         if has_key_strings {

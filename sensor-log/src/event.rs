@@ -68,6 +68,9 @@ pub enum Kind {
     FileUnlink,
     /// A new hard link to, or onto, a watched file.
     FileLink,
+    /// A signal that dumps core (`SIGSEGV`, `SIGABRT`, ...) sent to another process (or a
+    /// process group): `target` (null for a group), `syscall.operation` names the signal.
+    CoreSignal,
 }
 
 impl Kind {
@@ -429,7 +432,7 @@ mod tests {
         assert_eq!(Kind::FileLink.as_str(), "file_link");
         assert_eq!(
             Kind::ALL.len(),
-            21,
+            22,
             "kinds are only ever appended: loss stays 10"
         );
         assert_eq!(Kind::ALL[10], Kind::Loss);

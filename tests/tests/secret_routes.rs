@@ -36,6 +36,20 @@ impl Sleeper {
         Sleeper(Command::new("sleep").arg("60").spawn().expect("sleep"))
     }
 
+    /// A sleeper whose core limit is 0, so that a signal that dumps core leaves no file,
+    /// returned once it runs `sleep`.
+    fn without_core_dump() -> Sleeper {
+        let child = Command::new("sh")
+            .args(["-c", "ulimit -c 0 && exec sleep 60"])
+            .spawn()
+            .expect("sh");
+        let exe = format!("/proc/{}/exe", child.id());
+        while !std::fs::read_link(&exe).is_ok_and(|p| p.ends_with("sleep")) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Sleeper(child)
+    }
+
     fn pid(&self) -> u32 {
         self.0.id()
     }
@@ -150,6 +164,41 @@ fn prlimit_of_another_process_core_limit_is_reported() {
         (&e["ok"], &e["errno"]),
         (&Value::from(false), &Value::from(-ret)),
         "{e}"
+    );
+}
+
+/// The last step of having another process dump its memory: a signal whose default action
+/// dumps core, by pid or by pidfd. Other signals, and a process aborting itself, are not
+/// reported.
+#[test]
+fn a_core_dumping_signal_to_another_process_is_reported() {
+    if !is_root() {
+        return;
+    }
+    let f = fixture();
+    for (action, sig, name) in [("kill", "11", "SIGSEGV"), ("pidfd-kill", "6", "SIGABRT")] {
+        let victim = Sleeper::without_core_dump();
+        let (pid, ret) = trigger(&[action, &victim.pid().to_string(), sig]);
+        assert_eq!(ret, 0, "{action} failed");
+        let e = event("core_signal", pid, |_| true);
+        assert_eq!(e["ok"], true, "{e}");
+        assert_eq!(e["target"]["pid"], victim.pid(), "{e}");
+        assert!(
+            e["target"]["exe"]
+                .as_str()
+                .unwrap_or("")
+                .ends_with("/sleep"),
+            "{e}"
+        );
+        assert_eq!(e["syscall"]["operation"], name, "{e}");
+    }
+    let victim = Sleeper::start();
+    let (pid, ret) = trigger(&["kill", &victim.pid().to_string(), "15"]);
+    assert_eq!(ret, 0);
+    f.agent.assert_none(
+        "core_signal for SIGTERM",
+        |e| e["kind"] == "core_signal" && e["process"]["pid"] == pid,
+        std::time::Duration::from_secs(2),
     );
 }
 

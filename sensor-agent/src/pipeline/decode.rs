@@ -95,7 +95,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         | EventKind::PidfdGetfd
         | EventKind::Keyctl
         | EventKind::AddKey
-        | EventKind::RequestKey => Decoded::Syscall(read(kind, bytes)?),
+        | EventKind::RequestKey
+        | EventKind::CoreSignal => Decoded::Syscall(read(kind, bytes)?),
         EventKind::FileRename | EventKind::FileUnlink | EventKind::FileLink => {
             Decoded::PathChange(read(kind, bytes)?)
         }

@@ -233,6 +233,23 @@ fn run(action: &str, a: &[String]) -> i64 {
             // named `sensor_test`, attaches it to TRACEPOINT and closes both at once. Prints
             // the attach's result (the load's is in its own event).
             "bpf-load-attach" => bpf_load_attach(&a[0]),
+            // `kill PID SIG`, `pidfd-kill PID SIG`: sends SIG to PID, through kill(2) or a
+            // pidfd (pidfd_send_signal).
+            "kill" => sys(libc::syscall(
+                libc::SYS_kill,
+                num(&a[0]) as libc::pid_t,
+                num(&a[1]) as libc::c_int,
+            )),
+            "pidfd-kill" => {
+                let pidfd = libc::syscall(libc::SYS_pidfd_open, num(&a[0]) as libc::pid_t, 0);
+                sys(libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd,
+                    num(&a[1]) as libc::c_int,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                ))
+            }
             // `prlimit-core PID SOFT HARD`: sets PID's RLIMIT_CORE.
             "prlimit-core" => {
                 let new = libc::rlimit64 {

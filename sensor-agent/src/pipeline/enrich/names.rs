@@ -66,6 +66,24 @@ pub fn open_flags(flags: u64) -> String {
     out
 }
 
+/// The name of a signal that dumps core (`syscall::CORE_SIGNALS`), `signal N` for another.
+pub fn core_signal(sig: u64) -> String {
+    let name = match sig as i32 {
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
+
 pub const PTRACE_TRACEME: u64 = 0;
 
 /// `PTRACE_*` name of a request (x86-64 numbering).
@@ -466,6 +484,20 @@ mod tests {
         assert_eq!(access(libc::O_WRONLY as u64), "write");
         assert_eq!(ptrace_request(0x5000), "PTRACE 0x5000");
         assert_eq!(keyctl_operation(99), "KEYCTL 99");
+    }
+
+    #[test]
+    fn core_signal_names() {
+        assert_eq!(core_signal(11), "SIGSEGV");
+        assert_eq!(core_signal(6), "SIGABRT");
+        assert_eq!(core_signal(31), "SIGSYS");
+        assert_eq!(core_signal(15), "signal 15");
+        // Every signal the kernel program lets through has a name.
+        for sig in 0..64 {
+            if sensor_common::syscall::CORE_SIGNALS & (1 << sig) != 0 {
+                assert!(core_signal(sig).starts_with("SIG"), "{sig}");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use sensor_common::{EventKind, IoUringEvent, SyscallEvent, IORING_OP_OPENAT, IORING_OP_OPENAT2};
 use sensor_log::{Event, Kind, SyscallDetail};
 
-use super::names::{keyctl_arg1_is_key, keyctl_operation, ptrace_request, PTRACE_TRACEME};
+use super::names::{
+    core_signal, keyctl_arg1_is_key, keyctl_operation, ptrace_request, PTRACE_TRACEME,
+};
 use super::Enricher;
 use crate::pipeline::decode::c_string;
 
@@ -49,6 +51,21 @@ impl Enricher {
                 detail.key_serial = ok.then_some(e.ret);
                 None
             }
+            EventKind::CoreSignal => {
+                detail.operation = Some(core_signal(u64::from(e.signal)));
+                // pidfd_send_signal: the kernel resolved the pidfd to a host tgid.
+                let target = if e.target_on_host != 0 {
+                    (e.target_tgid != 0).then(|| self.target(e.target_tgid))
+                } else {
+                    self.caller_target(&e.header, e.target_tgid)
+                };
+                // The caller itself, seen through its own pid namespace: `abort()`.
+                if target.as_ref().is_some_and(|t| t.pid == e.header.tgid) {
+                    self.stats.self_access += 1;
+                    return None;
+                }
+                target
+            }
             // A file or io_uring kind in a syscall record: a kernel/agent mismatch.
             _ => {
                 self.stats.malformed += 1;
@@ -83,7 +100,7 @@ mod tests {
     };
     use sensor_log::{Kind, SyscallDetail, Target};
 
-    use super::super::fixture::{c_buf, fixture, header, Fixture, VICTIM};
+    use super::super::fixture::{c_buf, fixture, header, Fixture, ACTOR, VICTIM};
     use crate::pipeline::decode::Decoded;
 
     fn syscall_event(kind: EventKind, args: [u64; 6], ret: i64, target: u32) -> SyscallEvent {
@@ -93,7 +110,9 @@ mod tests {
             args,
             target_tgid: target,
             compat: 0,
-            _pad: [0; 3],
+            target_on_host: 0,
+            signal: 0,
+            _pad: 0,
             key_type: [0; KEY_TYPE_LEN],
             key_desc: [0; KEY_DESC_LEN],
         }
@@ -152,7 +171,24 @@ mod tests {
             &mut f,
             syscall_event(EventKind::PidfdGetfd, [7, 12, 0, 0, 0, 0], 5, 200),
         );
-        assert_eq!((target, d.target_fd), (victim, Some(12)));
+        assert_eq!((target, d.target_fd), (victim.clone(), Some(12)));
+
+        // kill(200, SIGSEGV); pidfd_send_signal, whose target the kernel resolved.
+        let mut segv = syscall_event(EventKind::CoreSignal, [200, 11, 0, 0, 0, 0], 0, 200);
+        segv.signal = 11;
+        let (target, d) = enrich_syscall(&mut f, segv);
+        assert_eq!(
+            (target, d.operation.as_deref()),
+            (victim.clone(), Some("SIGSEGV"))
+        );
+        let mut pidfd = syscall_event(EventKind::CoreSignal, [7, 6, 0, 0, 0, 0], 0, VICTIM);
+        (pidfd.signal, pidfd.target_on_host) = (6, 1);
+        let (target, d) = enrich_syscall(&mut f, pidfd);
+        assert_eq!((target, d.operation.as_deref()), (victim, Some("SIGABRT")));
+        // The caller itself through its own pid namespace (the kernel saw another number).
+        let mut own = syscall_event(EventKind::CoreSignal, [ACTOR as u64, 6, 0, 0, 0, 0], 0, 0);
+        (own.signal, own.target_on_host, own.target_tgid) = (6, 1, ACTOR);
+        assert!(f.enricher.enrich(&Decoded::Syscall(own)).is_none());
 
         let serial = (-4i32) as u32 as u64; // KEY_SPEC_USER_KEYRING, as a 32-bit int in a register
         let (_, d) = enrich_syscall(
