@@ -71,9 +71,14 @@ impl Handle {
         })
     }
 
+    /// Whether the handle still opens the file `key` and that file still has a link.
+    pub fn still_links(&self, key: &InodeKey, mounts: &Mounts) -> bool {
+        matches!(self.file(mounts), Some((k, links)) if k == *key && links > 0)
+    }
+
     /// The identity and link count of the file now; `None` once it is deleted (its handle
     /// is stale) or its mount is gone.
-    pub fn file(&self, mounts: &Mounts) -> Option<(InodeKey, u64)> {
+    fn file(&self, mounts: &Mounts) -> Option<(InodeKey, u64)> {
         let mount = File::open(mounts.point(self.mount_id)?).ok()?;
         let mut raw = RawHandle {
             handle_bytes: self.bytes.len() as u32,

@@ -303,7 +303,8 @@ fn root_only(meta: &Metadata) -> bool {
 /// inode number can be reused by an unrelated file before the kernel map is refreshed) or
 /// moved away.
 pub fn still_watched(found: &Located, key: &InodeKey, path: &str) -> bool {
-    denied::lexical_normalize(path).as_deref() == Some(found.path.as_str())
+    path == found.path
+        || denied::lexical_normalize(path).as_deref() == Some(found.path.as_str())
         || fs::metadata(&found.path)
             .is_ok_and(|m| m.ino() == key.ino && kernel_dev(m.dev()) == key.dev)
 }
@@ -479,12 +480,9 @@ impl WatchSet {
     /// given a freed inode number) and still linked somewhere. Without a handle (a file
     /// system that makes none) the inode number is all there is, and it is trusted.
     pub fn still_linked(&self, key: &InodeKey, mounts: &Mounts) -> bool {
-        match self.handles.get(key) {
-            Some(handle) => {
-                matches!(handle.file(mounts), Some((k, links)) if k == *key && links > 0)
-            }
-            None => true,
-        }
+        self.handles
+            .get(key)
+            .is_none_or(|handle| handle.still_links(key, mounts))
     }
 
     /// Keeps watching, with the rule and path they had, the files of `old` that are no
@@ -495,14 +493,14 @@ impl WatchSet {
     pub fn keep_moved(&mut self, old: &WatchSet, per_map: usize) {
         let mounts = Mounts::read();
         for (key, value) in &old.inodes {
-            if self.inodes.contains_key(key) || !old.handles.contains_key(key) {
+            if self.inodes.contains_key(key) {
                 continue;
             }
             let (Some(path), Some(handle)) = (old.inode_paths.get(key), old.handles.get(key))
             else {
                 continue;
             };
-            if !old.still_linked(key, &mounts) {
+            if !handle.still_links(key, &mounts) {
                 continue;
             }
             if self.inodes.len() >= per_map {

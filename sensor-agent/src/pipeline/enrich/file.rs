@@ -37,7 +37,13 @@ impl Enricher {
                 match found {
                     Some(found)
                         if !self.set.is_moved(&key)
-                            && still_watched(&found, &key, &c_string(&e.requested)) =>
+                            && still_watched(
+                                &found,
+                                &key,
+                                // No allocation on this path of every inode match; a name
+                                // that is not UTF-8 is settled by the `stat`.
+                                std::str::from_utf8(c_bytes(&e.requested)).unwrap_or(""),
+                            ) =>
                     {
                         self.watched(Some(found), e)
                     }
