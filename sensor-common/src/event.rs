@@ -142,6 +142,10 @@ pub enum MatchKind {
     Tracefs = 6,
     /// `/proc/sys/kernel/core_pattern`, opened for writing.
     CorePattern = 7,
+    /// The file's directory is not in the watched set, but an ancestor's is and the file is
+    /// on a rule's path below it (created since the set was resolved): user space resolves
+    /// the requested path and matches it against the rules.
+    Tree = 8,
 }
 
 impl TryFrom<u8> for MatchKind {

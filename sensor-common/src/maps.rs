@@ -7,6 +7,8 @@ pub const WATCHED_INODES: &str = "WATCHED_INODES";
 pub const WATCHED_DIRS: &str = "WATCHED_DIRS";
 pub const WATCHED_NAMES: &str = "WATCHED_NAMES";
 pub const WATCHED_LEAVES: &str = "WATCHED_LEAVES";
+pub const TREE_GATE: &str = "TREE_GATE";
+pub const TREE_MISSES: &str = "TREE_MISSES";
 pub const LOST_EVENTS: &str = "LOST_EVENTS";
 pub const FOLDS: &str = "FOLDS";
 pub const BUDGET_LOST: &str = "BUDGET_LOST";
@@ -52,11 +54,19 @@ pub struct LeafKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct WatchValue {
     pub rule: u32,
-    /// `DIR_*` flags for `WATCHED_DIRS`.
+    /// `DIR_*` flags for `WATCHED_DIRS`, `NAME_*` flags for `WATCHED_NAMES`.
     pub flags: u32,
-    /// For a `DIR_NAMED` directory: [`name_length_bit`] of every watched name in it, so an
-    /// open of a name of another length skips the name copy and `WATCHED_NAMES` lookup.
+    /// For a `DIR_NAMED` directory: [`name_length_bit`] of every watched file name of it
+    /// (`NAME_FILE`), so an open of a name of another length skips the name copy and the
+    /// lookup.
     pub name_lengths: u64,
+    /// The same for its names that are child directories on a rule's path (the walk's).
+    pub tree_name_lengths: u64,
+    /// [`tree_depth_bit`]s: a file this many levels below a `DIR_TREE` directory, through
+    /// any child of it (`WATCHED_DIRS`) or through the child of this name (`WATCHED_NAMES`),
+    /// is on a rule's path (the ancestry walk, docs/probes.md "Watched trees").
+    pub tree_depths: u32,
+    pub _pad: u32,
 }
 
 /// The bit of `name_lengths` for a name of `len` bytes (names of 64 bytes and more share
@@ -77,6 +87,58 @@ pub const fn name_length_bit(len: u64) -> u64 {
 pub const DIR_ANY_NAME: u32 = 1;
 /// `WATCHED_DIRS` flag: some names in this directory are in `WATCHED_NAMES`.
 pub const DIR_NAMED: u32 = 2;
+/// `WATCHED_DIRS` flag: a directory on a rule's path. The kernel's ancestry walk from a file
+/// in a directory the set does not hold stops at the first directory the set holds, and
+/// this flag with `tree_depths` says whether the file is on a rule's path below it.
+pub const DIR_TREE: u32 = 4;
+/// `WATCHED_NAMES` flag: files of this name in the directory are watched. A name without it
+/// is only a child directory on a rule's path (`tree_depths`).
+pub const NAME_FILE: u32 = 1;
+
+/// Deepest level below a watched directory the ancestry walk looks (a rule's components
+/// after its deepest existing directory, plus one for a symlink farm's hidden directory).
+pub const MAX_TREE_DEPTH: u32 = 8;
+
+/// The bit of `tree_depths` for a file `depth` levels below the directory (2 to
+/// [`MAX_TREE_DEPTH`]; level 1 is the directory's own names and `DIR_ANY_NAME`).
+pub const fn tree_depth_bit(depth: u32) -> u32 {
+    1 << depth
+}
+
+/// When the kernel walks a file's ancestors (`TREE_GATE`, written by the agent after each
+/// refresh it put into the maps). A directory missing from the set was created or changed
+/// after the set was resolved, so only a file whose directory's ctime is at least
+/// `not_before` is walked: the directories the set knows stay a lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeGate {
+    /// Seconds since the epoch (the inode ctime's clock), a margin before the resolution
+    /// in the maps started; `i64::MIN` walks every such file (the maps are not current).
+    pub not_before: i64,
+    /// Changes with every write: a walk's result cached under another generation is void.
+    pub generation: u64,
+    /// Levels to walk (the set's deepest `tree_depths` bit), at most [`MAX_TREE_DEPTH`].
+    pub max_depth: u32,
+    pub _pad: u32,
+}
+
+/// Capacity of `TREE_MISSES` (least recently used directories are forgotten).
+pub const MAX_TREE_MISSES: u32 = 4096;
+
+/// A directory whose walk found no rule (`TREE_MISSES`, keyed by the directory's device and
+/// inode number): the walk is not repeated while it is the same directory (its inode's
+/// `i_generation`: a new directory given a freed inode number gets another), unchanged (its
+/// ctime: a rename of it changes it) and the gate's generation is the same.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeMiss {
+    pub ctime: i64,
+    /// [`TreeGate::generation`].
+    pub gate: u64,
+    /// The directory inode's `i_generation`.
+    pub inode_generation: u32,
+    pub _pad: u32,
+}
 
 /// Set at load time by the agent.
 #[repr(C)]
@@ -204,8 +266,11 @@ mod pod {
     unsafe impl aya::Pod for super::NameKey {}
     // SAFETY: a byte array: no padding, any bits are valid.
     unsafe impl aya::Pod for super::LeafKey {}
-    // SAFETY: u32 rule, u32 flags, u64 name_lengths: no implicit padding, any bits are valid.
+    // SAFETY: u32 rule, u32 flags, u64 name_lengths, u64 tree_name_lengths, u32
+    // tree_depths, u32 _pad: no implicit padding, any bits are valid.
     unsafe impl aya::Pod for super::WatchValue {}
+    // SAFETY: i64, u64, u32, u32: no implicit padding, any bits are valid.
+    unsafe impl aya::Pod for super::TreeGate {}
     // SAFETY: two u32 then three u64: no padding, any bits are valid.
     unsafe impl aya::Pod for super::SensorConfig {}
     // SAFETY: only u32 fields: no padding, any bits are valid.

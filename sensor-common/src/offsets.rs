@@ -33,6 +33,10 @@ pub struct KernelOffsets {
     pub dentry_d_name_len: u32,
     pub dentry_d_inode: u32,
     pub inode_i_ino: u32,
+    /// Seconds of the inode's change time (`i_ctime_sec`, or `tv_sec` of `__i_ctime` or
+    /// `i_ctime` on older kernels).
+    pub inode_i_ctime_sec: u32,
+    pub inode_i_generation: u32,
     pub inode_i_sb: u32,
     pub inode_i_private: u32,
     pub super_block_s_dev: u32,

@@ -10,16 +10,16 @@ use sensor_common::{
         Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, OVERLAYFS_SUPER_MAGIC, PROC_SUPER_MAGIC,
         TRACEFS_MAGIC, WRITE_FLAGS,
     },
-    EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall, DIR_ANY_NAME,
-    NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS,
-    PROC_MEM, REQUESTED_LEN,
+    tree_depth_bit, EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall,
+    TreeMiss, DIR_ANY_NAME, MAX_TREE_DEPTH, NAME_FILE, NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA,
+    PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM, REQUESTED_LEN,
 };
 
 use crate::{
     flood,
     kernel::{fd_file, off, pid_nr, read_kernel_str, read_user_str, BtfPtr, RawPtr, SyscallArgs},
     output::{header, reserve},
-    CONFIG, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
+    CONFIG, TREE_GATE, TREE_MISSES, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
 };
 
 /// `creat(path, mode)` is `open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)`.
@@ -28,6 +28,9 @@ const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
 /// The "error" that ends processing of an open that is not watched. Returning it through
 /// `Result` keeps the verifier away from half-initialised `Option<Match>` copies.
 pub const NOT_WATCHED: i64 = 0;
+
+/// A kernel read of the ancestry walk failed (`EFAULT`): not a result to remember.
+const UNREADABLE: i64 = -14;
 
 struct Match {
     kind: MatchKind,
@@ -197,7 +200,8 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
             return through_overlay(file, f.key.dev);
         }
     }
-    in_watched_dir(&f, 0)
+    let (kind, rule) = in_watched_dir(&f)?;
+    Ok(f.hit(kind, rule, 0))
 }
 
 /// A file opened through an overlay: the file it opened on the layer below (itself maybe
@@ -213,38 +217,147 @@ fn through_overlay(file: RawPtr, overlay_dev: u32) -> Result<Match, i64> {
     if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
         return Ok(f.hit(MatchKind::Inode, v.rule, overlay_dev));
     }
-    in_watched_dir(&f, overlay_dev)
+    let (kind, rule) = in_watched_dir(&f)?;
+    Ok(f.hit(kind, rule, overlay_dev))
 }
 
-/// Whether `f`'s directory is watched: for every name, or for `f`'s name.
+/// Whether `f`'s directory is watched: for every name, or for `f`'s name; how, and the
+/// rule id of the entry. A directory the set does not hold may be new under one it holds:
+/// then the file's ancestors decide.
 #[inline(always)]
-fn in_watched_dir(f: &Opened, overlay_dev: u32) -> Result<Match, i64> {
-    let parent_inode = f
-        .dentry
-        .load_ptr(off!(dentry_d_parent))?
-        .load_ptr(off!(dentry_d_inode))?;
+fn in_watched_dir(f: &Opened) -> Result<(MatchKind, u32), i64> {
+    let parent = f.dentry.load_ptr(off!(dentry_d_parent))?;
+    let parent_inode = parent.load_ptr(off!(dentry_d_inode))?;
     let dir = InodeKey {
         dev: f.key.dev,
         _pad: 0,
         ino: parent_inode.load(off!(inode_i_ino))?,
     };
     // SAFETY: as for WATCHED_INODES in `classify`.
-    let dv = unsafe { WATCHED_DIRS.get(dir) }.ok_or(NOT_WATCHED)?;
+    let Some(dv) = (unsafe { WATCHED_DIRS.get(dir) }) else {
+        // A change time that cannot be read is taken as new: the directory is walked.
+        let ctime = parent_inode
+            .load(off!(inode_i_ctime_sec))
+            .unwrap_or(i64::MAX);
+        return Ok((
+            MatchKind::Tree,
+            in_watched_tree(dir, parent, parent_inode, ctime)?,
+        ));
+    };
     if dv.flags & DIR_ANY_NAME != 0 {
-        return Ok(f.hit(MatchKind::DirAny, dv.rule, overlay_dev));
+        return Ok((MatchKind::DirAny, dv.rule));
     }
-    let len: u32 = f.dentry.load(off!(dentry_d_name_len))?;
-    if dv.name_lengths & name_length_bit(len as u64) == 0 {
+    match child_entry(dir, dv.name_lengths, f.dentry, f.name)? {
+        Some(v) if v.flags & NAME_FILE != 0 => Ok((MatchKind::DirName, v.rule)),
+        _ => Err(NOT_WATCHED),
+    }
+}
+
+/// The ancestry walk, for a file whose directory `parent` (identity `dir`, inode
+/// `parent_inode`, change time `ctime`) the set does not hold: the rule id of the entry that matched. Only a directory
+/// changed since the set was resolved can be missing from it (created, or given a new
+/// entry), so an older one is not walked; nor one whose walk found nothing before,
+/// unchanged since.
+#[inline(always)]
+fn in_watched_tree(
+    dir: InodeKey,
+    parent: RawPtr,
+    parent_inode: RawPtr,
+    ctime: i64,
+) -> Result<u32, i64> {
+    let gate = TREE_GATE.get(0).ok_or(NOT_WATCHED)?;
+    if ctime < gate.not_before {
         return Err(NOT_WATCHED);
+    }
+    let miss = TreeMiss {
+        ctime,
+        gate: gate.generation,
+        inode_generation: parent_inode.load(off!(inode_i_generation))?,
+        _pad: 0,
+    };
+    // SAFETY: the element stays mapped while the program runs and is only read; TreeMiss is
+    // plain integers, so a concurrent update can at worst cause one more walk.
+    if unsafe { TREE_MISSES.get(dir) } == Some(&miss) {
+        return Err(NOT_WATCHED);
+    }
+    match walk(dir.dev, parent, gate.max_depth) {
+        NOT_WATCHED => {
+            // A full map forgets its least recently used directory: it is walked again.
+            let _ = TREE_MISSES.insert(dir, miss, 0);
+            Err(NOT_WATCHED)
+        }
+        rule if rule > 0 => Ok(rule as u32),
+        error => Err(error),
+    }
+}
+
+/// From `parent` up to the first directory the set holds, at most `MAX_TREE_DEPTH` levels
+/// above the file, no further than `max_depth`, never past the file system's root: the file
+/// is watched if that directory puts a rule's file exactly that many levels below it,
+/// through any child (a glob) or the child the walk came through (a name). The entry's rule
+/// id (from 1), [`NOT_WATCHED`] or [`UNREADABLE`]: a plain number, because LLVM compiled
+/// the `Result` of this unrolled loop into code the verifier rejects.
+#[inline(always)]
+fn walk(dev: u32, parent: RawPtr, max_depth: u32) -> i64 {
+    let mut child = parent;
+    for depth in 2..=MAX_TREE_DEPTH {
+        if depth > max_depth {
+            break;
+        }
+        let Ok(dentry) = child.load_ptr(off!(dentry_d_parent)) else {
+            return UNREADABLE;
+        };
+        // The root of its file system is its own parent.
+        if dentry.0 == child.0 {
+            break;
+        }
+        let Ok(ino) = dentry
+            .load_ptr(off!(dentry_d_inode))
+            .and_then(|inode| inode.load(off!(inode_i_ino)))
+        else {
+            return UNREADABLE;
+        };
+        let dir = InodeKey { dev, _pad: 0, ino };
+        // SAFETY: as for WATCHED_INODES in `classify`.
+        if let Some(dv) = unsafe { WATCHED_DIRS.get(dir) } {
+            let bit = tree_depth_bit(depth);
+            if dv.tree_depths & bit != 0 {
+                return dv.rule as i64;
+            }
+            let Ok(name) = child.load::<u64>(off!(dentry_d_name_name)) else {
+                return UNREADABLE;
+            };
+            return match child_entry(dir, dv.tree_name_lengths, child, name) {
+                Ok(Some(v)) if v.tree_depths & bit != 0 => v.rule as i64,
+                Ok(_) => NOT_WATCHED,
+                Err(_) => UNREADABLE,
+            };
+        }
+        child = dentry;
+    }
+    NOT_WATCHED
+}
+
+/// The `WATCHED_NAMES` entry of `dentry`'s name in `dir`, if names of its length are there
+/// (`name_lengths`).
+#[inline(always)]
+fn child_entry(
+    dir: InodeKey,
+    name_lengths: u64,
+    dentry: RawPtr,
+    name: u64,
+) -> Result<Option<&'static sensor_common::WatchValue>, i64> {
+    let len: u32 = dentry.load(off!(dentry_d_name_len))?;
+    if name_lengths & name_length_bit(len as u64) == 0 {
+        return Ok(None);
     }
     let mut name_key = NameKey {
         dir,
         name: [0; NAME_LEN],
     };
-    read_name(f.name, &mut name_key.name)?;
+    read_name(name, &mut name_key.name)?;
     // SAFETY: as for WATCHED_INODES in `classify`.
-    let v = unsafe { WATCHED_NAMES.get(name_key) }.ok_or(NOT_WATCHED)?;
-    Ok(f.hit(MatchKind::DirName, v.rule, overlay_dev))
+    Ok(unsafe { WATCHED_NAMES.get(name_key) })
 }
 
 /// What `classify` reads of an open file.

@@ -23,7 +23,7 @@ mod syscalls;
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use aya_log_ebpf::debug;
@@ -31,7 +31,8 @@ use kernel::BtfPtr;
 use sensor_common::{
     syscall::{self, Watched},
     EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, LeafKey, NameKey, PathChangeEvent,
-    SensorConfig, WatchValue, MAX_FOLDS, MAX_IDENTITIES, MAX_WATCHED,
+    SensorConfig, TreeGate, TreeMiss, WatchValue, MAX_FOLDS, MAX_IDENTITIES, MAX_TREE_MISSES,
+    MAX_WATCHED,
 };
 
 /// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
@@ -57,6 +58,15 @@ static WATCHED_DIRS: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(M
 /// Watched names inside watched directories: a file renamed over a watched one matches at once.
 #[map]
 static WATCHED_NAMES: HashMap<NameKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Which files the ancestry walk looks at, written by the agent after each refresh.
+#[map]
+static TREE_GATE: Array<TreeGate> = Array::with_max_entries(1, 0);
+
+/// Directories whose ancestry walk found no rule, so it is not repeated for each open.
+#[map]
+static TREE_MISSES: LruHashMap<InodeKey, TreeMiss> =
+    LruHashMap::with_max_entries(MAX_TREE_MISSES, 0);
 
 /// Last components of watched paths: the prefilter of renames, unlinks and links
 /// (`rename.rs`). Only presence counts; the value names the rule, as in the other maps.

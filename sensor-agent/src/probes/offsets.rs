@@ -53,6 +53,11 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         dentry_d_name_len: r.offset("dentry", &["d_name", "len"])?,
         dentry_d_inode: r.offset("dentry", &["d_inode"])?,
         inode_i_ino: r.offset("inode", &["i_ino"])?,
+        inode_i_ctime_sec: r
+            .offset("inode", &["i_ctime_sec"])
+            .or_else(|_| r.offset("inode", &["__i_ctime", "tv_sec"]))
+            .or_else(|_| r.offset("inode", &["i_ctime", "tv_sec"]))?,
+        inode_i_generation: r.offset("inode", &["i_generation"])?,
         inode_i_sb: r.offset("inode", &["i_sb"])?,
         inode_i_private: r.offset("inode", &["i_private"])?,
         super_block_s_dev: r.offset("super_block", &["s_dev"])?,

@@ -7,12 +7,12 @@
 use std::{collections::HashMap as StdHashMap, hash::Hash};
 
 use aya::{
-    maps::{HashMap, MapData, MapError},
+    maps::{Array, HashMap, MapData, MapError},
     Ebpf, Pod,
 };
 use sensor_common::{
-    InodeKey, LeafKey, NameKey, WatchValue, MAX_WATCHED, WATCHED_DIRS, WATCHED_INODES,
-    WATCHED_LEAVES, WATCHED_NAMES,
+    InodeKey, LeafKey, NameKey, TreeGate, WatchValue, MAX_TREE_DEPTH, MAX_WATCHED, TREE_GATE,
+    WATCHED_DIRS, WATCHED_INODES, WATCHED_LEAVES, WATCHED_NAMES,
 };
 
 use super::take_hash_map;
@@ -23,6 +23,8 @@ pub struct MapSync {
     dirs: Tracked<InodeKey>,
     names: Tracked<NameKey>,
     leaves: Tracked<LeafKey>,
+    gate: Array<MapData, TreeGate>,
+    generation: u64,
 }
 
 impl MapSync {
@@ -32,17 +34,48 @@ impl MapSync {
             dirs: Tracked::take(ebpf, WATCHED_DIRS)?,
             names: Tracked::take(ebpf, WATCHED_NAMES)?,
             leaves: Tracked::take(ebpf, WATCHED_LEAVES)?,
+            gate: {
+                let map = ebpf
+                    .take_map(TREE_GATE)
+                    .ok_or(Error::MissingMap(TREE_GATE))?;
+                Array::try_from(map).map_err(|e| Error::Map {
+                    map: TREE_GATE,
+                    reason: e.to_string(),
+                })?
+            },
+            generation: 0,
         })
     }
 
     /// Brings the maps to `new`. Every update is tried; the error counts those that failed
     /// and names the first.
+    ///
+    /// The ancestry walk's gate moves to `new`'s resolution only once the maps hold all of
+    /// `new`: while they do not, every file in a directory they miss is walked, as deep as
+    /// the walk goes.
     pub fn apply(&mut self, new: &WatchSet) -> Result<(), Error> {
         let mut failures = Failures::default();
         self.inodes.apply(new.inodes(), &mut failures);
         self.dirs.apply(new.dirs(), &mut failures);
         self.names.apply(new.names(), &mut failures);
         self.leaves.apply(new.leaves(), &mut failures);
+        self.generation += 1;
+        let gate = if failures.first.is_none() {
+            TreeGate {
+                generation: self.generation,
+                ..new.tree_gate()
+            }
+        } else {
+            TreeGate {
+                not_before: i64::MIN,
+                generation: self.generation,
+                max_depth: MAX_TREE_DEPTH,
+                _pad: 0,
+            }
+        };
+        if let Err(e) = self.gate.set(0, gate, 0) {
+            failures.note(TREE_GATE, e);
+        }
         match failures.first {
             None => Ok(()),
             Some((map, source)) => Err(Error::WatchSync {

@@ -73,6 +73,67 @@ pub fn resolve_denied(
     })
 }
 
+/// The watched file an open matched by ancestry (`MatchKind::Tree`: its directory is newer
+/// than the set) opened: the path as the caller named it (made absolute from its working
+/// directory or `dfd`, normalised lexically), else as the agent sees it (the directory's
+/// real path and the name), whichever a rule's pattern matches; unless that name now holds
+/// another file than `opened`. A name or directory deleted since (a credential read and
+/// removed at once) is matched by pattern alone: the kernel saw the file at a rule's depth
+/// below a watched directory. When the process is gone, an absolute path is matched by
+/// pattern.
+pub fn resolve_created(
+    set: &WatchSet,
+    proc_root: &Path,
+    pid: u32,
+    dfd: i32,
+    requested: &[u8],
+    opened: &InodeKey,
+) -> Option<Located> {
+    let (parent, name) = split_last(requested)?;
+    let (base, resolve) = match caller_base(proc_root, pid, dfd, requested) {
+        Ok(base) => base,
+        Err(_) if requested[0] == b'/' => return by_pattern(set, requested),
+        Err(_) => return None,
+    };
+    let as_named = if requested[0] == b'/' {
+        lexical_normalize(&String::from_utf8_lossy(requested))
+    } else {
+        fd_path(&base).and_then(|dir| {
+            lexical_normalize(&format!("{dir}/{}", String::from_utf8_lossy(requested)))
+        })
+    };
+    let dir = if parent.is_empty() {
+        Ok(base)
+    } else {
+        openat2(&base, parent, OFlags::empty(), resolve)
+    };
+    let as_seen = dir
+        .as_ref()
+        .ok()
+        .and_then(fd_path)
+        .map(|dir| super::join_name(&dir, name));
+    let (path, rule) = [as_named, as_seen]
+        .into_iter()
+        .flatten()
+        .find_map(|path| set.rule_for_path(&path).map(|rule| (path, rule)))?;
+    let now = dir.and_then(|dir| openat2(&dir, name, OFlags::empty(), ResolveFlags::empty()));
+    match now {
+        Ok(file) => {
+            let meta = File::from(file).metadata().ok()?;
+            (inode_key(&meta) == *opened).then_some(Located { path, rule })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Located { path, rule }),
+        Err(_) => None,
+    }
+}
+
+/// The path of an open file or directory as the agent sees it.
+fn fd_path(fd: &OwnedFd) -> Option<String> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
 /// What a path argument of `pid` names (a fanotify mark's object): its
 /// identity, its path as the agent sees it, and whether it is a directory. Resolved as
 /// [`resolve_denied`] does, following symlinks; when the process is gone, an absolute path
@@ -91,10 +152,7 @@ pub fn resolve_object(
         Err(_) => return None,
     };
     let file = openat2(&base, requested, OFlags::empty(), resolve).ok()?;
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .ok()?
-        .to_string_lossy()
-        .into_owned();
+    let path = fd_path(&file)?;
     let meta = File::from(file).metadata().ok()?;
     Some((inode_key(&meta), path, meta.is_dir()))
 }
@@ -187,9 +245,7 @@ pub fn resolve_path_change(
         });
     if let Some(dir) = dir {
         // The directory as the agent sees it: the caller's view, named from here.
-        let dir_path = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
+        let dir_path = fd_path(&dir);
         let now = openat2(&dir, name, OFlags::NOFOLLOW, ResolveFlags::empty())
             .ok()
             .and_then(|fd| File::from(fd).metadata().ok());

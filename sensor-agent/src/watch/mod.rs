@@ -27,11 +27,13 @@ use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use sensor_common::{
-    name_length_bit, InodeKey, LeafKey, NameKey, WatchValue, DIR_ANY_NAME, DIR_NAMED, MAX_WATCHED,
-    NAME_LEN,
+    name_length_bit, tree_depth_bit, InodeKey, LeafKey, NameKey, TreeGate, WatchValue,
+    DIR_ANY_NAME, DIR_NAMED, DIR_TREE, MAX_TREE_DEPTH, MAX_WATCHED, NAME_FILE, NAME_LEN,
 };
 
-pub use denied::{lexical_normalize, resolve_denied, resolve_object, resolve_path_change, Named};
+pub use denied::{
+    lexical_normalize, resolve_created, resolve_denied, resolve_object, resolve_path_change, Named,
+};
 pub use handle::{Handle, Mounts};
 pub use refresh::Watcher;
 
@@ -215,8 +217,8 @@ enum Tier {
 
 /// An entry's place in the map budget's order: the system tier first; then, within a tier,
 /// every owner's n-th entry before anyone's (n+1)-th, so a user who floods pushes out only
-/// their own entries; then resolution order (rules as configured, names sorted). Unique, so
-/// what is kept is decided by the file system alone.
+/// their own entries, and the ancestry walk's entries last; then resolution order (rules as
+/// configured, names sorted). Unique, so what is kept is decided by the file system alone.
 type Rank = (Tier, u32, u64);
 
 /// How many files one rule matched in one directory, and how many of them are watched by
@@ -277,7 +279,14 @@ pub struct WatchSet {
     /// Per (canonical directory, rule id): what the rule matched there.
     coverage: BTreeMap<(String, u32), Coverage>,
     dropped: Dropped,
+    /// When the resolution started (seconds since the epoch): every directory on a rule's
+    /// path that has not changed since is in the set.
+    resolved_at: i64,
 }
+
+/// How long before a resolution started a directory's ctime still opens the kernel's
+/// ancestry walk: the inode clock is the coarse wall clock, in whole seconds.
+const TREE_GATE_MARGIN_SECS: i64 = 2;
 
 /// The kernel's `s_dev` encoding (`MAJOR << 20 | MINOR`) of a `st_dev`.
 pub fn kernel_dev(st_dev: u64) -> u32 {
@@ -331,9 +340,13 @@ impl WatchSet {
     /// [`WatchSet::resolve`] with another budget. No map of the result holds more than
     /// `budget.per_map` entries, whatever is on disk.
     pub fn resolve_within(rules: &[Rule], budget: Budget) -> WatchSet {
+        let resolved_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let mut resolver = Resolver {
             set: WatchSet {
                 rules: rules.into(),
+                resolved_at,
                 ..WatchSet::default()
             },
             budget,
@@ -442,6 +455,22 @@ impl WatchSet {
             .collect()
     }
 
+    /// The kernel's ancestry walk for this set: directories changed since a little before
+    /// it was resolved, as deep as its deepest watched tree.
+    pub fn tree_gate(&self) -> TreeGate {
+        let depths = self
+            .dirs
+            .values()
+            .chain(self.names.values())
+            .fold(0, |all, v| all | v.tree_depths);
+        TreeGate {
+            not_before: self.resolved_at - TREE_GATE_MARGIN_SECS,
+            generation: 0,
+            max_depth: 31 - depths.leading_zeros().min(31),
+            _pad: 0,
+        }
+    }
+
     /// Entries the map budget left out of this set.
     pub fn dropped(&self) -> Dropped {
         self.dropped
@@ -518,7 +547,11 @@ impl WatchSet {
     pub fn rule_in_dir(&self, dir: &InodeKey, name: &[u8]) -> Option<u32> {
         let value = self.dirs.get(dir)?;
         if value.flags & DIR_NAMED != 0 {
-            if let Some(v) = self.names.get(&name_key(*dir, name)) {
+            if let Some(v) = self
+                .names
+                .get(&name_key(*dir, name))
+                .filter(|v| v.flags & NAME_FILE != 0)
+            {
                 return Some(v.rule);
             }
         }
@@ -609,10 +642,13 @@ impl Resolver {
         // Each directory reached, and whether every directory a glob was expanded in on the
         // way is root's alone (a literal step cannot multiply directories).
         let mut dirs = vec![(PathBuf::from("/"), true)];
-        for component in parents {
+        for (i, component) in parents.iter().enumerate() {
             let mut next = Vec::new();
+            // The rule's file is this many levels below each directory of this step.
+            let depth = (rule.components.len() - i) as u32;
             for (dir, trusted) in &dirs {
                 self.set.inotify_dirs.insert(dir.clone());
+                self.add_tree(id, dir, *trusted, component, depth);
                 match component {
                     Component::Literal(name) => {
                         let path = dir.join(name);
@@ -666,7 +702,7 @@ impl Resolver {
             let inodes: Vec<InodeKey> = names
                 .iter()
                 .take(self.budget.per_dir)
-                .filter_map(|name| self.add_file(id, &dir.join(name), place))
+                .filter_map(|name| self.add_file(id, &dir.join(name), place, &real_dir))
                 .collect();
             // Beyond the bound, files are counted by name, without resolving them.
             let files = if names.len() > self.budget.per_dir {
@@ -685,8 +721,17 @@ impl Resolver {
 
     /// Adds the real file behind `path` (not directories) and returns its key. When it is a
     /// symlink into another directory, the target's name there is watched too, so a
-    /// replacement of the target is caught before the next refresh.
-    fn add_file(&mut self, id: u32, path: &Path, place: Place) -> Option<InodeKey> {
+    /// replacement of the target is caught before the next refresh. When that directory is
+    /// below the rule's (`real_dir`), a symlink farm such as a Kubernetes volume's
+    /// `token -> ..data/token`, `..data -> ..2026_01_01_…`, the rule's directory is a tree
+    /// at the target's depth: the next hidden directory's files match at once.
+    fn add_file(
+        &mut self,
+        id: u32,
+        path: &Path,
+        place: Place,
+        real_dir: &Path,
+    ) -> Option<InodeKey> {
         let real = fs::canonicalize(path).ok()?;
         let meta = fs::metadata(&real).ok()?;
         if meta.is_dir() {
@@ -712,6 +757,13 @@ impl Resolver {
             if let Ok(parent_meta) = fs::metadata(parent) {
                 let parent_key = inode_key(&parent_meta);
                 if parent_key != place.key {
+                    let depth = real.strip_prefix(real_dir).map_or(0, |r| r.iter().count());
+                    if (2..=MAX_TREE_DEPTH as usize).contains(&depth) {
+                        if let Some(value) = self.set.dirs.get_mut(&place.key) {
+                            value.flags |= DIR_TREE;
+                            value.tree_depths |= tree_depth_bit(depth as u32);
+                        }
+                    }
                     self.set.inotify_dirs.insert(parent.to_path_buf());
                     let target = Place {
                         key: parent_key,
@@ -730,12 +782,66 @@ impl Resolver {
             value.name_lengths |= name_length_bit(name.len() as u64);
         }
         let key = name_key(place.key, name);
-        self.set.names.entry(key).or_insert(WatchValue {
+        self.set
+            .names
+            .entry(key)
+            .or_insert(WatchValue {
+                rule: id,
+                ..WatchValue::default()
+            })
+            .flags |= NAME_FILE;
+        let rank = self.rank(MapId::Names, place.tier, place.owner);
+        claim(&mut self.ranks.names, key, rank);
+    }
+
+    /// Puts `dir`, a directory a rule's path goes through, into the set for the kernel's
+    /// ancestry walk: the rule's file is `depth` levels below it, through the child
+    /// `component` names. A walk from a file in a directory the set does not hold (created
+    /// since) stops at the first directory it holds and matches only by these entries, so
+    /// every directory of every rule's path is held; none of them names files, and they
+    /// stay out of `dir_info` (no file event is located in them, no rename is filtered by
+    /// their names). Deeper than [`MAX_TREE_DEPTH`], the refresh alone catches new files.
+    fn add_tree(&mut self, id: u32, dir: &Path, trusted: bool, component: &Component, depth: u32) {
+        if depth > MAX_TREE_DEPTH {
+            return;
+        }
+        let Ok(meta) = fs::metadata(dir) else {
+            return;
+        };
+        let place = Place {
+            key: inode_key(&meta),
+            tier: if trusted && root_only(&meta) {
+                Tier::System
+            } else {
+                Tier::User
+            },
+            owner: meta.uid(),
+        };
+        let value = self.set.dirs.entry(place.key).or_insert(WatchValue {
             rule: id,
             ..WatchValue::default()
         });
-        let rank = self.rank(MapId::Names, place.tier, place.owner);
-        claim(&mut self.ranks.names, key, rank);
+        value.flags |= DIR_TREE;
+        match component {
+            Component::Glob(_) => value.tree_depths |= tree_depth_bit(depth),
+            Component::Literal(name) => {
+                value.flags |= DIR_NAMED;
+                value.tree_name_lengths |= name_length_bit(name.len() as u64);
+                let key = name_key(place.key, name.as_bytes());
+                self.set
+                    .names
+                    .entry(key)
+                    .or_insert(WatchValue {
+                        rule: id,
+                        ..WatchValue::default()
+                    })
+                    .tree_depths |= tree_depth_bit(depth);
+                let rank = self.tree_rank(place.tier);
+                claim(&mut self.ranks.names, key, rank);
+            }
+        }
+        let rank = self.tree_rank(place.tier);
+        claim(&mut self.ranks.dirs, place.key, rank);
     }
 
     fn add_dir(&mut self, id: u32, place: Place, dir_path: &Path, flag: u32) {
@@ -761,6 +867,13 @@ impl Resolver {
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
+    }
+
+    /// An ancestry-walk entry's rank: after every entry that names files in its tier, since
+    /// it only shortens the wait for the refresh.
+    fn tree_rank(&mut self, tier: Tier) -> Rank {
+        self.seq += 1;
+        (tier, u32::MAX, self.seq)
     }
 
     fn rank(&mut self, map: MapId, tier: Tier, owner: u32) -> Rank {
@@ -820,7 +933,7 @@ fn leaves(set: &WatchSet, capacity: usize) -> HashMap<LeafKey, WatchValue> {
             groups[0].push((name, v.rule));
         }
     }
-    for (key, v) in &set.names {
+    for (key, v) in set.names.iter().filter(|(_, v)| v.flags & NAME_FILE != 0) {
         let end = key.name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
         groups[1].push((key.name[..end].to_vec(), v.rule));
     }

@@ -91,8 +91,7 @@ impl Watcher {
             set.keep_moved(&self.tx.borrow(), Budget::KERNEL.per_map);
             let took = last_resync.elapsed();
             rest_until = Instant::now() + took * REST_FACTOR;
-            let changed = !set.same_entries(&self.tx.borrow());
-            if changed {
+            if !set.same_entries(&self.tx.borrow()) {
                 tracing::debug!(
                     took_ms = took.as_millis() as u64,
                     inodes = set.inodes().len(),
@@ -100,9 +99,11 @@ impl Watcher {
                     names = set.names().len(),
                     "watched set changed"
                 );
-                if self.tx.send(Arc::new(set)).is_err() {
-                    return;
-                }
+            }
+            // Sent even unchanged: the newer resolution narrows the kernel's ancestry walk
+            // to directories changed since (`WatchSet::tree_gate`).
+            if self.tx.send(Arc::new(set)).is_err() {
+                return;
             }
             self.sync_inotify();
         }

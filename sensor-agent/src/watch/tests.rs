@@ -62,15 +62,38 @@ fn missing_exact_path_watches_the_name_and_nearest_dirs() {
     fs::create_dir_all(root.join("etc")).unwrap();
     let set = WatchSet::resolve(&[rule(&root.join("etc/gshadow"), "password-db", &[])]);
     assert!(set.inodes().is_empty());
-    assert_eq!(set.names().len(), 1);
-    // A rule under a directory that does not exist yet watches its existing ancestors.
+    let etc = key_of(&root.join("etc"));
+    assert_eq!(
+        set.names()
+            .iter()
+            .filter(|(_, v)| v.flags & NAME_FILE != 0)
+            .map(|(k, _)| k.dir)
+            .collect::<Vec<_>>(),
+        [etc]
+    );
+    // A rule under a directory that does not exist yet watches its existing ancestors: with
+    // inotify, and in the kernel as the top of a tree that `var` will start.
     let set = WatchSet::resolve(&[rule(
         &root.join("var/lib/kubelet/pki/*"),
         "k8s-credential",
         &[],
     )]);
-    assert!(set.dirs().is_empty());
     assert!(set.inotify_dirs().contains(&root));
+    let top = key_of(&root);
+    assert_eq!(set.dirs()[&top].flags, DIR_TREE | DIR_NAMED);
+    assert_eq!(
+        set.names()[&name_key(top, b"var")],
+        WatchValue {
+            rule: 1,
+            tree_depths: tree_depth_bit(5),
+            ..WatchValue::default()
+        }
+    );
+    assert!(set.dirs().values().all(|v| v.flags & DIR_TREE != 0));
+    assert_eq!(
+        set.tree_gate().max_depth,
+        5 + root.iter().count() as u32 - 1
+    );
 }
 
 #[test]
@@ -138,6 +161,7 @@ fn rules_sharing_a_directory_are_all_checked() {
             rule: 1,
             flags: DIR_ANY_NAME | DIR_NAMED,
             name_lengths: name_length_bit("authorized_keys".len() as u64),
+            ..WatchValue::default()
         }
     );
     // The kernel reports DirAny with the directory's rule (1); the name picks rule 2.
@@ -176,6 +200,25 @@ fn symlinks_are_canonicalized() {
         root.join("live/example").to_str().unwrap()
     );
     assert!(set.inotify_dirs().contains(&root.join("archive/example")));
+}
+
+/// Kubernetes' AtomicWriter layout (`token -> ..data/token`, `..data -> ..<stamp>`): the
+/// volume directory is a tree two levels deep, so the next `..<stamp>` directory's token
+/// matches before the refresh; a symlink out of the directory makes no tree.
+#[test]
+fn a_symlink_farm_is_a_tree_at_its_depth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = fs::canonicalize(tmp.path()).unwrap();
+    let volume = root.join("vol");
+    write(&volume.join("..2026_01_01/token"));
+    symlink("..2026_01_01", volume.join("..data")).unwrap();
+    symlink("..data/token", volume.join("token")).unwrap();
+    write(&root.join("elsewhere/ca.crt"));
+    symlink("../elsewhere/ca.crt", volume.join("ca.crt")).unwrap();
+    let set = WatchSet::resolve(&[rule(&volume.join("*"), "k8s-token", &[])]);
+    let dir = set.dirs()[&key_of(&volume)];
+    assert_eq!(dir.flags, DIR_ANY_NAME | DIR_TREE);
+    assert_eq!(dir.tree_depths, tree_depth_bit(2));
 }
 
 #[test]
@@ -363,8 +406,11 @@ fn no_resolution_exceeds_a_map() {
     assert_eq!(set.dirs().len(), 4);
     assert!(set.names().len() <= 4);
     assert_eq!(set.dropped().inodes, 6);
-    // Six directories: d0..d4 and n.
-    assert_eq!(set.dropped().dirs, 2);
+    // Six directories holding files (d0..d4 and n), and the ancestry walk's directories
+    // from `/` to the test's, which rank after those of their tier.
+    let above = root.iter().count() - 1;
+    assert_eq!(set.dropped().dirs, 6 + above + 1 - 4);
+    assert!(set.dirs().values().all(|v| v.flags & DIR_TREE == 0));
 }
 
 #[test]

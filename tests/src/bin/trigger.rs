@@ -297,9 +297,53 @@ fn run(action: &str, a: &[String]) -> i64 {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 ret
             }
+            "create-open" => create_open(&a[0], a.get(1)),
+            "atomic-rotate" => atomic_rotate(&a[0], &a[1]),
             other => panic!("unknown action {other}"),
         }
     }
+}
+
+/// Creates `path` and its missing directories as a workload saving a credential would, opens
+/// it at once, then removes `remove` (a directory it created) if given: the open happens
+/// before the agent's refresh can have seen the new directories.
+fn create_open(path: &str, remove: Option<&String>) -> i64 {
+    let path = std::path::Path::new(path);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir -p");
+    std::fs::write(path, "token").expect("write");
+    // SAFETY: the path string lives to the end of the statement.
+    let ret = sys(unsafe {
+        libc::syscall(
+            libc::SYS_open,
+            c(path.to_str().expect("utf-8")).as_ptr(),
+            libc::O_RDONLY,
+        )
+    });
+    if let Some(dir) = remove {
+        std::fs::remove_dir_all(dir).expect("rm -r");
+    }
+    ret
+}
+
+/// Rotates the files of `dir` as Kubernetes' AtomicWriter does for a projected or secret
+/// volume (`name -> ..data/name`, `..data -> ..<timestamp>`): a new hidden directory, the
+/// new file in it, `..data` swapped to it by rename; then opens `dir/name` at once.
+fn atomic_rotate(dir: &str, name: &str) -> i64 {
+    let dir = std::path::Path::new(dir);
+    let stamp = format!("..2026_12_02_{}", std::process::id());
+    std::fs::create_dir(dir.join(&stamp)).expect("mkdir");
+    std::fs::write(dir.join(&stamp).join(name), "rotated token").expect("write");
+    std::os::unix::fs::symlink(&stamp, dir.join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("rename");
+    let path = dir.join(name);
+    // SAFETY: the path string lives to the end of the statement.
+    sys(unsafe {
+        libc::syscall(
+            libc::SYS_open,
+            c(path.to_str().expect("utf-8")).as_ptr(),
+            libc::O_RDONLY,
+        )
+    })
 }
 
 fn open_by_handle(path: &str) -> i64 {

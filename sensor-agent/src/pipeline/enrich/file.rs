@@ -11,7 +11,8 @@ use super::names::{access, open_flags};
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
 use crate::watch::{
-    lexical_normalize, resolve_denied, resolve_object, still_watched, Located, Mounts,
+    lexical_normalize, resolve_created, resolve_denied, resolve_object, still_watched, Located,
+    Mounts,
 };
 
 impl Enricher {
@@ -77,6 +78,29 @@ impl Enricher {
                     return None;
                 }
             },
+            MatchKind::Tree => {
+                let key = InodeKey {
+                    dev: e.dev,
+                    _pad: 0,
+                    ino: e.ino,
+                };
+                let requested = c_bytes(&e.requested);
+                let found = resolve_created(
+                    &self.set,
+                    &self.proc_root,
+                    e.header.tgid,
+                    e.dfd,
+                    requested,
+                    &key,
+                );
+                match found {
+                    Some(found) => self.watched(Some(found), e),
+                    None => {
+                        self.stats.tree_unmatched += 1;
+                        return None;
+                    }
+                }
+            }
             MatchKind::Denied => match self.resolve_requested(e, None) {
                 Some(found) => self.watched(Some(found), e),
                 None => match self.denied_control_file(e) {

@@ -38,6 +38,9 @@ pub struct EnrichStats {
     pub emitted: u64,
     /// Opens in a glob-watched directory whose name matched no rule.
     pub unmatched_names: u64,
+    /// Opens the kernel matched by ancestry (a directory newer than the set) whose path
+    /// matched no rule.
+    pub tree_unmatched: u64,
     /// Denied opens whose path resolved to no watched file.
     pub denied_unwatched: u64,
     /// procfs opens of the actor's own process through another thread's pid.

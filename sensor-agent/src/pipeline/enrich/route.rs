@@ -220,7 +220,7 @@ fn covered(
             files.push(found.path);
         }
     }
-    if how.is_none() && mark == "inode" && is_dir && set.dirs().contains_key(key) {
+    if how.is_none() && mark == "inode" && is_dir && set.dir_by_inode(key).is_some() {
         how = Some("directory");
     }
     (how, files)
