@@ -322,7 +322,9 @@ pub struct RouteEvent {
     /// - `perf_event_open`: the first 32 bytes of `perf_event_attr` (`type` | `size` << 32,
     ///   `config`, `sample_period`, `sample_type`);
     /// - `bpf`: the first 16 bytes of `bpf_attr`, and for `BPF_PROG_LOAD`
-    ///   `expected_attach_type` in `values[2]`;
+    ///   `expected_attach_type` in `values[2]`; for an `ioctl(PERF_EVENT_IOC_SET_BPF)`
+    ///   (the arguments are the perf event's descriptor, the request and the program's),
+    ///   nothing but [`crate::syscall::PERF_EVENT_IOC_SET_BPF`] in `values[3]`;
     /// - `prlimit64`: the new `rlim_cur`, `rlim_max`;
     /// - `fanotify_mark`: the 64-bit mask (joined from two registers for compat), the
     ///   directory fd (as i32).

@@ -19,6 +19,9 @@ pub enum Watched {
     RequestKey,
     PerfEventOpen,
     Bpf,
+    /// Only `PERF_EVENT_IOC_SET_BPF`: attaching a BPF program to a perf event (a kprobe,
+    /// uprobe or tracepoint) without a `bpf` command.
+    Ioctl,
     Prlimit64,
     FanotifyMark,
     Rename,
@@ -39,6 +42,7 @@ pub enum Watched {
 pub fn native(nr: u64) -> Option<Watched> {
     Some(match nr {
         2 => Watched::Open,
+        16 => Watched::Ioctl,
         62 => Watched::Kill,
         82 => Watched::Rename,
         85 => Watched::Creat,
@@ -78,6 +82,7 @@ pub fn compat(nr: u64) -> Option<Watched> {
         9 => Watched::Link,
         10 => Watched::Unlink,
         26 => Watched::Ptrace,
+        54 => Watched::Ioctl,
         37 => Watched::Kill,
         38 => Watched::Rename,
         238 => Watched::Tkill,
@@ -141,6 +146,10 @@ pub const BPF_PROG_LOAD: u64 = 5;
 pub const BPF_PROG_ATTACH: u64 = 8;
 pub const BPF_RAW_TRACEPOINT_OPEN: u64 = 17;
 pub const BPF_LINK_CREATE: u64 = 28;
+/// `PERF_EVENT_IOC_SET_BPF` (`_IOW('$', 8, __u32)`): the `ioctl` that attaches the program
+/// whose descriptor is its argument to a perf event. A `bpf` event records it with this in
+/// `RouteEvent::values[3]` (a `bpf` command is never this large).
+pub const PERF_EVENT_IOC_SET_BPF: u64 = 0x4004_2408;
 /// `FAN_MARK_ADD`.
 pub const FAN_MARK_ADD: u64 = 0x1;
 /// The fanotify events that hand a listener the opened file or let it read it:

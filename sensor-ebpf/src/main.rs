@@ -153,14 +153,16 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         | Watched::Openat2
         | Watched::Creat
         | Watched::OpenByHandleAt => file::on_open(task, regs, is_compat, watched, ret),
-        Watched::PerfEventOpen | Watched::Bpf | Watched::Prlimit64 | Watched::FanotifyMark => {
-            routes::on_route(
-                watched,
-                &kernel::SyscallArgs::read(regs, is_compat),
-                ret,
-                is_compat,
-            )
-        }
+        Watched::PerfEventOpen
+        | Watched::Bpf
+        | Watched::Ioctl
+        | Watched::Prlimit64
+        | Watched::FanotifyMark => routes::on_route(
+            watched,
+            &kernel::SyscallArgs::read(regs, is_compat),
+            ret,
+            is_compat,
+        ),
         Watched::Rename
         | Watched::Renameat
         | Watched::Renameat2

@@ -1,6 +1,7 @@
 //! Routes to another process's memory, or to every file anyone opens, that go around the
 //! file and ptrace syscalls: `perf_event_open` on another process, `bpf` program loads and
-//! attachments, `prlimit64` on another process's core limit, fanotify open/access marks.
+//! attachments (and the attachment to a perf event by `ioctl`), `prlimit64` on another
+//! process's core limit, fanotify open/access marks.
 //! Each is reported with its arguments, what it pointed to in the caller's memory, and its
 //! result; the calls that are no route (on oneself, map operations, other limits, marks that
 //! hand over no file) end here.
@@ -9,7 +10,7 @@ use aya_ebpf::helpers::bpf_probe_read_user;
 use sensor_common::{
     syscall::{
         Watched, BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN,
-        FAN_MARK_ADD, FAN_READ_MASK, RLIMIT_CORE,
+        FAN_MARK_ADD, FAN_READ_MASK, PERF_EVENT_IOC_SET_BPF, RLIMIT_CORE,
     },
     EventKind, RouteEvent,
 };
@@ -60,6 +61,14 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
             if cmd == BPF_PROG_LOAD {
                 values[2] = u64::from(user::<u32>(a[1] + BPF_ATTR_EXPECTED_ATTACH_TYPE));
             }
+            (EventKind::Bpf, 0)
+        }
+        // Every other request (terminals, sockets, devices) ends at this compare.
+        Watched::Ioctl => {
+            if a[1] & 0xffff_ffff != PERF_EVENT_IOC_SET_BPF {
+                return Ok(());
+            }
+            values[3] = PERF_EVENT_IOC_SET_BPF;
             (EventKind::Bpf, 0)
         }
         Watched::Prlimit64 => {

@@ -49,7 +49,8 @@ pub enum Kind {
     /// and `detail` is a [`Detail::PerfEventOpen`].
     PerfEventOpen,
     /// A BPF program load or attachment (`bpf` `BPF_PROG_LOAD`, `BPF_PROG_ATTACH`,
-    /// `BPF_RAW_TRACEPOINT_OPEN`, `BPF_LINK_CREATE`): `detail` is a [`Detail::Bpf`].
+    /// `BPF_RAW_TRACEPOINT_OPEN`, `BPF_LINK_CREATE`; `ioctl` `PERF_EVENT_IOC_SET_BPF`):
+    /// `detail` is a [`Detail::Bpf`].
     Bpf,
     /// `prlimit64` setting another process's core limit: `target`, and `detail` is a
     /// [`Detail::CoreLimit`].
@@ -166,7 +167,8 @@ pub enum Detail {
     },
     /// A BPF program load or attachment, from its `bpf_attr`.
     Bpf {
-        /// `BPF_PROG_LOAD`, `BPF_PROG_ATTACH`, `BPF_RAW_TRACEPOINT_OPEN`, `BPF_LINK_CREATE`.
+        /// `BPF_PROG_LOAD`, `BPF_PROG_ATTACH`, `BPF_RAW_TRACEPOINT_OPEN`, `BPF_LINK_CREATE`,
+        /// or `PERF_EVENT_IOC_SET_BPF` (the `ioctl` attaching a program to a perf event).
         command: String,
         /// `BPF_PROG_LOAD`: the program type (`BPF_PROG_TYPE_KPROBE`, ...).
         prog_type: Option<String>,
@@ -178,8 +180,8 @@ pub enum Detail {
         tracepoint: Option<String>,
         /// The program's descriptor (attachments).
         prog_fd: Option<i32>,
-        /// What it is attached to (`BPF_PROG_ATTACH`, `BPF_LINK_CREATE`): a cgroup, map or
-        /// other descriptor.
+        /// What it is attached to (`BPF_PROG_ATTACH`, `BPF_LINK_CREATE`, the perf event of
+        /// `PERF_EVENT_IOC_SET_BPF`): a cgroup, map or other descriptor.
         target_fd: Option<i32>,
     },
     /// The core-file size limit set on the target (18446744073709551615: unlimited).

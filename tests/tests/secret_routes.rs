@@ -137,6 +137,29 @@ fn bpf_program_load_and_attach_are_reported() {
     );
 }
 
+/// The attachment that needs no `bpf` command: `ioctl(PERF_EVENT_IOC_SET_BPF)` on a perf
+/// event (a profiler's sampling event, a kprobe's or uprobe's).
+#[test]
+fn a_bpf_program_attached_to_a_perf_event_by_ioctl_is_reported() {
+    if !is_root() {
+        return;
+    }
+    let _ = fixture();
+    let (pid, ret) = trigger(&["perf-set-bpf"]);
+    assert!(ret >= 0, "PERF_EVENT_IOC_SET_BPF failed: {ret}");
+    let attach = event("bpf", pid, |e| {
+        e["syscall"]["operation"] == "PERF_EVENT_IOC_SET_BPF"
+    });
+    assert_eq!(attach["ok"], true, "{attach}");
+    let d = &attach["detail"]["bpf"];
+    assert_eq!(d["command"], "PERF_EVENT_IOC_SET_BPF", "{attach}");
+    assert!(d["prog_fd"].as_i64().is_some_and(|fd| fd >= 0), "{attach}");
+    assert!(
+        d["target_fd"].as_i64().is_some_and(|fd| fd >= 0),
+        "{attach}"
+    );
+}
+
 #[test]
 fn prlimit_of_another_process_core_limit_is_reported() {
     if !is_root() {

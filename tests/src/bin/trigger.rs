@@ -233,6 +233,7 @@ fn run(action: &str, a: &[String]) -> i64 {
             // named `sensor_test`, attaches it to TRACEPOINT and closes both at once. Prints
             // the attach's result (the load's is in its own event).
             "bpf-load-attach" => bpf_load_attach(&a[0]),
+            "perf-set-bpf" => perf_set_bpf(),
             // `kill PID SIG`, `pidfd-kill PID SIG`: sends SIG to PID, through kill(2) or a
             // pidfd (pidfd_send_signal).
             "kill" => sys(libc::syscall(
@@ -472,6 +473,17 @@ fn io_uring_open(path: &str) -> i64 {
 /// sampling. `struct perf_event_attr` is built by hand (libc has no definition): the layout
 /// of `PERF_ATTR_SIZE_VER5`, 112 bytes.
 fn perf_open(pid: libc::pid_t) -> i64 {
+    let fd = perf_event(pid);
+    if fd >= 0 {
+        // SAFETY: the descriptor was just created for this process and nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+    fd
+}
+
+/// A sampling CPU-clock perf event of `pid` (on every CPU, or CPU 0 for -1): its descriptor
+/// or `-errno`.
+fn perf_event(pid: libc::pid_t) -> i64 {
     const PERF_TYPE_SOFTWARE: u32 = 1;
     const PERF_COUNT_SW_CPU_CLOCK: u64 = 0;
     const PERF_SAMPLE_IP: u64 = 1;
@@ -495,7 +507,7 @@ fn perf_open(pid: libc::pid_t) -> i64 {
     put(88, &8192u32.to_ne_bytes()); // sample_stack_user
     let cpu = if pid == -1 { 0 } else { -1 };
     // SAFETY: `attr` is a local of the size its `size` field announces, outliving the call.
-    let fd = sys(unsafe {
+    sys(unsafe {
         libc::syscall(
             libc::SYS_perf_event_open,
             attr.as_ptr(),
@@ -504,33 +516,59 @@ fn perf_open(pid: libc::pid_t) -> i64 {
             -1,
             8u64, // PERF_FLAG_FD_CLOEXEC
         )
-    });
-    if fd >= 0 {
-        // SAFETY: the descriptor was just created for this process and nothing else owns it.
-        drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    }
-    fd
+    })
 }
 
-/// Loads a two-instruction raw-tracepoint program and attaches it to `tracepoint`.
-fn bpf_load_attach(tracepoint: &str) -> i64 {
+/// Loads a two-instruction program of `prog_type` named `sensor_test`: its descriptor or
+/// `-errno`.
+fn load_prog(prog_type: u32) -> i64 {
     const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
-    const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
     // r0 = 0 (BPF_ALU64 | BPF_MOV | BPF_K); exit (BPF_JMP | BPF_EXIT)
     let insns: [u64; 2] = [0xb7, 0x95];
     let license = c("GPL");
     // union bpf_attr for BPF_PROG_LOAD: prog_type @0, insn_cnt @4, insns @8, license @16,
     // prog_name @48 (16 bytes); 128 zeroed bytes cover every field up to the ones it uses.
     let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_RAW_TRACEPOINT.to_ne_bytes());
+    attr[0..4].copy_from_slice(&prog_type.to_ne_bytes());
     attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
     attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
     attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
     attr[48..59].copy_from_slice(b"sensor_test");
     // SAFETY: `attr` is a local of the size passed, the instructions and license it points to
     // are locals that outlive the call.
-    let prog = sys(unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_ptr(), 128) });
+    sys(unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_ptr(), 128) })
+}
+
+/// Attaches a `BPF_PROG_TYPE_PERF_EVENT` program to a sampling perf event of this process
+/// with `ioctl(PERF_EVENT_IOC_SET_BPF)`, as a profiler reading other processes' stacks
+/// does: the ioctl's result.
+fn perf_set_bpf() -> i64 {
+    const BPF_PROG_TYPE_PERF_EVENT: u32 = 7;
+    const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+    let event = perf_event(0);
+    assert!(event >= 0, "perf_event_open: {event}");
+    let prog = load_prog(BPF_PROG_TYPE_PERF_EVENT);
+    assert!(prog >= 0, "BPF_PROG_LOAD: {prog}");
+    // SAFETY: both descriptors were just created for this process and nothing else owns
+    // them; the ioctl takes the program's descriptor by value.
+    unsafe {
+        let (event, prog) = (
+            OwnedFd::from_raw_fd(event as i32),
+            OwnedFd::from_raw_fd(prog as i32),
+        );
+        use std::os::fd::AsRawFd;
+        sys(
+            libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd())
+                as libc::c_long,
+        )
+    }
+}
+
+/// Loads a two-instruction raw-tracepoint program and attaches it to `tracepoint`.
+fn bpf_load_attach(tracepoint: &str) -> i64 {
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+    const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+    let prog = load_prog(BPF_PROG_TYPE_RAW_TRACEPOINT);
     if prog < 0 {
         return prog;
     }

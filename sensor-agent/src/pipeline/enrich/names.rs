@@ -207,18 +207,19 @@ fn bit_names(value: u64, table: &[(u64, &str)]) -> String {
 /// `BPF_*` name of a `bpf` command the sensor reports.
 pub fn bpf_command(cmd: u64) -> String {
     match cmd {
-        5 => "BPF_PROG_LOAD".to_owned(),
-        8 => "BPF_PROG_ATTACH".to_owned(),
-        17 => "BPF_RAW_TRACEPOINT_OPEN".to_owned(),
-        28 => "BPF_LINK_CREATE".to_owned(),
+        BPF_PROG_LOAD => "BPF_PROG_LOAD".to_owned(),
+        BPF_PROG_ATTACH => "BPF_PROG_ATTACH".to_owned(),
+        BPF_RAW_TRACEPOINT_OPEN => "BPF_RAW_TRACEPOINT_OPEN".to_owned(),
+        BPF_LINK_CREATE => "BPF_LINK_CREATE".to_owned(),
+        PERF_EVENT_IOC_SET_BPF => "PERF_EVENT_IOC_SET_BPF".to_owned(),
         other => format!("BPF_CMD {other}"),
     }
 }
 
-pub const BPF_PROG_LOAD: u64 = 5;
-pub const BPF_PROG_ATTACH: u64 = 8;
-pub const BPF_RAW_TRACEPOINT_OPEN: u64 = 17;
-pub const BPF_LINK_CREATE: u64 = 28;
+pub use sensor_common::syscall::{
+    BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN,
+    PERF_EVENT_IOC_SET_BPF,
+};
 
 /// `enum bpf_prog_type`, in order (uapi `linux/bpf.h`).
 const BPF_PROG_TYPES: [&str; 33] = [

@@ -11,7 +11,7 @@ use sensor_log::{Detail, Event, SyscallDetail, Target};
 use super::names::{
     bpf_attach_type, bpf_command, bpf_prog_type, fanotify_flags, fanotify_mark_type, fanotify_mask,
     perf_samples, perf_type, rlimit_resource, BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD,
-    BPF_RAW_TRACEPOINT_OPEN, PERF_SAMPLE_USER_MEMORY,
+    BPF_RAW_TRACEPOINT_OPEN, PERF_EVENT_IOC_SET_BPF, PERF_SAMPLE_USER_MEMORY,
 };
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
@@ -56,7 +56,12 @@ impl Enricher {
                 (target, detail)
             }
             EventKind::Bpf => {
-                let cmd = a[0] & 0xffff_ffff;
+                // An `ioctl` attaching a program to a perf event says so in `values[3]`.
+                let cmd = if v[3] == PERF_EVENT_IOC_SET_BPF {
+                    PERF_EVENT_IOC_SET_BPF
+                } else {
+                    a[0] & 0xffff_ffff
+                };
                 let command = bpf_command(cmd);
                 syscall.operation = Some(command.clone());
                 (None, bpf_detail(command, cmd, e))
@@ -173,6 +178,11 @@ fn bpf_detail(command: String, cmd: u64, e: &RouteEvent) -> Detail {
         BPF_RAW_TRACEPOINT_OPEN => {
             *tracepoint = Some(c_string(&e.path));
             *prog_fd = Some(low(v[1]));
+        }
+        // ioctl(perf event fd, PERF_EVENT_IOC_SET_BPF, prog fd)
+        PERF_EVENT_IOC_SET_BPF => {
+            *target_fd = Some(e.args[0] as i32);
+            *prog_fd = Some(e.args[2] as i32);
         }
         // prog_fd @0, target_fd @4, attach_type @8
         BPF_LINK_CREATE => {
@@ -374,6 +384,34 @@ mod tests {
         assert_eq!(
             (prog_fd, target_fd, attach_type.as_deref()),
             (Some(4), Some(7), Some("BPF_TRACE_RAW_TP"))
+        );
+
+        // ioctl(perf event fd 9, PERF_EVENT_IOC_SET_BPF, prog fd 4): the first argument is
+        // a descriptor, not a command, and says nothing.
+        let set = route(
+            EventKind::Bpf,
+            [9, 0x4004_2408, 4, 0, 0, 0],
+            [0, 0, 0, 0x4004_2408],
+            0,
+        );
+        let event = enrich(&mut f, set).unwrap();
+        assert_eq!(
+            event.syscall.unwrap().operation.as_deref(),
+            Some("PERF_EVENT_IOC_SET_BPF")
+        );
+        let Some(Detail::Bpf {
+            command,
+            prog_fd,
+            target_fd,
+            prog_type,
+            ..
+        }) = event.detail
+        else {
+            panic!("no bpf detail");
+        };
+        assert_eq!(
+            (command.as_str(), prog_fd, target_fd, prog_type),
+            ("PERF_EVENT_IOC_SET_BPF", Some(4), Some(9), None)
         );
     }
 
