@@ -600,6 +600,22 @@ struct Place {
     owner: u32,
 }
 
+impl Place {
+    /// The directory with metadata `meta`, reached through directories only root can write
+    /// wherever a glob was expanded (`trusted`).
+    fn of(meta: &Metadata, trusted: bool) -> Place {
+        Place {
+            key: inode_key(meta),
+            tier: if trusted && root_only(meta) {
+                Tier::System
+            } else {
+                Tier::User
+            },
+            owner: meta.uid(),
+        }
+    }
+}
+
 /// The maps, for counting each owner's entries per map.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum MapId {
@@ -677,15 +693,7 @@ impl Resolver {
             let Ok(meta) = fs::metadata(&real_dir) else {
                 continue;
             };
-            let place = Place {
-                key: inode_key(&meta),
-                tier: if trusted && root_only(&meta) {
-                    Tier::System
-                } else {
-                    Tier::User
-                },
-                owner: meta.uid(),
-            };
+            let place = Place::of(&meta, trusted);
             self.set.inotify_dirs.insert(real_dir.clone());
             let names = match last {
                 Component::Literal(name) => {
@@ -808,15 +816,7 @@ impl Resolver {
         let Ok(meta) = fs::metadata(dir) else {
             return;
         };
-        let place = Place {
-            key: inode_key(&meta),
-            tier: if trusted && root_only(&meta) {
-                Tier::System
-            } else {
-                Tier::User
-            },
-            owner: meta.uid(),
-        };
+        let place = Place::of(&meta, trusted);
         let value = self.set.dirs.entry(place.key).or_insert(WatchValue {
             rule: id,
             ..WatchValue::default()
