@@ -65,5 +65,6 @@ fn open_syscall_names_and_match_kinds() {
     assert_eq!(MatchKind::try_from(5), Ok(MatchKind::Proc));
     assert_eq!(MatchKind::try_from(6), Ok(MatchKind::Tracefs));
     assert_eq!(MatchKind::try_from(7), Ok(MatchKind::CorePattern));
-    assert_eq!(MatchKind::try_from(8), Err(UnknownKind(8)));
+    assert_eq!(MatchKind::try_from(8), Ok(MatchKind::Tree));
+    assert_eq!(MatchKind::try_from(9), Err(UnknownKind(9)));
 }
