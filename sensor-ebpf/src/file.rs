@@ -254,10 +254,10 @@ fn in_watched_dir(f: &Opened) -> Result<(MatchKind, u32), i64> {
 }
 
 /// The ancestry walk, for a file whose directory `parent` (identity `dir`, inode
-/// `parent_inode`, change time `ctime`) the set does not hold: the rule id of the entry that matched. Only a directory
-/// changed since the set was resolved can be missing from it (created, or given a new
-/// entry), so an older one is not walked; nor one whose walk found nothing before,
-/// unchanged since.
+/// `parent_inode`, change time `ctime`) the set does not hold: the rule id of the entry
+/// that matched. Only a directory changed since the set was resolved can be missing from
+/// it (created, or given a new entry), so an older one is not walked; nor one whose walk
+/// found nothing before, unchanged since.
 #[inline(always)]
 fn in_watched_tree(
     dir: InodeKey,
