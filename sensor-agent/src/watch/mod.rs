@@ -746,10 +746,7 @@ impl Resolver {
             return None;
         }
         let key = inode_key(&meta);
-        self.set.inodes.entry(key).or_insert(WatchValue {
-            rule: id,
-            ..WatchValue::default()
-        });
+        entry_of(&mut self.set.inodes, key, id);
         let rank = self.rank(MapId::Inodes, place.tier, meta.uid());
         claim(&mut self.ranks.inodes, key, rank);
         self.set
@@ -790,14 +787,7 @@ impl Resolver {
             value.name_lengths |= name_length_bit(name.len() as u64);
         }
         let key = name_key(place.key, name);
-        self.set
-            .names
-            .entry(key)
-            .or_insert(WatchValue {
-                rule: id,
-                ..WatchValue::default()
-            })
-            .flags |= NAME_FILE;
+        entry_of(&mut self.set.names, key, id).flags |= NAME_FILE;
         let rank = self.rank(MapId::Names, place.tier, place.owner);
         claim(&mut self.ranks.names, key, rank);
     }
@@ -817,10 +807,7 @@ impl Resolver {
             return;
         };
         let place = Place::of(&meta, trusted);
-        let value = self.set.dirs.entry(place.key).or_insert(WatchValue {
-            rule: id,
-            ..WatchValue::default()
-        });
+        let value = entry_of(&mut self.set.dirs, place.key, id);
         value.flags |= DIR_TREE;
         match component {
             Component::Glob(_) => value.tree_depths |= tree_depth_bit(depth),
@@ -828,14 +815,7 @@ impl Resolver {
                 value.flags |= DIR_NAMED;
                 value.tree_name_lengths |= name_length_bit(name.len() as u64);
                 let key = name_key(place.key, name.as_bytes());
-                self.set
-                    .names
-                    .entry(key)
-                    .or_insert(WatchValue {
-                        rule: id,
-                        ..WatchValue::default()
-                    })
-                    .tree_depths |= tree_depth_bit(depth);
+                entry_of(&mut self.set.names, key, id).tree_depths |= tree_depth_bit(depth);
                 let rank = self.tree_rank(place.tier);
                 claim(&mut self.ranks.names, key, rank);
             }
@@ -846,14 +826,7 @@ impl Resolver {
 
     fn add_dir(&mut self, id: u32, place: Place, dir_path: &Path, flag: u32) {
         let dir = place.key;
-        self.set
-            .dirs
-            .entry(dir)
-            .or_insert(WatchValue {
-                rule: id,
-                ..WatchValue::default()
-            })
-            .flags |= flag;
+        entry_of(&mut self.set.dirs, dir, id).flags |= flag;
         let rank = self.rank(MapId::Dirs, place.tier, place.owner);
         claim(&mut self.ranks.dirs, dir, rank);
         let info = self.set.dir_info.entry(dir).or_insert_with(|| DirInfo {
@@ -949,10 +922,7 @@ fn leaves(set: &WatchSet, capacity: usize) -> HashMap<LeafKey, WatchValue> {
             if out.len() >= capacity {
                 return out;
             }
-            out.entry(leaf_key(&name)).or_insert(WatchValue {
-                rule,
-                ..WatchValue::default()
-            });
+            entry_of(&mut out, leaf_key(&name), rule);
         }
     }
     out
@@ -963,6 +933,15 @@ pub fn leaf_key(name: &[u8]) -> LeafKey {
     LeafKey {
         name: name_key(InodeKey::default(), name).name,
     }
+}
+
+/// The entry of `key`, made with `rule` if it is new (the first rule to reach an entry
+/// names it).
+fn entry_of<K: Eq + Hash>(map: &mut HashMap<K, WatchValue>, key: K, rule: u32) -> &mut WatchValue {
+    map.entry(key).or_insert(WatchValue {
+        rule,
+        ..WatchValue::default()
+    })
 }
 
 /// Keeps the better of two claims on one entry: a system rule's claim wins.

@@ -25,15 +25,15 @@ impl Enricher {
             return None;
         };
         let name = c_bytes(&e.name);
+        let key = InodeKey {
+            dev: e.dev,
+            _pad: 0,
+            ino: e.ino,
+        };
         let mut target = None;
         let mut detail = None;
         let (path, kind, owner) = match matched {
             MatchKind::Inode => {
-                let key = InodeKey {
-                    dev: e.dev,
-                    _pad: 0,
-                    ino: e.ino,
-                };
                 let found = self.set.by_inode(&key);
                 match found {
                     Some(found)
@@ -79,11 +79,6 @@ impl Enricher {
                 }
             },
             MatchKind::Tree => {
-                let key = InodeKey {
-                    dev: e.dev,
-                    _pad: 0,
-                    ino: e.ino,
-                };
                 let requested = c_bytes(&e.requested);
                 let found = resolve_created(
                     &self.set,
