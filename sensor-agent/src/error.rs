@@ -36,12 +36,8 @@ pub enum Error {
     )]
     NoEbpfObject,
 
-    #[error("attaching probe {probe} to {hook}: {reason}")]
-    Attach {
-        probe: &'static str,
-        hook: &'static str,
-        reason: String,
-    },
+    #[error("attaching probe {probe}: {reason}")]
+    Attach { probe: &'static str, reason: String },
 
     #[error(
         "eBPF map {0} is missing from the object: the agent and its eBPF object are out of step"

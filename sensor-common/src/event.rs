@@ -155,7 +155,9 @@ impl TryFrom<u8> for MatchKind {
     }
 }
 
-/// Which open-family syscall produced a [`FileEvent`]; its name is the syscall's.
+/// Which open-family syscall produced a [`FileEvent`]; its name is the syscall's. The hooks
+/// on the kernel's open path (docs/probes.md "Probe modes") also see opens made for other
+/// calls, named by the last three.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromRepr, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -165,6 +167,13 @@ pub enum OpenSyscall {
     Openat2 = 3,
     Creat = 4,
     OpenByHandleAt = 5,
+    /// An open submitted through io_uring (in `io_uring_enter` or an io_uring worker).
+    #[strum(serialize = "io_uring")]
+    IoUring = 6,
+    /// The image an `execve`/`execveat` opened.
+    Exec = 7,
+    /// An open the kernel made for any other call, or whose call could not be told.
+    Kernel = 8,
 }
 
 impl OpenSyscall {
@@ -185,7 +194,8 @@ impl TryFrom<u8> for OpenSyscall {
 #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct FileEvent {
     pub header: EventHeader,
-    /// Syscall return: the new fd, or `-errno`.
+    /// Syscall return: the new fd, or `-errno`. The hooks on the kernel's open path run
+    /// before the descriptor exists: 0 for an open that succeeded there.
     pub ret: i64,
     /// Open flags as passed (`O_*`; `open_how.flags` for openat2).
     pub flags: u64,
@@ -212,7 +222,10 @@ pub struct FileEvent {
     pub overlay_dev: u32,
     /// The opened dentry's name (for procfs: `environ`, `mem`, ...).
     pub name: [u8; NAME_LEN],
-    /// The path string the process passed, as it passed it.
+    /// The path string the process passed, as it passed it; for an open that no
+    /// open-family syscall passed a path to ([`OpenSyscall::IoUring`], `Exec`, `Kernel`),
+    /// the opened file's path in the caller's root as the kernel gives it (`bpf_d_path`),
+    /// where the hook allows it, or empty.
     pub requested: [u8; REQUESTED_LEN],
 }
 

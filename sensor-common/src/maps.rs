@@ -12,6 +12,7 @@ pub const TREE_MISSES: &str = "TREE_MISSES";
 pub const LOST_EVENTS: &str = "LOST_EVENTS";
 pub const FOLDS: &str = "FOLDS";
 pub const BUDGET_LOST: &str = "BUDGET_LOST";
+pub const HOOKS: &str = "HOOKS";
 /// Name of the global holding [`crate::KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the global holding [`SensorConfig`].
@@ -139,6 +140,11 @@ pub struct TreeMiss {
     pub inode_generation: u32,
     pub _pad: u32,
 }
+
+/// Bits of the `HOOKS` map's one element: the events another hook than the `sys_exit`
+/// tracepoint reports, so that, attached beside it, the tracepoint leaves them alone.
+pub const OPENS_BY_HOOK: u32 = 1;
+pub const SYSCALLS_BY_HOOK: u32 = 2;
 
 /// Set at load time by the agent.
 #[repr(C)]

@@ -62,7 +62,23 @@ pub struct KernelOffsets {
     /// name stands for the parent of a one-component relative path (the rename prefilter).
     pub task_struct_fs: u32,
     pub fs_struct_pwd_dentry: u32,
+    /// `task_struct.stack` and the size of `struct pt_regs`: a task's saved user registers
+    /// sit at the top of its kernel stack ([`X86_64_THREAD_SIZE`]), where the hooks that are
+    /// not handed them find the syscall's number and arguments.
+    pub task_struct_stack: u32,
+    pub pt_regs_size: u32,
+    /// `task_struct.flags` (`PF_IO_WORKER`).
+    pub task_struct_flags: u32,
+    pub file_f_flags: u32,
+    /// `file.f_path`: the `struct path` `bpf_d_path` takes.
+    pub file_f_path: u32,
+    /// `filename.name`: the kernel's copy of a path a caller passed (`do_filp_open`).
+    pub filename_name: u32,
 }
+
+/// `THREAD_SIZE` on x86-64 (16 KiB; 32 KiB only with KASAN, which no distribution kernel
+/// enables): the user registers a hook finds there are checked to come from user mode.
+pub const X86_64_THREAD_SIZE: u64 = 16384;
 
 /// [`KernelOffsets::ovl_file_realfile`] of kernels before `struct ovl_file` (6.13).
 pub const OVL_REALFILE_IS_PRIVATE_DATA: u32 = u32::MAX;

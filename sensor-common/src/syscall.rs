@@ -2,8 +2,9 @@
 //! A 64-bit process can still enter through `int 0x80` with 32-bit numbers, so both tables
 //! are checked: skipping compat would be an evasion route.
 
-/// A syscall the sensor reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A syscall the sensor reports; its name is the kernel's (`__x64_sys_<name>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Watched {
     Open,
     Openat,
@@ -36,6 +37,38 @@ pub enum Watched {
     Tgkill,
     PidfdSendSignal,
 }
+
+impl Watched {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
+    /// An open-family syscall: reported by the file-open hook, not the syscalls hook.
+    #[inline(always)]
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            Watched::Open
+                | Watched::Openat
+                | Watched::Openat2
+                | Watched::Creat
+                | Watched::OpenByHandleAt
+        )
+    }
+}
+
+/// The highest syscall number either table maps, for listing them.
+pub const MAX_NR: u64 = 512;
+
+/// `io_uring_enter` (the same number on both entries).
+pub const IO_URING_ENTER: u64 = 426;
+/// `execve` and `execveat`, native then compat.
+pub const EXEC_NATIVE: [u64; 2] = [59, 322];
+pub const EXEC_COMPAT: [u64; 2] = [11, 358];
+/// `PF_IO_WORKER` in `task_struct.flags`: an io_uring worker thread.
+pub const PF_IO_WORKER: u32 = 0x10;
+/// `O_PATH`.
+pub const O_PATH: u64 = 0o10000000;
 
 /// Maps a native x86-64 syscall number.
 #[inline(always)]

@@ -1,14 +1,17 @@
-//! Open-family syscalls: which file did the new descriptor actually open, and is it watched?
+//! Opens: which file did the open actually open, and is it watched? Entered from the
+//! `sys_exit` tracepoint (the new descriptor) or from a hook on the kernel's open path (the
+//! `struct file` itself).
 
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
-    bpf_probe_read_user,
+    bpf_probe_read_user, generated::bpf_d_path,
 };
 use sensor_common::{
     name_length_bit,
     syscall::{
-        Watched, AT_FDCWD, EACCES, EPERM, FOLD_FLAGS, OVERLAYFS_SUPER_MAGIC, PROC_SUPER_MAGIC,
-        TRACEFS_MAGIC, WRITE_FLAGS,
+        self, Watched, AT_FDCWD, EACCES, EPERM, EXEC_COMPAT, EXEC_NATIVE, FOLD_FLAGS,
+        IO_URING_ENTER, OVERLAYFS_SUPER_MAGIC, PF_IO_WORKER, PROC_SUPER_MAGIC, TRACEFS_MAGIC,
+        WRITE_FLAGS,
     },
     tree_depth_bit, EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall,
     TreeMiss, DIR_ANY_NAME, MAX_TREE_DEPTH, NAME_FILE, NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA,
@@ -17,8 +20,11 @@ use sensor_common::{
 
 use crate::{
     flood,
-    kernel::{fd_file, off, pid_nr, read_kernel_str, read_user_str, BtfPtr, RawPtr, SyscallArgs},
-    output::{header, reserve},
+    kernel::{
+        fd_file, in_compat_syscall, off, pid_nr, read_kernel_str, read_user_str, syscall_nr,
+        user_regs, BtfPtr, RawPtr, Regs, SyscallArgs,
+    },
+    output::{header, is_agent, reserve},
     CONFIG, TREE_GATE, TREE_MISSES, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
 };
 
@@ -45,10 +51,11 @@ struct Match {
 }
 
 /// A successful open is classified from its new descriptor alone; the arguments are read
-/// only for an open that matched.
+/// only for an open that matched. The `sys_exit` tracepoint's entry.
+#[inline(always)]
 pub fn on_open(
     task: BtfPtr,
-    regs: BtfPtr,
+    regs: impl Regs,
     compat: bool,
     watched: Watched,
     ret: i64,
@@ -58,35 +65,140 @@ pub fn on_open(
     } else if ret == -EACCES || ret == -EPERM {
         // No file was opened: user space resolves the requested path against the caller's
         // root and working directory and keeps the event only if it names a watched file.
-        Match {
-            kind: MatchKind::Denied,
-            rule: 0,
-            dev: 0,
-            ino: 0,
-            target_tgid: 0,
-            name: 0,
-            overlay_dev: 0,
-        }
+        Match::denied()
     } else {
         return Ok(());
     };
-    let args = SyscallArgs::read(regs, compat);
-    let a = &args.0;
-    let (syscall, dfd, path, flags) = match watched {
-        Watched::Open => (OpenSyscall::Open, AT_FDCWD, a[0], a[1]),
-        Watched::Creat => (OpenSyscall::Creat, AT_FDCWD, a[0], CREAT_FLAGS),
-        Watched::Openat => (OpenSyscall::Openat, a[0] as i32, a[1], a[2]),
-        // open_how.flags is the first field of the caller's struct.
-        Watched::Openat2 => {
-            // SAFETY: the helper copies into a u64 of its own and fails on an unmapped user
-            // address; every bit pattern is a valid u64.
-            let how_flags = unsafe { bpf_probe_read_user(a[2] as *const u64) }.unwrap_or(0);
-            (OpenSyscall::Openat2, a[0] as i32, a[1], how_flags)
-        }
-        Watched::OpenByHandleAt => (OpenSyscall::OpenByHandleAt, a[0] as i32, 0, a[2]),
-        _ => return Ok(()),
-    };
+    let call = OpenCall::of_syscall(watched, &SyscallArgs::read(regs, compat), compat)
+        .ok_or(NOT_WATCHED)?;
+    report(&m, &call, ret, None)
+}
 
+/// A file the kernel's open path is opening (LSM `file_open`, fexit on `security_file_open`
+/// or `do_filp_open`, kretprobe on `do_filp_open`): every route to it, io_uring's and
+/// exec's included, ends here before the descriptor exists, so the event's `ret` is 0. With
+/// `typed`, the same file as a typed pointer, the opened path is asked of `bpf_d_path` for a
+/// call that passed none.
+#[inline(always)]
+pub fn on_opened(file: RawPtr, typed: Option<BtfPtr>) -> Result<(), i64> {
+    let m = classify(file)?;
+    if is_agent() {
+        return Ok(());
+    }
+    let mut call = OpenCall::current(BtfPtr::current_task());
+    if call.path == 0 {
+        call.flags = file.load::<u32>(off!(file_f_flags))? as u64;
+    }
+    report(&m, &call, 0, typed.filter(|_| call.path == 0))
+}
+
+/// An open that failed on `do_filp_open` (fexit, kretprobe): a denied attempt is resolved
+/// in user space from the path the caller passed, or else the kernel's copy of it
+/// (`kernel_path`, `filename.name`, 0 when the hook has none) relative to `dfd`.
+#[inline(always)]
+pub fn on_failed_open(ret: i64, dfd: i32, kernel_path: u64) -> Result<(), i64> {
+    if ret != -EACCES && ret != -EPERM || is_agent() {
+        return Ok(());
+    }
+    let mut call = OpenCall::current(BtfPtr::current_task());
+    if call.path == 0 {
+        call.path = kernel_path;
+        call.path_in_kernel = true;
+        call.dfd = dfd;
+    }
+    if call.path == 0 {
+        return Ok(());
+    }
+    report(&Match::denied(), &call, ret, None)
+}
+
+/// What an open's caller asked for, as far as the hook can tell.
+struct OpenCall {
+    syscall: OpenSyscall,
+    dfd: i32,
+    /// Address of the path string the caller passed; 0 when there is none.
+    path: u64,
+    /// `path` is the kernel's copy, not the caller's memory.
+    path_in_kernel: bool,
+    flags: u64,
+    compat: bool,
+}
+
+impl OpenCall {
+    /// From an open-family syscall's arguments; `None` for another syscall.
+    #[inline(always)]
+    fn of_syscall(watched: Watched, args: &SyscallArgs, compat: bool) -> Option<OpenCall> {
+        let a = &args.0;
+        let (syscall, dfd, path, flags) = match watched {
+            Watched::Open => (OpenSyscall::Open, AT_FDCWD, a[0], a[1]),
+            Watched::Creat => (OpenSyscall::Creat, AT_FDCWD, a[0], CREAT_FLAGS),
+            Watched::Openat => (OpenSyscall::Openat, a[0] as i32, a[1], a[2]),
+            // open_how.flags is the first field of the caller's struct.
+            Watched::Openat2 => {
+                // SAFETY: the helper copies into a u64 of its own and fails on an unmapped
+                // user address; every bit pattern is a valid u64.
+                let how_flags = unsafe { bpf_probe_read_user(a[2] as *const u64) }.unwrap_or(0);
+                (OpenSyscall::Openat2, a[0] as i32, a[1], how_flags)
+            }
+            Watched::OpenByHandleAt => (OpenSyscall::OpenByHandleAt, a[0] as i32, 0, a[2]),
+            _ => return None,
+        };
+        Some(OpenCall {
+            syscall,
+            dfd,
+            path,
+            path_in_kernel: false,
+            flags,
+            compat,
+        })
+    }
+
+    /// From the current task's saved registers, for a hook that is not handed the
+    /// syscall: an open-family syscall's arguments, or which other call it is.
+    #[inline(always)]
+    fn current(task: BtfPtr) -> OpenCall {
+        let compat = in_compat_syscall(task);
+        let other = |syscall| OpenCall {
+            syscall,
+            dfd: AT_FDCWD,
+            path: 0,
+            path_in_kernel: false,
+            flags: 0,
+            compat,
+        };
+        if task.get::<u32>(off!(task_struct_flags)) & PF_IO_WORKER != 0 {
+            return other(OpenSyscall::IoUring);
+        }
+        let Some(regs) = user_regs(task) else {
+            return other(OpenSyscall::Kernel);
+        };
+        let nr = syscall_nr(regs);
+        let watched = if compat {
+            syscall::compat(nr)
+        } else {
+            syscall::native(nr)
+        };
+        if let Some(call) =
+            watched.and_then(|w| OpenCall::of_syscall(w, &SyscallArgs::read(regs, compat), compat))
+        {
+            return call;
+        }
+        let exec = if compat { EXEC_COMPAT } else { EXEC_NATIVE };
+        other(if nr == IO_URING_ENTER {
+            OpenSyscall::IoUring
+        } else if nr == exec[0] || nr == exec[1] {
+            OpenSyscall::Exec
+        } else {
+            OpenSyscall::Kernel
+        })
+    }
+}
+
+/// The event of an open `m` matched (or a denied attempt), unless it folds into one sent.
+#[inline(always)]
+fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Result<(), i64> {
+    let (syscall, dfd, path, flags, compat) =
+        (call.syscall, call.dfd, call.path, call.flags, call.compat);
     let kind = match m.kind {
         MatchKind::Proc => EventKind::ProcAccess,
         MatchKind::Tracefs | MatchKind::CorePattern => {
@@ -161,16 +273,40 @@ pub fn on_open(
             let _ = read_kernel_str(&raw mut (*e).name, m.name);
         }
         (&raw mut (*e).requested).cast::<u8>().write(0);
-        let requested = if path != 0 {
-            read_user_str(&raw mut (*e).requested, path).unwrap_or(0)
-        } else {
+        let requested = if path == 0 {
+            if let Some(file) = d_path_of {
+                d_path(file, &raw mut (*e).requested);
+            }
             0
+        } else if call.path_in_kernel {
+            read_kernel_str(&raw mut (*e).requested, path).unwrap_or(0)
+        } else {
+            read_user_str(&raw mut (*e).requested, path).unwrap_or(0)
         };
         // The helper's length counts the NUL: a string that filled the field was cut.
         (&raw mut (*e).requested_truncated).write((requested >= REQUESTED_LEN) as u8);
     }
     entry.submit(0);
     Ok(())
+}
+
+/// Writes the path of the typed `file` in the caller's root into `dst` (empty if the
+/// kernel cannot give it whole).
+///
+/// # Safety
+/// `dst` must be valid for writes of `REQUESTED_LEN` bytes.
+#[inline(always)]
+unsafe fn d_path(file: BtfPtr, dst: *mut [u8; REQUESTED_LEN]) {
+    // SAFETY: `file` is a typed `struct file` pointer the hook was handed, and `f_path` a
+    // `struct path` member of it at a load-time constant offset, as the helper's BTF
+    // argument check requires; the helper writes at most `REQUESTED_LEN` bytes to `dst`,
+    // which the caller guarantees are writable.
+    let path = file.field_ptr(off!(file_f_path));
+    let n = unsafe { bpf_d_path(path as *mut _, dst.cast(), REQUESTED_LEN as u32) };
+    if n < 0 {
+        // SAFETY: as above.
+        unsafe { dst.cast::<u8>().write(0) };
+    }
 }
 
 /// Whether `file` is watched: by inode, by procfs identity, or by its place in a watched
@@ -369,6 +505,21 @@ struct Opened {
     key: InodeKey,
     /// Address of the dentry's name.
     name: u64,
+}
+
+impl Match {
+    #[inline(always)]
+    fn denied() -> Match {
+        Match {
+            kind: MatchKind::Denied,
+            rule: 0,
+            dev: 0,
+            ino: 0,
+            target_tgid: 0,
+            name: 0,
+            overlay_dev: 0,
+        }
+    }
 }
 
 impl Opened {

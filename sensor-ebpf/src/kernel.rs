@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
     EbpfContext,
 };
-use sensor_common::syscall::TS_COMPAT;
+use sensor_common::{syscall::TS_COMPAT, X86_64_THREAD_SIZE};
 
 /// Reads one field of the offsets global; volatile so the compiler cannot fold the
 /// compiled-in zero.
@@ -58,6 +58,7 @@ mod pt_regs {
     pub const SI: u64 = 13 * 8;
     pub const DI: u64 = 14 * 8;
     pub const ORIG_AX: u64 = 15 * 8;
+    pub const CS: u64 = 17 * 8;
 }
 
 /// A pointer the verifier knows the BTF type of (a BTF tracepoint argument, the current
@@ -80,6 +81,14 @@ impl BtfPtr {
     #[inline(always)]
     pub fn from_raw(ptr: *const u8) -> BtfPtr {
         BtfPtr(ptr)
+    }
+
+    /// The address of the member at `offset`, still typed for the verifier (a helper's
+    /// BTF argument).
+    #[inline(always)]
+    pub fn field_ptr(self, offset: u64) -> *const u8 {
+        // SAFETY: only an address is computed; nothing is read through it here.
+        unsafe { self.0.add(offset as usize) }
     }
 
     /// The scalar field at `offset` (a load that cannot fail).
@@ -111,9 +120,49 @@ impl RawPtr {
     }
 }
 
+/// A syscall's saved user registers: handed to `sys_exit` as a typed pointer ([`BtfPtr`]),
+/// found by the other hooks at the top of the task's kernel stack ([`StackRegs`]).
+pub trait Regs: Copy {
+    /// The register saved at `offset` (a [`pt_regs`] constant).
+    fn reg(self, offset: u64) -> u64;
+}
+
+impl Regs for BtfPtr {
+    #[inline(always)]
+    fn reg(self, offset: u64) -> u64 {
+        self.get(offset)
+    }
+}
+
+/// [`Regs`] at a kernel address the verifier sees as a number; an unreadable register
+/// reads as 0.
+#[derive(Clone, Copy)]
+pub struct StackRegs(u64);
+
+impl Regs for StackRegs {
+    #[inline(always)]
+    fn reg(self, offset: u64) -> u64 {
+        read(self.0 + offset).unwrap_or(0)
+    }
+}
+
+/// The user registers `task`'s current syscall saved on entry (`task_pt_regs`), or `None`
+/// when what is there was not saved from user mode: a kernel thread, an io_uring worker,
+/// or a stack of another size than [`X86_64_THREAD_SIZE`].
 #[inline(always)]
-pub fn syscall_nr(regs: BtfPtr) -> u64 {
-    regs.get(pt_regs::ORIG_AX)
+pub fn user_regs(task: BtfPtr) -> Option<StackRegs> {
+    let stack: u64 = task.get(off!(task_struct_stack));
+    if stack == 0 {
+        return None;
+    }
+    let regs = StackRegs(stack + X86_64_THREAD_SIZE - off!(pt_regs_size));
+    // Every user-mode code segment has requested privilege level 3.
+    (regs.reg(pt_regs::CS) & 3 == 3).then_some(regs)
+}
+
+#[inline(always)]
+pub fn syscall_nr(regs: impl Regs) -> u64 {
+    regs.reg(pt_regs::ORIG_AX)
 }
 
 /// Whether the current syscall entered through the ia32 compat path (`int 0x80`).
@@ -128,10 +177,10 @@ pub struct SyscallArgs(pub [u64; 6]);
 
 impl SyscallArgs {
     #[inline(always)]
-    pub fn read(regs: BtfPtr, compat: bool) -> Self {
+    pub fn read(regs: impl Regs, compat: bool) -> Self {
         if compat {
             // ia32 arguments are 32-bit; the upper halves of the saved registers are not.
-            let r = |o| regs.get::<u64>(o) & 0xffff_ffff;
+            let r = |o| regs.reg(o) & 0xffff_ffff;
             SyscallArgs([
                 r(pt_regs::BX),
                 r(pt_regs::CX),
@@ -141,7 +190,7 @@ impl SyscallArgs {
                 r(pt_regs::BP),
             ])
         } else {
-            let r = |o| regs.get::<u64>(o);
+            let r = |o| regs.reg(o);
             SyscallArgs([
                 r(pt_regs::DI),
                 r(pt_regs::SI),

@@ -1,15 +1,20 @@
 //! Kernel programs of the credential-access sensor.
 //!
-//! Tracepoint mode: everything here attaches to raw tracepoints, which every kernel with BPF
-//! has, so this mode is complete on its own. Syscalls are seen at `sys_exit`, where both the
-//! arguments (still in the saved user registers) and the result are known, so one program
-//! reports the outcome of each attempt. Files are identified by the inode the new descriptor
-//! points to, never by the path string the caller passed.
+//! Tracepoint mode: the `sys_exit` tracepoint, which every kernel with BPF has, sees every
+//! reported syscall where both the arguments (still in the saved user registers) and the
+//! result are known, so this mode is complete on its own; but it puts every syscall of the
+//! host on the kernel's slow path. Where the kernel allows them, stronger hooks take over
+//! (docs/probes.md "Probe modes"): opens on the kernel's open path (LSM `file_open`, fexit,
+//! kretprobe), the other syscalls by kretprobes on their entry points, and `sys_exit` is
+//! then not attached. Files are identified by the opened `struct file`, never by the path
+//! string the caller passed.
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the only atomic read-modify-write the BPF target offers from Rust.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// `${concat(..)}`: one fexit program per syscall from one list (`syscalls_fexit!`).
+#![feature(macro_metavar_expr_concat)]
 
 mod file;
 mod flood;
@@ -22,17 +27,19 @@ mod routes;
 mod syscalls;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, map, raw_tracepoint},
+    macros::{btf_tracepoint, fexit, kretprobe, lsm, map, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    programs::{
+        BtfTracePointContext, FExitContext, LsmContext, RawTracePointContext, RetProbeContext,
+    },
 };
 use aya_log_ebpf::debug;
-use kernel::BtfPtr;
+use kernel::{BtfPtr, RawPtr, Regs};
 use sensor_common::{
-    syscall::{self, Watched},
+    syscall::{self, Watched, O_PATH},
     EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, LeafKey, NameKey, PathChangeEvent,
     SensorConfig, TreeGate, TreeMiss, WatchValue, MAX_FOLDS, MAX_IDENTITIES, MAX_TREE_MISSES,
-    MAX_WATCHED,
+    MAX_WATCHED, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
 };
 
 /// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
@@ -42,6 +49,11 @@ static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 /// Load-time settings written by the agent.
 #[no_mangle]
 static CONFIG: SensorConfig = SensorConfig::zeroed();
+
+/// `OPENS_BY_HOOK` and `SYSCALLS_BY_HOOK`: what the hooks the agent attached beside
+/// `sys_exit` report, so the tracepoint leaves it to them. Written once after attaching.
+#[map]
+static HOOKS: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Events to user space. The agent sizes it at load time.
 #[map]
@@ -138,14 +150,34 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if native.is_none() && compat.is_none() {
         return Ok(());
     }
+    let by_hook = HOOKS.get(0).copied().unwrap_or(0);
+    on_syscall(regs, ret, |is_compat| {
+        if is_compat { compat } else { native }.filter(|w| {
+            let bit = if w.is_open() {
+                OPENS_BY_HOOK
+            } else {
+                SYSCALLS_BY_HOOK
+            };
+            by_hook & bit == 0
+        })
+    })
+}
+
+/// Reports the syscall whose saved user registers are `regs` and result `ret`, if
+/// `watched` (given whether it came through the ia32 entry) names one.
+#[inline(always)]
+fn on_syscall(
+    regs: impl Regs,
+    ret: i64,
+    watched: impl FnOnce(bool) -> Option<Watched>,
+) -> Result<(), i64> {
     if output::is_agent() {
         return Ok(());
     }
     let task = BtfPtr::current_task();
     let is_compat = kernel::in_compat_syscall(task);
-    let watched = match if is_compat { compat } else { native } {
-        Some(w) => w,
-        None => return Ok(()),
+    let Some(watched) = watched(is_compat) else {
+        return Ok(());
     };
     match watched {
         Watched::Open
@@ -184,6 +216,154 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
             is_compat,
         ),
     }
+}
+
+/// Fentry mode of the syscalls (every one but the opens): an fexit program on the kernel
+/// entry point of each, so no other syscall pays anything. A trampoline program is loaded
+/// for one kernel function, so each syscall has two: `syscalls_fexit_<name>` for
+/// `__x64_sys_<name>` and `syscalls_fexit_ia32_<name>` for its ia32 entry (the agent names
+/// the targets from [`Watched::name`]). Each is handed the saved user registers.
+macro_rules! syscalls_fexit {
+    ($($name:ident => $watched:expr,)*) => {$(
+        #[fexit]
+        pub fn ${concat(syscalls_fexit_, $name)}(ctx: FExitContext) -> i32 {
+            on_syscall_fexit(&ctx, $watched)
+        }
+        #[fexit]
+        pub fn ${concat(syscalls_fexit_ia32_, $name)}(ctx: FExitContext) -> i32 {
+            on_syscall_fexit(&ctx, $watched)
+        }
+    )*};
+}
+
+syscalls_fexit! {
+    ptrace => Watched::Ptrace,
+    process_vm_readv => Watched::ProcessVmReadv,
+    process_vm_writev => Watched::ProcessVmWritev,
+    pidfd_getfd => Watched::PidfdGetfd,
+    keyctl => Watched::Keyctl,
+    add_key => Watched::AddKey,
+    request_key => Watched::RequestKey,
+    perf_event_open => Watched::PerfEventOpen,
+    bpf => Watched::Bpf,
+    ioctl => Watched::Ioctl,
+    prlimit64 => Watched::Prlimit64,
+    fanotify_mark => Watched::FanotifyMark,
+    rename => Watched::Rename,
+    renameat => Watched::Renameat,
+    renameat2 => Watched::Renameat2,
+    unlink => Watched::Unlink,
+    unlinkat => Watched::Unlinkat,
+    link => Watched::Link,
+    linkat => Watched::Linkat,
+    kill => Watched::Kill,
+    tkill => Watched::Tkill,
+    tgkill => Watched::Tgkill,
+    pidfd_send_signal => Watched::PidfdSendSignal,
+}
+
+#[inline(always)]
+fn on_syscall_fexit(ctx: &FExitContext, watched: Watched) -> i32 {
+    // __x64_sys_<name>(const struct pt_regs *regs) -> long
+    let regs = BtfPtr::from_raw(ctx.arg::<*const u8>(0));
+    let ret: i64 = ctx.arg(1);
+    let _ = on_syscall(regs, ret, |_| Some(watched));
+    0
+}
+
+/// Kprobe mode of the syscalls (every one but the opens): one program on the kernel entry
+/// point of each (`__x64_sys_*`, `__ia32_sys_*`, `__ia32_compat_sys_*`), so no other
+/// syscall pays anything. The arguments are the task's saved user registers.
+#[kretprobe]
+pub fn syscalls_kretprobe(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    if let Some(regs) = kernel::user_regs(BtfPtr::current_task()) {
+        let nr = kernel::syscall_nr(regs);
+        let _ = on_syscall(regs, ret, |is_compat| {
+            if is_compat {
+                syscall::compat(nr)
+            } else {
+                syscall::native(nr)
+            }
+            .filter(|w| !w.is_open())
+        });
+    }
+    0
+}
+
+/// LSM mode of the opens: every file the kernel opens, by any route (a syscall, io_uring,
+/// exec, a file handle), after every other LSM allowed it. Never denies anything.
+#[lsm(hook = "file_open")]
+pub fn file_lsm_file_open(ctx: LsmContext) -> i32 {
+    // file_open(struct file *file, int ret): `ret` is the earlier BPF programs' verdict.
+    let file: *const u8 = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    if ret == 0 {
+        let _ = file::on_opened(RawPtr(file as u64), Some(BtfPtr::from_raw(file)));
+    }
+    ret
+}
+
+/// Fentry mode of the opens: as [`file_lsm_file_open`], after `security_file_open`. An
+/// open an LSM denied fails on `do_filp_open`, where [`file_fexit_do_filp_open`] sees it.
+#[fexit(function = "security_file_open")]
+pub fn file_fexit_security_file_open(ctx: FExitContext) -> i32 {
+    // security_file_open(struct file *file) -> int
+    let file: *const u8 = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    if ret == 0 {
+        let _ = file::on_opened(RawPtr(file as u64), Some(BtfPtr::from_raw(file)));
+    }
+    0
+}
+
+/// Beside the LSM and fentry modes: the opens those hooks never see, the ones that failed
+/// before reaching them (denied attempts) and `O_PATH` opens, which skip them.
+#[fexit(function = "do_filp_open")]
+pub fn file_fexit_do_filp_open(ctx: FExitContext) -> i32 {
+    // do_filp_open(int dfd, struct filename *pathname, const struct open_flags *op)
+    //     -> struct file *
+    let file: u64 = ctx.arg(3);
+    let _ = on_filp_open(file, |errno| {
+        let dfd: i32 = ctx.arg(0);
+        let pathname = BtfPtr::from_raw(ctx.arg::<*const u8>(1));
+        let name: u64 = pathname.get(kernel::off!(filename_name));
+        file::on_failed_open(errno, dfd, name)
+    });
+    0
+}
+
+/// Kprobe mode of the opens: the file `do_filp_open` and `do_file_open_root` (file
+/// handles) return, or their error. The call is read from the task's saved registers.
+#[kretprobe]
+pub fn file_kretprobe_open(ctx: RetProbeContext) -> u32 {
+    let file: u64 = ctx.ret();
+    let _ = match as_errno(file) {
+        Some(errno) => file::on_failed_open(errno, syscall::AT_FDCWD, 0),
+        None => file::on_opened(RawPtr(file), None),
+    };
+    0
+}
+
+/// `do_filp_open`'s result in the LSM and fentry modes: a failure to `failed`, an `O_PATH`
+/// file to the classification (the other opens reach the LSM hook).
+#[inline(always)]
+fn on_filp_open(file: u64, failed: impl FnOnce(i64) -> Result<(), i64>) -> Result<(), i64> {
+    if let Some(errno) = as_errno(file) {
+        return failed(errno);
+    }
+    let flags: u32 = RawPtr(file).load(kernel::off!(file_f_flags))?;
+    if u64::from(flags) & O_PATH == 0 {
+        return Ok(());
+    }
+    file::on_opened(RawPtr(file), None)
+}
+
+/// A returned pointer that is an `ERR_PTR`: its `-errno`.
+#[inline(always)]
+fn as_errno(ptr: u64) -> Option<i64> {
+    let v = ptr as i64;
+    (-4095..0).contains(&v).then_some(v)
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]

@@ -21,6 +21,7 @@ use crate::{
     PathScan, PATH_SCAN, PATH_SCRATCH, WATCHED_LEAVES,
 };
 
+#[inline(always)]
 pub fn on_path_change(
     task: BtfPtr,
     watched: Watched,

@@ -33,6 +33,7 @@ fn user<T: Copy + Default>(addr: u64) -> T {
     unsafe { bpf_probe_read_user(addr as *const T) }.unwrap_or_default()
 }
 
+#[inline(always)]
 pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) -> Result<(), i64> {
     let a = &args.0;
     let mut values = [0u64; 4];

@@ -10,6 +10,7 @@ use crate::{
     output::{header, reserve},
 };
 
+#[inline(always)]
 pub fn on_syscall(
     task: BtfPtr,
     watched: Watched,

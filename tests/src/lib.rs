@@ -255,6 +255,7 @@ impl Agent {
             .arg(&config_path)
             .arg("--state-dir")
             .arg(state_dir)
+            .args(probe_mode_args())
             .args(start.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -455,6 +456,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The `trigger` helper, built beside the test executables (`target/<profile>/trigger`).
+/// `--probe-mode` from `SENSOR_TEST_PROBE_MODE`: the VM lane runs the same tests in each
+/// mode (`cargo xtask vm-test`); unset, the agent takes the strongest the kernel loads.
+pub fn probe_mode_args() -> Vec<String> {
+    match std::env::var("SENSOR_TEST_PROBE_MODE") {
+        Ok(mode) if !mode.is_empty() => vec!["--probe-mode".into(), mode],
+        _ => Vec::new(),
+    }
+}
+
 pub fn trigger_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe

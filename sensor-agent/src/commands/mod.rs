@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod probe;
 pub mod run;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Load the kernel probes and report credential access until stopped.
     Run(run::RunArgs),
+    /// Load and attach the probes as `run` would, print the mode each took, and detach.
+    Probe(probe::ProbeArgs),
 }
 
 /// The `sensor-agent` command line; in the library so that the fault-injection test build is
@@ -28,6 +31,7 @@ pub fn main() -> std::process::ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Probe(args) => probe::probe(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

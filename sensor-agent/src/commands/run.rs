@@ -34,7 +34,7 @@ use crate::{
         supervise::{Outcome, Stage, Stages},
         Batch, Counters, CHANNEL_BATCHES,
     },
-    probes::{preflight, sync::MapSync, take_hash_map, LoadOptions, Probes},
+    probes::{preflight, sync::MapSync, take_hash_map, LoadOptions, ModeChoice, Probes},
     watch::{Dropped, WatchSet, Watcher},
     Error,
 };
@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// In-kernel diagnostics (aya-log), off by default to keep them off the hot path.
     #[arg(long, value_enum, default_value = "off")]
     pub kernel_log: KernelLog,
+    /// How the probes attach: `auto` (the strongest hook the kernel loads, per probe), or
+    /// `lsm`, `fentry`, `kprobe`, `tracepoint` to force one (overrides `[agent] probe_mode`).
+    #[arg(long, value_name = "MODE")]
+    pub probe_mode: Option<ModeChoice>,
 }
 
 /// aya-log levels, as the kernel programs compare them.
@@ -120,16 +124,10 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         budget_burst: config.agent.budget_burst,
         fold_window: config.agent.fold_window,
         kernel_log_level: args.kernel_log as u8,
+        mode: args.probe_mode.unwrap_or(config.agent.probe_mode),
     })?;
     for s in &probes.status {
-        match &s.note {
-            None => {
-                tracing::info!(probe = s.probe, mode = s.mode, hook = %s.hook, reports = s.reports, "probe attached")
-            }
-            Some(note) => {
-                tracing::warn!(probe = s.probe, mode = s.mode, hook = %s.hook, reports = s.reports, %note, "probe not attached: this route is not reported")
-            }
-        }
+        s.log();
     }
     if args.kernel_log != KernelLog::Off {
         tokio::spawn(forward_kernel_log(

@@ -75,6 +75,8 @@ pub(super) fn merge(
         metrics_listen: None,
         fold_window: super::validate::fold_window(DEFAULTS_NAME, &defaults.raw.agent.fold_window)?
             .ok_or_else(|| required("agent.fold_window"))?,
+        probe_mode: super::validate::probe_mode(DEFAULTS_NAME, &defaults.raw.agent.probe_mode)?
+            .ok_or_else(|| required("agent.probe_mode"))?,
     };
     let mut metrics_listen = defaults
         .raw
@@ -97,6 +99,9 @@ pub(super) fn merge(
         agent.budget_burst = a.budget_burst.unwrap_or(agent.budget_burst);
         if let Some(window) = super::validate::fold_window(&file, &a.fold_window)? {
             agent.fold_window = window;
+        }
+        if let Some(mode) = super::validate::probe_mode(&file, &a.probe_mode)? {
+            agent.probe_mode = mode;
         }
         agent.proc_files = a.proc_files.unwrap_or(agent.proc_files);
         metrics_listen = a.metrics_listen.unwrap_or(metrics_listen);

@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub proc_files: Vec<ProcFile>,
     /// Where Prometheus scrapes `/metrics`; `None` when `"off"`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Which way each probe attaches (`--probe-mode` overrides it).
+    pub probe_mode: crate::probes::ModeChoice,
 }
 
 /// Where the forward stage sends sealed batches (docs/forwarding.md).
@@ -341,6 +343,7 @@ owner = "web"
             ("[agent]\nbudget_burst = 0\n", "agent.budget_burst: must be at least 1"),
             ("[agent]\nbudget_per_second = -1\n", "agent.budget_per_second: invalid value: integer `-1`"),
             ("[agent]\nfold_window = \"soon\"\n", "agent.fold_window: `soon` is not a duration"),
+            ("[agent]\nprobe_mode = \"ebpf\"\n", "agent.probe_mode: `ebpf` is not one of auto, lsm, fentry, kprobe, tracepoint"),
             ("[agnt]\n", "agnt: unknown field `agnt`"),
             ("unwatch = [\"/etc/nothing\"]\n", "unwatch[0]: `/etc/nothing` matches no default watch path"),
             ("default_watches = false\nunwatch = [\"/etc/shadow\"]\n", "unwatch: has no effect"),

@@ -38,6 +38,7 @@ pub(super) struct RawAgent {
     pub(super) fold_window: Option<String>,
     pub(super) proc_files: Option<Vec<ProcFile>>,
     pub(super) metrics_listen: Option<String>,
+    pub(super) probe_mode: Option<String>,
 }
 
 /// `[log]` as written: durations are strings (`"1s"`, `"24h"`, `"90d"`, or `"off"` where a

@@ -177,6 +177,7 @@ fn validate_agent(agent: &RawAgent, file: &str) -> Result<(), ConfigError> {
         ));
     }
     fold_window(file, &agent.fold_window)?;
+    probe_mode(file, &agent.probe_mode)?;
     if let Some(bytes) = agent.ring_buffer_bytes {
         let page = rustix::param::page_size();
         if !bytes.is_power_of_two() {
@@ -256,6 +257,19 @@ pub(super) fn fold_window(
     text: &Option<String>,
 ) -> Result<Option<Option<Duration>>, ConfigError> {
     duration(file, "agent.fold_window", text, true)
+}
+
+/// `[agent] probe_mode`: `auto` or a [`crate::probes::ProbeMode`].
+pub(super) fn probe_mode(
+    file: &str,
+    text: &Option<String>,
+) -> Result<Option<crate::probes::ModeChoice>, ConfigError> {
+    text.as_deref()
+        .map(|t| {
+            t.parse()
+                .map_err(|e: String| invalid(file, "agent.probe_mode", e))
+        })
+        .transpose()
 }
 
 /// 1-based line and column of a byte offset.

@@ -1,21 +1,25 @@
 //! Loading the kernel programs, attaching them, and keeping the watched-set maps in sync.
 //!
-//! Each probe is a row of [`PROBES`]: what it reports and the hook that implements it. Today
-//! every probe has one implementation, on raw tracepoints, which every BTF kernel accepts.
-//! Stronger hooks (BPF LSM `file_open`, fentry, kprobes) are added later as further
-//! candidates per row, chosen by probing the running kernel.
+//! Each probe is a row of [`PROBES`]: what it reports and its ways of attaching, strongest
+//! first (BPF LSM, fentry/fexit, kprobes, tracepoints; docs/probes.md "Probe modes"). The
+//! agent takes, per probe, the strongest way the running kernel loads and attaches, found
+//! by trying it, never by the kernel's version; `--probe-mode` forces one.
 
 pub mod offsets;
 pub mod preflight;
 pub mod sync;
 
-use std::path::Path;
+use std::{collections::BTreeSet, path::Path};
 
 use aya::{
-    programs::{BtfTracePoint, ProgramError, RawTracePoint},
-    Btf, Ebpf, EbpfLoader,
+    maps::Array,
+    programs::{BtfTracePoint, FExit, KProbe, Lsm, Program, ProgramError, RawTracePoint},
+    Btf, BtfError, Ebpf, EbpfLoader,
 };
-use sensor_common::{SensorConfig, CONFIG_GLOBAL, EVENTS, OFFSETS_GLOBAL};
+use sensor_common::{
+    syscall::{self, Watched},
+    SensorConfig, CONFIG_GLOBAL, EVENTS, HOOKS, OFFSETS_GLOBAL, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
+};
 use serde::Serialize;
 
 use crate::Error;
@@ -37,81 +41,287 @@ fn ebpf_object(object: &'static [u8], placeholder: bool) -> Result<&'static [u8]
     Ok(object)
 }
 
-/// A probe: what it reports, the program that implements it and where that attaches.
+/// How a probe attaches, strongest first: the hooks before [`ProbeMode::Tracepoint`] run
+/// only on the kernel functions they watch, so the rest of the system pays nothing.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    clap::ValueEnum,
+    strum::IntoStaticStr,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum ProbeMode {
+    /// BPF LSM programs (`lsm=...,bpf` on the kernel command line).
+    Lsm,
+    /// fentry/fexit programs (BPF trampolines).
+    Fentry,
+    Kprobe,
+    /// Tracepoints, which every BTF kernel accepts: complete on its own, but the `sys_exit`
+    /// tracepoint puts every syscall of the host on the kernel's slow path.
+    Tracepoint,
+}
+
+impl ProbeMode {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// `--probe-mode` (and `[agent] probe_mode`): which way each probe attaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ModeChoice {
+    /// The strongest way the kernel loads, per probe.
+    #[default]
+    Auto,
+    /// This mode for every probe, or its strongest weaker way where it has none; a way
+    /// that does not load is an error, not a fallback (tests, a kernel with a broken hook).
+    Force(ProbeMode),
+}
+
+impl std::str::FromStr for ModeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(ModeChoice::Auto);
+        }
+        <ProbeMode as clap::ValueEnum>::from_str(s, false)
+            .map(ModeChoice::Force)
+            .map_err(|_| format!("`{s}` is not one of auto, lsm, fentry, kprobe, tracepoint"))
+    }
+}
+
+/// A probe: what it reports and its ways of attaching, strongest first.
 pub struct Probe {
+    pub name: &'static str,
     /// What the probe reports, as shown in the start-up log and `status`.
     pub reports: &'static str,
-    pub program: &'static str,
-    pub hook: Hook,
-    pub tracepoint: &'static str,
+    pub ways: &'static [Way],
     /// Whether the agent can run without it (a kernel without io_uring has nothing to flag).
     pub optional: bool,
 }
 
-/// How a program attaches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hook {
-    /// `tp_btf`: typed arguments, read with plain loads; used where the program runs often.
-    BtfTracepoint,
-    RawTracepoint,
+/// One way of attaching a probe: every program of it attaches, or the way is not taken.
+pub struct Way {
+    pub mode: ProbeMode,
+    pub attach: &'static [Attach],
 }
 
-impl Hook {
-    fn name(self) -> &'static str {
+/// A program and where it attaches.
+#[derive(Clone, Copy, Debug)]
+pub enum Attach {
+    /// `tp_btf`: typed arguments, read with plain loads; used where the program runs often.
+    BtfTracepoint {
+        program: &'static str,
+        tracepoint: &'static str,
+    },
+    RawTracepoint {
+        program: &'static str,
+        tracepoint: &'static str,
+    },
+    Lsm {
+        program: &'static str,
+        hook: &'static str,
+    },
+    FExit {
+        program: &'static str,
+        function: &'static str,
+    },
+    KRetProbe {
+        program: &'static str,
+        functions: &'static [&'static str],
+    },
+    /// An fexit program per reported syscall but the opens, on each entry point
+    /// (`syscalls_fexit_<name>`, `syscalls_fexit_ia32_<name>`).
+    SyscallFExits,
+    /// One kretprobe on the entry points of every reported syscall but the opens.
+    SyscallKRetProbes { program: &'static str },
+}
+
+impl Attach {
+    fn describe(self) -> String {
         match self {
-            Hook::BtfTracepoint => "tp_btf",
-            Hook::RawTracepoint => "raw_tracepoint",
+            Attach::BtfTracepoint { tracepoint, .. } => format!("tp_btf/{tracepoint}"),
+            Attach::RawTracepoint { tracepoint, .. } => format!("raw_tracepoint/{tracepoint}"),
+            Attach::Lsm { hook, .. } => format!("lsm/{hook}"),
+            Attach::FExit { function, .. } => format!("fexit/{function}"),
+            Attach::KRetProbe { functions, .. } => format!("kretprobe/{}", functions.join(",")),
+            Attach::SyscallFExits => "fexit/__x64_sys_*,__ia32_*sys_*".into(),
+            Attach::SyscallKRetProbes { .. } => "kretprobe/__x64_sys_*,__ia32_*sys_*".into(),
         }
     }
 }
 
+/// The tracepoint mode of opens and syscalls: one program on every syscall's exit.
+const SYS_EXIT: Attach = Attach::BtfTracepoint {
+    program: "syscalls_sys_exit",
+    tracepoint: "sys_exit",
+};
+
+/// Opens that fail before the LSM hook (denied attempts) and `O_PATH` opens, which skip it.
+const FILP_OPEN_EXIT: Attach = Attach::FExit {
+    program: "file_fexit_do_filp_open",
+    function: "do_filp_open",
+};
+
+/// The probe that reports opens: its name, for [`HOOKS`] bits.
+const FILE_OPEN: &str = "file_open";
+const SYSCALLS: &str = "syscalls";
+
 pub const PROBES: &[Probe] = &[
     Probe {
-        reports: "file_open, proc_access and credential syscalls",
-        program: "syscalls_sys_exit",
-        hook: Hook::BtfTracepoint,
-        tracepoint: "sys_exit",
+        name: FILE_OPEN,
+        reports: "file_open and proc_access (every open, denied attempts included)",
+        ways: &[
+            Way {
+                mode: ProbeMode::Lsm,
+                attach: &[
+                    Attach::Lsm {
+                        program: "file_lsm_file_open",
+                        hook: "file_open",
+                    },
+                    FILP_OPEN_EXIT,
+                ],
+            },
+            Way {
+                mode: ProbeMode::Fentry,
+                attach: &[
+                    Attach::FExit {
+                        program: "file_fexit_security_file_open",
+                        function: "security_file_open",
+                    },
+                    FILP_OPEN_EXIT,
+                ],
+            },
+            Way {
+                mode: ProbeMode::Kprobe,
+                attach: &[Attach::KRetProbe {
+                    program: "file_kretprobe_open",
+                    functions: &["do_filp_open", "do_file_open_root"],
+                }],
+            },
+            Way {
+                mode: ProbeMode::Tracepoint,
+                attach: &[SYS_EXIT],
+            },
+        ],
         optional: false,
     },
     Probe {
+        name: SYSCALLS,
+        reports: "credential syscalls, routes around them, renames, unlinks and links",
+        ways: &[
+            Way {
+                mode: ProbeMode::Fentry,
+                attach: &[Attach::SyscallFExits],
+            },
+            Way {
+                mode: ProbeMode::Kprobe,
+                attach: &[Attach::SyscallKRetProbes {
+                    program: "syscalls_kretprobe",
+                }],
+            },
+            Way {
+                mode: ProbeMode::Tracepoint,
+                attach: &[SYS_EXIT],
+            },
+        ],
+        optional: false,
+    },
+    Probe {
+        name: "exec",
         reports: "exec of a new image (exe path, argv), for attribution",
-        program: "lifecycle_sched_process_exec",
-        hook: Hook::RawTracepoint,
-        tracepoint: "sched_process_exec",
+        ways: &[Way {
+            mode: ProbeMode::Tracepoint,
+            attach: &[Attach::RawTracepoint {
+                program: "lifecycle_sched_process_exec",
+                tracepoint: "sched_process_exec",
+            }],
+        }],
         optional: false,
     },
     Probe {
+        name: "fork",
         reports: "new processes (not threads)",
-        program: "lifecycle_sched_process_fork",
-        hook: Hook::RawTracepoint,
-        tracepoint: "sched_process_fork",
+        ways: &[Way {
+            mode: ProbeMode::Tracepoint,
+            attach: &[Attach::RawTracepoint {
+                program: "lifecycle_sched_process_fork",
+                tracepoint: "sched_process_fork",
+            }],
+        }],
         optional: false,
     },
     Probe {
+        name: "exit",
         reports: "exit of a thread-group leader",
-        program: "lifecycle_sched_process_exit",
-        hook: Hook::RawTracepoint,
-        tracepoint: "sched_process_exit",
+        ways: &[Way {
+            mode: ProbeMode::Tracepoint,
+            attach: &[Attach::RawTracepoint {
+                program: "lifecycle_sched_process_exit",
+                tracepoint: "sched_process_exit",
+            }],
+        }],
         optional: false,
     },
     Probe {
-        reports: "io_uring opens",
-        program: "io_uring_submit_req",
-        hook: Hook::RawTracepoint,
-        tracepoint: "io_uring_submit_req",
+        name: "io_uring",
+        reports: "io_uring opens, flagged at submission",
+        ways: &[Way {
+            mode: ProbeMode::Tracepoint,
+            attach: &[Attach::RawTracepoint {
+                program: "io_uring_submit_req",
+                tracepoint: "io_uring_submit_req",
+            }],
+        }],
         optional: true,
     },
 ];
+
+/// The reported syscalls but the opens, by kernel name, from the syscall table.
+pub fn hooked_syscalls() -> Vec<&'static str> {
+    let names: BTreeSet<&'static str> = (0..syscall::MAX_NR)
+        .flat_map(|nr| [syscall::native(nr), syscall::compat(nr)])
+        .flatten()
+        .filter(|w| !w.is_open())
+        .map(Watched::name)
+        .collect();
+    names.into_iter().collect()
+}
 
 /// How one probe is running, for the start-up log and `sensorctl status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbeStatus {
     pub probe: &'static str,
     pub reports: &'static str,
-    /// `tracepoint` when attached, `unavailable` when an optional probe could not attach.
+    /// The [`ProbeMode`] taken, or `unavailable` when an optional probe could not attach.
     pub mode: &'static str,
     pub hook: String,
+    /// Why stronger ways were not taken (or, `unavailable`, why none was).
     pub note: Option<String>,
+}
+
+impl ProbeStatus {
+    /// The start-up log's line for the probe.
+    pub fn log(&self) {
+        match (&self.note, self.mode) {
+            (None, mode) => {
+                tracing::info!(probe = self.probe, mode, hook = %self.hook, reports = self.reports, "probe attached")
+            }
+            (Some(note), "unavailable") => {
+                tracing::warn!(probe = self.probe, %note, reports = self.reports, "probe not attached: this route is not reported")
+            }
+            (Some(note), mode) => {
+                tracing::info!(probe = self.probe, mode, hook = %self.hook, reports = self.reports, refused = %note, "probe attached; the kernel refused its stronger hooks")
+            }
+        }
+    }
 }
 
 /// Takes a hash map out of the loaded object, for a stage to own.
@@ -138,6 +348,7 @@ pub struct LoadOptions {
     pub fold_window: Option<std::time::Duration>,
     /// In-kernel aya-log level (0 = off): kernel diagnostics stay off the hot path by default.
     pub kernel_log_level: u8,
+    pub mode: ModeChoice,
 }
 
 /// The loaded and attached programs.
@@ -176,54 +387,250 @@ impl Probes {
             path: offsets::VMLINUX_BTF.into(),
             reason: e.to_string(),
         })?;
+        let mut attacher = Attacher {
+            ebpf: &mut ebpf,
+            btf: &btf,
+            attached: BTreeSet::new(),
+            this_way: Vec::new(),
+        };
         let mut status = Vec::with_capacity(PROBES.len());
+        let mut by_hook = 0;
         for probe in PROBES {
-            let hook = format!("{}/{}", probe.hook.name(), probe.tracepoint);
-            match attach(&mut ebpf, &btf, probe) {
-                Ok(()) => status.push(ProbeStatus {
-                    probe: probe.program,
-                    reports: probe.reports,
-                    mode: "tracepoint",
-                    hook,
-                    note: None,
-                }),
-                Err(e) if probe.optional => status.push(ProbeStatus {
-                    probe: probe.program,
-                    reports: probe.reports,
-                    mode: "unavailable",
-                    hook,
-                    note: Some(e.to_string()),
-                }),
-                Err(e) => return Err(e),
+            let s = attacher.probe(probe, options.mode)?;
+            let bit = match probe.name {
+                FILE_OPEN => OPENS_BY_HOOK,
+                SYSCALLS => SYSCALLS_BY_HOOK,
+                _ => 0,
+            };
+            if bit != 0 && s.mode != ProbeMode::Tracepoint.name() {
+                // Set once the hook is attached: until then `sys_exit`, if attached, reports
+                // these (an event twice at start, never none).
+                by_hook |= bit;
+                set_hooks(&mut ebpf_hooks(attacher.ebpf)?, by_hook)?;
             }
+            status.push(s);
         }
         Ok(Probes { ebpf, status })
     }
 }
 
-fn attach(ebpf: &mut Ebpf, btf: &Btf, probe: &Probe) -> Result<(), Error> {
-    let fail = |reason: String| Error::Attach {
-        probe: probe.program,
-        hook: probe.tracepoint,
-        reason,
-    };
-    let refused = |e: ProgramError| fail(format!("the kernel refused it: {}", describe(&e)));
-    let program = ebpf
-        .program_mut(probe.program)
-        .ok_or_else(|| fail("the program is missing from the eBPF object".into()))?;
-    match probe.hook {
-        Hook::BtfTracepoint => {
-            let program: &mut BtfTracePoint = program.try_into().map_err(refused)?;
-            program.load(probe.tracepoint, btf).map_err(refused)?;
-            program.attach().map_err(refused)?;
+fn ebpf_hooks(ebpf: &mut Ebpf) -> Result<Array<&mut aya::maps::MapData, u32>, Error> {
+    let map = ebpf.map_mut(HOOKS).ok_or(Error::MissingMap(HOOKS))?;
+    Array::try_from(map).map_err(|e| Error::Map {
+        map: HOOKS,
+        reason: e.to_string(),
+    })
+}
+
+fn set_hooks(map: &mut Array<&mut aya::maps::MapData, u32>, bits: u32) -> Result<(), Error> {
+    map.set(0, bits, 0).map_err(|e| Error::Map {
+        map: HOOKS,
+        reason: e.to_string(),
+    })
+}
+
+/// Attaches probes' ways, each program at most once (two probes share `sys_exit`).
+struct Attacher<'a> {
+    ebpf: &'a mut Ebpf,
+    btf: &'a Btf,
+    attached: BTreeSet<String>,
+    /// Programs the way being tried has loaded: unloaded if it fails, so a refused way
+    /// leaves nothing attached beside the one taken (which would report events twice).
+    this_way: Vec<String>,
+}
+
+impl Attacher<'_> {
+    /// The first of `probe`'s ways that `mode` allows and the kernel attaches.
+    fn probe(&mut self, probe: &'static Probe, mode: ModeChoice) -> Result<ProbeStatus, Error> {
+        let allowed: Vec<&Way> = match mode {
+            ModeChoice::Auto => probe.ways.iter().collect(),
+            ModeChoice::Force(forced) => probe
+                .ways
+                .iter()
+                .filter(|w| w.mode >= forced)
+                .take(1)
+                .collect(),
+        };
+        let mut refused = Vec::new();
+        for way in allowed {
+            let hook = way
+                .attach
+                .iter()
+                .map(|a| a.describe())
+                .collect::<Vec<_>>()
+                .join(" + ");
+            self.this_way.clear();
+            let result = way.attach.iter().try_for_each(|a| self.attach(*a));
+            if result.is_err() {
+                self.undo_way();
+            }
+            match result {
+                Ok(()) => {
+                    return Ok(ProbeStatus {
+                        probe: probe.name,
+                        reports: probe.reports,
+                        mode: way.mode.name(),
+                        hook,
+                        note: (!refused.is_empty()).then(|| refused.join("; ")),
+                    })
+                }
+                Err(e) => refused.push(format!("{}: {e}", way.mode.name())),
+            }
         }
-        Hook::RawTracepoint => {
-            let program: &mut RawTracePoint = program.try_into().map_err(refused)?;
-            program.load().map_err(refused)?;
-            program.attach(probe.tracepoint).map_err(refused)?;
+        let why = if refused.is_empty() {
+            "no way of attaching it in this mode".to_owned()
+        } else {
+            refused.join("; ")
+        };
+        if probe.optional {
+            return Ok(ProbeStatus {
+                probe: probe.name,
+                reports: probe.reports,
+                mode: "unavailable",
+                hook: String::new(),
+                note: Some(why),
+            });
+        }
+        Err(Error::Attach {
+            probe: probe.name,
+            reason: why,
+        })
+    }
+
+    fn attach(&mut self, attach: Attach) -> Result<(), String> {
+        match attach {
+            Attach::BtfTracepoint {
+                program,
+                tracepoint,
+            } => self.once(program, |p, btf| {
+                let p: &mut BtfTracePoint = p.try_into()?;
+                p.load(tracepoint, btf)?;
+                p.attach().map(drop)
+            }),
+            Attach::RawTracepoint {
+                program,
+                tracepoint,
+            } => self.once(program, |p, _| {
+                let p: &mut RawTracePoint = p.try_into()?;
+                p.load()?;
+                p.attach(tracepoint).map(drop)
+            }),
+            Attach::Lsm { program, hook } => self.once(program, |p, btf| {
+                let p: &mut Lsm = p.try_into()?;
+                p.load(hook, btf)?;
+                p.attach().map(drop)
+            }),
+            Attach::FExit { program, function } => self.once(program, |p, btf| {
+                let p: &mut FExit = p.try_into()?;
+                p.load(function, btf)?;
+                p.attach().map(drop)
+            }),
+            Attach::KRetProbe { program, functions } => self.once(program, |p, _| {
+                let p: &mut KProbe = p.try_into()?;
+                p.load()?;
+                functions.iter().try_for_each(|f| p.attach(*f, 0).map(drop))
+            }),
+            Attach::SyscallKRetProbes { program } => self.once(program, |p, _| {
+                let p: &mut KProbe = p.try_into()?;
+                p.load()?;
+                for name in hooked_syscalls() {
+                    p.attach(format!("__x64_sys_{name}"), 0)?;
+                    // The ia32 entry is one of these two, or neither without
+                    // IA32_EMULATION: the one that exists takes the probe.
+                    for ia32 in ia32_entries(name) {
+                        let _ = p.attach(ia32, 0);
+                    }
+                }
+                Ok(())
+            }),
+            Attach::SyscallFExits => {
+                for name in hooked_syscalls() {
+                    let native = format!("syscalls_fexit_{name}");
+                    self.fexit(&native, &[format!("__x64_sys_{name}")])?;
+                    let ia32 = format!("syscalls_fexit_ia32_{name}");
+                    self.fexit(&ia32, &ia32_entries(name))?;
+                }
+                Ok(())
+            }
         }
     }
-    Ok(())
+
+    /// Loads and attaches `program` unless it already is.
+    fn once(
+        &mut self,
+        program: &'static str,
+        load: impl FnOnce(&mut Program, &Btf) -> Result<(), ProgramError>,
+    ) -> Result<(), String> {
+        if self.attached.contains(program) {
+            return Ok(());
+        }
+        let p = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("{program} is missing from the eBPF object"))?;
+        self.this_way.push(program.to_owned());
+        load(p, self.btf)
+            .map_err(|e| format!("{program}: the kernel refused it: {}", describe(&e)))?;
+        self.attached.insert(program.to_owned());
+        Ok(())
+    }
+
+    /// Unloads (and so detaches) what the failed way loaded.
+    fn undo_way(&mut self) {
+        for name in std::mem::take(&mut self.this_way) {
+            self.attached.remove(&name);
+            let Some(p) = self.ebpf.program_mut(&name) else {
+                continue;
+            };
+            // A program that never loaded has nothing to unload: the error says so.
+            let _ = match p {
+                Program::Lsm(p) => p.unload(),
+                Program::FExit(p) => p.unload(),
+                Program::KProbe(p) => p.unload(),
+                Program::BtfTracePoint(p) => p.unload(),
+                Program::RawTracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+        }
+    }
+
+    /// Loads the fexit `program` for the first of `functions` the kernel has, and attaches
+    /// it; none of them in the kernel's BTF (an entry the kernel lacks) is not an error.
+    fn fexit(&mut self, program: &str, functions: &[String]) -> Result<(), String> {
+        let p: &mut FExit = self
+            .ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("{program} is missing from the eBPF object"))?
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())?;
+        self.this_way.push(program.to_owned());
+        for function in functions {
+            match p.load(function, self.btf) {
+                Ok(()) => {
+                    p.attach()
+                        .map_err(|e| format!("{program}: {function}: {}", describe(&e)))?;
+                    self.attached.insert(program.to_owned());
+                    return Ok(());
+                }
+                Err(ProgramError::Btf(BtfError::UnknownBtfTypeName { .. })) => continue,
+                Err(e) => {
+                    return Err(format!(
+                        "{program}: {function}: the kernel refused it: {}",
+                        describe(&e)
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ia32 entry points of syscall `name`, the compat wrapper first.
+fn ia32_entries(name: &str) -> [String; 2] {
+    [
+        format!("__ia32_compat_sys_{name}"),
+        format!("__ia32_sys_{name}"),
+    ]
 }
 
 /// The error with the verifier's last lines when it refused a program.
@@ -236,9 +643,22 @@ fn describe(e: &ProgramError) -> String {
             let log = verifier_log.to_string();
             let tail: Vec<&str> = log.lines().rev().take(8).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            format!("{io_error}; verifier: {}", tail.join(" | "))
+            if tail.is_empty() {
+                io_error.to_string()
+            } else {
+                format!("{io_error}; verifier: {}", tail.join(" | "))
+            }
         }
-        other => other.to_string(),
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
     }
 }
 

@@ -76,6 +76,12 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         io_kiocb_opcode: r.offset("io_kiocb", &["opcode"])?,
         task_struct_fs: r.offset("task_struct", &["fs"])?,
         fs_struct_pwd_dentry: r.offset("fs_struct", &["pwd", "dentry"])?,
+        task_struct_stack: r.offset("task_struct", &["stack"])?,
+        pt_regs_size: r.size("pt_regs")?,
+        task_struct_flags: r.offset("task_struct", &["flags"])?,
+        file_f_flags: r.offset("file", &["f_flags"])?,
+        file_f_path: r.offset("file", &["f_path"])?,
+        filename_name: r.offset("filename", &["name"])?,
     })
 }
 
