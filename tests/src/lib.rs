@@ -319,6 +319,17 @@ impl Agent {
             .count()
     }
 
+    /// The mode the start-up log says `probe` took (`probe attached probe="P" mode="M"`).
+    pub fn probe_mode(&self, probe: &str) -> Option<String> {
+        let log = lock(&self.stderr).clone();
+        let tag = format!("probe=\"{probe}\"");
+        let line = log
+            .lines()
+            .find(|l| l.contains("probe attached") && l.contains(&tag))?;
+        let mode = line.split("mode=\"").nth(1)?.split('"').next()?;
+        Some(mode.to_owned())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -397,12 +397,15 @@ fn credential_syscalls_are_reported() {
 #[test]
 fn a_target_in_the_callers_pid_namespace_is_named_on_the_host() {
     let f = fixture();
-    // sh is the namespace's init (pid 1), `sleep` its pid 2; sh waits for the test before it
-    // ends the namespace, so the target still lives while the agent names it.
+    // sh is the namespace's init (pid 1), `sleep` its pid 2; sh waits until the child has
+    // become `sleep` (its own /proc), and for the test before it ends the namespace, so the
+    // target still lives while the agent names it.
     let mut ns = Command::new("unshare")
-        .args(["--pid", "--fork", "sh", "-c"])
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
         .arg(format!(
-            "sleep 60 & {} vm-readv $! 4096 16; read line; kill $!",
+            "sleep 60 & s=$(readlink -f \"$(command -v sleep)\"); \
+             while [ \"$(readlink /proc/$!/exe)\" != \"$s\" ]; do :; done; \
+             {} vm-readv $! 4096 16; read line; kill $!",
             trigger_bin().display()
         ))
         .stdin(Stdio::piped())
@@ -438,6 +441,17 @@ fn io_uring_open_is_flagged() {
     assert!(ret >= 0, "io_uring open: {ret}");
     let e = f.agent.wait_for("io_uring", is("io_uring", pid));
     assert_eq!(e["syscall"]["operation"], "IORING_OP_OPENAT", "{e}");
+    // A hook on the kernel's open path sees the open io_uring makes: classified by file.
+    let mode = f
+        .agent
+        .probe_mode("file_open")
+        .expect("file_open's mode in the log");
+    if mode != "tracepoint" {
+        let e = file_event(pid);
+        assert_eq!(e["file"]["path"], s(&f.dir.join("secret")), "{mode}: {e}");
+        assert_eq!(e["file"]["syscall"], "io_uring", "{mode}: {e}");
+        assert_eq!(e["file"]["kind"], "ssh-key", "{mode}: {e}");
+    }
 }
 
 /// Runs `trigger` placed in `cgroup` (it joins, then execs the action).
