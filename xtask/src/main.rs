@@ -4,6 +4,7 @@
 //! command works on a fresh machine and on a developer's.
 
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -40,6 +41,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot other kernels (Debian 5.10, 6.1, 6.12) under qemu and run the integration tests
+    /// inside, per probe mode (see docs/vm-lane.md).
+    VmTest(vm::Args),
     /// Run the benchmarks and print their figures (see docs/performance.md).
     Bench,
 }
@@ -78,6 +82,7 @@ fn main() -> Result<()> {
             cmd.args(["test", "--release", "--workspace"]).args(&args);
             status(&mut cmd, "cargo test")
         }
+        Task::VmTest(args) => vm::run(&root, &args, true),
         Task::Bench => {
             build(&root)?;
             let mut cmd = Command::new("bash");
