@@ -51,6 +51,25 @@ pub struct Args {
 pub const DEFAULT_MODES: &[&str] = &["auto", "tracepoint"];
 pub const DEFAULT_TESTS: &[&str] = &["kernel_events"];
 
+/// The VM lane that `cargo xtask test` runs after the host tests, in the same process: edit
+/// its kernels, modes or tests here. `SENSOR_VM_LANE=0` skips it for quick local runs; the
+/// default, and CI, run it.
+pub fn test_task_lane() -> Args {
+    Args {
+        kernels: vec!["6.1".into()],
+        modes: vec!["auto".into(), "tracepoint".into()],
+        tests: vec!["kernel_events".into()],
+        timeout: 1200,
+        verbose: false,
+        feature_probe: false,
+    }
+}
+
+/// Whether `cargo xtask test` runs [`test_task_lane`] (unless `SENSOR_VM_LANE=0`).
+pub fn test_task_lane_enabled() -> bool {
+    std::env::var("SENSOR_VM_LANE").as_deref() != Ok("0")
+}
+
 /// Whether `sensor-agent probe --probe-mode MODE` must succeed in every guest. While the
 /// subcommand does not exist yet this is false: its result is shown ("unknown" when the
 /// agent has no such subcommand) and fails nothing. Set it to true once it exists: then a
