@@ -4,6 +4,7 @@
 //! command works on a fresh machine and on a developer's.
 
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -34,12 +35,15 @@ enum Task {
         args: Vec<String>,
     },
     /// Build, run clippy with warnings as errors, then run every test (unit and integration;
-    /// needs root).
+    /// needs root), then the VM lane on Debian's 6.1 kernel (`SENSOR_VM_LANE=0` skips it).
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot other kernels (Debian 5.10, 6.1, 6.12) under qemu and run the integration tests
+    /// inside, per probe mode (see docs/vm-lane.md).
+    VmTest(vm::Args),
     /// Run the benchmarks and print their figures (see docs/performance.md).
     Bench,
 }
@@ -76,8 +80,15 @@ fn main() -> Result<()> {
             status(&mut clippy, "cargo clippy")?;
             let mut cmd = cargo(&root);
             cmd.args(["test", "--release", "--workspace"]).args(&args);
-            status(&mut cmd, "cargo test")
+            status(&mut cmd, "cargo test")?;
+            if !vm::test_task_lane_enabled() {
+                eprintln!("xtask: VM lane skipped (SENSOR_VM_LANE=0)");
+                return Ok(());
+            }
+            eprintln!("xtask: VM lane (cargo xtask vm-test; SENSOR_VM_LANE=0 skips it)");
+            vm::run(&root, &vm::test_task_lane(), false)
         }
+        Task::VmTest(args) => vm::run(&root, &args, true),
         Task::Bench => {
             build(&root)?;
             let mut cmd = Command::new("bash");

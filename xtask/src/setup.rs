@@ -6,8 +6,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::status;
 
-/// Debian packages: TPM 2.0 libraries and tools (the TSS for tss-esapi, swtpm for tests),
-/// pkg-config for the -sys crates, bpftool for inspecting loaded programs.
+/// Debian packages: TPM 2.0 libraries and tools (the TSS for tss-esapi, swtpm for tests and
+/// the VM lane's guests), pkg-config for the -sys crates, bpftool for inspecting loaded
+/// programs; for the VM lane (`cargo xtask vm-test`): qemu, a static busybox for the
+/// initramfs, kmod (depmod) and xz-utils for the kernel packages' modules.
 const APT_PACKAGES: &[&str] = &[
     "libtss2-dev",
     "pkg-config",
@@ -17,6 +19,10 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "hyperfine",
     "postgresql",
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "xz-utils",
 ];
 
 pub fn run() -> Result<()> {
