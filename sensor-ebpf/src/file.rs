@@ -25,7 +25,8 @@ use crate::{
         user_regs, BtfPtr, RawPtr, Regs, SyscallArgs,
     },
     output::{header, is_agent, reserve},
-    CONFIG, TREE_GATE, TREE_MISSES, WATCHED_DIRS, WATCHED_INODES, WATCHED_NAMES,
+    OpenScratch, CONFIG, OPEN_SCRATCH, TREE_GATE, TREE_MISSES, WATCHED_DIRS, WATCHED_INODES,
+    WATCHED_NAMES,
 };
 
 /// `creat(path, mode)` is `open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)`.
@@ -197,32 +198,58 @@ impl OpenCall {
 /// The event of an open `m` matched (or a denied attempt), unless it folds into one sent.
 #[inline(always)]
 fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Result<(), i64> {
-    let (syscall, dfd, path, flags, compat) =
-        (call.syscall, call.dfd, call.path, call.flags, call.compat);
-    let kind = match m.kind {
-        MatchKind::Proc => EventKind::ProcAccess,
-        MatchKind::Tracefs | MatchKind::CorePattern => {
-            // Reading a probe list or the pattern is no route: only an open for writing is.
-            if flags & WRITE_FLAGS == 0 {
-                return Ok(());
-            }
-            if m.kind == MatchKind::Tracefs {
-                EventKind::TracefsWrite
-            } else {
-                EventKind::CorePatternWrite
-            }
+    // Every way here (each kind of match, each call a hook tells) carries other constants;
+    // passed through memory the verifier sees one set of unknown values, so it checks what
+    // follows once rather than for each (kernels before 6.4 otherwise give up at a million
+    // instructions on the hooks that see every open).
+    let slot = OPEN_SCRATCH.get_ptr_mut(0).ok_or(NOT_WATCHED)?;
+    // SAFETY: `slot` is this CPU's element of a per-CPU array, valid and aligned for an
+    // OpenScratch, used by one program at a time on this CPU (programs do not nest on it);
+    // the volatile read makes the compiler load back what was stored.
+    let r = unsafe {
+        slot.write(OpenScratch {
+            ret,
+            flags: call.flags,
+            ino: m.ino,
+            name: m.name,
+            path: call.path,
+            dev: m.dev,
+            rule: m.rule,
+            target_tgid: m.target_tgid,
+            overlay_dev: m.overlay_dev,
+            dfd: call.dfd,
+            matched: m.kind as u8,
+            syscall: call.syscall as u8,
+            compat: call.compat as u8,
+            path_in_kernel: call.path_in_kernel as u8,
+        });
+        core::ptr::read_volatile(slot)
+    };
+    let (ret, flags, path, dfd) = (r.ret, r.flags, r.path, r.dfd);
+    let kind = if r.matched == MatchKind::Proc as u8 {
+        EventKind::ProcAccess
+    } else if r.matched == MatchKind::Tracefs as u8 || r.matched == MatchKind::CorePattern as u8 {
+        // Reading a probe list or the pattern is no route: only an open for writing is.
+        if flags & WRITE_FLAGS == 0 {
+            return Ok(());
         }
-        _ => EventKind::FileOpen,
+        if r.matched == MatchKind::Tracefs as u8 {
+            EventKind::TracefsWrite
+        } else {
+            EventKind::CorePatternWrite
+        }
+    } else {
+        EventKind::FileOpen
     };
     // Only opens that opened something fold: a denied attempt has no inode to tell files apart.
     let fold = ret >= 0;
     let key = FoldKey {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        dev: m.dev,
-        ino: m.ino,
+        dev: r.dev,
+        ino: r.ino,
         flags: flags & FOLD_FLAGS,
         kind: kind as u8,
-        syscall: syscall as u8,
+        syscall: r.syscall,
         _pad: [0; 6],
     };
     // SAFETY: the helper takes no arguments and only returns a number.
@@ -231,7 +258,6 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
         return Ok(());
     }
     let head = header(kind);
-    let entry = reserve::<FileEvent>(kind);
     if fold {
         flood::open_window(
             &key,
@@ -239,15 +265,18 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
             &flood::Sent {
                 header: &head,
                 flags,
-                rule: m.rule,
-                target_tgid: m.target_tgid,
-                matched: m.kind as u8,
-                compat: compat as u8,
-                name: m.name,
+                rule: r.rule,
+                target_tgid: r.target_tgid,
+                matched: r.matched,
+                compat: r.compat,
+                name: r.name,
             },
         );
     }
-    let Some(mut entry) = entry else {
+    // Reserved after the fold window's bookkeeping and checked at once: kernels before 6.4
+    // lose track of an entry carried across other calls and refuse the program (an
+    // "unreleased reference" on a path they cannot rule out).
+    let Some(mut entry) = reserve::<FileEvent>(kind) else {
         return Ok(());
     };
     let e = entry.as_mut_ptr();
@@ -259,18 +288,18 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
         (&raw mut (*e).header).write(head);
         (&raw mut (*e).ret).write(ret);
         (&raw mut (*e).flags).write(flags);
-        (&raw mut (*e).ino).write(m.ino);
-        (&raw mut (*e).dev).write(m.dev);
-        (&raw mut (*e).rule).write(m.rule);
-        (&raw mut (*e).target_tgid).write(m.target_tgid);
+        (&raw mut (*e).ino).write(r.ino);
+        (&raw mut (*e).dev).write(r.dev);
+        (&raw mut (*e).rule).write(r.rule);
+        (&raw mut (*e).target_tgid).write(r.target_tgid);
         (&raw mut (*e).dfd).write(dfd);
-        (&raw mut (*e).syscall).write(syscall as u8);
-        (&raw mut (*e).matched).write(m.kind as u8);
-        (&raw mut (*e).compat).write(compat as u8);
-        (&raw mut (*e).overlay_dev).write(m.overlay_dev);
+        (&raw mut (*e).syscall).write(r.syscall);
+        (&raw mut (*e).matched).write(r.matched);
+        (&raw mut (*e).compat).write(r.compat);
+        (&raw mut (*e).overlay_dev).write(r.overlay_dev);
         (&raw mut (*e).name).cast::<u8>().write(0);
-        if m.name != 0 {
-            let _ = read_kernel_str(&raw mut (*e).name, m.name);
+        if r.name != 0 {
+            let _ = read_kernel_str(&raw mut (*e).name, r.name);
         }
         (&raw mut (*e).requested).cast::<u8>().write(0);
         let requested = if path == 0 {
@@ -278,7 +307,7 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
                 d_path(file, &raw mut (*e).requested);
             }
             0
-        } else if call.path_in_kernel {
+        } else if r.path_in_kernel != 0 {
             read_kernel_str(&raw mut (*e).requested, path).unwrap_or(0)
         } else {
             read_user_str(&raw mut (*e).requested, path).unwrap_or(0)

@@ -103,6 +103,29 @@ pub struct PathScan {
     pub key: [u64; sensor_common::NAME_LEN / 8],
 }
 
+/// Where `file.rs` passes an open's match and call to its report (see there why).
+#[map]
+static OPEN_SCRATCH: PerCpuArray<OpenScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// See [`OPEN_SCRATCH`].
+#[repr(C)]
+pub struct OpenScratch {
+    pub ret: i64,
+    pub flags: u64,
+    pub ino: u64,
+    pub name: u64,
+    pub path: u64,
+    pub dev: u32,
+    pub rule: u32,
+    pub target_tgid: u32,
+    pub overlay_dev: u32,
+    pub dfd: i32,
+    pub matched: u8,
+    pub syscall: u8,
+    pub compat: u8,
+    pub path_in_kernel: u8,
+}
+
 /// Failed ring-buffer reservations, per CPU, indexed by event kind.
 #[map]
 static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
@@ -141,6 +164,9 @@ pub fn syscalls_sys_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+// Inlined: as a call of its own its frame on top of the program's exceeds the 512 bytes
+// that kernels before 6.4 allow for the two together.
+#[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // sys_exit(struct pt_regs *regs, long ret)
     let regs = BtfPtr::from_raw(ctx.arg::<*const u8>(0));
