@@ -59,6 +59,7 @@ mod pt_regs {
     pub const DI: u64 = 14 * 8;
     pub const ORIG_AX: u64 = 15 * 8;
     pub const CS: u64 = 17 * 8;
+    pub const SS: u64 = 20 * 8;
 }
 
 /// A pointer the verifier knows the BTF type of (a BTF tracepoint argument, the current
@@ -148,16 +149,23 @@ impl Regs for StackRegs {
 
 /// The user registers `task`'s current syscall saved on entry (`task_pt_regs`), or `None`
 /// when what is there was not saved from user mode: a kernel thread, an io_uring worker,
-/// or a stack of another size than [`X86_64_THREAD_SIZE`].
+/// or a stack of another size than [`X86_64_THREAD_SIZE`]. Kernels built for FRED leave 16
+/// bytes above them (`TOP_OF_KERNEL_STACK_PADDING`), the others none: the one whose code and
+/// stack segments are user-mode ones (requested privilege level 3) is taken.
 #[inline(always)]
 pub fn user_regs(task: BtfPtr) -> Option<StackRegs> {
     let stack: u64 = task.get(off!(task_struct_stack));
     if stack == 0 {
         return None;
     }
-    let regs = StackRegs(stack + X86_64_THREAD_SIZE - off!(pt_regs_size));
-    // Every user-mode code segment has requested privilege level 3.
-    (regs.reg(pt_regs::CS) & 3 == 3).then_some(regs)
+    let top = stack + X86_64_THREAD_SIZE - off!(pt_regs_size);
+    let user = |r: StackRegs| r.reg(pt_regs::CS) & 3 == 3 && r.reg(pt_regs::SS) & 3 == 3;
+    let regs = StackRegs(top);
+    if user(regs) {
+        return Some(regs);
+    }
+    let regs = StackRegs(top - 16);
+    user(regs).then_some(regs)
 }
 
 #[inline(always)]
