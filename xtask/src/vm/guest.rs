@@ -60,7 +60,7 @@ pub enum End {
 
 pub struct Outcome {
     pub end: End,
-    /// From qemu's start to the run script's first line.
+    /// From qemu's start to the initramfs's boot marker (every mount made, `lo` up).
     pub boot: Option<Duration>,
     pub elapsed: Duration,
     /// The guest's results (`logs/out`): `kernel.txt`, `MODE/probe.{out,rc}`,

@@ -313,7 +313,10 @@ pub fn fetch(cache: &Path, suite: &'static Suite, mirror: &str) -> Result<Kernel
         version.replace(':', "%3a")
     ));
     if deb.exists() && sha256_of(&deb)? == sha256 {
-        eprintln!("xtask vm: {}: {package} {version} (cached)", suite.name);
+        eprintln!(
+            "xtask vm: {}: {package} {version} (cached; SHA256 as in the signed index)",
+            suite.name
+        );
     } else {
         download(&apt, &debs, &package, &version, &deb)?;
         let got = sha256_of(&deb)?;
