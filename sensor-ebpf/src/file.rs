@@ -326,11 +326,11 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
 /// `dst` must be valid for writes of `REQUESTED_LEN` bytes.
 #[inline(always)]
 unsafe fn d_path(file: BtfPtr, dst: *mut [u8; REQUESTED_LEN]) {
+    let path = file.field_ptr(off!(file_f_path));
     // SAFETY: `file` is a typed `struct file` pointer the hook was handed, and `f_path` a
     // `struct path` member of it at a load-time constant offset, as the helper's BTF
     // argument check requires; the helper writes at most `REQUESTED_LEN` bytes to `dst`,
     // which the caller guarantees are writable.
-    let path = file.field_ptr(off!(file_f_path));
     let n = unsafe { bpf_d_path(path as *mut _, dst.cast(), REQUESTED_LEN as u32) };
     if n < 0 {
         // SAFETY: as above.

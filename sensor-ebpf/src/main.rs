@@ -8,6 +8,10 @@
 //! kretprobe), the other syscalls by kretprobes on their entry points, and `sys_exit` is
 //! then not attached. Files are identified by the opened `struct file`, never by the path
 //! string the caller passed.
+//!
+//! Every program body and what it calls is `#[inline(always)]`: kernels before 6.4 count
+//! each call's frame (at least 32 bytes) towards the 512 bytes of stack a program may use,
+//! and the large bodies are near that alone.
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the only atomic read-modify-write the BPF target offers from Rust.
@@ -154,6 +158,7 @@ static NO_LOSSES: [u64; EventKind::COUNT as usize] = [0; EventKind::COUNT as usi
 /// one load and a compare. A BTF tracepoint, so the registers and the task are typed and
 /// read with plain loads.
 #[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
 pub fn syscalls_sys_exit(ctx: BtfTracePointContext) -> i32 {
     if let Err(e) = try_sys_exit(&ctx) {
         if e != file::NOT_WATCHED {
@@ -164,8 +169,6 @@ pub fn syscalls_sys_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-// Inlined: as a call of its own its frame on top of the program's exceeds the 512 bytes
-// that kernels before 6.4 allow for the two together.
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // sys_exit(struct pt_regs *regs, long ret)
@@ -252,10 +255,12 @@ fn on_syscall(
 macro_rules! syscalls_fexit {
     ($($name:ident => $watched:expr,)*) => {$(
         #[fexit]
+        #[inline(always)]
         pub fn ${concat(syscalls_fexit_, $name)}(ctx: FExitContext) -> i32 {
             on_syscall_fexit(&ctx, $watched)
         }
         #[fexit]
+        #[inline(always)]
         pub fn ${concat(syscalls_fexit_ia32_, $name)}(ctx: FExitContext) -> i32 {
             on_syscall_fexit(&ctx, $watched)
         }
@@ -301,6 +306,7 @@ fn on_syscall_fexit(ctx: &FExitContext, watched: Watched) -> i32 {
 /// point of each (`__x64_sys_*`, `__ia32_sys_*`, `__ia32_compat_sys_*`), so no other
 /// syscall pays anything. The arguments are the task's saved user registers.
 #[kretprobe]
+#[inline(always)]
 pub fn syscalls_kretprobe(ctx: RetProbeContext) -> u32 {
     let ret: i64 = ctx.ret();
     if let Some(regs) = kernel::user_regs(BtfPtr::current_task()) {
@@ -320,32 +326,37 @@ pub fn syscalls_kretprobe(ctx: RetProbeContext) -> u32 {
 /// LSM mode of the opens: every file the kernel opens, by any route (a syscall, io_uring,
 /// exec, a file handle), after every other LSM allowed it. Never denies anything.
 #[lsm(hook = "file_open")]
+#[inline(always)]
 pub fn file_lsm_file_open(ctx: LsmContext) -> i32 {
     // file_open(struct file *file, int ret): `ret` is the earlier BPF programs' verdict.
-    let file: *const u8 = ctx.arg(0);
     let ret: i32 = ctx.arg(1);
-    if ret == 0 {
-        let _ = file::on_opened(RawPtr(file as u64), Some(BtfPtr::from_raw(file)));
-    }
+    on_allowed_open(ctx.arg(0), ret);
     ret
 }
 
 /// Fentry mode of the opens: as [`file_lsm_file_open`], after `security_file_open`. An
 /// open an LSM denied fails on `do_filp_open`, where [`file_fexit_do_filp_open`] sees it.
 #[fexit(function = "security_file_open")]
+#[inline(always)]
 pub fn file_fexit_security_file_open(ctx: FExitContext) -> i32 {
     // security_file_open(struct file *file) -> int
-    let file: *const u8 = ctx.arg(0);
-    let ret: i32 = ctx.arg(1);
+    on_allowed_open(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+/// The LSM and fentry hooks' `file`, if every LSM allowed it (`ret` 0): typed, so its
+/// path can be asked of `bpf_d_path`.
+#[inline(always)]
+fn on_allowed_open(file: *const u8, ret: i32) {
     if ret == 0 {
         let _ = file::on_opened(RawPtr(file as u64), Some(BtfPtr::from_raw(file)));
     }
-    0
 }
 
 /// Beside the LSM and fentry modes: the opens those hooks never see, the ones that failed
 /// before reaching them (denied attempts) and `O_PATH` opens, which skip them.
 #[fexit(function = "do_filp_open")]
+#[inline(always)]
 pub fn file_fexit_do_filp_open(ctx: FExitContext) -> i32 {
     // do_filp_open(int dfd, struct filename *pathname, const struct open_flags *op)
     //     -> struct file *
@@ -362,6 +373,7 @@ pub fn file_fexit_do_filp_open(ctx: FExitContext) -> i32 {
 /// Kprobe mode of the opens: the file `do_filp_open` and `do_file_open_root` (file
 /// handles) return, or their error. The call is read from the task's saved registers.
 #[kretprobe]
+#[inline(always)]
 pub fn file_kretprobe_open(ctx: RetProbeContext) -> u32 {
     let file: u64 = ctx.ret();
     let _ = match as_errno(file) {

@@ -272,12 +272,25 @@ fn files_created_or_replaced_after_start_stay_watched() {
     let e = file_event(pid);
     assert_eq!(e["file"]["path"], s(&replaced), "{e}");
     assert_eq!(e["file"]["kind"], "cloud");
-    // Once user space has seen the new inode, a hard link to it elsewhere is caught too.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once user space has seen the new inode, a hard link to it elsewhere is caught too:
+    // opened until it is (how soon depends on the machine, not on what is checked).
     let link = f.dir.join("sub/replaced-link");
     std::fs::hard_link(&replaced, &link).expect("hard link");
-    let (pid, _) = trigger(&["open", s(&link)]);
-    assert_eq!(file_event(pid)["file"]["path"], s(&replaced));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let e = loop {
+        let (pid, _) = trigger(&["open", s(&link)]);
+        if let Some(e) = f
+            .agent
+            .try_wait_for(is("file_open", pid), Duration::from_secs(1))
+        {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a hard link to the replaced file was never reported"
+        );
+    };
+    assert_eq!(e["file"]["path"], s(&replaced), "{e}");
 }
 
 /// A long-lived process to be the target of the process-targeting calls: `cat`, which lives
@@ -439,13 +452,22 @@ fn io_uring_open_is_flagged() {
     let f = fixture();
     let (pid, ret) = trigger(&["io-uring-open", s(&f.dir.join("secret"))]);
     assert!(ret >= 0, "io_uring open: {ret}");
-    let e = f.agent.wait_for("io_uring", is("io_uring", pid));
-    assert_eq!(e["syscall"]["operation"], "IORING_OP_OPENAT", "{e}");
-    // A hook on the kernel's open path sees the open io_uring makes: classified by file.
+    // Flagged at submission where the kernel has the tracepoint (`io_uring_submit_req`,
+    // since 6.4)...
+    let flagged = f.agent.probe_mode("io_uring").is_some();
+    if flagged {
+        let e = f.agent.wait_for("io_uring", is("io_uring", pid));
+        assert_eq!(e["syscall"]["operation"], "IORING_OP_OPENAT", "{e}");
+    }
+    // ...and classified by file where a hook on the kernel's open path sees the open.
     let mode = f
         .agent
         .probe_mode("file_open")
         .expect("file_open's mode in the log");
+    assert!(
+        flagged || mode != "tracepoint",
+        "an io_uring open is neither flagged nor classified: a route around the sensor"
+    );
     if mode != "tracepoint" {
         let e = file_event(pid);
         assert_eq!(e["file"]["path"], s(&f.dir.join("secret")), "{mode}: {e}");

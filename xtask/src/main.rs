@@ -35,7 +35,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Build, run clippy with warnings as errors, then run every test (unit and integration;
-    /// needs root); with `SENSOR_VM_LANE=1`, then the VM lane on Debian's 6.1 kernel.
+    /// needs root), then the VM lane on Debian's 6.1 kernel (`SENSOR_VM_LANE=0` skips it).
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -82,10 +82,10 @@ fn main() -> Result<()> {
             cmd.args(["test", "--release", "--workspace"]).args(&args);
             status(&mut cmd, "cargo test")?;
             if !vm::test_task_lane_enabled() {
-                eprintln!("xtask: VM lane not run (SENSOR_VM_LANE=1 runs it; `cargo xtask vm-test`)");
+                eprintln!("xtask: VM lane skipped (SENSOR_VM_LANE=0)");
                 return Ok(());
             }
-            eprintln!("xtask: VM lane (cargo xtask vm-test)");
+            eprintln!("xtask: VM lane (cargo xtask vm-test; SENSOR_VM_LANE=0 skips it)");
             vm::run(&root, &vm::test_task_lane(), false)
         }
         Task::VmTest(args) => vm::run(&root, &args, true),

@@ -125,6 +125,11 @@ pub enum Attach {
         program: &'static str,
         tracepoint: &'static str,
     },
+    /// A raw tracepoint whose first argument must be a `struct io_kiocb *` in this kernel.
+    IoKiocbTracepoint {
+        program: &'static str,
+        tracepoint: &'static str,
+    },
     Lsm {
         program: &'static str,
         hook: &'static str,
@@ -148,7 +153,10 @@ impl Attach {
     fn describe(self) -> String {
         match self {
             Attach::BtfTracepoint { tracepoint, .. } => format!("tp_btf/{tracepoint}"),
-            Attach::RawTracepoint { tracepoint, .. } => format!("raw_tracepoint/{tracepoint}"),
+            Attach::RawTracepoint { tracepoint, .. }
+            | Attach::IoKiocbTracepoint { tracepoint, .. } => {
+                format!("raw_tracepoint/{tracepoint}")
+            }
             Attach::Lsm { hook, .. } => format!("lsm/{hook}"),
             Attach::FExit { function, .. } => format!("fexit/{function}"),
             Attach::KRetProbe { functions, .. } => format!("kretprobe/{}", functions.join(",")),
@@ -273,13 +281,23 @@ pub const PROBES: &[Probe] = &[
     Probe {
         name: "io_uring",
         reports: "io_uring opens, flagged at submission",
-        ways: &[Way {
-            mode: ProbeMode::Tracepoint,
-            attach: &[Attach::RawTracepoint {
-                program: "io_uring_submit_req",
-                tracepoint: "io_uring_submit_req",
-            }],
-        }],
+        ways: &[
+            Way {
+                mode: ProbeMode::Tracepoint,
+                attach: &[Attach::RawTracepoint {
+                    program: "io_uring_submit_req",
+                    tracepoint: "io_uring_submit_req",
+                }],
+            },
+            // Its name before 6.4; handed the request since 5.19, the ring before.
+            Way {
+                mode: ProbeMode::Tracepoint,
+                attach: &[Attach::IoKiocbTracepoint {
+                    program: "io_uring_submit_req",
+                    tracepoint: "io_uring_submit_sqe",
+                }],
+            },
+        ],
         optional: true,
     },
 ];
@@ -448,7 +466,10 @@ impl Attacher<'_> {
                 .ways
                 .iter()
                 .filter(|w| w.mode >= forced)
-                .take(1)
+                .take_while({
+                    let mut first = None;
+                    move |w| *first.get_or_insert(w.mode) == w.mode
+                })
                 .collect(),
         };
         let mut refused = Vec::new();
@@ -515,6 +536,18 @@ impl Attacher<'_> {
                 p.load()?;
                 p.attach(tracepoint).map(drop)
             }),
+            Attach::IoKiocbTracepoint {
+                program,
+                tracepoint,
+            } => {
+                if !offsets::tracepoint_takes(tracepoint, "io_kiocb") {
+                    return Err(format!("{tracepoint} is not handed a struct io_kiocb here"));
+                }
+                self.attach(Attach::RawTracepoint {
+                    program,
+                    tracepoint,
+                })
+            }
             Attach::Lsm { program, hook } => self.once(program, |p, btf| {
                 let p: &mut Lsm = p.try_into()?;
                 p.load(hook, btf)?;
@@ -673,6 +706,64 @@ mod tests {
             e.to_string().contains("`cargo xtask build`"),
             "unclear error: {e}"
         );
+    }
+
+    /// Every program a probe names is in the object, the per-syscall fexit programs
+    /// included: their names are derived from the syscall table on both sides.
+    #[test]
+    fn every_program_the_probes_name_is_in_the_object() {
+        let object = embedded_object().unwrap_or_else(|e| panic!("{e}"));
+        let has = |name: &str| {
+            let symbol = format!("\0{name}\0");
+            object.windows(symbol.len()).any(|w| w == symbol.as_bytes())
+        };
+        let syscalls = hooked_syscalls();
+        assert!(syscalls.contains(&"ptrace") && syscalls.contains(&"renameat2"));
+        assert!(!syscalls.contains(&"openat"), "opens belong to file_open");
+        for probe in PROBES {
+            for way in probe.ways {
+                for attach in way.attach {
+                    let programs: Vec<String> = match *attach {
+                        Attach::BtfTracepoint { program, .. }
+                        | Attach::RawTracepoint { program, .. }
+                        | Attach::IoKiocbTracepoint { program, .. }
+                        | Attach::Lsm { program, .. }
+                        | Attach::FExit { program, .. }
+                        | Attach::KRetProbe { program, .. }
+                        | Attach::SyscallKRetProbes { program } => vec![program.into()],
+                        Attach::SyscallFExits => syscalls
+                            .iter()
+                            .flat_map(|s| {
+                                [
+                                    format!("syscalls_fexit_{s}"),
+                                    format!("syscalls_fexit_ia32_{s}"),
+                                ]
+                            })
+                            .collect(),
+                    };
+                    for p in programs {
+                        assert!(has(&p), "{}: {p} is not in the eBPF object", probe.name);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_mode_is_named_as_the_cli_takes_it() {
+        assert_eq!("auto".parse(), Ok(ModeChoice::Auto));
+        for mode in [
+            ProbeMode::Lsm,
+            ProbeMode::Fentry,
+            ProbeMode::Kprobe,
+            ProbeMode::Tracepoint,
+        ] {
+            assert_eq!(mode.name().parse(), Ok(ModeChoice::Force(mode)));
+        }
+        let e = "ebpf".parse::<ModeChoice>().expect_err("not a mode");
+        assert!(e.contains("auto, lsm, fentry, kprobe, tracepoint"), "{e}");
+        // Strongest first: a forced mode takes ways at or below it in this order.
+        assert!(ProbeMode::Lsm < ProbeMode::Fentry && ProbeMode::Kprobe < ProbeMode::Tracepoint);
     }
 
     /// `cargo xtask build` (and so `cargo xtask test`) builds sensor-ebpf before the agent:

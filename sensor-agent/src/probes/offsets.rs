@@ -123,6 +123,41 @@ fn release_number(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// Whether raw tracepoint `name`'s first argument (after the context) is a pointer to
+/// `struct strukt` in the running kernel: a tracepoint can keep its name and change what it
+/// is handed (`io_uring_submit_sqe` took the ring, then the request).
+pub fn tracepoint_takes(name: &str, strukt: &str) -> bool {
+    let Ok(btf) = Btf::from_file(VMLINUX_BTF) else {
+        return false;
+    };
+    let first = || -> Option<String> {
+        // `btf_trace_<name>`: a typedef of a pointer to the probe's prototype, whose first
+        // parameter is the `void *` context.
+        let typedef = btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?
+            .into_iter()
+            .find(|t| matches!(t, Type::Typedef(_)))?;
+        let Type::Typedef(typedef) = typedef else {
+            return None;
+        };
+        let Type::Ptr(ptr) = btf.resolve_chained_type(&typedef).ok()? else {
+            return None;
+        };
+        let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).ok()? else {
+            return None;
+        };
+        let Type::Ptr(arg) = btf.resolve_chained_type(proto.parameters.get(1)?).ok()? else {
+            return None;
+        };
+        let Type::Struct(s) = btf.resolve_chained_type(&arg).ok()? else {
+            return None;
+        };
+        btf.resolve_name(&s).ok()
+    };
+    first().as_deref() == Some(strukt)
+}
+
 fn missing(strukt: &str, field: &str, reason: String) -> Error {
     Error::MissingKernelField {
         what: format!("{strukt}.{field} ({reason})"),
@@ -222,6 +257,15 @@ impl Resolver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The running kernel's tracepoint prototypes, from its BTF.
+    #[test]
+    fn what_a_tracepoint_is_handed() {
+        // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+        assert!(tracepoint_takes("sched_process_exec", "task_struct"));
+        assert!(!tracepoint_takes("sched_process_exec", "io_kiocb"));
+        assert!(!tracepoint_takes("no_such_tracepoint", "io_kiocb"));
+    }
 
     /// Reads the real BTF of the kernel the tests run on.
     #[test]

@@ -43,6 +43,9 @@ pub struct Plan<'a> {
     pub verbose: bool,
     /// Run `bpftool feature probe kernel` in the guest (about a minute under TCG).
     pub feature_probe: bool,
+    /// A benchmark script to run after the tests, given the modes (`MODES`), its output
+    /// kept as `out/bench.out` (xtask/bench/guest_overhead.sh).
+    pub bench: Option<&'a Path>,
     /// Where the console, the guest's results and the run script are kept after the run.
     pub logs: PathBuf,
 }
@@ -337,6 +340,14 @@ fn run_script(plan: &Plan) -> String {
             ));
         }
     }
+    if let Some(bench) = plan.bench {
+        let modes: Vec<&str> = plan.modes.iter().map(String::as_str).collect();
+        s.push_str(&format!(
+            "run_bench {} {}\n",
+            q(bench),
+            shell_quote(&modes.join(" "))
+        ));
+    }
     s.push_str("finish\n");
     s
 }
@@ -369,6 +380,12 @@ run_test() {
     read -r end _ < /proc/uptime
     echo "$start $end" > "$OUT/$1/$2.time"
     mv "$OUT/$1/$2.rc.partial" "$OUT/$1/$2.rc"
+}
+
+run_bench() {
+    # run_bench SCRIPT MODES: the script's figures to the console and the share.
+    say "bench: $1"
+    MODES="$2" bash "$1" 2>&1 | tee "$OUT/bench.out"
 }
 
 finish() {

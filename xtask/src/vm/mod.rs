@@ -46,6 +46,10 @@ pub struct Args {
     /// load (about a minute per guest under TCG).
     #[arg(long)]
     pub feature_probe: bool,
+    /// After the tests, run the probe modes' overhead benchmark in each guest
+    /// (xtask/bench/guest_overhead.sh, for the modes given) and print its figures.
+    #[arg(long)]
+    pub bench: bool,
 }
 
 pub const DEFAULT_MODES: &[&str] = &["auto", "tracepoint"];
@@ -58,19 +62,17 @@ pub fn test_task_lane() -> Args {
     Args {
         kernels: vec!["6.1".into()],
         modes: vec!["auto".into(), "tracepoint".into()],
-        tests: vec!["kernel_events".into()],
-        timeout: 1200,
+        tests: vec!["kernel_events".into(), "probe_modes".into()],
+        timeout: 1800,
         verbose: false,
         feature_probe: false,
+        bench: false,
     }
 }
 
-/// Whether `cargo xtask test` runs [`test_task_lane`]: only with `SENSOR_VM_LANE=1` for
-/// now. On 6.1 the tracepoint and kprobe programs are still refused by the verifier and
-/// kernel_events fails in the LSM mode (issue 11's note); a lane that fails every run would
-/// stop every change from landing, so it becomes the default once it passes.
+/// Whether `cargo xtask test` runs [`test_task_lane`] (unless `SENSOR_VM_LANE=0`).
 pub fn test_task_lane_enabled() -> bool {
-    std::env::var("SENSOR_VM_LANE").as_deref() == Ok("1")
+    std::env::var("SENSOR_VM_LANE").as_deref() != Ok("0")
 }
 
 /// Whether `sensor-agent probe --probe-mode MODE` must succeed in every guest: a forced mode
@@ -394,6 +396,7 @@ fn run_kernel(
         "xtask vm: {}: booting {} under TCG (at most {} s)",
         suite.name, kernel.release, args.timeout
     );
+    let bench = root.join("xtask/bench/guest_overhead.sh");
     let plan = guest::Plan {
         kernel: &kernel,
         initramfs: &initramfs,
@@ -404,6 +407,7 @@ fn run_kernel(
         timeout: Duration::from_secs(args.timeout),
         verbose: args.verbose,
         feature_probe: args.feature_probe,
+        bench: args.bench.then_some(bench.as_path()),
         logs,
     };
     let outcome = match guest::run(&plan) {
@@ -492,6 +496,12 @@ fn print_details(r: &KernelReport) {
     );
     for fact in &r.facts {
         eprintln!("   {fact}");
+    }
+    if let Ok(bench) = fs::read_to_string(r.logs.join("out/bench.out")) {
+        eprintln!("   bench (xtask/bench/guest_overhead.sh):");
+        for line in bench.lines() {
+            eprintln!("      | {line}");
+        }
     }
     for m in &r.modes {
         eprintln!("   mode {}: probe: {}", m.mode, m.probe.summary());
