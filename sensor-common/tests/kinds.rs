@@ -47,7 +47,7 @@ fn event_kind_numbers_and_names() {
 
 #[test]
 fn open_syscall_names_and_match_kinds() {
-    let names: Vec<_> = (0..=6)
+    let names: Vec<_> = (0..=9)
         .map(|b| OpenSyscall::try_from(b).map(OpenSyscall::name).ok())
         .collect();
     assert_eq!(
@@ -59,6 +59,9 @@ fn open_syscall_names_and_match_kinds() {
             Some("openat2"),
             Some("creat"),
             Some("open_by_handle_at"),
+            Some("io_uring"),
+            Some("exec"),
+            Some("kernel"),
             None
         ]
     );
