@@ -363,9 +363,13 @@ fi
 run_mode() {
     mkdir -p "$OUT/$1"
     say "mode $1: sensor-agent probe --probe-mode $1"
-    "$AGENT" probe --probe-mode "$1" > "$OUT/$1/probe.out" 2>&1
-    echo $? > "$OUT/$1/probe.rc"
-    cat "$OUT/$1/probe.out"
+    # stdout: a `PROBE MODE HOOKS` line per probe; stderr: why stronger ways were refused,
+    # or, failing, why the forced one was.
+    "$AGENT" probe --probe-mode "$1" > "$OUT/$1/probe.out" 2> "$OUT/$1/probe.err"
+    rc=$?
+    [ "$rc" = 0 ] || cat "$OUT/$1/probe.err" >> "$OUT/$1/probe.out"
+    echo $rc > "$OUT/$1/probe.rc"
+    cat "$OUT/$1/probe.out" "$OUT/$1/probe.err"
 }
 
 run_test() {

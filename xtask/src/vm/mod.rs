@@ -262,11 +262,9 @@ impl Probe {
         let hooks: Vec<(String, String)> = out
             .lines()
             .filter_map(|l| {
+                // `PROBE MODE HOOKS`: the hooks column is for people.
                 let mut w = l.split_whitespace();
-                let (hook, mode) = (w.next()?, w.next()?);
-                w.next()
-                    .is_none()
-                    .then(|| (hook.to_string(), mode.to_string()))
+                Some((w.next()?.to_string(), w.next()?.to_string()))
             })
             .collect();
         if hooks.is_empty() {
