@@ -74,6 +74,10 @@ pub struct KernelOffsets {
     pub file_f_path: u32,
     /// `filename.name`: the kernel's copy of a path a caller passed (`do_filp_open`).
     pub filename_name: u32,
+    /// 1 when the kernel has the `bpf_get_current_task_btf` helper (5.11 and later), 0 when
+    /// not (5.10): not an offset, but a load-time constant like them, so the verifier
+    /// removes the branch the kernel cannot run before it checks any helper call in it.
+    pub has_current_task_btf: u32,
 }
 
 /// `THREAD_SIZE` on x86-64 (16 KiB; 32 KiB only with KASAN, which no distribution kernel

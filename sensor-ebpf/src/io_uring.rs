@@ -9,10 +9,18 @@ use crate::{
     output::{header, is_agent, reserve},
 };
 
-/// io_uring_submit_req(struct io_kiocb *req)
-pub fn on_submit(ctx: &RawTracePointContext) -> Result<(), i64> {
+/// io_uring_submit_req(struct io_kiocb *req), and io_uring_submit_sqe from 5.19 to 6.3.
+pub fn on_submit_req(ctx: &RawTracePointContext) -> Result<(), i64> {
     let req: u64 = tp_arg(ctx, 0);
-    let opcode: u8 = read(req + off!(io_kiocb_opcode))?;
+    flag(read(req + off!(io_kiocb_opcode))?, 0)
+}
+
+/// io_uring_submit_sqe(void *ctx, void *req, u8 opcode, u64 user_data, ...) before 5.19.
+pub fn on_submit_sqe(ctx: &RawTracePointContext) -> Result<(), i64> {
+    flag(tp_arg(ctx, 2) as u8, tp_arg(ctx, 3))
+}
+
+fn flag(opcode: u8, user_data: u64) -> Result<(), i64> {
     if opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2 {
         return Ok(());
     }
@@ -26,7 +34,7 @@ pub fn on_submit(ctx: &RawTracePointContext) -> Result<(), i64> {
         header: header(EventKind::IoUring),
         opcode,
         _pad: [0; 7],
-        user_data: 0,
+        user_data,
     });
     entry.submit(0);
     Ok(())

@@ -1,11 +1,17 @@
 //! Reading kernel memory at offsets the agent derived from the running kernel's BTF.
 
-use core::ffi::{c_long, c_void};
+use core::{
+    ffi::{c_long, c_void},
+    mem::{size_of, MaybeUninit},
+};
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_task, bpf_get_current_task_btf, bpf_probe_read_kernel,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_probe_read_user_str},
+        bpf_get_current_task, bpf_get_current_task_btf,
+        generated::{
+            bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+            bpf_probe_read_user_str,
+        },
     },
     programs::RawTracePointContext,
     EbpfContext,
@@ -28,7 +34,7 @@ pub fn read<T>(addr: u64) -> Result<T, i64> {
     // SAFETY: bpf_probe_read_kernel copies into a value of its own and returns an error for
     // an address that does not map; callers only read plain-data `T` (integers, pointers as
     // numbers), for which every bit pattern is valid.
-    unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|e| e as i64)
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const T) }.map_err(|e| e as i64)
 }
 
 /// Argument `n` of a raw tracepoint (the tracepoint's `TP_PROTO` parameters, in order).
@@ -62,21 +68,40 @@ mod pt_regs {
     pub const SS: u64 = 20 * 8;
 }
 
+/// The words of x86-64's `struct pt_regs`, `SS` the last.
+pub const PT_REGS_WORDS: usize = pt_regs::SS as usize / 8 + 1;
+const PT_REGS_BYTES: u32 = (PT_REGS_WORDS * 8) as u32;
+
 /// A pointer the verifier knows the BTF type of (a BTF tracepoint argument, the current
 /// task, or a struct pointer loaded through one). Fields are read with plain loads, which
 /// the verifier turns into fault-safe loads: several times cheaper than a
 /// `bpf_probe_read_kernel` call, and this runs on every open. Offsets must be load-time
 /// constants (they come from the frozen read-only globals) so the verifier can check each
 /// access against BTF.
+///
+/// A kernel without `bpf_get_current_task_btf` (5.10) has no typed current task, the root
+/// of most of these pointers: there every field is read with `bpf_probe_read_kernel`. The
+/// choice is a load-time constant ([`typed_task`]), so each kernel's verifier checks, and
+/// keeps, one of the two.
 #[derive(Clone, Copy)]
 pub struct BtfPtr(*const u8);
+
+/// Whether the kernel has `bpf_get_current_task_btf` (see [`BtfPtr`]).
+#[inline(always)]
+fn typed_task() -> bool {
+    off!(has_current_task_btf) != 0
+}
 
 impl BtfPtr {
     #[inline(always)]
     pub fn current_task() -> BtfPtr {
-        // SAFETY: the helper takes no arguments; the verifier tracks its result as a BTF
-        // pointer to the current task, which lives for the whole program run.
-        BtfPtr(unsafe { bpf_get_current_task_btf() } as *const u8)
+        if typed_task() {
+            // SAFETY: the helper takes no arguments; the verifier tracks its result as a BTF
+            // pointer to the current task, which lives for the whole program run.
+            BtfPtr(unsafe { bpf_get_current_task_btf() } as *const u8)
+        } else {
+            BtfPtr(current_task() as *const u8)
+        }
     }
 
     #[inline(always)]
@@ -92,13 +117,43 @@ impl BtfPtr {
         unsafe { self.0.add(offset as usize) }
     }
 
-    /// The scalar field at `offset` (a load that cannot fail).
+    /// The scalar field at `offset`; one that cannot be read reads as 0, as a typed load of
+    /// an unmapped address does.
     #[inline(always)]
     pub fn get<T: Copy>(self, offset: u64) -> T {
+        if typed_task() {
+            return self.load(offset);
+        }
+        let mut v = MaybeUninit::<T>::uninit();
+        // SAFETY: `v` is writable for `size_of::<T>()` bytes, the size passed; the helper
+        // reads kernel memory fault-safely and zeroes `v` when it cannot, so `v` is
+        // initialised either way (no branch on the result: the verifier would otherwise
+        // follow both outcomes of every read); callers read integers or pointers, for
+        // which every bit pattern is valid.
+        unsafe {
+            bpf_probe_read_kernel(
+                v.as_mut_ptr().cast(),
+                size_of::<T>() as u32,
+                self.0.add(offset as usize).cast(),
+            );
+            v.assume_init()
+        }
+    }
+
+    /// The scalar field at `offset`, with a plain load whatever the kernel: for pointers
+    /// that are typed on every kernel (a hook's arguments).
+    #[inline(always)]
+    fn load<T: Copy>(self, offset: u64) -> T {
         // SAFETY: the verifier checks this load against the BTF type of the pointer and the
         // constant offset, and turns it into a fault-safe load; callers read integers or
         // pointers, for which every bit pattern is valid.
         unsafe { core::ptr::read_volatile(self.0.add(offset as usize) as *const T) }
+    }
+
+    /// The pointer field at `offset`, still a [`BtfPtr`].
+    #[inline(always)]
+    pub fn get_ptr(self, offset: u64) -> BtfPtr {
+        BtfPtr(self.get::<usize>(offset) as *const u8)
     }
 }
 
@@ -128,22 +183,26 @@ pub trait Regs: Copy {
     fn reg(self, offset: u64) -> u64;
 }
 
+/// The registers a hook is handed (`sys_exit`, the syscalls' fexit programs): typed on every
+/// kernel.
 impl Regs for BtfPtr {
     #[inline(always)]
     fn reg(self, offset: u64) -> u64 {
-        self.get(offset)
+        self.load(offset)
     }
 }
 
-/// [`Regs`] at a kernel address the verifier sees as a number; an unreadable register
-/// reads as 0.
+/// [`Regs`] copied from the top of a task's kernel stack into this CPU's
+/// [`USER_REGS`](crate::USER_REGS) slot.
 #[derive(Clone, Copy)]
-pub struct StackRegs(u64);
+pub struct StackRegs(*const [u64; PT_REGS_WORDS]);
 
 impl Regs for StackRegs {
     #[inline(always)]
     fn reg(self, offset: u64) -> u64 {
-        read(self.0 + offset).unwrap_or(0)
+        // SAFETY: the slot is a per-CPU map value of PT_REGS_WORDS words, valid for the
+        // whole program run, and every `pt_regs` offset is a word inside it.
+        unsafe { core::ptr::read_volatile(self.0.cast::<u8>().add(offset as usize).cast()) }
     }
 }
 
@@ -158,14 +217,20 @@ pub fn user_regs(task: BtfPtr) -> Option<StackRegs> {
     if stack == 0 {
         return None;
     }
+    let slot = crate::USER_REGS.get_ptr_mut(0)?;
     let top = stack + X86_64_THREAD_SIZE - off!(pt_regs_size);
-    let user = |r: StackRegs| r.reg(pt_regs::CS) & 3 == 3 && r.reg(pt_regs::SS) & 3 == 3;
-    let regs = StackRegs(top);
-    if user(regs) {
-        return Some(regs);
-    }
-    let regs = StackRegs(top - 16);
-    user(regs).then_some(regs)
+    saved_by_user(slot, top).or_else(|| saved_by_user(slot, top - 16))
+}
+
+/// The registers at `at`, copied into `slot`, if they were saved from user mode.
+#[inline(always)]
+fn saved_by_user(slot: *mut [u64; PT_REGS_WORDS], at: u64) -> Option<StackRegs> {
+    // SAFETY: `slot` is this CPU's map value, writable for its PT_REGS_WORDS words, the size
+    // passed; the helper reads kernel memory fault-safely (zeroing `slot` on failure, which
+    // the user-mode check below refuses).
+    let ret = unsafe { bpf_probe_read_kernel(slot.cast(), PT_REGS_BYTES, at as *const c_void) };
+    let regs = StackRegs(slot);
+    (ret == 0 && regs.reg(pt_regs::CS) & 3 == 3 && regs.reg(pt_regs::SS) & 3 == 3).then_some(regs)
 }
 
 #[inline(always)]
@@ -266,8 +331,8 @@ pub unsafe fn read_user_buf<const N: usize>(
 /// The `struct file` behind descriptor `fd` of `task`.
 #[inline(always)]
 pub fn fd_file(task: BtfPtr, fd: u64) -> Result<RawPtr, i64> {
-    let files = BtfPtr::from_raw(task.get::<*const u8>(off!(task_struct_files)));
-    let fdt = BtfPtr::from_raw(files.get::<*const u8>(off!(files_struct_fdt)));
+    let files = task.get_ptr(off!(task_struct_files));
+    let fdt = files.get_ptr(off!(files_struct_fdt));
     let max_fds: u32 = fdt.get(off!(fdtable_max_fds));
     if fd >= max_fds as u64 {
         return Err(-1);

@@ -130,6 +130,13 @@ pub struct OpenScratch {
     pub path_in_kernel: u8,
 }
 
+/// Where [`kernel::user_regs`] copies a task's saved user registers, in one read: the hooks
+/// that are not handed them then read each register with a plain load, so the verifier
+/// checks what follows once rather than once per register read that could fail (the
+/// syscalls' kretprobe otherwise exceeds a million instructions on 5.10 and 6.1).
+#[map]
+static USER_REGS: PerCpuArray<[u64; kernel::PT_REGS_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Failed ring-buffer reservations, per CPU, indexed by event kind.
 #[map]
 static LOST_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
@@ -424,7 +431,13 @@ pub fn lifecycle_sched_process_exit(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "io_uring_submit_req")]
 pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
-    let _ = io_uring::on_submit(&ctx);
+    let _ = io_uring::on_submit_req(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "io_uring_submit_sqe")]
+pub fn io_uring_submit_sqe(ctx: RawTracePointContext) -> i32 {
+    let _ = io_uring::on_submit_sqe(&ctx);
     0
 }
 

@@ -293,10 +293,8 @@ fn leaf_watched(key: *mut LeafKey) -> bool {
 #[inline(always)]
 fn base_dentry(task: BtfPtr, dfd: i32) -> Result<RawPtr, i64> {
     if dfd == AT_FDCWD {
-        let fs = BtfPtr::from_raw(task.get::<*const u8>(off!(task_struct_fs)));
-        Ok(RawPtr(
-            fs.get::<*const u8>(off!(fs_struct_pwd_dentry)) as u64
-        ))
+        let fs = task.get_ptr(off!(task_struct_fs));
+        Ok(RawPtr(fs.get::<u64>(off!(fs_struct_pwd_dentry))))
     } else if dfd >= 0 {
         fd_file(task, dfd as u64)?.load_ptr(off!(file_f_path_dentry))
     } else {

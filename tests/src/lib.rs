@@ -50,6 +50,85 @@ pub fn events(dir: &Path, kind: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Polls until an entry of `kind` is in the log.
+pub fn wait_entry(dir: &Path, kind: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(e) = events(dir, kind).pop() {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} entry within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls `sensorctl status` (status.json is rewritten every 2 s) until it shows `line`.
+pub fn wait_status(dir: &Path, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status, _) = sensorctl(dir, &["status"]);
+        if status.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The number of the last batch in `dir`'s log.
+pub fn last_batch(dir: &Path) -> i64 {
+    rusqlite::Connection::open(dir.join("log.db"))
+        .expect("open db")
+        .query_row("SELECT MAX(number) FROM batches", [], |r| r.get(0))
+        .expect("last batch")
+}
+
+/// Deletes every batch after `batch` from `dir`'s log, as a careful attacker would: the
+/// batches' records and query-index rows too.
+pub fn cut_log_after(dir: &Path, batch: i64) {
+    let conn = rusqlite::Connection::open(dir.join("log.db")).expect("open db");
+    for sql in [
+        "DELETE FROM records WHERE batch > ?1",
+        "DELETE FROM postings WHERE batch > ?1",
+        "DELETE FROM batches WHERE number > ?1",
+    ] {
+        conn.execute(sql, [batch])
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// After the agent anchoring `dir`'s log in the TPM at `tcti` stopped cleanly: `verify
+/// --tpm` finds every batch in the PCR and the last one's quote stored.
+pub fn assert_anchored_after_stop(dir: &Path, tcti: &str) {
+    let (code, out, err) = sensorctl(dir, &["verify", "--tpm", tcti]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("0 newer not yet extended") && out.contains("stored quote of batch"),
+        "after a clean stop every batch is in the PCR: {out}{err}"
+    );
+    assert_eq!(events(dir, "tpm_anchored").len(), 1);
+}
+
+/// Cuts the last three batches of `dir`'s log, as [`cut_log_after`] does: offline `verify`
+/// finds the shorter log intact, `verify --tpm` (the TPM at `tcti`) names the truncation at
+/// the first batch cut.
+pub fn assert_cut_tail_named(dir: &Path, tcti: &str) {
+    let last = last_batch(dir);
+    cut_log_after(dir, last - 3);
+    let (code, out, err) = sensorctl(dir, &["verify"]);
+    assert_eq!(code, 0, "a cut tail verifies offline: {out}{err}");
+    let (code, out, err) = sensorctl(dir, &["verify", "--tpm", tcti]);
+    assert_eq!(code, 1, "{out}{err}");
+    let named = format!(
+        "tpm verification failed at batch {}: tail truncated",
+        last - 2
+    );
+    assert!(format!("{out}{err}").contains(&named), "{out}{err}");
+}
+
 /// A file `secret` (content "k") in `dir`, by its canonical path, for a test to watch.
 pub fn secret_in(dir: &Path) -> PathBuf {
     let secret = dir.canonicalize().expect("canonical").join("secret");

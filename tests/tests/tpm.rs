@@ -15,7 +15,10 @@ use std::{
 use rusqlite::Connection;
 use sensor_log::{Anchor, Timestamp, TpmEntry, Verdict};
 use sensor_store::{LogWriter, Store, WriterOptions};
-use sensor_tests::{events, openloop, secret_in, sensorctl, Agent, STORM};
+use sensor_tests::{
+    assert_anchored_after_stop, assert_cut_tail_named, cut_log_after, events, last_batch, openloop,
+    secret_in, sensorctl, wait_entry, wait_status, Agent, STORM,
+};
 use sensor_tpm::{quote_binding, replay, verify_quote, AkPublic, Error, Quote};
 use serde_json::Value;
 use swtpm_harness::Swtpm;
@@ -75,34 +78,6 @@ impl Setup {
     }
 }
 
-/// Polls until an entry of `kind` is in the log.
-fn wait_entry(dir: &Path, kind: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(e) = events(dir, kind).pop() {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {kind} entry within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Polls `sensorctl status` (status.json is rewritten every 2 s) until it shows `line`.
-fn wait_status(dir: &Path, line: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, status, _) = sensorctl(dir, &["status"]);
-        if status.contains(line) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Counts the agent's `file_open` events of `path` until none arrives for 3 s.
 fn received(agent: &Agent, path: &Path) -> u64 {
     let path = path.to_str().unwrap_or_default().to_string();
@@ -131,13 +106,7 @@ fn anchors_during_a_storm_and_verifies() {
     assert!(out.contains("tpm: consistent"), "{out}");
     wait_status(s.dir(), "anchor:      anchored in the TPM");
     agent.stop();
-    let (code, out) = s.verify_tpm();
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("0 newer not yet extended") && out.contains("stored quote of batch"),
-        "after a clean stop every batch is in the PCR: {out}"
-    );
-    assert!(events(s.dir(), "tpm_anchored").len() == 1);
+    assert_anchored_after_stop(s.dir(), &s.tpm.tcti());
 }
 
 #[test]
@@ -148,29 +117,7 @@ fn a_cut_tail_is_named_truncation() {
     wait_entry(s.dir(), "tpm_quote", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
     agent.stop();
-    let conn = Connection::open(s.dir().join("log.db")).expect("open db");
-    let last: i64 = conn
-        .query_row("SELECT MAX(number) FROM batches", [], |r| r.get(0))
-        .expect("last batch");
-    // A careful attacker removes the batches' query index rows too.
-    conn.execute("DELETE FROM records WHERE batch > ?1", [last - 3])
-        .expect("delete records");
-    conn.execute("DELETE FROM postings WHERE batch > ?1", [last - 3])
-        .expect("delete postings");
-    conn.execute("DELETE FROM batches WHERE number > ?1", [last - 3])
-        .expect("delete batches");
-    drop(conn);
-    let (code, out, err) = sensorctl(s.dir(), &["verify"]);
-    assert_eq!(code, 0, "a cut tail verifies offline: {out}{err}");
-    let (code, out) = s.verify_tpm();
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!(
-            "tpm verification failed at batch {}: tail truncated",
-            last - 2
-        )),
-        "{out}"
-    );
+    assert_cut_tail_named(s.dir(), &s.tpm.tcti());
 }
 
 /// A consistent copy of the state directory (SQLite's own snapshot of the live database).
@@ -303,16 +250,9 @@ fn a_cut_tail_with_a_forged_clean_stop_marker_is_caught() {
     s.storm(200);
     std::thread::sleep(Duration::from_secs(3));
     agent.crash();
+    let last = last_batch(s.dir());
+    cut_log_after(s.dir(), last - 2);
     let conn = Connection::open(s.dir().join("log.db")).expect("open db");
-    let last: i64 = conn
-        .query_row("SELECT MAX(number) FROM batches", [], |r| r.get(0))
-        .expect("last batch");
-    conn.execute("DELETE FROM records WHERE batch > ?1", [last - 2])
-        .expect("delete records");
-    conn.execute("DELETE FROM postings WHERE batch > ?1", [last - 2])
-        .expect("delete postings");
-    conn.execute("DELETE FROM batches WHERE number > ?1", [last - 2])
-        .expect("delete batches");
     conn.execute(
         "INSERT OR REPLACE INTO meta (name, value) VALUES ('clean_stop', (SELECT digest FROM batches WHERE number = ?1))",
         [last - 2],
@@ -350,14 +290,7 @@ fn a_log_cut_back_to_an_epochs_first_batch_is_caught() {
         std::thread::sleep(Duration::from_secs(2));
         agent.stop();
     }
-    let conn = Connection::open(s.dir().join("log.db")).expect("open db");
-    conn.execute("DELETE FROM records WHERE batch > ?1", [epoch_first])
-        .expect("delete records");
-    conn.execute("DELETE FROM postings WHERE batch > ?1", [epoch_first])
-        .expect("delete postings");
-    conn.execute("DELETE FROM batches WHERE number > ?1", [epoch_first])
-        .expect("delete batches");
-    drop(conn);
+    cut_log_after(s.dir(), epoch_first);
     let mut agent = s.start("");
     alarm_at_start(&agent, "tail truncated");
     agent.stop();

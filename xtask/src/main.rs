@@ -35,7 +35,7 @@ enum Task {
         args: Vec<String>,
     },
     /// Build, run clippy with warnings as errors, then run every test (unit and integration;
-    /// needs root), then the VM lane on Debian's 6.1 kernel (`SENSOR_VM_LANE=0` skips it).
+    /// needs root), then the VM lane on Debian's 5.10 and 6.1 kernels (`SENSOR_VM_LANE=0` skips it).
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -125,10 +125,12 @@ pub enum Attach {
         program: &'static str,
         tracepoint: &'static str,
     },
-    /// A raw tracepoint whose first argument must be a `struct io_kiocb *` in this kernel.
-    IoKiocbTracepoint {
+    /// A raw tracepoint whose first arguments must have the types `params` in this kernel
+    /// (see [`offsets::tracepoint_takes`]).
+    RawTracepointTaking {
         program: &'static str,
         tracepoint: &'static str,
+        params: &'static [&'static str],
     },
     Lsm {
         program: &'static str,
@@ -154,7 +156,7 @@ impl Attach {
         match self {
             Attach::BtfTracepoint { tracepoint, .. } => format!("tp_btf/{tracepoint}"),
             Attach::RawTracepoint { tracepoint, .. }
-            | Attach::IoKiocbTracepoint { tracepoint, .. } => {
+            | Attach::RawTracepointTaking { tracepoint, .. } => {
                 format!("raw_tracepoint/{tracepoint}")
             }
             Attach::Lsm { hook, .. } => format!("lsm/{hook}"),
@@ -289,12 +291,23 @@ pub const PROBES: &[Probe] = &[
                     tracepoint: "io_uring_submit_req",
                 }],
             },
-            // Its name before 6.4; handed the request since 5.19, the ring before.
+            // Its name before 6.4: handed the request since 5.19...
             Way {
                 mode: ProbeMode::Tracepoint,
-                attach: &[Attach::IoKiocbTracepoint {
+                attach: &[Attach::RawTracepointTaking {
                     program: "io_uring_submit_req",
                     tracepoint: "io_uring_submit_sqe",
+                    params: &["struct io_kiocb *"],
+                }],
+            },
+            // ...the ring, the request and the opcode before (5.12 to 5.18, and 5.10 from
+            // the backports of its later releases).
+            Way {
+                mode: ProbeMode::Tracepoint,
+                attach: &[Attach::RawTracepointTaking {
+                    program: "io_uring_submit_sqe",
+                    tracepoint: "io_uring_submit_sqe",
+                    params: &["void *", "void *", "u8", "u64"],
                 }],
             },
         ],
@@ -536,12 +549,16 @@ impl Attacher<'_> {
                 p.load()?;
                 p.attach(tracepoint).map(drop)
             }),
-            Attach::IoKiocbTracepoint {
+            Attach::RawTracepointTaking {
                 program,
                 tracepoint,
+                params,
             } => {
-                if !offsets::tracepoint_takes(tracepoint, "io_kiocb") {
-                    return Err(format!("{tracepoint} is not handed a struct io_kiocb here"));
+                if !offsets::tracepoint_takes(tracepoint, params) {
+                    return Err(format!(
+                        "{tracepoint} is not handed ({}) here",
+                        params.join(", ")
+                    ));
                 }
                 self.attach(Attach::RawTracepoint {
                     program,
@@ -563,11 +580,25 @@ impl Attacher<'_> {
                 p.load()?;
                 functions.iter().try_for_each(|f| p.attach(*f, 0).map(drop))
             }),
-            Attach::SyscallKRetProbes { program } => self.once(program, |p, _| {
-                let p: &mut KProbe = p.try_into()?;
-                p.load()?;
+            Attach::SyscallKRetProbes { program } => {
+                self.once(program, |p, _| {
+                    let p: &mut KProbe = p.try_into()?;
+                    p.load()
+                })?;
+                let p: &mut KProbe = self
+                    .ebpf
+                    .program_mut(program)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| format!("{program} is not a kprobe in the eBPF object"))?;
                 for name in hooked_syscalls() {
-                    p.attach(format!("__x64_sys_{name}"), 0)?;
+                    let native = format!("__x64_sys_{name}");
+                    p.attach(&native, 0).map_err(|e| {
+                        format!(
+                            "{program}: {native}: {} ({})",
+                            describe(&e),
+                            kallsyms_like(name)
+                        )
+                    })?;
                     // The ia32 entry is one of these two, or neither without
                     // IA32_EMULATION: the one that exists takes the probe.
                     for ia32 in ia32_entries(name) {
@@ -575,11 +606,17 @@ impl Attacher<'_> {
                     }
                 }
                 Ok(())
-            }),
+            }
             Attach::SyscallFExits => {
                 for name in hooked_syscalls() {
                     let native = format!("syscalls_fexit_{name}");
-                    self.fexit(&native, &[format!("__x64_sys_{name}")])?;
+                    let entry = format!("__x64_sys_{name}");
+                    if !self.fexit(&native, std::slice::from_ref(&entry))? {
+                        // The native entry exists wherever the syscall does: missing from
+                        // BTF (5.10 has no `__x64_sys_perf_event_open` there), it cannot
+                        // take an fexit program.
+                        return Err(format!("{native}: {entry} is not in the kernel's BTF"));
+                    }
                     let ia32 = format!("syscalls_fexit_ia32_{name}");
                     self.fexit(&ia32, &ia32_entries(name))?;
                 }
@@ -628,8 +665,8 @@ impl Attacher<'_> {
     }
 
     /// Loads the fexit `program` for the first of `functions` the kernel has, and attaches
-    /// it; none of them in the kernel's BTF (an entry the kernel lacks) is not an error.
-    fn fexit(&mut self, program: &str, functions: &[String]) -> Result<(), String> {
+    /// it; `false` when none of them is in the kernel's BTF.
+    fn fexit(&mut self, program: &str, functions: &[String]) -> Result<bool, String> {
         let p: &mut FExit = self
             .ebpf
             .program_mut(program)
@@ -643,7 +680,7 @@ impl Attacher<'_> {
                     p.attach()
                         .map_err(|e| format!("{program}: {function}: {}", describe(&e)))?;
                     self.attached.insert(program.to_owned());
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(ProgramError::Btf(BtfError::UnknownBtfTypeName { .. })) => continue,
                 Err(e) => {
@@ -654,7 +691,7 @@ impl Attacher<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -667,6 +704,25 @@ fn ia32_entries(name: &str) -> [String; 2] {
 }
 
 /// The error with the verifier's last lines when it refused a program.
+/// What `/proc/kallsyms` names after syscall `name`: why a kprobe on its entry failed is
+/// often that the kernel calls it something else.
+fn kallsyms_like(name: &str) -> String {
+    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+        return "/proc/kallsyms unreadable".into();
+    };
+    let like: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|sym| sym.contains(name) && sym.contains("sys"))
+        .take(8)
+        .collect();
+    if like.is_empty() {
+        format!("/proc/kallsyms has no *sys*{name}*")
+    } else {
+        format!("/proc/kallsyms has {}", like.join(", "))
+    }
+}
+
 fn describe(e: &ProgramError) -> String {
     match e {
         ProgramError::LoadError {
@@ -726,7 +782,7 @@ mod tests {
                     let programs: Vec<String> = match *attach {
                         Attach::BtfTracepoint { program, .. }
                         | Attach::RawTracepoint { program, .. }
-                        | Attach::IoKiocbTracepoint { program, .. }
+                        | Attach::RawTracepointTaking { program, .. }
                         | Attach::Lsm { program, .. }
                         | Attach::FExit { program, .. }
                         | Attach::KRetProbe { program, .. }

@@ -82,6 +82,7 @@ pub fn from_btf(path: &Path) -> Result<KernelOffsets, Error> {
         file_f_flags: r.offset("file", &["f_flags"])?,
         file_f_path: r.offset("file", &["f_path"])?,
         filename_name: r.offset("filename", &["name"])?,
+        has_current_task_btf: r.has_helper("BPF_FUNC_get_current_task_btf").into(),
     })
 }
 
@@ -123,14 +124,15 @@ fn release_number(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Whether raw tracepoint `name`'s first argument (after the context) is a pointer to
-/// `struct strukt` in the running kernel: a tracepoint can keep its name and change what it
-/// is handed (`io_uring_submit_sqe` took the ring, then the request).
-pub fn tracepoint_takes(name: &str, strukt: &str) -> bool {
+/// Whether raw tracepoint `name`'s first arguments (after the context) have the types
+/// `params` in the running kernel, each as C spells it (`struct io_kiocb *`, `void *`,
+/// `u8`): a tracepoint can keep its name and change what it is handed
+/// (`io_uring_submit_sqe` took the ring and the opcode, then the request).
+pub fn tracepoint_takes(name: &str, params: &[&str]) -> bool {
     let Ok(btf) = Btf::from_file(VMLINUX_BTF) else {
         return false;
     };
-    let first = || -> Option<String> {
+    let proto = || -> Option<Vec<String>> {
         // `btf_trace_<name>`: a typedef of a pointer to the probe's prototype, whose first
         // parameter is the `void *` context.
         let typedef = btf
@@ -147,15 +149,32 @@ pub fn tracepoint_takes(name: &str, strukt: &str) -> bool {
         let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).ok()? else {
             return None;
         };
-        let Type::Ptr(arg) = btf.resolve_chained_type(proto.parameters.get(1)?).ok()? else {
-            return None;
-        };
-        let Type::Struct(s) = btf.resolve_chained_type(&arg).ok()? else {
-            return None;
-        };
-        btf.resolve_name(&s).ok()
+        proto
+            .parameters
+            .iter()
+            .skip(1)
+            .map(|p| c_type(&btf, btf.resolve_chained_type(p).ok()?))
+            .collect()
     };
-    first().as_deref() == Some(strukt)
+    proto().is_some_and(|have| {
+        have.len() >= params.len() && params.iter().zip(&have).all(|(want, have)| want == have)
+    })
+}
+
+/// `ty` as C spells it, qualifiers left out; `None` for a kind a prototype check never
+/// names.
+fn c_type(btf: &Btf, ty: Type) -> Option<String> {
+    let named = |t: &dyn btf_rs::BtfType| btf.resolve_name(t).ok();
+    Some(match &ty {
+        Type::Void => "void".into(),
+        Type::Int(t) => named(t)?,
+        Type::Typedef(t) => named(t)?,
+        Type::Struct(t) => format!("struct {}", named(t)?),
+        Type::Ptr(t) => format!("{} *", c_type(btf, btf.resolve_chained_type(t).ok()?)?),
+        Type::Const(t) => c_type(btf, btf.resolve_chained_type(t).ok()?)?,
+        Type::Volatile(t) => c_type(btf, btf.resolve_chained_type(t).ok()?)?,
+        _ => return None,
+    })
 }
 
 fn missing(strukt: &str, field: &str, reason: String) -> Error {
@@ -189,6 +208,20 @@ impl Resolver<'_> {
             return Err(missing("member is a bit field".into()));
         }
         Ok(bits / 8)
+    }
+
+    /// Whether the kernel implements BPF helper `id` (a member of its `enum bpf_func_id`).
+    fn has_helper(&self, id: &str) -> bool {
+        let Ok(types) = self.btf.resolve_types_by_name("bpf_func_id") else {
+            return false;
+        };
+        types.iter().any(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .any(|m| self.btf.resolve_name(m).is_ok_and(|n| n == id)),
+            _ => false,
+        })
     }
 
     fn has_struct(&self, strukt: &str) -> bool {
@@ -262,9 +295,27 @@ mod tests {
     #[test]
     fn what_a_tracepoint_is_handed() {
         // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-        assert!(tracepoint_takes("sched_process_exec", "task_struct"));
-        assert!(!tracepoint_takes("sched_process_exec", "io_kiocb"));
-        assert!(!tracepoint_takes("no_such_tracepoint", "io_kiocb"));
+        let exec = |params: &[&str]| tracepoint_takes("sched_process_exec", params);
+        assert!(exec(&["struct task_struct *"]));
+        assert!(exec(&[
+            "struct task_struct *",
+            "pid_t",
+            "struct linux_binprm *"
+        ]));
+        assert!(!exec(&["struct io_kiocb *"]));
+        assert!(!exec(&["struct task_struct *", "u8"]));
+        assert!(!exec(&[
+            "struct task_struct *",
+            "pid_t",
+            "struct linux_binprm *",
+            "int"
+        ]));
+        // sys_exit(struct pt_regs *regs, long ret)
+        assert!(tracepoint_takes(
+            "sys_exit",
+            &["struct pt_regs *", "long int"]
+        ));
+        assert!(!tracepoint_takes("no_such_tracepoint", &[]));
     }
 
     /// Reads the real BTF of the kernel the tests run on.
@@ -277,6 +328,18 @@ mod tests {
         assert_eq!(o.dentry_d_name_name % 8, 0);
         assert!(o.task_struct_tgid > 0 && o.task_struct_files > o.task_struct_tgid);
         assert!(o.proc_inode_vfs_inode > o.proc_inode_pid);
+    }
+
+    /// Helpers are told from the kernel's own `enum bpf_func_id`; this kernel (6.18) has the
+    /// typed current task, Debian 11's 5.10 does not (checked in the VM lane).
+    #[test]
+    fn helpers_of_the_running_kernel() {
+        let btf = Btf::from_file(VMLINUX_BTF).expect("this kernel has BTF");
+        let r = Resolver { btf: &btf };
+        assert!(r.has_helper("BPF_FUNC_get_current_task_btf"));
+        assert!(r.has_helper("BPF_FUNC_ringbuf_reserve"));
+        assert!(!r.has_helper("BPF_FUNC_no_such_helper"));
+        assert!(!r.has_helper("bpf_func_id"));
     }
 
     /// This kernel (6.18) has `struct ovl_file`; kernels without BTF for overlayfs are judged

@@ -60,9 +60,13 @@ pub const DEFAULT_TESTS: &[&str] = &["kernel_events"];
 /// default, and CI, run it.
 pub fn test_task_lane() -> Args {
     Args {
-        kernels: vec!["6.1".into()],
+        kernels: vec!["5.10".into(), "6.1".into()],
         modes: vec!["auto".into(), "tracepoint".into()],
-        tests: vec!["kernel_events".into(), "probe_modes".into()],
+        tests: vec![
+            "kernel_events".into(),
+            "probe_modes".into(),
+            "tpm_device".into(),
+        ],
         timeout: 1800,
         verbose: false,
         feature_probe: false,
