@@ -594,7 +594,7 @@ impl Attacher<'_> {
                     let native = format!("__x64_sys_{name}");
                     p.attach(&native, 0).map_err(|e| {
                         format!(
-                            "{program}: {native}: {} ({})",
+                            "{program}: {native}: the kernel refused it: {} ({})",
                             describe(&e),
                             kallsyms_like(name)
                         )
@@ -615,7 +615,9 @@ impl Attacher<'_> {
                         // The native entry exists wherever the syscall does: missing from
                         // BTF (5.10 has no `__x64_sys_perf_event_open` there), it cannot
                         // take an fexit program.
-                        return Err(format!("{native}: {entry} is not in the kernel's BTF"));
+                        return Err(format!(
+                            "{native}: the kernel refused it: {entry} is not in its BTF"
+                        ));
                     }
                     let ia32 = format!("syscalls_fexit_ia32_{name}");
                     self.fexit(&ia32, &ia32_entries(name))?;
