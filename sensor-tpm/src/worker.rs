@@ -3,7 +3,9 @@
 //! callers for longer than `op_timeout`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError,
+};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
@@ -54,10 +56,12 @@ struct Job {
     reply: SyncSender<Result<Reply>>,
 }
 
-/// The current worker thread's queue, and the flag that retires it after a timeout.
+/// The current worker thread's queue, the flag that retires it after a timeout, and the
+/// channel that disconnects once it has ended (its TPM connection closed).
 struct Slot {
     tx: Option<SyncSender<Job>>,
     abandoned: Arc<AtomicBool>,
+    ended: Option<Receiver<()>>,
 }
 
 /// Handle to the TPM worker thread. Cheap calls, all `&self`: share it in an `Arc` between
@@ -75,12 +79,32 @@ pub struct TpmWorker {
     live_threads: Arc<AtomicUsize>,
 }
 
-/// Decrements the live-thread count however the thread ends.
-struct LiveGuard(Arc<AtomicUsize>);
+/// Decrements the live-thread count however the thread ends, and then disconnects `ended`.
+/// `run` takes it as a parameter, so it drops after `run`'s connection.
+struct LiveGuard {
+    live: Arc<AtomicUsize>,
+    _ended: Sender<()>,
+}
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TpmWorker {
+    /// Closes the queue and waits (at most `op_timeout`) for the current thread to close its
+    /// TPM connection. The agent drops its worker just before the process exits, and a TSS
+    /// still finalising on another thread races exit's own teardown: the lane saw a clean
+    /// stop abort with heap corruption. A retired thread, stuck in a hung TPM, is not waited
+    /// for.
+    fn drop(&mut self) {
+        let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
+        slot.tx = None;
+        if let Some(ended) = slot.ended.take() {
+            // Disconnected is the answer; a timeout leaves a thread stuck in the TSS.
+            let _ = ended.recv_timeout(self.cfg.op_timeout);
+        }
     }
 }
 
@@ -96,6 +120,7 @@ impl TpmWorker {
             slot: Mutex::new(Slot {
                 tx: None,
                 abandoned: Arc::new(AtomicBool::new(false)),
+                ended: None,
             }),
             live_threads: Arc::new(AtomicUsize::new(0)),
         })
@@ -219,6 +244,7 @@ impl TpmWorker {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         if Arc::ptr_eq(&slot.abandoned, abandoned) {
             slot.tx = None;
+            slot.ended = None;
         }
     }
 
@@ -234,14 +260,19 @@ impl TpmWorker {
         let cfg = Arc::clone(&self.cfg);
         let tcti = Arc::clone(&self.tcti);
         let flag = Arc::clone(&abandoned);
+        let (ended_tx, ended) = channel();
         self.live_threads.fetch_add(1, Ordering::SeqCst);
-        let guard = LiveGuard(Arc::clone(&self.live_threads));
+        let guard = LiveGuard {
+            live: Arc::clone(&self.live_threads),
+            _ended: ended_tx,
+        };
         thread::Builder::new()
             .name("sensor-tpm".into())
             .spawn(move || run(&cfg, &tcti, rx, &flag, guard))
             .map_err(|e| Error::Unavailable(format!("cannot start TPM worker thread: {e}")))?;
         slot.tx = Some(tx);
         slot.abandoned = abandoned;
+        slot.ended = Some(ended);
         Ok(())
     }
 }
@@ -281,4 +312,38 @@ fn execute(cfg: &TpmConfig, tcti: &str, conn: &mut Option<Connection>, op: Op) -
         Op::Quote(q) => Reply::Quote(Box::new(c.quote(q)?)),
         Op::Clock => Reply::Clock(c.clock_info()?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The agent drops its worker just before the process exits: when `drop` returns, the
+    /// thread must have closed its TPM connection (`run` drops it before its `LiveGuard`).
+    #[test]
+    fn dropping_the_worker_waits_for_its_thread_to_close_the_tpm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tpm = swtpm_harness::Swtpm::start(dir.path()).unwrap_or_else(|e| {
+            panic!("cannot start swtpm ({e}); run `cargo xtask setup` to install it")
+        });
+        for round in 0..5 {
+            let worker = TpmWorker::start(TpmConfig {
+                tcti: Some(tpm.tcti()),
+                op_timeout: Duration::from_secs(10),
+                ..TpmConfig::default()
+            })
+            .expect("worker starts");
+            worker.connect().expect("connects");
+            let live = Arc::clone(&worker.live_threads);
+            assert_eq!(live.load(Ordering::SeqCst), 1, "round {round}");
+            drop(worker);
+            assert_eq!(
+                live.load(Ordering::SeqCst),
+                0,
+                "round {round}: the worker thread outlived its TpmWorker"
+            );
+        }
+    }
 }
