@@ -19,6 +19,7 @@ pub mod forward;
 pub mod hex;
 pub mod merkle;
 pub mod record;
+mod rows;
 pub mod source;
 pub mod time;
 pub mod vectors;

@@ -15,9 +15,12 @@ use ed25519_dalek::VerifyingKey;
 
 use crate::anchor::TrailBuilder;
 use crate::batch::{self, BatchHeader, BATCH_VERSION};
-use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
+use crate::chain::{chain_next, GENESIS_HEAD};
 use crate::merkle;
 use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT};
+/// How many records the verifier reads and hashes ahead of its walk, per chunk.
+pub use crate::rows::CHUNK_RECORDS as READ_AHEAD_RECORDS;
+use crate::rows::{Hasher, Rows};
 use crate::source::{BatchSource, SourceBatch, SourceRecord, VerifiedBatch};
 use crate::verdict::{Failure, Position, Reason, Summary, Verdict};
 
@@ -103,46 +106,6 @@ impl BatchSource for Message<'_> {
 
     fn public_key(&mut self, _key_epoch: u64) -> Result<Option<VerifyingKey>, Self::Error> {
         Ok(None)
-    }
-}
-
-/// The source's records in order with one record of lookahead, which tells an inserted or
-/// swapped record from a modified one.
-struct Rows<'s, S> {
-    source: &'s mut S,
-    peeked: Option<Option<SourceRecord>>,
-    /// A consumed record whose buffers the next read reuses (no allocation per record).
-    spare: Option<SourceRecord>,
-}
-
-impl<S: BatchSource> Rows<'_, S> {
-    fn read(&mut self) -> Result<Option<SourceRecord>, Stop<S::Error>> {
-        let mut row = self.spare.take().unwrap_or_default();
-        Ok(read(self.source.next_record(&mut row))?.then_some(row))
-    }
-
-    fn recycle(&mut self, row: SourceRecord) {
-        self.spare = Some(row);
-    }
-
-    fn next(&mut self) -> Result<Option<SourceRecord>, Stop<S::Error>> {
-        match self.peeked.take() {
-            Some(row) => Ok(row),
-            None => self.read(),
-        }
-    }
-
-    /// The sequence number encoded inside the next record, if it decodes.
-    fn peek_inner_seq(&mut self) -> Result<Option<u64>, Stop<S::Error>> {
-        if self.peeked.is_none() {
-            self.peeked = Some(self.read()?);
-        }
-        Ok(self
-            .peeked
-            .as_ref()
-            .and_then(Option::as_ref)
-            .and_then(|r| record::peek(&r.bytes).ok())
-            .map(|(h, _)| h.seq))
     }
 }
 
@@ -260,16 +223,12 @@ impl Verifier {
         let mut message = Message {
             records: records.iter(),
         };
-        let mut rows = Rows {
-            source: &mut message,
-            peeked: None,
-            spare: None,
-        };
+        let mut rows = Rows::new(&mut message);
         let checked = self
             .batch(None, header, signature, &mut rows)
-            .and_then(|decoded| match rows.next()? {
+            .and_then(|decoded| match read(rows.next())? {
                 Some(extra) => {
-                    let seq = record::peek(&extra.bytes).map_or(self.next_seq, |(h, _)| h.seq);
+                    let seq = record::peek(&extra.record.bytes).map_or(self.next_seq, |(h, _)| h.seq);
                     tampered(
                         Position::Seq(seq),
                         Reason::Inserted,
@@ -296,13 +255,13 @@ impl Verifier {
         }
     }
 
-    fn run<S: BatchSource>(mut self, source: &mut S) -> Result<Summary, Stop<S::Error>> {
+    /// The whole walk, with the records hashed on a second thread (`rows`).
+    fn run<S: BatchSource>(self, source: &mut S) -> Result<Summary, Stop<S::Error>> {
+        std::thread::scope(|scope| self.walk(Rows::with_hasher(source, Hasher::spawn(scope))))
+    }
+
+    fn walk<S: BatchSource>(mut self, mut rows: Rows<'_, S>) -> Result<Summary, Stop<S::Error>> {
         let walk = &mut self;
-        let mut rows = Rows {
-            source,
-            peeked: None,
-            spare: None,
-        };
         let mut batch = SourceBatch::default();
         while read(rows.source.next_batch(&mut batch))? {
             walk.batch(batch.number, &batch.header, &batch.signature, &mut rows)?;
@@ -314,10 +273,11 @@ impl Verifier {
                 "the log has no batches: a log begins at batch 1 or at a signed Pruned record",
             );
         }
-        if let Some(row) = rows.next()? {
+        if let Some(row) = read(rows.next())? {
             let seq = row
+                .record
                 .seq
-                .or_else(|| record::peek(&row.bytes).ok().map(|(h, _)| h.seq))
+                .or_else(|| record::peek(&row.record.bytes).ok().map(|(h, _)| h.seq))
                 .unwrap_or(walk.next_seq);
             return tampered(
                 Position::Seq(seq),
@@ -561,20 +521,21 @@ impl Verifier {
     ) -> Result<(), Stop<S::Error>> {
         let seq = self.next_seq;
         let here = Position::Seq(seq);
-        let Some(row) = rows.next()? else {
+        let Some(row) = read(rows.next())? else {
             return tampered(here, Reason::Deleted, "the log ends before this record");
         };
-        if let Some(stored) = row.seq.filter(|&s| s > seq) {
+        let leaf = row.leaf;
+        let rec = &row.record;
+        if let Some(stored) = rec.seq.filter(|&s| s > seq) {
             return tampered(
                 here,
                 Reason::Deleted,
                 format!("no record between {seq} and {stored}"),
             );
         }
-        let leaf = leaf_hash(&row.bytes);
-        if row.leaf.as_ref().is_some_and(|kept| kept[..] != leaf[..]) {
+        if rec.leaf.as_ref().is_some_and(|kept| kept[..] != leaf[..]) {
             // A forged row slid in before the genuine one, which now sits one row later.
-            if rows.peek_inner_seq()? == Some(seq) {
+            if read(rows.peek_inner_seq())? == Some(seq) {
                 return tampered(
                     here,
                     Reason::Inserted,
@@ -587,7 +548,7 @@ impl Verifier {
                 "record bytes do not match their leaf hash",
             );
         }
-        let Ok((inner, tag)) = record::peek(&row.bytes) else {
+        let Ok((inner, tag)) = record::peek(&rec.bytes) else {
             return tampered(here, Reason::Modified, "record does not decode");
         };
         if inner.seq < seq {
@@ -598,7 +559,7 @@ impl Verifier {
             );
         }
         if inner.seq > seq {
-            if rows.peek_inner_seq()? == Some(seq) {
+            if read(rows.peek_inner_seq())? == Some(seq) {
                 return tampered(
                     here,
                     Reason::Reordered,
@@ -634,7 +595,7 @@ impl Verifier {
         if tag == BODY_TAG_EVENT {
             self.same_epoch(inner.epoch, here)?;
         } else {
-            let record = match Record::decode(&row.bytes) {
+            let record = match Record::decode(&rec.bytes) {
                 Ok(record) => record,
                 Err(e) => {
                     return tampered(
@@ -646,8 +607,8 @@ impl Verifier {
             };
             self.internal(&record, here)?;
         }
-        rows.source.record_verified(seq, &row.bytes);
-        self.batch_bytes += row.bytes.len() as u64;
+        rows.source.record_verified(seq, &rec.bytes);
+        self.batch_bytes += rec.bytes.len() as u64;
         self.wall_range = (
             self.wall_range.0.min(inner.wall_ns),
             self.wall_range.1.max(inner.wall_ns),

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use rusqlite::Connection;
 use sensor_log::batch_file::{BatchFile, BatchFileWriter, ITEM_RECORD, MAGIC};
+use sensor_log::verify::READ_AHEAD_RECORDS;
 use sensor_log::{Position, Reason, Verdict};
 use sensor_store::{verify, Store};
 
@@ -221,4 +222,75 @@ fn framing_damage_is_refused_with_the_reason() {
     let mut bad = bytes.clone();
     bad.push(7);
     assert!(err(&bad).contains("unknown item tag 7"));
+}
+
+/// A log of three read-ahead chunks of the verifier (`sensor-log`'s `rows`): what it meets
+/// ahead of its walk must not change the verdict.
+fn long_log() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    common::write_log(dir.path(), 2 * CHUNK + 1000, 64);
+    dir
+}
+
+/// Records per read-ahead chunk; seq 1 is the first record of the first chunk.
+const CHUNK: u64 = READ_AHEAD_RECORDS as u64;
+
+#[test]
+fn attacks_across_read_ahead_chunks_are_named_at_the_same_positions() {
+    // The last record of the first chunk and the first of the second, swapped.
+    let dir = long_log();
+    db(dir.path())
+        .execute_batch(&format!(
+            "UPDATE records SET seq = -1 WHERE seq = {CHUNK};
+             UPDATE records SET seq = {CHUNK} WHERE seq = {CHUNK} + 1;
+             UPDATE records SET seq = {CHUNK} + 1 WHERE seq = -1;"
+        ))
+        .expect("swap");
+    assert_eq!(
+        file_failure(dir.path()),
+        (Position::Seq(CHUNK), Reason::Reordered)
+    );
+    assert_eq!(
+        store_failure(dir.path()),
+        (Position::Seq(CHUNK), Reason::Reordered)
+    );
+
+    // The last record of the second chunk deleted: its successor comes from the third.
+    let dir = long_log();
+    db(dir.path())
+        .execute("DELETE FROM records WHERE seq = ?1", [2 * CHUNK])
+        .expect("delete");
+    assert_eq!(
+        file_failure(dir.path()),
+        (Position::Seq(2 * CHUNK), Reason::Deleted)
+    );
+    assert_eq!(
+        store_failure(dir.path()),
+        (Position::Seq(2 * CHUNK), Reason::Deleted)
+    );
+}
+
+#[test]
+fn a_read_error_met_ahead_comes_after_an_earlier_tampering() {
+    let dir = long_log();
+    let conn = db(dir.path());
+    let modified = 2 * CHUNK - 100;
+    common::flip_record_bit(&conn, i64::try_from(modified).expect("small"));
+    let (_, first) = batch_of(&conn, i64::try_from(modified).expect("small"));
+    let bytes = exported(dir.path());
+    // Cut inside the file's last item: reading it is an error, which the read-ahead meets
+    // in the third chunk while the walk is still in the second, before the modified record.
+    let cut = &bytes[..bytes.len() - 3];
+    match file_verdict(cut) {
+        Ok(Verdict::Tampered(f)) => assert_eq!(
+            (f.position, f.reason),
+            (Position::Seq(first as u64), Reason::Modified)
+        ),
+        other => panic!("the modified record {modified} must be the verdict, got {other:?}"),
+    }
+    // Intact up to the cut: the error is the answer.
+    let dir = long_log();
+    let bytes = exported(dir.path());
+    let err = file_verdict(&bytes[..bytes.len() - 3]).expect_err("a cut item is an error");
+    assert!(err.to_string().contains("file ends inside"), "{err}");
 }
