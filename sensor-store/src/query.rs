@@ -56,13 +56,11 @@ enum Lookup {
     Prefix(String),
 }
 
-/// Where a query may find its records.
-enum Candidates {
-    /// Every record with seq in one of these inclusive ranges, ascending.
-    Ranges(Vec<(i64, i64)>),
-    /// Exactly these seqs, ascending.
-    Seqs(Vec<u64>),
-}
+/// Batches in the first window of a term query, so the first page comes after reading the
+/// postings of a few batches whatever the size of the answer; each next window doubles, up
+/// to `MAX_WINDOW`, so a long answer still reads the postings in long runs.
+const FIRST_WINDOW: usize = 8;
+const MAX_WINDOW: usize = 1024;
 
 impl Store {
     /// Non-empty batches that may hold a record within the filter's time and seq bounds
@@ -191,43 +189,23 @@ impl Store {
         Ok(seqs)
     }
 
-    fn candidates(&self, filter: &Filter) -> Result<Candidates> {
-        let conditions = term_conditions(filter);
-        let bounded =
-            filter.since_ns.is_some() || filter.until_ns.is_some() || filter.after_seq.is_some();
-        if conditions.is_empty() && !bounded {
-            return Ok(Candidates::Ranges(vec![(i64::MIN, i64::MAX)]));
-        }
-        let batches = self.batches_in_bounds(filter)?;
-        if conditions.is_empty() {
-            // Seq ranges of the batches, adjacent ones merged.
-            let mut ranges: Vec<(i64, i64)> = Vec::new();
-            for &(_, first_seq, count) in &batches {
-                let (lo, hi) = (to_i64(first_seq)?, to_i64(first_seq + count - 1)?);
-                match ranges.last_mut() {
-                    Some(last) if last.1 + 1 == lo => last.1 = hi,
-                    _ => ranges.push((lo, hi)),
-                }
-            }
-            return Ok(Candidates::Ranges(ranges));
-        }
+    /// Seqs of the records in `batches` indexed under at least one term of every set of
+    /// `dims` and above the filter's `after_seq`, ascending.
+    fn seqs_in(
+        &self,
+        dims: &[Vec<i64>],
+        batches: &[(i64, u64, u64)],
+        filter: &Filter,
+    ) -> Result<Vec<u64>> {
         let mut result: Option<Vec<u64>> = None;
-        let mut ids = Vec::new();
-        for (dim, lookups) in &conditions {
-            ids.clear();
-            for lookup in lookups {
-                self.term_ids(*dim, lookup, &mut ids)?;
-            }
-            if ids.is_empty() {
-                return Ok(Candidates::Seqs(Vec::new()));
-            }
-            let seqs = self.posted_seqs(&ids, &batches)?;
+        for ids in dims {
+            let seqs = self.posted_seqs(ids, batches)?;
             let narrowed = match result {
                 None => seqs,
                 Some(previous) => intersect(&previous, &seqs),
             };
             if narrowed.is_empty() {
-                return Ok(Candidates::Seqs(narrowed));
+                return Ok(narrowed);
             }
             result = Some(narrowed);
         }
@@ -235,7 +213,7 @@ impl Store {
         if let Some(after) = filter.after_seq {
             seqs.retain(|&s| s > after);
         }
-        Ok(Candidates::Seqs(seqs))
+        Ok(seqs)
     }
 
     /// Visits matching records in sequence order until `visit` returns false. A row whose
@@ -272,33 +250,70 @@ impl Store {
         };
         // One read transaction: a consistent snapshot, and no lock/unlock per point lookup.
         let snapshot = self.conn.unchecked_transaction()?;
-        match self.candidates(filter)? {
-            Candidates::Ranges(mut ranges) => {
-                // The time bounds already chose the batches; the decoded record decides the rest.
-                let mut stmt = self.conn.prepare_cached(if newest_first {
-                    "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
-                     ORDER BY seq DESC"
-                } else {
-                    "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
-                     ORDER BY seq"
-                })?;
-                if newest_first {
-                    ranges.reverse();
-                }
-                let after = filter.after_seq.map_or(Ok(i64::MIN), to_i64)?;
-                'ranges: for (lo, hi) in ranges {
-                    let mut rows = stmt.query(params![lo, hi, after])?;
-                    while let Some(row) = rows.next()? {
-                        if !each(blob(row)?)? {
-                            break 'ranges;
-                        }
+        let conditions = term_conditions(filter);
+        if conditions.is_empty() {
+            // The time bounds choose the batches; the decoded record decides the rest.
+            let bounded = filter.since_ns.is_some()
+                || filter.until_ns.is_some()
+                || filter.after_seq.is_some();
+            let mut ranges = if bounded {
+                seq_ranges(&self.batches_in_bounds(filter)?)?
+            } else {
+                vec![(i64::MIN, i64::MAX)]
+            };
+            let mut stmt = self.conn.prepare_cached(if newest_first {
+                "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
+                 ORDER BY seq DESC"
+            } else {
+                "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
+                 ORDER BY seq"
+            })?;
+            if newest_first {
+                ranges.reverse();
+            }
+            let after = filter.after_seq.map_or(Ok(i64::MIN), to_i64)?;
+            'ranges: for (lo, hi) in ranges {
+                let mut rows = stmt.query(params![lo, hi, after])?;
+                while let Some(row) = rows.next()? {
+                    if !each(blob(row)?)? {
+                        break 'ranges;
                     }
                 }
             }
-            Candidates::Seqs(mut seqs) => {
-                let mut stmt = self
-                    .conn
-                    .prepare_cached("SELECT bytes FROM records WHERE seq = ?1")?;
+        } else {
+            // The terms each condition names, once; then the candidates window by window,
+            // in the order of the answer, each window's records visited before the next
+            // window's postings are read.
+            let mut dims = Vec::with_capacity(conditions.len());
+            for (dim, lookups) in &conditions {
+                let mut ids = Vec::new();
+                for lookup in lookups {
+                    self.term_ids(*dim, lookup, &mut ids)?;
+                }
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                dims.push(ids);
+            }
+            let batches = self.batches_in_bounds(filter)?;
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT bytes FROM records WHERE seq = ?1")?;
+            let mut rest = &batches[..];
+            let mut window = FIRST_WINDOW;
+            'windows: while !rest.is_empty() {
+                let n = window.min(rest.len());
+                let part = if newest_first {
+                    let (before, part) = rest.split_at(rest.len() - n);
+                    rest = before;
+                    part
+                } else {
+                    let (part, after) = rest.split_at(n);
+                    rest = after;
+                    part
+                };
+                window = (window * 2).min(MAX_WINDOW);
+                let mut seqs = self.seqs_in(&dims, part, filter)?;
                 if newest_first {
                     seqs.reverse();
                 }
@@ -306,7 +321,7 @@ impl Store {
                     let mut rows = stmt.query([to_i64(seq)?])?;
                     if let Some(row) = rows.next()? {
                         if !each(blob(row)?)? {
-                            break;
+                            break 'windows;
                         }
                     }
                 }
@@ -315,6 +330,22 @@ impl Store {
         drop(snapshot);
         Ok(())
     }
+}
+
+/// The seq ranges of `batches` (inclusive), adjacent ones merged, ascending.
+fn seq_ranges(batches: &[(i64, u64, u64)]) -> Result<Vec<(i64, i64)>> {
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &(_, first_seq, count) in batches {
+        let (lo, hi) = (
+            to_i64(first_seq)?,
+            to_i64(first_seq.saturating_add(count - 1))?,
+        );
+        match ranges.last_mut() {
+            Some(last) if last.1 + 1 == lo => last.1 = hi,
+            _ => ranges.push((lo, hi)),
+        }
+    }
+    Ok(ranges)
 }
 
 /// A postings row that does not decode: queries would not be complete, so they stop.

@@ -174,6 +174,57 @@ fn queries_stop_when_the_visitor_says_so() {
     }
 }
 
+/// The first page of an answer comes from the batches the query reaches first, before it
+/// reads the index of the rest: a query that stops after a page never reads the postings of
+/// the far end of the log. Here the far end's postings are damaged (text, not a blob), which a query that
+/// reads them stops at with an error, so reading them would show.
+#[test]
+fn the_first_page_comes_before_the_rest_of_the_index_is_read() {
+    let broad = Filter {
+        path_prefix: Some("/".to_string()),
+        ..Filter::default()
+    };
+    let page = |store: &Store, newest_first: bool| {
+        let mut n = 0;
+        let visit = |_| {
+            n += 1;
+            Ok(n < 5)
+        };
+        let result = if newest_first {
+            store.query_newest_first(&broad, visit)
+        } else {
+            store.query(&broad, visit)
+        };
+        result.map(|()| n)
+    };
+    for newest_first in [false, true] {
+        let (dir, _) = written();
+        let conn = common::db(dir.path());
+        // Batch 1 holds only the EpochStart, which no path term indexes: the far end of
+        // the newest-first answer is batch 2.
+        let far_end = if newest_first {
+            "(SELECT MIN(batch) + 1 FROM postings)"
+        } else {
+            "(SELECT MAX(batch) FROM postings)"
+        };
+        conn.execute(
+            &format!("UPDATE postings SET offsets = 'damaged' WHERE batch = {far_end}"),
+            [],
+        )
+        .expect("damage");
+        let store = Store::open_read_only(dir.path()).expect("store");
+        assert_eq!(
+            page(&store, newest_first).expect("a page away from the damage"),
+            5,
+            "newest first: {newest_first}"
+        );
+        // The whole answer reaches the damage and says so.
+        let whole = store.query(&broad, |_| Ok(true));
+        let err = whole.expect_err("the damaged postings are reached");
+        assert!(err.to_string().contains("are damaged"), "{err}");
+    }
+}
+
 #[test]
 fn pruned_batches_leave_no_postings_behind() {
     let (dir, _) = written();

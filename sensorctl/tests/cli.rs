@@ -628,3 +628,42 @@ fn events_output_is_pinned() {
     let expected = std::fs::read_to_string(&golden).expect("tests/events.golden");
     assert_eq!(shown, expected);
 }
+
+/// `events` prints records as the query finds them: a long answer shows its first page
+/// before the query has read the rest of the log. Here the index of the log's last batch is
+/// damaged, so the query ends in an error there, after printing what came before it.
+#[test]
+fn events_print_the_first_page_before_reading_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = LogWriter::open(
+        dir.path(),
+        WriterOptions {
+            batch_max_records: 4,
+            ..WriterOptions::default()
+        },
+    )
+    .expect("open");
+    for i in 0..1000 {
+        w.append(event(i), BASE_NS + i * 60_000_000_000, i)
+            .expect("append");
+        w.seal_due(Timestamp::now()).expect("seal");
+    }
+    w.close(Timestamp::now()).expect("close");
+    let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
+    conn.execute(
+        "UPDATE postings SET offsets = 'damaged' WHERE batch = (SELECT MAX(batch) FROM postings)",
+        [],
+    )
+    .expect("damage");
+
+    let table = sensorctl(dir.path(), &["events", "--path", "/etc/shadow"]);
+    assert_eq!(table.status.code(), Some(1), "{}", stderr(&table));
+    assert!(stderr(&table).contains("are damaged"), "{}", stderr(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("SEQ"), "{text}");
+    assert!(text.lines().count() > 100, "a first page: {text}");
+
+    let json = sensorctl(dir.path(), &["events", "--json", "--path", "/etc/shadow"]);
+    assert_eq!(json.status.code(), Some(1), "{}", stderr(&json));
+    assert!(json_lines(&json).len() > 100);
+}

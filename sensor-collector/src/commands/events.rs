@@ -14,6 +14,7 @@ use sensor_log::forward::BatchMessage;
 use sensor_log::record::HostId;
 use sensor_log::{hex, Record};
 use sensor_view::events::{to_json, FilterArgs, Selection};
+use sensor_view::table::StreamedTable;
 use serde_json::json;
 
 use crate::Failure;
@@ -62,7 +63,10 @@ fn show(
     after: Option<u64>,
     json: bool,
 ) -> Result<u64, Failure> {
-    let mut rows = Vec::new();
+    let mut columns = vec!["HOST"];
+    columns.extend(sensor_view::events::COLUMNS);
+    // Printed as they come: a long answer shows its first page at once.
+    let mut table = StreamedTable::new(&columns);
     let cursor = store.batches_after(query, after, &mut |host, batch| {
         for record in decoded(host, &batch) {
             if !selection.matches(&record) {
@@ -77,17 +81,13 @@ fn show(
             } else {
                 let mut row = vec![hex::encode(host)];
                 row.extend(sensor_view::events::row(&record));
-                rows.push(row);
+                table.push(row);
             }
         }
         Ok(())
-    })?;
-    if !rows.is_empty() {
-        let mut columns = vec!["HOST"];
-        columns.extend(sensor_view::events::COLUMNS);
-        sensor_view::table::print_table(&columns, &rows);
-    }
-    Ok(cursor)
+    });
+    table.flush();
+    Ok(cursor?)
 }
 
 /// The batch's records, decoded. One that does not decode (it verified, so it is held: a

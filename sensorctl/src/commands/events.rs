@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sensor_log::Record;
 use sensor_view::events::{to_json, FilterArgs};
+use sensor_view::table::StreamedTable;
 
 use crate::Failure;
 
@@ -31,53 +32,79 @@ pub fn run(state_dir: &Path, args: &Args) -> Result<(), Failure> {
     let selection = args.filters.selection()?;
     let mut filter = selection.filter.clone();
     let store = super::open(state_dir)?;
-    let mut shown = Vec::new();
-    match args.limit {
-        // The last N: read from the newest end and stop at N.
-        Some(limit) => {
-            store.query_newest_first(&filter, |r| {
-                if shown.len() < limit && selection.path_matches(&r) {
-                    shown.push(r);
-                }
-                Ok(shown.len() < limit)
-            })?;
-            shown.reverse();
+    let mut out = Printer::new(args.json);
+    // Printed as the query finds them, never collected: the first page of a long answer
+    // shows at once, and memory stays flat whatever the answer's size.
+    let last_shown = std::cell::Cell::new(filter.after_seq);
+    let show = |r: Record, out: &mut Printer| {
+        if selection.path_matches(&r) {
+            last_shown.set(Some(r.header.seq));
+            out.show(&r);
         }
-        None => store.query(&filter, |r| {
-            if selection.path_matches(&r) {
-                shown.push(r);
+    };
+    let shown = match args.limit {
+        // The last N: read from the newest end and stop at N (at most N held, to print them
+        // oldest first).
+        Some(limit) => {
+            let mut last = Vec::new();
+            store.query_newest_first(&selection.filter, |r| {
+                if last.len() < limit && selection.path_matches(&r) {
+                    last.push(r);
+                }
+                Ok(last.len() < limit)
+            })?;
+            for r in last.into_iter().rev() {
+                show(r, &mut out);
             }
+            Ok(())
+        }
+        None => store.query(&selection.filter, |r| {
+            show(r, &mut out);
             Ok(true)
-        })?,
-    }
-    filter.after_seq = shown.last().map(|r| r.header.seq).or(filter.after_seq);
-    print(&shown, args.json);
+        }),
+    };
+    out.flush();
+    shown?;
     if !args.follow {
         return Ok(());
     }
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let mut fresh = Vec::new();
-        store.query(&filter, |r| {
-            if selection.path_matches(&r) {
-                fresh.push(r);
-            }
+        filter.after_seq = last_shown.get();
+        let polled = store.query(&filter, |r| {
+            show(r, &mut out);
             Ok(true)
-        })?;
-        if let Some(r) = fresh.last() {
-            filter.after_seq = Some(r.header.seq);
-        }
-        print(&fresh, args.json);
+        });
+        out.flush();
+        polled?;
     }
 }
 
-fn print(records: &[Record], json: bool) {
-    if json {
-        for r in records {
-            outln!("{}", to_json(r));
+/// Where records go: JSON lines, or a table whose widths the first page sets.
+enum Printer {
+    Json,
+    Table(StreamedTable<'static>),
+}
+
+impl Printer {
+    fn new(json: bool) -> Printer {
+        if json {
+            Printer::Json
+        } else {
+            Printer::Table(StreamedTable::new(&sensor_view::events::COLUMNS))
         }
-    } else if !records.is_empty() {
-        let rows: Vec<Vec<String>> = records.iter().map(sensor_view::events::row).collect();
-        super::print_table(&sensor_view::events::COLUMNS, &rows);
+    }
+
+    fn show(&mut self, r: &Record) {
+        match self {
+            Printer::Json => outln!("{}", to_json(r)),
+            Printer::Table(table) => table.push(sensor_view::events::row(r)),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Printer::Table(table) = self {
+            table.flush();
+        }
     }
 }
