@@ -59,6 +59,11 @@ fn event(i: u64) -> Event {
 
 /// Ten events one minute apart from BASE_NS.
 fn log() -> tempfile::TempDir {
+    log_of(10)
+}
+
+/// `n` events one minute apart from BASE_NS, in batches of 4.
+fn log_of(n: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut w = LogWriter::open(
         dir.path(),
@@ -68,7 +73,7 @@ fn log() -> tempfile::TempDir {
         },
     )
     .expect("open");
-    for i in 0..10 {
+    for i in 0..n {
         w.append(event(i), BASE_NS + i * 60_000_000_000, i)
             .expect("append");
     }
@@ -634,21 +639,7 @@ fn events_output_is_pinned() {
 /// damaged, so the query ends in an error there, after printing what came before it.
 #[test]
 fn events_print_the_first_page_before_reading_the_rest() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut w = LogWriter::open(
-        dir.path(),
-        WriterOptions {
-            batch_max_records: 4,
-            ..WriterOptions::default()
-        },
-    )
-    .expect("open");
-    for i in 0..1000 {
-        w.append(event(i), BASE_NS + i * 60_000_000_000, i)
-            .expect("append");
-        w.seal_due(Timestamp::now()).expect("seal");
-    }
-    w.close(Timestamp::now()).expect("close");
+    let dir = log_of(1000);
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
     conn.execute(
         "UPDATE postings SET offsets = 'damaged' WHERE batch = (SELECT MAX(batch) FROM postings)",
