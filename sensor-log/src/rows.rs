@@ -119,7 +119,8 @@ impl<'s, S: BatchSource> Rows<'s, S> {
 
     /// Reads up to a chunk of records, and how the reading ended if it did.
     fn read_chunk(&mut self) -> (Vec<SourceRecord>, Ending<S::Error>) {
-        let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
+        // Grown as read: a forwarding message's batch is far smaller than a chunk.
+        let mut chunk = Vec::new();
         let mut bytes = 0;
         while chunk.len() < CHUNK_RECORDS && bytes < CHUNK_BYTES {
             let mut record = self.spare.pop().unwrap_or_default();
