@@ -22,7 +22,7 @@ use crate::{
     flood,
     kernel::{
         fd_file, in_compat_syscall, off, pid_nr, read_kernel_str, read_user_str, syscall_nr,
-        user_regs, BtfPtr, RawPtr, Regs, SyscallArgs,
+        user_regs, BtfPtr, FieldPtr, RawPtr, Regs, SyscallArgs,
     },
     output::{header, is_agent, reserve},
     OpenScratch, CONFIG, OPEN_SCRATCH, TREE_GATE, TREE_MISSES, WATCHED_DIRS, WATCHED_INODES,
@@ -81,7 +81,7 @@ pub fn on_open(
 /// `typed`, the same file as a typed pointer, the opened path is asked of `bpf_d_path` for a
 /// call that passed none.
 #[inline(always)]
-pub fn on_opened(file: RawPtr, typed: Option<BtfPtr>) -> Result<(), i64> {
+pub fn on_opened<P: FieldPtr>(file: P, typed: Option<BtfPtr>) -> Result<(), i64> {
     let m = classify(file)?;
     if is_agent() {
         return Ok(());
@@ -343,7 +343,7 @@ unsafe fn d_path(file: BtfPtr, dst: *mut [u8; REQUESTED_LEN]) {
 /// below (an overlay's inode matches nothing watched). Unwatched opens end here with
 /// [`NOT_WATCHED`] and never reach user space.
 #[inline(always)]
-fn classify(file: RawPtr) -> Result<Match, i64> {
+fn classify<P: FieldPtr>(file: P) -> Result<Match, i64> {
     let f = Opened::read(file)?;
     // SAFETY: the element stays mapped while the program runs (RCU read side) and is only
     // read here. WatchValue is plain integers, valid for every bit pattern, so an update by
@@ -372,7 +372,7 @@ fn classify(file: RawPtr) -> Result<Match, i64> {
 /// A file opened through an overlay: the file it opened on the layer below (itself maybe
 /// an overlay's, once: `FILESYSTEM_MAX_STACK_DEPTH`), classified by inode and directory.
 #[inline(always)]
-fn through_overlay(file: RawPtr, overlay_dev: u32) -> Result<Match, i64> {
+fn through_overlay<P: FieldPtr>(file: P, overlay_dev: u32) -> Result<Match, i64> {
     let mut f = Opened::read(real_file(file)?)?;
     if f.key.dev >> 20 == 0 && f.sb.load::<u64>(off!(super_block_s_magic))? == OVERLAYFS_SUPER_MAGIC
     {
@@ -390,7 +390,7 @@ fn through_overlay(file: RawPtr, overlay_dev: u32) -> Result<Match, i64> {
 /// rule id of the entry. A directory the set does not hold may be new under one it holds:
 /// then the file's ancestors decide.
 #[inline(always)]
-fn in_watched_dir(f: &Opened) -> Result<(MatchKind, u32), i64> {
+fn in_watched_dir<P: FieldPtr>(f: &Opened<P>) -> Result<(MatchKind, u32), i64> {
     let parent = f.dentry.load_ptr(off!(dentry_d_parent))?;
     let parent_inode = parent.load_ptr(off!(dentry_d_inode))?;
     let dir = InodeKey {
@@ -406,7 +406,7 @@ fn in_watched_dir(f: &Opened) -> Result<(MatchKind, u32), i64> {
             .unwrap_or(i64::MAX);
         return Ok((
             MatchKind::Tree,
-            in_watched_tree(dir, parent, parent_inode, ctime)?,
+            in_watched_tree(dir, parent.raw(), parent_inode, ctime)?,
         ));
     };
     if dv.flags & DIR_ANY_NAME != 0 {
@@ -427,7 +427,7 @@ fn in_watched_dir(f: &Opened) -> Result<(MatchKind, u32), i64> {
 fn in_watched_tree(
     dir: InodeKey,
     parent: RawPtr,
-    parent_inode: RawPtr,
+    parent_inode: impl FieldPtr,
     ctime: i64,
 ) -> Result<u32, i64> {
     let gate = TREE_GATE.get(0).ok_or(NOT_WATCHED)?;
@@ -509,7 +509,7 @@ fn walk(dev: u32, parent: RawPtr, max_depth: u32) -> i64 {
 fn child_entry(
     dir: InodeKey,
     name_lengths: u64,
-    dentry: RawPtr,
+    dentry: impl FieldPtr,
     name: u64,
 ) -> Result<Option<&'static sensor_common::WatchValue>, i64> {
     let len: u32 = dentry.load(off!(dentry_d_name_len))?;
@@ -526,11 +526,11 @@ fn child_entry(
 }
 
 /// What `classify` reads of an open file.
-struct Opened {
-    file: RawPtr,
-    inode: RawPtr,
-    sb: RawPtr,
-    dentry: RawPtr,
+struct Opened<P> {
+    file: P,
+    inode: P,
+    sb: P,
+    dentry: P,
     key: InodeKey,
     /// Address of the dentry's name.
     name: u64,
@@ -551,9 +551,9 @@ impl Match {
     }
 }
 
-impl Opened {
+impl<P: FieldPtr> Opened<P> {
     #[inline(always)]
-    fn read(file: RawPtr) -> Result<Opened, i64> {
+    fn read(file: P) -> Result<Opened<P>, i64> {
         let inode = file.load_ptr(off!(file_f_inode))?;
         let sb = inode.load_ptr(off!(inode_i_sb))?;
         let dentry = file.load_ptr(off!(file_f_path_dentry))?;
@@ -588,8 +588,9 @@ impl Opened {
 /// The file an overlayfs file opened on the layer below (`ovl_real_file`): what was really
 /// read. An `O_PATH` descriptor has none (`private_data` is NULL) and is not followed.
 #[inline(always)]
-fn real_file(overlay_file: RawPtr) -> Result<RawPtr, i64> {
-    let private = overlay_file.load_ptr(off!(file_private_data))?;
+fn real_file(overlay_file: impl FieldPtr) -> Result<RawPtr, i64> {
+    // `void *`: a number to the verifier, and so read as one.
+    let private = RawPtr(overlay_file.load(off!(file_private_data))?);
     let at = off!(ovl_file_realfile);
     let real = if at == OVL_REALFILE_IS_PRIVATE_DATA as u64 {
         private
@@ -606,7 +607,11 @@ fn real_file(overlay_file: RawPtr) -> Result<RawPtr, i64> {
 /// probe files (a uprobe fetches another process's buffers) and `core_pattern` (where every
 /// process's core dump goes). Only their opens for writing are events (`on_open` checks).
 #[inline(always)]
-fn kernel_control_file(magic: u64, dentry: RawPtr, name: u64) -> Result<Option<MatchKind>, i64> {
+fn kernel_control_file(
+    magic: u64,
+    dentry: impl FieldPtr,
+    name: u64,
+) -> Result<Option<MatchKind>, i64> {
     if magic != TRACEFS_MAGIC && magic != PROC_SUPER_MAGIC {
         return Ok(None);
     }
@@ -642,7 +647,7 @@ fn kernel_control_file(magic: u64, dentry: RawPtr, name: u64) -> Result<Option<M
 
 /// procfs files of another process that expose its secrets, and `/proc/kcore`.
 #[inline(always)]
-fn proc_match(inode: RawPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64> {
+fn proc_match(inode: impl FieldPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64> {
     // 16 zeroed bytes: comparing the first 8 (NUL included) rejects longer names.
     let mut buf = [0u8; 16];
     read_name(name, &mut buf)?;
@@ -664,7 +669,7 @@ fn proc_match(inode: RawPtr, name: u64, dev: u32, ino: u64) -> Result<Match, i64
         return Err(NOT_WATCHED);
     }
     // container_of(inode, struct proc_inode, vfs_inode)
-    let proc_inode = RawPtr(inode.0 - off!(proc_inode_vfs_inode));
+    let proc_inode = RawPtr(inode.raw().0 - off!(proc_inode_vfs_inode));
     let pid: u64 = proc_inode.load(off!(proc_inode_pid))?;
     let target_tgid = if pid == 0 { 0 } else { pid_nr(pid)? };
     if bit != PROC_KCORE {

@@ -157,22 +157,77 @@ impl BtfPtr {
     }
 }
 
+/// A pointer to a kernel structure whose fields are read at offsets from [`off!`]: code
+/// that walks a file's inode, dentry and superblock is written once for the pointers a hook
+/// is handed typed ([`ArgPtr`]) and those it finds as numbers ([`RawPtr`]).
+pub trait FieldPtr: Copy {
+    /// The scalar field at `offset`.
+    fn load<T: Copy>(self, offset: u64) -> Result<T, i64>;
+    /// The pointer field at `offset`, of the same kind.
+    fn load_ptr(self, offset: u64) -> Result<Self, i64>;
+    /// The address, for arithmetic (`container_of`) and for the reads that stay raw.
+    fn raw(self) -> RawPtr;
+}
+
 /// A kernel address the verifier sees as a plain number: fields are read with
 /// `bpf_probe_read_kernel`.
 #[derive(Clone, Copy)]
 pub struct RawPtr(pub u64);
 
-impl RawPtr {
-    /// The scalar field at `offset`.
+impl FieldPtr for RawPtr {
     #[inline(always)]
-    pub fn load<T: Copy>(self, offset: u64) -> Result<T, i64> {
+    fn load<T: Copy>(self, offset: u64) -> Result<T, i64> {
         read(self.0 + offset)
     }
 
-    /// The pointer field at `offset`.
     #[inline(always)]
-    pub fn load_ptr(self, offset: u64) -> Result<RawPtr, i64> {
+    fn load_ptr(self, offset: u64) -> Result<RawPtr, i64> {
         read(self.0 + offset).map(RawPtr)
+    }
+
+    #[inline(always)]
+    fn raw(self) -> RawPtr {
+        self
+    }
+}
+
+/// A struct pointer an LSM or fentry/fexit hook was handed, or one loaded through it: typed
+/// on every kernel that loads those hooks (unlike [`BtfPtr`]'s current task), so every
+/// field is a plain load, which the verifier checks against BTF and makes fault-safe (a
+/// NULL or unmapped pointer reads as 0). The hooks that see every open classify the file
+/// with these instead of a `bpf_probe_read_kernel` call per field.
+#[derive(Clone, Copy)]
+pub struct ArgPtr(*const u8);
+
+impl ArgPtr {
+    /// `ptr` must be a hook's typed struct pointer argument (the verifier refuses the
+    /// program's loads otherwise).
+    #[inline(always)]
+    pub fn from_arg(ptr: *const u8) -> ArgPtr {
+        ArgPtr(ptr)
+    }
+
+    /// The same pointer, for the helpers that take a typed pointer.
+    #[inline(always)]
+    pub fn typed(self) -> BtfPtr {
+        BtfPtr(self.0)
+    }
+}
+
+impl FieldPtr for ArgPtr {
+    #[inline(always)]
+    fn load<T: Copy>(self, offset: u64) -> Result<T, i64> {
+        Ok(BtfPtr(self.0).load(offset))
+    }
+
+    #[inline(always)]
+    fn load_ptr(self, offset: u64) -> Result<ArgPtr, i64> {
+        Ok(ArgPtr(BtfPtr(self.0).load::<usize>(offset) as *const u8))
+    }
+
+    #[inline(always)]
+    fn raw(self) -> RawPtr {
+        RawPtr(self.0 as u64)
     }
 }
 

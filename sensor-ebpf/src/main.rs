@@ -38,7 +38,7 @@ use aya_ebpf::{
     },
 };
 use aya_log_ebpf::debug;
-use kernel::{BtfPtr, RawPtr, Regs};
+use kernel::{ArgPtr, BtfPtr, FieldPtr, RawPtr, Regs};
 use sensor_common::{
     syscall::{self, Watched, O_PATH},
     EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, LeafKey, NameKey, PathChangeEvent,
@@ -351,12 +351,13 @@ pub fn file_fexit_security_file_open(ctx: FExitContext) -> i32 {
     0
 }
 
-/// The LSM and fentry hooks' `file`, if every LSM allowed it (`ret` 0): typed, so its
-/// path can be asked of `bpf_d_path`.
+/// The LSM and fentry hooks' `file`, if every LSM allowed it (`ret` 0): typed, so it is
+/// classified with plain loads and its path can be asked of `bpf_d_path`.
 #[inline(always)]
 fn on_allowed_open(file: *const u8, ret: i32) {
     if ret == 0 {
-        let _ = file::on_opened(RawPtr(file as u64), Some(BtfPtr::from_raw(file)));
+        let file = ArgPtr::from_arg(file);
+        let _ = file::on_opened(file, Some(file.typed()));
     }
 }
 
@@ -367,7 +368,7 @@ fn on_allowed_open(file: *const u8, ret: i32) {
 pub fn file_fexit_do_filp_open(ctx: FExitContext) -> i32 {
     // do_filp_open(int dfd, struct filename *pathname, const struct open_flags *op)
     //     -> struct file *
-    let file: u64 = ctx.arg(3);
+    let file: *const u8 = ctx.arg(3);
     let _ = on_filp_open(file, |errno| {
         let dfd: i32 = ctx.arg(0);
         let pathname = BtfPtr::from_raw(ctx.arg::<*const u8>(1));
@@ -390,18 +391,19 @@ pub fn file_kretprobe_open(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `do_filp_open`'s result in the LSM and fentry modes: a failure to `failed`, an `O_PATH`
-/// file to the classification (the other opens reach the LSM hook).
+/// `do_filp_open`'s result in the LSM and fentry modes (typed): a failure to `failed`, an
+/// `O_PATH` file to the classification (the other opens reach the LSM hook).
 #[inline(always)]
-fn on_filp_open(file: u64, failed: impl FnOnce(i64) -> Result<(), i64>) -> Result<(), i64> {
-    if let Some(errno) = as_errno(file) {
+fn on_filp_open(file: *const u8, failed: impl FnOnce(i64) -> Result<(), i64>) -> Result<(), i64> {
+    if let Some(errno) = as_errno(file as u64) {
         return failed(errno);
     }
-    let flags: u32 = RawPtr(file).load(kernel::off!(file_f_flags))?;
+    let file = ArgPtr::from_arg(file);
+    let flags: u32 = file.load(kernel::off!(file_f_flags))?;
     if u64::from(flags) & O_PATH == 0 {
         return Ok(());
     }
-    file::on_opened(RawPtr(file), None)
+    file::on_opened(file, None)
 }
 
 /// A returned pointer that is an `ERR_PTR`: its `-errno`.

@@ -16,7 +16,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{fd_file, off, read_kernel_str, read_user_str, BtfPtr, RawPtr, SyscallArgs},
+    kernel::{fd_file, off, read_kernel_str, read_user_str, BtfPtr, FieldPtr, RawPtr, SyscallArgs},
     output::{header, send},
     PathScan, PATH_SCAN, PATH_SCRATCH, WATCHED_LEAVES,
 };

@@ -6,7 +6,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{fd_file, is_current, off, pid_nr, read_user_str, BtfPtr, SyscallArgs},
+    kernel::{fd_file, is_current, off, pid_nr, read_user_str, BtfPtr, FieldPtr, SyscallArgs},
     output::{header, reserve},
 };
 

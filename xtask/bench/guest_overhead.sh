@@ -9,7 +9,8 @@
 # modes"):
 #   PAIRS=7 cargo xtask vm-test --kernel 6.1 --mode auto --mode tracepoint --bench
 # or on any machine as root: bash xtask/bench/guest_overhead.sh (MODES=... to choose).
-# Knobs: OPENS (200000), PAIRS (3), MODES ("auto tracepoint"); the lane passes OPENS and PAIRS
+# Knobs: OPENS (200000), PAIRS (3), MODES ("auto tracepoint"), BASE_AGENT (a baseline build
+# measured beside this one); the lane passes OPENS, PAIRS and BASE_AGENT
 # on from the host's environment.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,38 +30,73 @@ ms() { # wall time of one openloop run, in ms
     e=$(date +%s%N)
     echo $(((e - s) / 1000000))
 }
-prog_ns() { # run_time_ns of every loaded program, summed
-    bpftool prog show --json | python3 -c 'import json, sys; print(sum(p.get("run_time_ns", 0) for p in json.load(sys.stdin)))'
+prog_stats() { # name, run_time_ns and run_cnt of every loaded program, one per line
+    bpftool prog show --json | python3 -c 'import json, sys; [print(p.get("name", "?"), p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in json.load(sys.stdin)]'
 }
-start_agent() { # $1: mode
-    "$AGENT" run --state-dir "$WORK/state-$1" --output none --probe-mode "$1" 2>"$WORK/agent.log" &
+per_program() { # $1, $2: prog_stats before and after; the programs that ran, ns per open+close
+    python3 -c '
+import sys
+def load(t):
+    d = {}
+    for line in t.splitlines():
+        n, ns, cnt = line.split()
+        a = d.setdefault(n, [0, 0]); a[0] += int(ns); a[1] += int(cnt)
+    return d
+a, b, opens = load(sys.argv[1]), load(sys.argv[2]), int(sys.argv[3])
+ran = [(n, v[0] - a.get(n, [0, 0])[0], v[1] - a.get(n, [0, 0])[1]) for n, v in b.items()]
+print(" ".join(f"{n}={ns / opens:.0f}ns/{cnt / opens:.1f}runs" for n, ns, cnt in sorted(ran, key=lambda r: -r[1]) if cnt))
+' "$1" "$2" "$OPENS"
+}
+sum_ns() { awk '{s += $2} END {print s + 0}' <<<"$1"; }
+start_agent() { # $1: mode, $2: agent binary
+    "$2" run --state-dir "$WORK/state-$1" --output none --probe-mode "$1" 2>"$WORK/agent.log" &
     AGENT_PID=$!
     for _ in $(seq 1200); do grep -q "sensor-agent ready" "$WORK/agent.log" 2>/dev/null && return; sleep 0.1; done
     echo "agent did not start:"; cat "$WORK/agent.log"; exit 1
 }
-stop_agent() { kill -INT "$AGENT_PID"; wait "$AGENT_PID" || true; }
+stop_agent() { kill -INT "$AGENT_PID"; wait "$AGENT_PID" || true; rm -rf "$WORK/state-$1"; }
 median() { sort -n | awk '{r[NR]=$1} END {print (NR%2 ? r[(NR+1)/2] : (r[NR/2]+r[NR/2+1])/2)}'; }
+declare -A ratios shares
+measure() { # $1: mode, $2: label, $3: agent binary, $4: A of this pair (ms)
+    local b c s0 s1 p0 p1 modes ratio per_open share
+    start_agent "$1" "$3"
+    modes=$(grep -o 'probe="[a-z_]*" mode="[a-z]*"' "$WORK/agent.log" | sed 's/probe="//; s/" mode="/=/; s/"//' | tr '\n' ' ')
+    b=$(ms)
+    sysctl -qw kernel.bpf_stats_enabled=1
+    s0=$(prog_stats)
+    c=$(ms)
+    s1=$(prog_stats)
+    sysctl -qw kernel.bpf_stats_enabled=0
+    stop_agent "$1"
+    p0=$(sum_ns "$s0")
+    p1=$(sum_ns "$s1")
+    # A here-string, not a process substitution: the lane's guests have no /dev/fd.
+    read -r ratio per_open share <<<"$(python3 -c "print(f'{$b/$4:.3f}', f'{($p1-$p0)/$OPENS:.0f}', f'{($p1-$p0)/($c*1e6)*100:.2f}')")"
+    ratios[$2]+="$ratio "
+    shares[$2]+="$share "
+    echo "  $2: B ${b} ms, B/A ${ratio}; programs ${per_open} ns per open+close, ${share} % of a ${c} ms run ($modes)"
+    echo "    per program (per open+close): $(per_program "$s0" "$s1")"
+}
 
+# With BASE_AGENT (a baseline build), each pair also measures it beside this build, the
+# two in turns (this build first in odd pairs), against the same A.
 echo "kernel $(uname -r); $OPENS open+close of an unwatched file; A = no agent, B = agent"
 for mode in $MODES; do
-    ratios=()
-    shares=()
+    ratios=() shares=()
     for i in $(seq "$PAIRS"); do
         a=$(ms)
-        start_agent "$mode"
-        modes=$(grep -o 'probe="[a-z_]*" mode="[a-z]*"' "$WORK/agent.log" | sed 's/probe="//; s/" mode="/=/; s/"//' | tr '\n' ' ')
-        b=$(ms)
-        sysctl -qw kernel.bpf_stats_enabled=1
-        p0=$(prog_ns)
-        c=$(ms)
-        p1=$(prog_ns)
-        sysctl -qw kernel.bpf_stats_enabled=0
-        stop_agent
-        # A here-string, not a process substitution: the lane's guests have no /dev/fd.
-        read -r ratio per_open share <<<"$(python3 -c "print(f'{$b/$a:.3f}', f'{($p1-$p0)/$OPENS:.0f}', f'{($p1-$p0)/($c*1e6)*100:.2f}')")"
-        ratios+=("$ratio")
-        shares+=("$share")
-        echo "$mode pair $i: A ${a} ms, B ${b} ms, B/A ${ratio}; programs ${per_open} ns per open+close, ${share} % of a ${c} ms run ($modes)"
+        echo "$mode pair $i: A ${a} ms"
+        if [ -z "${BASE_AGENT:-}" ]; then
+            measure "$mode" agent "$AGENT" "$a"
+        elif [ $((i % 2)) = 1 ]; then
+            measure "$mode" agent "$AGENT" "$a"
+            measure "$mode" base "$BASE_AGENT" "$a"
+        else
+            measure "$mode" base "$BASE_AGENT" "$a"
+            measure "$mode" agent "$AGENT" "$a"
+        fi
     done
-    echo "$mode: B/A ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | median); programs' share median $(printf '%s\n' "${shares[@]}" | median) %"
+    for label in "${!ratios[@]}"; do
+        echo "$mode $label: B/A ${ratios[$label]}; median $(tr ' ' '\n' <<<"${ratios[$label]}" | grep . | median); programs' share median $(tr ' ' '\n' <<<"${shares[$label]}" | grep . | median) %"
+    done
 done

@@ -83,7 +83,7 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
     let share = tmp.path().join("share");
     fs::create_dir_all(share.join("out"))?;
     let script = share.join("run.sh");
-    fs::write(&script, run_script(plan))?;
+    fs::write(&script, run_script(plan)?)?;
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
     let console = tmp.path().join("console.log");
     let qemu_log = tmp.path().join("qemu.log");
@@ -304,7 +304,7 @@ fn echo_new(console: &Path, from: u64) -> u64 {
 /// overlay) and the initramfs has mounted what the tests need: optionally bpftool's feature
 /// probe, then per mode the agent's `probe`
 /// and each test binary, each result written to the share as soon as it is known.
-fn run_script(plan: &Plan) -> String {
+fn run_script(plan: &Plan) -> Result<String> {
     let q = |p: &Path| shell_quote(&p.display().to_string());
     let mut s = format!(
         "#!/bin/sh\n\
@@ -342,17 +342,7 @@ fn run_script(plan: &Plan) -> String {
     }
     if let Some(bench) = plan.bench {
         let modes: Vec<&str> = plan.modes.iter().map(String::as_str).collect();
-        // The script's knobs, from the host's environment: counts, so the guest's shell
-        // can split them as they are.
-        let knobs: Vec<String> = BENCH_KNOBS
-            .iter()
-            .filter_map(|k| {
-                Some(format!(
-                    "{k}={}",
-                    std::env::var(k).ok()?.parse::<u64>().ok()?
-                ))
-            })
-            .collect();
+        let knobs = bench_knobs()?;
         s.push_str(&format!(
             "run_bench {} {} {}\n",
             q(bench),
@@ -361,11 +351,35 @@ fn run_script(plan: &Plan) -> String {
         ));
     }
     s.push_str("finish\n");
-    s
+    Ok(s)
 }
 
-/// The benchmark script's knobs passed on from the host's environment when set to a count.
-const BENCH_KNOBS: [&str; 2] = ["PAIRS", "OPENS"];
+/// The benchmark script's counts passed on from the host's environment when set.
+const BENCH_COUNTS: [&str; 2] = ["PAIRS", "OPENS"];
+
+/// The benchmark script's knobs from the host's environment, as `NAME=value` words the
+/// guest's shell can split as they are: the counts, and `BASE_AGENT`, a baseline agent
+/// binary measured beside this build's in the same run (an absolute path without spaces,
+/// which the guest sees through the host's root).
+fn bench_knobs() -> Result<Vec<String>> {
+    let mut knobs: Vec<String> = BENCH_COUNTS
+        .iter()
+        .filter_map(|k| {
+            Some(format!(
+                "{k}={}",
+                std::env::var(k).ok()?.parse::<u64>().ok()?
+            ))
+        })
+        .collect();
+    if let Ok(base) = std::env::var("BASE_AGENT") {
+        let path = Path::new(&base);
+        if !path.is_absolute() || !path.is_file() || base.contains(char::is_whitespace) {
+            bail!("BASE_AGENT={base:?}: not an absolute path to a file, without spaces");
+        }
+        knobs.push(format!("BASE_AGENT={base}"));
+    }
+    Ok(knobs)
+}
 
 const RUN_BODY: &str = r#"
 say() { echo "sensor-vm: $*"; }
