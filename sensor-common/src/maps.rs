@@ -8,6 +8,7 @@ pub const WATCHED_DIRS: &str = "WATCHED_DIRS";
 pub const WATCHED_NAMES: &str = "WATCHED_NAMES";
 pub const WATCHED_LEAVES: &str = "WATCHED_LEAVES";
 pub const TREE_GATE: &str = "TREE_GATE";
+pub const WATCH_FILTER: &str = "WATCH_FILTER";
 pub const TREE_MISSES: &str = "TREE_MISSES";
 pub const LOST_EVENTS: &str = "LOST_EVENTS";
 pub const FOLDS: &str = "FOLDS";
@@ -29,6 +30,31 @@ pub struct InodeKey {
     pub dev: u32,
     pub _pad: u32,
     pub ino: u64,
+}
+
+/// `WATCH_FILTER` has 2^`WATCH_FILTER_BITS_LOG2` bits, one array element of this many words.
+pub const WATCH_FILTER_BITS_LOG2: u32 = 18;
+pub const WATCH_FILTER_WORDS: usize = 1 << (WATCH_FILTER_BITS_LOG2 - 6);
+
+/// `WATCH_FILTER`'s one element: a bit per hash slot of an [`InodeKey`]
+/// ([`InodeKey::filter_bit`]), set for every key of `WATCHED_INODES` and `WATCHED_DIRS`.
+/// Every open looks up its file's inode and its directory in those two hash maps; a clear
+/// bit spares the lookup (a hash and a bucket walk) for the many opens of files that are
+/// not watched, a set bit only means "look". So that no watched key is ever skipped, the
+/// agent sets a key's bit before it inserts the key, and clears bits only of keys already
+/// removed: a bit read while the agent rewrites the filter is then set wherever the maps
+/// may hold the key, whatever mix of the old and new words the read sees.
+pub type WatchFilter = [u64; WATCH_FILTER_WORDS];
+
+impl InodeKey {
+    /// The key's bit in [`WatchFilter`]: its word's index and the bit's mask (Fibonacci
+    /// hashing: the product's top bits).
+    #[inline(always)]
+    pub fn filter_bit(&self) -> (usize, u64) {
+        let mixed = self.ino ^ (u64::from(self.dev) << 40);
+        let slot = mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - WATCH_FILTER_BITS_LOG2);
+        ((slot >> 6) as usize, 1 << (slot & 63))
+    }
 }
 
 /// A name inside a watched directory: catches a file that replaces a watched one

@@ -15,7 +15,7 @@ use sensor_common::{
     },
     tree_depth_bit, EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall,
     TreeMiss, DIR_ANY_NAME, MAX_TREE_DEPTH, NAME_FILE, NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA,
-    PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM, REQUESTED_LEN,
+    PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM, REQUESTED_LEN, WATCH_FILTER_WORDS,
 };
 
 use crate::{
@@ -26,7 +26,7 @@ use crate::{
     },
     output::{header, is_agent, reserve},
     OpenScratch, CONFIG, OPEN_SCRATCH, TREE_GATE, TREE_MISSES, WATCHED_DIRS, WATCHED_INODES,
-    WATCHED_NAMES,
+    WATCHED_NAMES, WATCH_FILTER,
 };
 
 /// `creat(path, mode)` is `open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)`.
@@ -345,10 +345,7 @@ unsafe fn d_path(file: BtfPtr, dst: *mut [u8; REQUESTED_LEN]) {
 #[inline(always)]
 fn classify<P: FieldPtr>(file: P) -> Result<Match, i64> {
     let f = Opened::read(file)?;
-    // SAFETY: the element stays mapped while the program runs (RCU read side) and is only
-    // read here. WatchValue is plain integers, valid for every bit pattern, so an update by
-    // user space racing with this read can at worst give one event a stale rule id.
-    if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
+    if let Some(v) = watched_inode(f.key) {
         return Ok(f.hit(MatchKind::Inode, v.rule, 0));
     }
     // procfs, tracefs and overlays, like every pseudo file system, have an anonymous device
@@ -378,8 +375,7 @@ fn through_overlay<P: FieldPtr>(file: P, overlay_dev: u32) -> Result<Match, i64>
     {
         f = Opened::read(real_file(f.file)?)?;
     }
-    // SAFETY: as in `classify`.
-    if let Some(v) = unsafe { WATCHED_INODES.get(f.key) } {
+    if let Some(v) = watched_inode(f.key) {
         return Ok(f.hit(MatchKind::Inode, v.rule, overlay_dev));
     }
     let (kind, rule) = in_watched_dir(&f)?;
@@ -398,8 +394,13 @@ fn in_watched_dir<P: FieldPtr>(f: &Opened<P>) -> Result<(MatchKind, u32), i64> {
         _pad: 0,
         ino: parent_inode.load(off!(inode_i_ino))?,
     };
-    // SAFETY: as for WATCHED_INODES in `classify`.
-    let Some(dv) = (unsafe { WATCHED_DIRS.get(dir) }) else {
+    let dv = if may_be_watched(&dir) {
+        // SAFETY: as for WATCHED_INODES in `watched_inode`.
+        unsafe { WATCHED_DIRS.get(dir) }
+    } else {
+        None
+    };
+    let Some(dv) = dv else {
         // A change time that cannot be read is taken as new: the directory is walked.
         let ctime = parent_inode
             .load(off!(inode_i_ctime_sec))
@@ -416,6 +417,28 @@ fn in_watched_dir<P: FieldPtr>(f: &Opened<P>) -> Result<(MatchKind, u32), i64> {
         Some(v) if v.flags & NAME_FILE != 0 => Ok((MatchKind::DirName, v.rule)),
         _ => Err(NOT_WATCHED),
     }
+}
+
+/// The `WATCHED_INODES` entry of `key`, if its `WATCH_FILTER` bit says it may have one.
+#[inline(always)]
+fn watched_inode(key: InodeKey) -> Option<&'static sensor_common::WatchValue> {
+    if !may_be_watched(&key) {
+        return None;
+    }
+    // SAFETY: the element stays mapped while the program runs (RCU read side) and is only
+    // read here. WatchValue is plain integers, valid for every bit pattern, so an update by
+    // user space racing with this read can at worst give one event a stale rule id.
+    unsafe { WATCHED_INODES.get(key) }
+}
+
+/// Whether `key` may be in `WATCHED_INODES` or `WATCHED_DIRS`: its `WATCH_FILTER` bit.
+/// Without the filter's element (it always has one) every key is looked up.
+#[inline(always)]
+fn may_be_watched(key: &InodeKey) -> bool {
+    let (word, mask) = key.filter_bit();
+    WATCH_FILTER
+        .get(0)
+        .is_none_or(|filter| filter[word & (WATCH_FILTER_WORDS - 1)] & mask != 0)
 }
 
 /// The ancestry walk, for a file whose directory `parent` (identity `dir`, inode
@@ -483,7 +506,7 @@ fn walk(dev: u32, parent: RawPtr, max_depth: u32) -> i64 {
             return UNREADABLE;
         };
         let dir = InodeKey { dev, _pad: 0, ino };
-        // SAFETY: as for WATCHED_INODES in `classify`.
+        // SAFETY: as for WATCHED_INODES in `watched_inode`.
         if let Some(dv) = unsafe { WATCHED_DIRS.get(dir) } {
             let bit = tree_depth_bit(depth);
             if dv.tree_depths & bit != 0 {
@@ -521,7 +544,7 @@ fn child_entry(
         name: [0; NAME_LEN],
     };
     read_name(name, &mut name_key.name)?;
-    // SAFETY: as for WATCHED_INODES in `classify`.
+    // SAFETY: as for WATCHED_INODES in `watched_inode`.
     Ok(unsafe { WATCHED_NAMES.get(name_key) })
 }
 

@@ -42,8 +42,8 @@ use kernel::{ArgPtr, BtfPtr, FieldPtr, RawPtr, Regs};
 use sensor_common::{
     syscall::{self, Watched, O_PATH},
     EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, LeafKey, NameKey, PathChangeEvent,
-    SensorConfig, TreeGate, TreeMiss, WatchValue, MAX_FOLDS, MAX_IDENTITIES, MAX_TREE_MISSES,
-    MAX_WATCHED, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
+    SensorConfig, TreeGate, TreeMiss, WatchFilter, WatchValue, MAX_FOLDS, MAX_IDENTITIES,
+    MAX_TREE_MISSES, MAX_WATCHED, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
 };
 
 /// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
@@ -70,6 +70,11 @@ static WATCHED_INODES: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries
 /// Directories holding watched names or globs.
 #[map]
 static WATCHED_DIRS: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);
+
+/// Which (device, inode) keys may be in `WATCHED_INODES` or `WATCHED_DIRS`: a clear bit
+/// spares an open the hash lookup (sensor-common's `WatchFilter`).
+#[map]
+static WATCH_FILTER: Array<WatchFilter> = Array::with_max_entries(1, 0);
 
 /// Watched names inside watched directories: a file renamed over a watched one matches at once.
 #[map]

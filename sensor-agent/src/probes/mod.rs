@@ -367,6 +367,18 @@ pub fn take_hash_map<K: aya::Pod, V: aya::Pod>(
     })
 }
 
+/// Takes an array map out of the loaded object, for a stage to own.
+pub fn take_array<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<Array<aya::maps::MapData, V>, Error> {
+    let map = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
+    Array::try_from(map).map_err(|e| Error::Map {
+        map: name,
+        reason: e.to_string(),
+    })
+}
+
 /// Settings that are fixed when the programs load.
 pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
