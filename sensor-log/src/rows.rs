@@ -79,16 +79,30 @@ fn hash(chunk: Vec<SourceRecord>) -> Vec<Row> {
         .collect()
 }
 
+/// What follows the ready rows.
+enum After<E> {
+    /// More records: the next chunk.
+    More,
+    /// The source's end, or the error that ended the reading, not yet returned.
+    End(Result<(), E>),
+    /// The end was returned: every later read is `None`.
+    Ended,
+}
+
+impl<E> After<E> {
+    fn of(ending: Ending<E>) -> After<E> {
+        ending.map_or(After::More, After::End)
+    }
+}
+
 pub(crate) struct Rows<'s, S: BatchSource> {
     pub(crate) source: &'s mut S,
     hasher: Option<Hasher>,
     /// How the chunk with the hasher ended, while it is there.
     in_flight: Option<Ending<S::Error>>,
-    /// Hashed rows the walk has not reached, then how their chunk ended.
+    /// Hashed rows the walk has not reached, then what follows them.
     ready: VecDeque<Row>,
-    ready_end: Ending<S::Error>,
-    /// The source has ended: every later read is `None`.
-    ended: bool,
+    after_ready: After<S::Error>,
     peeked: Option<Option<Row>>,
     /// Consumed records whose buffers the next reads reuse (no allocation per record).
     spare: Vec<SourceRecord>,
@@ -102,8 +116,7 @@ impl<'s, S: BatchSource> Rows<'s, S> {
             hasher: None,
             in_flight: None,
             ready: VecDeque::new(),
-            ready_end: None,
-            ended: false,
+            after_ready: After::More,
             peeked: None,
             spare: Vec::new(),
         }
@@ -142,7 +155,7 @@ impl<'s, S: BatchSource> Rows<'s, S> {
         let Some(hasher) = self.hasher.take() else {
             let (chunk, end) = self.read_chunk();
             self.ready.extend(hash(chunk));
-            self.ready_end = end;
+            self.after_ready = After::of(end);
             return;
         };
         let end = match self.in_flight.take() {
@@ -159,7 +172,7 @@ impl<'s, S: BatchSource> Rows<'s, S> {
             self.in_flight = Some(next_end);
         }
         self.ready.extend(hasher.take());
-        self.ready_end = end;
+        self.after_ready = After::of(end);
         self.hasher = Some(hasher);
     }
 
@@ -168,14 +181,11 @@ impl<'s, S: BatchSource> Rows<'s, S> {
             if let Some(row) = self.ready.pop_front() {
                 return Ok(Some(row));
             }
-            if self.ended {
-                return Ok(None);
+            match std::mem::replace(&mut self.after_ready, After::Ended) {
+                After::More => self.advance(),
+                After::End(end) => return end.map(|()| None),
+                After::Ended => return Ok(None),
             }
-            if let Some(end) = self.ready_end.take() {
-                self.ended = true;
-                return end.map(|()| None);
-            }
-            self.advance();
         }
     }
 
