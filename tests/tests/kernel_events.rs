@@ -411,13 +411,16 @@ fn credential_syscalls_are_reported() {
 fn a_target_in_the_callers_pid_namespace_is_named_on_the_host() {
     let f = fixture();
     // sh is the namespace's init (pid 1), `sleep` its pid 2; sh waits until the child has
-    // become `sleep` (its own /proc), and for the test before it ends the namespace, so the
-    // target still lives while the agent names it.
+    // become `sleep` and sleeps in it, and for the test before it ends the namespace, so the
+    // target still lives while the agent names it. The child's /proc shows the new image
+    // before its exec ends (and the kernel reports the exec), so a new exe alone could let
+    // the read come first; a sleeping `sleep` has finished its exec.
     let mut ns = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
         .arg(format!(
             "sleep 60 & s=$(readlink -f \"$(command -v sleep)\"); \
-             while [ \"$(readlink /proc/$!/exe)\" != \"$s\" ]; do :; done; \
+             until [ \"$(readlink /proc/$!/exe)\" = \"$s\" ] && \
+                   read -r _ _ state _ < /proc/$!/stat && [ \"$state\" = S ]; do :; done; \
              {} vm-readv $! 4096 16; read line; kill $!",
             trigger_bin().display()
         ))
