@@ -311,6 +311,21 @@ pub fn verify_quote(
     expected_qualifying_data: &[u8; 32],
     expected_pcr_value: &[u8; 32],
 ) -> Result<QuoteInfo> {
+    let info = verify_quote_signed(quote, ak_public, expected_qualifying_data)?;
+    if info.pcr_digest != Sha256::digest(expected_pcr_value).as_slice() {
+        return Err(Error::PcrMismatch);
+    }
+    Ok(info)
+}
+
+/// [`verify_quote`] but for the PCR digest, which the caller matches itself: a verifier
+/// that reads the PCR beside its quote while the agent extends it finds the quoted value
+/// in the log's replay (`LogAnchorState::quoted_pcr`), not in what it read.
+pub fn verify_quote_signed(
+    quote: &Quote,
+    ak_public: &AkPublic,
+    expected_qualifying_data: &[u8; 32],
+) -> Result<QuoteInfo> {
     let ak = ak_public.checked()?;
     let (mut r, mut s) = ([0u8; 32], [0u8; 32]);
     r.copy_from_slice(&quote.signature[..32]);
@@ -337,9 +352,6 @@ pub fn verify_quote(
         return Err(Error::SelectionMismatch {
             expected: quote.pcr_index,
         });
-    }
-    if parsed.pcr_digest != Sha256::digest(expected_pcr_value).as_slice() {
-        return Err(Error::PcrMismatch);
     }
     Ok(QuoteInfo {
         pcr_index: quote.pcr_index,

@@ -234,8 +234,9 @@ impl Connection {
                 )))
             }
         };
-        // Same worker turn as the quote, so nothing else extended in between (other
-        // processes could; the verifier checks the digest, not this value).
+        // Same worker turn as the quote, so this worker extended nothing in between; another
+        // process may have (the agent, when `sensorctl verify` quotes), so a verifier takes
+        // the quoted value from the digest (`LogAnchorState::quoted_pcr`), never from here.
         let pcr_value = self.pcr_read()?;
         Ok(Quote {
             attest,

@@ -25,7 +25,10 @@ pub mod replay;
 #[cfg(feature = "device")]
 mod worker;
 
-pub use attest::{parse_attest, verify_quote, AkPublic, ClockInfo, ParsedAttest, Quote, QuoteInfo};
+pub use attest::{
+    parse_attest, verify_quote, verify_quote_signed, AkPublic, ClockInfo, ParsedAttest, Quote,
+    QuoteInfo,
+};
 pub use config::{
     parse_duration, ConfigError, RawTpmSection, TpmConfig, TpmSection, DEFAULT_AK_HANDLE,
     DEFAULT_DEVICE, DEFAULT_NV_INDEX, DEFAULT_PCR,

@@ -20,9 +20,9 @@ pub fn extend_pcr(pcr: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
 /// after a TPM reset). Item `i` is the value once `digests[..=i]` have been extended.
 pub fn replay<'a>(
     initial_pcr: [u8; 32],
-    digests: &'a [[u8; 32]],
+    digests: impl IntoIterator<Item = &'a [u8; 32]> + 'a,
 ) -> impl Iterator<Item = [u8; 32]> + 'a {
-    digests.iter().scan(initial_pcr, |pcr, d| {
+    digests.into_iter().scan(initial_pcr, |pcr, d| {
         *pcr = extend_pcr(pcr, d);
         Some(*pcr)
     })
@@ -130,6 +130,26 @@ impl<'a> LogAnchorState<'a> {
             reset_count: cycle.0,
             restart_count: cycle.1,
         }
+    }
+
+    /// The PCR value a quote covers, from its `pcr_digest` (`SHA-256` of the value):
+    /// `read`, the value read beside the quote, when it is that value; else the replay of
+    /// the cycle's batches up to the one whose digest it is, since the agent may extend
+    /// between a verifier's quote and its read; else `read`, which then is no replay of
+    /// the log either (the quoted value was not, and extends never lead back to it).
+    pub fn quoted_pcr(&self, pcr_digest: &[u8], read: [u8; 32]) -> [u8; 32] {
+        let is_quoted = |v: &[u8; 32]| Sha256::digest(v).as_slice() == pcr_digest;
+        if is_quoted(&read) {
+            return read;
+        }
+        let Some(first) = self.bases.first() else {
+            return read;
+        };
+        let digests = self.anchored.iter().map(|(_, d)| d);
+        std::iter::once(first.pcr_value)
+            .chain(replay(first.pcr_value, digests))
+            .find(is_quoted)
+            .unwrap_or(read)
     }
 
     fn digests_before(&self, batch: u64) -> impl Iterator<Item = &[u8; 32]> + '_ {
@@ -345,6 +365,29 @@ mod tests {
         assert_eq!(matching_prefix([0; 32], &d, &values[1]), Some(2));
         assert_eq!(matching_prefix([0; 32], &d, &[0; 32]), Some(0));
         assert_eq!(matching_prefix([0; 32], &d, &[9; 32]), None);
+    }
+
+    #[test]
+    fn the_quoted_pcr_is_found_by_its_digest() {
+        let d = digests(4);
+        let all = numbered(&d);
+        let log = state(&all, &FIRST);
+        let sha = |v: &[u8; 32]| Sha256::digest(v).to_vec();
+        let after = |k| pcr_after(&d, k);
+        // Read beside the quote with nothing in between: the read value.
+        assert_eq!(log.quoted_pcr(&sha(&after(2)), after(2)), after(2));
+        // The agent extended batches 3 and 4 between quote and read: the replay of 2.
+        assert_eq!(log.quoted_pcr(&sha(&after(2)), after(4)), after(2));
+        // Quoted before any batch of the cycle was extended: the base's value.
+        assert_eq!(log.quoted_pcr(&sha(&[0; 32]), after(1)), [0; 32]);
+        // A value off the log's chain is no replay: the read value stands, and is none.
+        assert_eq!(log.quoted_pcr(&sha(&[9; 32]), after(3)), after(3));
+        assert_eq!(log.quoted_pcr(&[0; 32], after(3)), after(3));
+        // No base for the cycle: nothing to replay.
+        assert_eq!(
+            state(&all, &[]).quoted_pcr(&sha(&after(1)), after(3)),
+            after(3)
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use sensor_tpm::{extend_pcr, replay, verify_quote, Error, TpmConfig, TpmWorker, DEFAULT_PCR};
+use sensor_tpm::{
+    classify, extend_pcr, replay, verify_quote, verify_quote_signed, BaseMark, Error,
+    LogAnchorState, Outcome, TpmConfig, TpmState, TpmWorker, DEFAULT_PCR,
+};
 use swtpm_harness::Swtpm;
 
 fn swtpm(dir: &tempfile::TempDir) -> Swtpm {
@@ -218,6 +221,87 @@ fn quote_verifies_and_rejects_wrong_nonce_or_pcr() {
         verify_quote(&quote, &info.ak_public, &[9; 32], &short),
         Err(Error::PcrMismatch)
     ));
+}
+
+/// `sensorctl verify --tpm` quotes while the agent runs, and reads the PCR value beside its
+/// quote: the agent may extend the next batch in between (one TPM, two connections, as
+/// through the kernel's resource manager). The order is forced here on one connection:
+/// quote, extend, read. The value read is then one batch ahead of the quote, which the
+/// quote's digest rejects; the log's replay names the quoted value, and the log is
+/// consistent with it, the last batch not yet extended when the TPM quoted.
+#[test]
+fn an_extend_between_quote_and_read_is_no_mismatch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tpm = swtpm(&dir);
+    let w = worker(&tpm);
+    let info = w.connect().expect("connects");
+    let digests: Vec<[u8; 32]> = (1..=4).map(digest).collect();
+    for d in &digests[..3] {
+        w.extend(*d).expect("extends");
+    }
+    let nonce = [5; 32];
+    let mut quote = w.quote(nonce).expect("quotes");
+    w.extend(digests[3]).expect("extends");
+    quote.pcr_value = w.pcr_read().expect("reads");
+    assert!(
+        matches!(
+            verify_quote(&quote, &info.ak_public, &nonce, &quote.pcr_value),
+            Err(Error::PcrMismatch)
+        ),
+        "the value read is not the one quoted"
+    );
+
+    let checked = verify_quote_signed(&quote, &info.ak_public, &nonce).expect("signed");
+    let anchored: Vec<(u64, [u8; 32])> = digests
+        .iter()
+        .copied()
+        .zip(1..)
+        .map(|(d, n)| (n, d))
+        .collect();
+    let log = LogAnchorState {
+        bases: vec![BaseMark {
+            seq: 1,
+            replay_from: 1,
+            pcr_value: [0; 32],
+        }],
+        anchored: &anchored,
+        newest_nv_counter: None,
+        reset_count: checked.clock.reset_count,
+        restart_count: checked.clock.restart_count,
+    };
+    let quoted = log.quoted_pcr(&checked.pcr_digest, quote.pcr_value);
+    assert_eq!(
+        quoted,
+        replay([0; 32], &digests[..3]).last().expect("3 values")
+    );
+    let tpm_state = TpmState {
+        pcr_value: quoted,
+        covers_batch: None,
+        nv_counter: None,
+        reset_count: checked.clock.reset_count,
+        restart_count: checked.clock.restart_count,
+    };
+    assert_eq!(
+        classify(&log, &tpm_state),
+        Outcome::Consistent {
+            anchored: 3,
+            unanchored: 1
+        }
+    );
+
+    // A batch the log does not hold, extended before the quote, is still a cut tail.
+    w.extend(digest(9)).expect("extends");
+    let quote = w.quote(nonce).expect("quotes");
+    let checked = verify_quote_signed(&quote, &info.ak_public, &nonce).expect("signed");
+    let tpm_state = TpmState {
+        pcr_value: log.quoted_pcr(&checked.pcr_digest, quote.pcr_value),
+        ..tpm_state
+    };
+    assert!(
+        matches!(classify(&log, &tpm_state), Outcome::TailTruncated { .. }),
+        "{:?}",
+        classify(&log, &tpm_state)
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use sensor_log::batch_file::BatchFile;
 use sensor_log::{hex, AnchorBase, AnchorTrail, Summary, Verdict};
 use sensor_store::Store;
 use sensor_tpm::{
-    check_stored_quote, classify, replay, verify_quote, AkPublic, Error as TpmError,
+    check_stored_quote, classify, replay, verify_quote_signed, AkPublic, Error as TpmError,
     LogAnchorState, Outcome, Quote, QuoteInfo, TpmConfig, TpmState, TpmWorker,
 };
 
@@ -200,7 +200,9 @@ impl Live {
         getrandom::fill(&mut nonce)
             .map_err(|e| Failure::Failed(format!("tpm verification: random source: {e}")))?;
         let quote = worker.quote(nonce).map_err(unreachable)?;
-        let clock = verify_quote(&quote, &ak, &nonce, &quote.pcr_value)
+        // Its PCR digest is matched in `check`: the running agent may have extended the
+        // PCR between the quote and the read of its value.
+        let clock = verify_quote_signed(&quote, &ak, &nonce)
             .map_err(|e| mismatch(format!("the TPM's own quote does not verify: {e}")))?;
         Ok(Live {
             worker,
@@ -217,8 +219,9 @@ impl Live {
         let counter = self.worker.read_counter().map_err(unreachable)?;
         let log = LogAnchorState::of_trail(trail, (base.reset_count, base.restart_count));
         let clock = self.clock.clock;
+        let pcr_value = log.quoted_pcr(&self.clock.pcr_digest, self.quote.pcr_value);
         let tpm = TpmState {
-            pcr_value: self.quote.pcr_value,
+            pcr_value,
             covers_batch: stored_quote,
             nv_counter: Some(counter),
             reset_count: clock.reset_count,
@@ -233,7 +236,7 @@ impl Live {
                 "tpm: consistent: {anchored} batches from batch {} replay to PCR {} = {}, {unanchored} newer not yet extended; {} replay base{} continuous; NV counter {counter}; reset count {}, restart count {}{}",
                 base.replay_from,
                 base.pcr_index,
-                hex::encode(self.quote.pcr_value),
+                hex::encode(pcr_value),
                 log.bases.len(),
                 if log.bases.len() == 1 { "" } else { "s" },
                 clock.reset_count,
