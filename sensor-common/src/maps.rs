@@ -19,6 +19,19 @@ pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the global holding [`SensorConfig`].
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 
+/// A submit to `EVENTS` wakes the reader only when it has not been woken for this long
+/// (`CLOCK_MONOTONIC`), or for [`WAKEUP_SHARE_NS`] with a [`WAKEUP_SHARE`]th of the ring
+/// buffer waiting; a sooner event waits for the reader's next look, which it takes this
+/// long after each wake (so at most this long). Waking the reader per event cost an
+/// interrupt on both sides of every event (fork and exit included) whenever the agent kept
+/// up.
+pub const WAKEUP_NS: u64 = 10_000_000;
+/// The share of the ring buffer (64 KiB of the default 32 MiB) from which a submit wakes
+/// the reader sooner than [`WAKEUP_NS`], so a small ring buffer is read as it fills.
+pub const WAKEUP_SHARE: u64 = 512;
+/// Least time between two wakes for [`WAKEUP_SHARE`].
+pub const WAKEUP_SHARE_NS: u64 = 1_000_000;
+
 /// Capacity of the watched-set maps.
 pub const MAX_WATCHED: u32 = 16384;
 

@@ -24,7 +24,7 @@ use crate::{
         fd_file, in_compat_syscall, off, pid_nr, read_kernel_str, read_user_str, syscall_nr,
         user_regs, BtfPtr, FieldPtr, RawPtr, Regs, SyscallArgs,
     },
-    output::{header, is_agent, reserve},
+    output::{header, is_agent, reserve, submit},
     OpenScratch, CONFIG, OPEN_SCRATCH, TREE_GATE, TREE_MISSES, WATCHED_DIRS, WATCHED_INODES,
     WATCHED_NAMES, WATCH_FILTER,
 };
@@ -315,7 +315,7 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
         // The helper's length counts the NUL: a string that filled the field was cut.
         (&raw mut (*e).requested_truncated).write((requested >= REQUESTED_LEN) as u8);
     }
-    entry.submit(0);
+    submit(entry);
     Ok(())
 }
 
@@ -401,7 +401,9 @@ fn in_watched_dir<P: FieldPtr>(f: &Opened<P>) -> Result<(MatchKind, u32), i64> {
         None
     };
     let Some(dv) = dv else {
-        // A change time that cannot be read is taken as new: the directory is walked.
+        // A change time that cannot be read is taken as new: the directory is walked. (A
+        // typed load cannot fail, it reads 0 at a bad address; only a parent without an
+        // inode would give one, which the directory of an opened file never is.)
         let ctime = parent_inode
             .load(off!(inode_i_ctime_sec))
             .unwrap_or(i64::MAX);

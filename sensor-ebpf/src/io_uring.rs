@@ -6,7 +6,7 @@ use sensor_common::{EventKind, IoUringEvent, IORING_OP_OPENAT, IORING_OP_OPENAT2
 
 use crate::{
     kernel::{off, read, tp_arg},
-    output::{header, is_agent, reserve},
+    output::{header, is_agent, reserve, submit},
 };
 
 /// io_uring_submit_req(struct io_kiocb *req), and io_uring_submit_sqe from 5.19 to 6.3.
@@ -36,6 +36,6 @@ fn flag(opcode: u8, user_data: u64) -> Result<(), i64> {
         _pad: [0; 7],
         user_data,
     });
-    entry.submit(0);
+    submit(entry);
     Ok(())
 }

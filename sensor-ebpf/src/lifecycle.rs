@@ -6,7 +6,7 @@ use sensor_common::{EventKind, ExecEvent, ExitEvent, ForkEvent, ARGS_LEN};
 
 use crate::{
     kernel::{current_task, off, read, read_kernel_str, read_user_buf, tp_arg},
-    output::{header, reserve},
+    output::{header, reserve, submit},
 };
 
 /// sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -30,7 +30,7 @@ pub fn on_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
         (&raw mut (*e).args_len).write(read_args(&raw mut (*e).args).unwrap_or(0));
     }
-    entry.submit(0);
+    submit(entry);
     Ok(())
 }
 
@@ -79,7 +79,7 @@ pub fn on_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         child_tgid,
         _pad: 0,
     });
-    entry.submit(0);
+    submit(entry);
     Ok(())
 }
 
@@ -100,6 +100,6 @@ pub fn on_exit(_ctx: &RawTracePointContext) -> Result<(), i64> {
         exit_code,
         _pad: 0,
     });
-    entry.submit(0);
+    submit(entry);
     Ok(())
 }

@@ -63,6 +63,10 @@ static HOOKS: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 
+/// When a submit last woke the reader (`bpf_ktime_get_ns`): see `output::wakeup`.
+#[map]
+static LAST_WAKEUP: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Watched files by identity (device, inode): catches hard links, bind mounts, symlinks.
 #[map]
 static WATCHED_INODES: HashMap<InodeKey, WatchValue> = HashMap::with_max_entries(MAX_WATCHED, 0);

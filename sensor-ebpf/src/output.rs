@@ -5,17 +5,18 @@
 //! field through raw pointers (`&raw mut (*p).field`), never through a `&mut` to the entry.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_ktime_get_ns,
     },
     maps::ring_buf::RingBufEntry,
 };
-use sensor_common::{EventHeader, EventKind};
+use sensor_common::{EventHeader, EventKind, WAKEUP_NS, WAKEUP_SHARE, WAKEUP_SHARE_NS};
 
 use crate::{
     kernel::{current_task, off, read},
-    CONFIG, EVENTS, LOST_EVENTS,
+    CONFIG, EVENTS, LAST_WAKEUP, LOST_EVENTS,
 };
 
 /// Whether the current task belongs to the agent, whose own activity is never reported.
@@ -41,6 +42,12 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<T>> {
     entry
 }
 
+/// Publishes a [`reserve`]d entry, written whole.
+#[inline(always)]
+pub fn submit<T: 'static>(entry: RingBufEntry<T>) {
+    entry.submit(wakeup());
+}
+
 /// [`reserve`] for an event already built elsewhere (a per-CPU slot): charged to the
 /// identity's budget, then copied into the ring buffer; over budget or without room, counted.
 #[inline(always)]
@@ -48,9 +55,38 @@ pub fn send<T: 'static>(kind: EventKind, event: &T) {
     if !crate::flood::admit(kind) {
         return;
     }
-    if EVENTS.output::<T>(event, 0).is_err() {
+    if EVENTS.output::<T>(event, wakeup()).is_err() {
         count_lost(kind);
     }
+}
+
+/// The wake-up flag of a submit: wake the reader if it has not been woken for
+/// `WAKEUP_NS`, or for `WAKEUP_SHARE_NS` with a `WAKEUP_SHARE`th of the ring buffer
+/// waiting; else leave the event for the reader's next look (it looks again `WAKEUP_NS`
+/// after every wake: `pipeline/read.rs`). Waking on every submit while bytes wait would
+/// interrupt the CPU of every event of a storm the reader is already draining.
+#[inline(always)]
+fn wakeup() -> u64 {
+    let Some(last) = LAST_WAKEUP.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP.into();
+    };
+    // SAFETY: the helper takes no arguments and only returns a number.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: `last` points to the array's one element, valid and 8-byte aligned while the
+    // program runs. CPUs race on it with whole aligned loads and stores: a stale value can
+    // only make a submit wake the reader when it need not have.
+    unsafe {
+        let since = now.wrapping_sub(core::ptr::read_volatile(last));
+        if since < WAKEUP_SHARE_NS
+            || since < WAKEUP_NS
+                && EVENTS.query(BPF_RB_AVAIL_DATA.into()) * WAKEUP_SHARE
+                    < EVENTS.query(BPF_RB_RING_SIZE.into())
+        {
+            return BPF_RB_NO_WAKEUP.into();
+        }
+        core::ptr::write_volatile(last, now);
+    }
+    BPF_RB_FORCE_WAKEUP.into()
 }
 
 /// One more event of `kind` the full ring buffer had no room for.

@@ -17,7 +17,7 @@ use sensor_common::{
 
 use crate::{
     kernel::{is_current, read_user_buf, read_user_str, SyscallArgs},
-    output::{header, reserve},
+    output::{header, reserve, submit},
 };
 
 /// Offset of `prog_name` in `union bpf_attr` for `BPF_PROG_LOAD`.
@@ -134,6 +134,6 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
             _ => {}
         }
     }
-    entry.submit(0);
+    submit(entry);
     Ok(())
 }

@@ -7,7 +7,7 @@ use sensor_common::{
 
 use crate::{
     kernel::{fd_file, is_current, off, pid_nr, read_user_str, BtfPtr, FieldPtr, SyscallArgs},
-    output::{header, reserve},
+    output::{header, reserve, submit},
 };
 
 #[inline(always)]
@@ -82,7 +82,7 @@ pub fn on_syscall(
             }
         }
     }
-    entry.submit(0);
+    submit(entry);
     Ok(())
 }
 

@@ -208,12 +208,17 @@ pub const STORM: &str = "fold_window = \"off\"\nbudget_per_second = 0\n";
 
 /// The `openloop` load generator: opens `path` `count` times.
 pub fn openloop(count: u64, path: &Path) -> Child {
-    Command::new(trigger_bin().with_file_name("openloop"))
+    Command::new(openloop_bin())
         .arg(count.to_string())
         .arg(path)
         .stdout(Stdio::null())
         .spawn()
         .expect("openloop")
+}
+
+/// `openloop` (tests/src/bin/openloop.rs), built beside `trigger`.
+pub fn openloop_bin() -> PathBuf {
+    trigger_bin().with_file_name("openloop")
 }
 
 /// The release agent built by `cargo xtask build`.

@@ -3,14 +3,27 @@
 //! When downstream is slower than the kernel, this stage waits on the bounded channel, the
 //! ring buffer fills, and the kernel counts what it cannot reserve: loss is always counted
 //! at one place (see [`super::loss`]), never dropped silently here.
+//!
+//! The kernel wakes this stage at most once per [`WAKEUP_NS`] unless a
+//! [`sensor_common::WAKEUP_SHARE`]th of the ring buffer is waiting; the events it submits in between are picked up by a second look that long
+//! after each wake.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
+use sensor_common::WAKEUP_NS;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::{mpsc, watch},
+    time::Instant,
 };
+
+/// When to look again after a wake: past the kernel's [`WAKEUP_NS`], with a margin for the
+/// submits that read the clock just before that wake's.
+const LOOK_AGAIN: Duration = Duration::from_nanos(WAKEUP_NS + 1_000_000);
 
 use super::{decode, fault, Batch, Counters, BATCH_LEN};
 use crate::Error;
@@ -37,17 +50,33 @@ impl ReadStage {
         out: mpsc::Sender<Batch<decode::Decoded>>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), Error> {
+        // Every submit between a wake and `WAKEUP_NS` after it was left unannounced, so
+        // each wake, and each second look that found events, is followed by another look.
+        let mut look_again: Option<Instant> = None;
         loop {
+            let second_look = async move {
+                match look_again {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 ready = self.ring.readable_mut() => {
                     let mut guard = ready?;
                     if fault::fails("read") {
                         return Err(fault::injected("read"));
                     }
-                    if !drain(guard.get_inner_mut(), &self.counters, &out).await {
+                    if drain(guard.get_inner_mut(), &self.counters, &out).await.is_none() {
                         return Ok(());
                     }
                     guard.clear_ready();
+                    look_again = Some(Instant::now() + LOOK_AGAIN);
+                }
+                _ = second_look => {
+                    let Some(found) = drain(self.ring.get_mut(), &self.counters, &out).await else {
+                        return Ok(());
+                    };
+                    look_again = (found > 0).then(|| Instant::now() + LOOK_AGAIN);
                 }
                 _ = stop.changed() => {
                     drain(self.ring.get_mut(), &self.counters, &out).await;
@@ -68,27 +97,32 @@ fn accept(record: &[u8], counters: &Counters) -> Option<decode::Decoded> {
         .ok()
 }
 
-/// Reads until the ring buffer is empty; false when downstream has gone.
+/// Reads until the ring buffer is empty: how many records it read, or `None` when
+/// downstream has gone.
 async fn drain(
     ring: &mut RingBuf<MapData>,
     counters: &Counters,
     out: &mpsc::Sender<Batch<decode::Decoded>>,
-) -> bool {
+) -> Option<usize> {
+    let mut read = 0;
     loop {
         let mut batch = Vec::with_capacity(BATCH_LEN);
+        let before = read;
         while batch.len() < BATCH_LEN {
             let Some(item) = ring.next() else { break };
+            read += 1;
             batch.extend(accept(&item, counters));
         }
+        if read == before {
+            return Some(read);
+        }
         if batch.is_empty() {
-            return true;
+            continue;
         }
         counters
             .kernel_events
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if out.send(batch).await.is_err() {
-            return false;
-        }
+        out.send(batch).await.ok()?;
     }
 }
 

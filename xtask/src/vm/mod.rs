@@ -50,6 +50,13 @@ pub struct Args {
     /// (xtask/bench/guest_overhead.sh, for the modes given) and print its figures.
     #[arg(long)]
     pub bench: bool,
+    /// Give each guest qemu's instruction counter as its clock (`-icount shift=SHIFT`, one
+    /// vCPU): a guest nanosecond is then 2^SHIFT instructions, so the benchmark's
+    /// wall-clock ratios count the instructions an open costs, free of the host's noise.
+    /// The benchmark only: no test runs, since the guest's clock leaps while it waits on the
+    /// host (the TPM), which makes the tests' time limits meaningless.
+    #[arg(long, value_name = "SHIFT", requires = "bench", conflicts_with = "tests", value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub icount: Option<u8>,
 }
 
 pub const DEFAULT_MODES: &[&str] = &["auto", "tracepoint"];
@@ -71,6 +78,7 @@ pub fn test_task_lane() -> Args {
         verbose: false,
         feature_probe: false,
         bench: false,
+        icount: None,
     }
 }
 
@@ -109,7 +117,10 @@ pub fn run(root: &Path, args: &Args, build: bool) -> Result<()> {
             bail!("bad mode {mode:?}");
         }
     }
-    let wanted = or_default(&args.tests, DEFAULT_TESTS);
+    let wanted = match args.icount {
+        Some(_) => Vec::new(),
+        None => or_default(&args.tests, DEFAULT_TESTS),
+    };
     if build {
         crate::build(root)?;
         crate::build_fault_injection(root)?;
@@ -410,6 +421,7 @@ fn run_kernel(
         verbose: args.verbose,
         feature_probe: args.feature_probe,
         bench: args.bench.then_some(bench.as_path()),
+        icount: args.icount,
         logs,
     };
     let outcome = match guest::run(&plan) {
