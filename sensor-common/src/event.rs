@@ -146,6 +146,22 @@ pub enum MatchKind {
     /// on a rule's path below it (created since the set was resolved): user space resolves
     /// the requested path and matches it against the rules.
     Tree = 8,
+    /// A failed `open_by_handle_at` (EACCES/EPERM, before the kernel's open path: the
+    /// capability check comes first): no file and no path, so `requested` holds the caller's
+    /// `struct file_handle` ([`FileHandleHeader`] and at most [`MAX_HANDLE_SZ`] bytes) and
+    /// user space compares it with the watched files' handles.
+    DeniedHandle = 9,
+}
+
+/// `MAX_HANDLE_SZ`: the largest handle a file system makes.
+pub const MAX_HANDLE_SZ: usize = 128;
+
+/// The header of `struct file_handle`, before its `handle_bytes` bytes of handle.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct FileHandleHeader {
+    pub handle_bytes: u32,
+    pub handle_type: i32,
 }
 
 impl TryFrom<u8> for MatchKind {

@@ -43,7 +43,8 @@ impl Watched {
         self.into()
     }
 
-    /// An open-family syscall: reported by the file-open hook, not the syscalls hook.
+    /// An open-family syscall: reported by the file-open hook, not the syscalls hook (but for
+    /// a failed `open_by_handle_at`: [`Watched::by_syscalls_hook`]).
     #[inline(always)]
     pub fn is_open(self) -> bool {
         matches!(
@@ -54,6 +55,20 @@ impl Watched {
                 | Watched::Creat
                 | Watched::OpenByHandleAt
         )
+    }
+
+    /// Whether the syscalls hook reports this call ending with `ret`: every syscall but the
+    /// opens (whose files the file-open hook reports), and a failed `open_by_handle_at`,
+    /// which fails before the kernel's open path (its capability check, the handle's
+    /// decoding), where no file-open hook sees it.
+    #[inline(always)]
+    pub fn by_syscalls_hook(self, ret: i64) -> bool {
+        !self.is_open() || (self == Watched::OpenByHandleAt && ret < 0)
+    }
+
+    /// Whether the syscalls hook is attached to this syscall: for some result it reports it.
+    pub fn syscalls_hook_attaches(self) -> bool {
+        self.by_syscalls_hook(-1)
     }
 }
 

@@ -2,9 +2,12 @@
 //! `sys_exit` tracepoint (the new descriptor) or from a hook on the kernel's open path (the
 //! `struct file` itself).
 
+use core::ffi::c_void;
+
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str_bytes,
-    bpf_probe_read_user, generated::bpf_d_path,
+    bpf_probe_read_user,
+    generated::{self, bpf_d_path},
 };
 use sensor_common::{
     name_length_bit,
@@ -13,9 +16,10 @@ use sensor_common::{
         IO_URING_ENTER, OVERLAYFS_SUPER_MAGIC, PF_IO_WORKER, PROC_SUPER_MAGIC, TRACEFS_MAGIC,
         WRITE_FLAGS,
     },
-    tree_depth_bit, EventKind, FileEvent, FoldKey, InodeKey, MatchKind, NameKey, OpenSyscall,
-    TreeMiss, DIR_ANY_NAME, MAX_TREE_DEPTH, NAME_FILE, NAME_LEN, OVL_REALFILE_IS_PRIVATE_DATA,
-    PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM, REQUESTED_LEN, WATCH_FILTER_WORDS,
+    tree_depth_bit, EventKind, FileEvent, FileHandleHeader, FoldKey, InodeKey, MatchKind, NameKey,
+    OpenSyscall, TreeMiss, DIR_ANY_NAME, MAX_HANDLE_SZ, MAX_TREE_DEPTH, NAME_FILE, NAME_LEN,
+    OVL_REALFILE_IS_PRIVATE_DATA, PROC_CMDLINE, PROC_ENVIRON, PROC_KCORE, PROC_MAPS, PROC_MEM,
+    REQUESTED_LEN, WATCH_FILTER_WORDS,
 };
 
 use crate::{
@@ -65,13 +69,17 @@ pub fn on_open(
         classify(fd_file(task, ret as u64)?)?
     } else if ret == -EACCES || ret == -EPERM {
         // No file was opened: user space resolves the requested path against the caller's
-        // root and working directory and keeps the event only if it names a watched file.
-        Match::denied()
+        // root and working directory (or compares the handle with the watched files') and
+        // keeps the event only if it names a watched file.
+        Match::denied(watched == Watched::OpenByHandleAt)
     } else {
         return Ok(());
     };
-    let call = OpenCall::of_syscall(watched, &SyscallArgs::read(regs, compat), compat)
-        .ok_or(NOT_WATCHED)?;
+    let args = SyscallArgs::read(regs, compat);
+    let mut call = OpenCall::of_syscall(watched, &args, compat).ok_or(NOT_WATCHED)?;
+    if m.kind == MatchKind::DeniedHandle {
+        call.path = args.0[1];
+    }
     report(&m, &call, ret, None)
 }
 
@@ -110,7 +118,7 @@ pub fn on_failed_open(ret: i64, dfd: i32, kernel_path: u64) -> Result<(), i64> {
     if call.path == 0 {
         return Ok(());
     }
-    report(&Match::denied(), &call, ret, None)
+    report(&Match::denied(false), &call, ret, None)
 }
 
 /// What an open's caller asked for, as far as the hook can tell.
@@ -307,6 +315,8 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
                 d_path(file, &raw mut (*e).requested);
             }
             0
+        } else if r.matched == MatchKind::DeniedHandle as u8 {
+            read_user_handle(&raw mut (*e).requested, path)
         } else if r.path_in_kernel != 0 {
             read_kernel_str(&raw mut (*e).requested, path).unwrap_or(0)
         } else {
@@ -317,6 +327,48 @@ fn report(m: &Match, call: &OpenCall, ret: i64, d_path_of: Option<BtfPtr>) -> Re
     }
     submit(entry);
     Ok(())
+}
+
+/// Copies the caller's `struct file_handle` at `src` into `dst`: its header, then at most
+/// `MAX_HANDLE_SZ` bytes of handle (more is no handle the kernel takes: the length is kept,
+/// so user space sees it). Returns the bytes copied; 0 when the header is unreadable (then
+/// written with a length no handle has).
+///
+/// # Safety
+/// `dst` must be valid for writes of `REQUESTED_LEN` bytes.
+#[inline(always)]
+unsafe fn read_user_handle(dst: *mut [u8; REQUESTED_LEN], src: u64) -> usize {
+    const HEADER: usize = size_of::<FileHandleHeader>();
+    // SAFETY: the helper copies into a value of its own and fails on an unmapped user
+    // address; every bit pattern is a valid header.
+    let read = unsafe { bpf_probe_read_user(src as *const FileHandleHeader) };
+    // An unreadable header is written as a length no handle has, which user space refuses.
+    let head = read.unwrap_or(FileHandleHeader {
+        handle_bytes: u32::MAX,
+        handle_type: 0,
+    });
+    // SAFETY: the caller guarantees `dst` is writable for `REQUESTED_LEN` bytes, more than
+    // the header; the write needs no alignment.
+    unsafe { dst.cast::<FileHandleHeader>().write_unaligned(head) };
+    if read.is_err() {
+        return 0;
+    }
+    let len = (head.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    // SAFETY: `HEADER + len` is at most `HEADER + MAX_HANDLE_SZ` < `REQUESTED_LEN`, so the
+    // helper writes inside `dst`; it reads user memory fault-safely (a short handle leaves
+    // zeroes, which user space does not match).
+    let ok = unsafe {
+        generated::bpf_probe_read_user(
+            dst.cast::<u8>().add(HEADER).cast(),
+            len as u32,
+            (src + HEADER as u64) as *const c_void,
+        )
+    } == 0;
+    if ok {
+        HEADER + len
+    } else {
+        HEADER
+    }
 }
 
 /// Writes the path of the typed `file` in the caller's root into `dst` (empty if the
@@ -562,10 +614,16 @@ struct Opened<P> {
 }
 
 impl Match {
+    /// A failed open: no file to match; `by_handle` for `open_by_handle_at`, whose
+    /// `requested` is then the caller's file handle.
     #[inline(always)]
-    fn denied() -> Match {
+    fn denied(by_handle: bool) -> Match {
         Match {
-            kind: MatchKind::Denied,
+            kind: if by_handle {
+                MatchKind::DeniedHandle
+            } else {
+                MatchKind::Denied
+            },
             rule: 0,
             dev: 0,
             ino: 0,

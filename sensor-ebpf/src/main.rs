@@ -198,10 +198,10 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let by_hook = HOOKS.get(0).copied().unwrap_or(0);
     on_syscall(regs, ret, |is_compat| {
         if is_compat { compat } else { native }.filter(|w| {
-            let bit = if w.is_open() {
-                OPENS_BY_HOOK
-            } else {
+            let bit = if w.by_syscalls_hook(ret) {
                 SYSCALLS_BY_HOOK
+            } else {
+                OPENS_BY_HOOK
             };
             by_hook & bit == 0
         })
@@ -263,8 +263,9 @@ fn on_syscall(
     }
 }
 
-/// Fentry mode of the syscalls (every one but the opens): an fexit program on the kernel
-/// entry point of each, so no other syscall pays anything. A trampoline program is loaded
+/// Fentry mode of the syscalls (every one but the opens, and failed opens by handle:
+/// [`Watched::by_syscalls_hook`]): an fexit program on the kernel entry point of each, so
+/// no other syscall pays anything. A trampoline program is loaded
 /// for one kernel function, so each syscall has two: `syscalls_fexit_<name>` for
 /// `__x64_sys_<name>` and `syscalls_fexit_ia32_<name>` for its ia32 entry (the agent names
 /// the targets from [`Watched::name`]). Each is handed the saved user registers.
@@ -307,6 +308,7 @@ syscalls_fexit! {
     tkill => Watched::Tkill,
     tgkill => Watched::Tgkill,
     pidfd_send_signal => Watched::PidfdSendSignal,
+    open_by_handle_at => Watched::OpenByHandleAt,
 }
 
 #[inline(always)]
@@ -314,13 +316,15 @@ fn on_syscall_fexit(ctx: &FExitContext, watched: Watched) -> i32 {
     // __x64_sys_<name>(const struct pt_regs *regs) -> long
     let regs = BtfPtr::from_raw(ctx.arg::<*const u8>(0));
     let ret: i64 = ctx.arg(1);
-    let _ = on_syscall(regs, ret, |_| Some(watched));
+    let _ = on_syscall(regs, ret, |_| {
+        Some(watched).filter(|w| w.by_syscalls_hook(ret))
+    });
     0
 }
 
-/// Kprobe mode of the syscalls (every one but the opens): one program on the kernel entry
-/// point of each (`__x64_sys_*`, `__ia32_sys_*`, `__ia32_compat_sys_*`), so no other
-/// syscall pays anything. The arguments are the task's saved user registers.
+/// Kprobe mode of the syscalls (every one but the opens, and failed opens by handle): one
+/// program on the kernel entry point of each (`__x64_sys_*`, `__ia32_sys_*`,
+/// `__ia32_compat_sys_*`), so no other syscall pays anything. The arguments are the task's saved user registers.
 #[kretprobe]
 #[inline(always)]
 pub fn syscalls_kretprobe(ctx: RetProbeContext) -> u32 {
@@ -333,7 +337,7 @@ pub fn syscalls_kretprobe(ctx: RetProbeContext) -> u32 {
             } else {
                 syscall::native(nr)
             }
-            .filter(|w| !w.is_open())
+            .filter(|w| w.by_syscalls_hook(ret))
         });
     }
     0

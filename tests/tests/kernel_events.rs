@@ -241,6 +241,48 @@ fn denied_attempt_by_another_uid_is_reported() {
         .assert_none("", is("file_open", pid), Duration::from_millis(500));
 }
 
+/// `open_by_handle_at` refuses a caller without `CAP_DAC_READ_SEARCH` before it looks at the
+/// handle: no file was opened and no path passed, so only the handle names what was tried.
+#[test]
+fn denied_open_by_handle_is_reported() {
+    let f = fixture();
+    let secret = f.dir.join("secret");
+    let as_nobody = |path: &std::path::Path| {
+        trigger_cmd(
+            Command::new(trigger_bin())
+                .args(["open-by-handle", s(path)])
+                .uid(65534)
+                .gid(65534),
+        )
+    };
+    let (pid, ret) = as_nobody(&secret);
+    assert_eq!(ret, -1, "nobody must be refused (EPERM)");
+    let e = file_event(pid);
+    assert_eq!(e["ok"], false, "{e}");
+    assert_eq!(e["errno"], 1, "{e}");
+    assert_eq!(e["file"]["path"], s(&secret), "{e}");
+    assert_eq!(e["file"]["kind"], "ssh-key", "{e}");
+    assert_eq!(e["file"]["syscall"], "open_by_handle_at", "{e}");
+    assert!(
+        e["file"]["requested"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("handle:0x"),
+        "{e}"
+    );
+    assert_eq!(e["process"]["uid"], 65534);
+
+    // The handle of an unwatched file, refused the same way, is not reported.
+    let plain = f.dir.join("plain-by-handle");
+    write_secret(&plain);
+    let (pid, ret) = as_nobody(&plain);
+    assert_eq!(ret, -1);
+    let (marker, _) = trigger(&["open", s(&secret)]);
+    file_event(marker);
+    f.agent
+        .assert_none("", is("file_open", pid), Duration::from_millis(500));
+}
+
 #[test]
 fn files_created_or_replaced_after_start_stay_watched() {
     let f = fixture();

@@ -315,12 +315,13 @@ pub const PROBES: &[Probe] = &[
     },
 ];
 
-/// The reported syscalls but the opens, by kernel name, from the syscall table.
+/// The syscalls the syscalls hook attaches to (every reported one but the opens, and
+/// `open_by_handle_at` for its failures), by kernel name, from the syscall table.
 pub fn hooked_syscalls() -> Vec<&'static str> {
     let names: BTreeSet<&'static str> = (0..syscall::MAX_NR)
         .flat_map(|nr| [syscall::native(nr), syscall::compat(nr)])
         .flatten()
-        .filter(|w| !w.is_open())
+        .filter(|w| w.syscalls_hook_attaches())
         .map(Watched::name)
         .collect();
     names.into_iter().collect()
@@ -790,6 +791,10 @@ mod tests {
         let syscalls = hooked_syscalls();
         assert!(syscalls.contains(&"ptrace") && syscalls.contains(&"renameat2"));
         assert!(!syscalls.contains(&"openat"), "opens belong to file_open");
+        assert!(
+            syscalls.contains(&"open_by_handle_at"),
+            "its failures come before the kernel's open path"
+        );
         for probe in PROBES {
             for way in probe.ways {
                 for attach in way.attach {

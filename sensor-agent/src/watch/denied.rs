@@ -12,7 +12,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use sensor_common::{syscall::AT_FDCWD, InodeKey};
 
-use super::{inode_key, Located, WatchSet};
+use super::{inode_key, Located, Passed, WatchSet};
 
 /// Finds the watched file a denied open of `requested` by `pid` would have opened.
 ///
@@ -71,6 +71,26 @@ pub fn resolve_denied(
         path: super::join_name(dir_path, name),
         rule,
     })
+}
+
+/// Finds the watched file a denied `open_by_handle_at` by `pid` named: the watched file
+/// whose handle is the one passed, on the file system of the caller's mount descriptor `dfd`
+/// (its working directory's for `AT_FDCWD`). When the process is gone, on any file system:
+/// a handle (inode and generation, for most file systems) is then taken to name the watched
+/// file with the same handle, the one with the lowest device number if several have it.
+pub fn resolve_denied_handle(
+    set: &WatchSet,
+    proc_root: &Path,
+    pid: u32,
+    dfd: i32,
+    requested: &[u8],
+) -> Option<Located> {
+    let passed = Passed::parse(requested)?;
+    let dev = caller_base(proc_root, pid, dfd, b".")
+        .ok()
+        .and_then(|(base, _)| File::from(base).metadata().ok())
+        .map(|m| inode_key(&m).dev);
+    set.by_handle(&passed, dev)
 }
 
 /// The watched file an open matched by ancestry (`MatchKind::Tree`: its directory is newer

@@ -13,12 +13,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use sensor_common::InodeKey;
+use sensor_common::{FileHandleHeader, InodeKey, MAX_HANDLE_SZ};
+use zerocopy::FromBytes;
 
 use super::inode_key;
-
-/// `MAX_HANDLE_SZ`: the largest handle a file system makes.
-const MAX_HANDLE_SZ: usize = 128;
 
 /// `struct file_handle` with room for the largest handle.
 #[repr(C)]
@@ -71,6 +69,11 @@ impl Handle {
         })
     }
 
+    /// Whether this is the handle a caller passed: type and bytes as in `passed`.
+    pub fn is(&self, passed: &Passed) -> bool {
+        self.handle_type == passed.handle_type && self.bytes == passed.bytes
+    }
+
     /// Whether the handle still opens the file `key` and that file still has a link.
     pub fn still_links(&self, key: &InodeKey, mounts: &Mounts) -> bool {
         matches!(self.file(mounts), Some((k, links)) if k == *key && links > 0)
@@ -102,6 +105,36 @@ impl Handle {
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let meta = file.metadata().ok()?;
         Some((inode_key(&meta), meta.nlink()))
+    }
+}
+
+/// A handle a caller passed to `open_by_handle_at`, as the kernel copied its `struct
+/// file_handle` into a denied attempt's event (`MatchKind::DeniedHandle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Passed<'a> {
+    pub handle_type: i32,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Passed<'a> {
+    /// `None` when the copy has no header, or announces a handle longer than any file system
+    /// makes (the kernel refuses it: no file could have been named) or than was copied.
+    pub fn parse(copied: &'a [u8]) -> Option<Passed<'a>> {
+        let (head, rest) = FileHandleHeader::read_from_prefix(copied).ok()?;
+        let len = usize::try_from(head.handle_bytes).ok()?;
+        if len > MAX_HANDLE_SZ {
+            return None;
+        }
+        Some(Passed {
+            handle_type: head.handle_type,
+            bytes: rest.get(..len)?,
+        })
+    }
+
+    /// How the event's `requested` shows it: `handle:<type>:<hex bytes>`.
+    pub fn describe(&self) -> String {
+        let hex: String = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("handle:{:#x}:{hex}", self.handle_type)
     }
 }
 
@@ -168,6 +201,25 @@ mod tests {
         );
         assert_eq!(mount_line("garbage"), None);
         assert_eq!(unescape("a\\134b\\"), b"a\\b\\");
+    }
+
+    /// The copy of a caller's handle in an event: a length beyond the copy or beyond any
+    /// handle, or no header at all, is no handle.
+    #[test]
+    fn passed_handles_are_read_within_their_copy() {
+        let copy = |len: u32, kind: i32, bytes: &[u8]| {
+            let mut v = [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
+            v.extend_from_slice(bytes);
+            v
+        };
+        let ok = copy(3, 1, &[7, 8, 9, 0, 0]);
+        let passed = Passed::parse(&ok).expect("a handle");
+        assert_eq!((passed.handle_type, passed.bytes), (1, &[7u8, 8, 9][..]));
+        assert_eq!(passed.describe(), "handle:0x1:070809");
+        assert_eq!(Passed::parse(&copy(6, 1, &[7, 8, 9])), None);
+        assert_eq!(Passed::parse(&copy(129, 1, &[0; 200])), None);
+        assert_eq!(Passed::parse(&copy(u32::MAX, 0, &[])), None);
+        assert_eq!(Passed::parse(&[1, 0, 0]), None);
     }
 
     /// A handle follows its file through a rename and says when it is deleted; another file

@@ -32,9 +32,10 @@ use sensor_common::{
 };
 
 pub use denied::{
-    lexical_normalize, resolve_created, resolve_denied, resolve_object, resolve_path_change, Named,
+    lexical_normalize, resolve_created, resolve_denied, resolve_denied_handle, resolve_object,
+    resolve_path_change, Named,
 };
-pub use handle::{Handle, Mounts};
+pub use handle::{Handle, Mounts, Passed};
 pub use refresh::Watcher;
 
 /// One `[[watch]]` entry, validated and compiled.
@@ -498,6 +499,16 @@ impl WatchSet {
             path: path.clone(),
             rule: value.rule,
         })
+    }
+
+    /// The watched file whose handle a caller passed, on the file system `dev` when known:
+    /// a handle names a file within one file system only.
+    pub fn by_handle(&self, passed: &Passed, dev: Option<u32>) -> Option<Located> {
+        self.handles
+            .iter()
+            .filter(|(key, handle)| dev.is_none_or(|d| key.dev == d) && handle.is(passed))
+            .min_by_key(|(key, _)| **key)
+            .and_then(|(key, _)| self.by_inode(key))
     }
 
     /// Whether watched inode `key` left its watched path (it is watched as a moved file).

@@ -11,8 +11,8 @@ use super::names::{access, open_flags};
 use super::Enricher;
 use crate::pipeline::decode::{c_bytes, c_string};
 use crate::watch::{
-    lexical_normalize, resolve_created, resolve_denied, resolve_object, still_watched, Located,
-    Mounts,
+    lexical_normalize, resolve_created, resolve_denied, resolve_denied_handle, resolve_object,
+    still_watched, Located, Mounts, Passed,
 };
 
 impl Enricher {
@@ -109,6 +109,22 @@ impl Enricher {
                     }
                 },
             },
+            MatchKind::DeniedHandle => {
+                let found = resolve_denied_handle(
+                    &self.set,
+                    &self.proc_root,
+                    e.header.tgid,
+                    e.dfd,
+                    &e.requested,
+                );
+                match found {
+                    Some(found) => self.watched(Some(found), e),
+                    None => {
+                        self.stats.denied_unwatched += 1;
+                        return None;
+                    }
+                }
+            }
             MatchKind::Tracefs => (self.path_as_opened(e), "tracefs-probe".to_owned(), None),
             MatchKind::CorePattern => (
                 "/proc/sys/kernel/core_pattern".to_owned(),
@@ -132,7 +148,10 @@ impl Enricher {
                 )
             }
         };
-        let mut requested = c_string(&e.requested);
+        let mut requested = match Passed::parse(&e.requested) {
+            Some(handle) if matched == MatchKind::DeniedHandle => handle.describe(),
+            _ => c_string(&e.requested),
+        };
         if e.requested_truncated != 0 {
             requested.push('…');
         }
