@@ -455,7 +455,7 @@ fn long_names_are_cut_like_the_kernel() {
 
 mod denied {
     use super::*;
-    use crate::watch::resolve_denied;
+    use crate::watch::{resolve_denied, resolve_denied_handle};
     use sensor_common::syscall::AT_FDCWD;
 
     /// A container-like root with /etc/shadow and a fake procfs entry for pid 42 whose
@@ -560,6 +560,62 @@ mod denied {
         );
         assert_eq!(
             resolve_denied(&set, proc, 42, AT_FDCWD, b"etc/shadow", None),
+            None
+        );
+    }
+
+    /// The `struct file_handle` a caller would pass for `path`, as the kernel copies it.
+    fn handle_copy(path: &Path) -> Vec<u8> {
+        let mut raw = [0u8; 8 + sensor_common::MAX_HANDLE_SZ];
+        raw[..4].copy_from_slice(&(sensor_common::MAX_HANDLE_SZ as u32).to_ne_bytes());
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let mut mount_id = 0;
+        // SAFETY: `raw` is a file_handle header announcing the MAX_HANDLE_SZ bytes after it;
+        // `c` is NUL-terminated and `mount_id` an int, all alive across the call.
+        let r = unsafe {
+            libc::name_to_handle_at(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                raw.as_mut_ptr().cast(),
+                &mut mount_id,
+                0,
+            )
+        };
+        assert_eq!(r, 0, "name_to_handle_at {}", path.display());
+        raw.to_vec()
+    }
+
+    /// A denied open by handle names the watched file whose handle was passed: on the file
+    /// system of the caller's mount descriptor while the caller is there to ask, on any once
+    /// it is gone; the handle of an unwatched file names nothing.
+    #[test]
+    fn a_passed_handle_names_the_watched_file_it_is_the_handle_of() {
+        let (_tmp, set, base) = setup();
+        let proc = base.join("proc");
+        let shadow = base.join("root/etc/shadow");
+        let want = Some(Located {
+            path: shadow.to_str().unwrap().into(),
+            rule: 1,
+        });
+        let passed = handle_copy(&shadow);
+        assert_eq!(resolve_denied_handle(&set, &proc, 42, 5, &passed), want);
+        assert_eq!(
+            resolve_denied_handle(&set, &proc, 42, AT_FDCWD, &passed),
+            want
+        );
+        // Gone: compared on every file system.
+        assert_eq!(resolve_denied_handle(&set, &proc, 43, 5, &passed), want);
+        // A mount descriptor on another file system: the handle names another file there.
+        symlink("/dev", proc.join("42/fd/6")).unwrap();
+        assert_eq!(resolve_denied_handle(&set, &proc, 42, 6, &passed), None);
+        let plain = base.join("root/home/u/plain");
+        write(&plain);
+        assert_eq!(
+            resolve_denied_handle(&set, &proc, 42, 5, &handle_copy(&plain)),
+            None
+        );
+        assert_eq!(
+            resolve_denied_handle(&set, &proc, 42, 5, &passed[..6]),
             None
         );
     }
