@@ -2,7 +2,7 @@
 //! this pins what the derivation gives, so a renamed variant is a failing test, not a silent
 //! change of the log's or the loss reports' names.
 
-use sensor_common::{EventKind, MatchKind, OpenSyscall, UnknownKind};
+use sensor_common::{EventKind, FileHandleHeader, MatchKind, OpenSyscall, UnknownKind};
 
 #[test]
 fn event_kind_numbers_and_names() {
@@ -69,5 +69,8 @@ fn open_syscall_names_and_match_kinds() {
     assert_eq!(MatchKind::try_from(6), Ok(MatchKind::Tracefs));
     assert_eq!(MatchKind::try_from(7), Ok(MatchKind::CorePattern));
     assert_eq!(MatchKind::try_from(8), Ok(MatchKind::Tree));
-    assert_eq!(MatchKind::try_from(9), Err(UnknownKind(9)));
+    assert_eq!(MatchKind::try_from(9), Ok(MatchKind::DeniedHandle));
+    assert_eq!(MatchKind::try_from(10), Err(UnknownKind(10)));
+    // The kernel's `struct file_handle` header, copied as is into a denied attempt's event.
+    assert_eq!(std::mem::size_of::<FileHandleHeader>(), 8);
 }
