@@ -83,14 +83,13 @@ pub fn resolve_denied_handle(
     proc_root: &Path,
     pid: u32,
     dfd: i32,
-    requested: &[u8],
+    passed: &Passed,
 ) -> Option<Located> {
-    let passed = Passed::parse(requested)?;
     let dev = caller_base(proc_root, pid, dfd, b".")
         .ok()
         .and_then(|(base, _)| File::from(base).metadata().ok())
         .map(|m| inode_key(&m).dev);
-    set.by_handle(&passed, dev)
+    set.by_handle(passed, dev)
 }
 
 /// The watched file an open matched by ancestry (`MatchKind::Tree`: its directory is newer

@@ -455,7 +455,7 @@ fn long_names_are_cut_like_the_kernel() {
 
 mod denied {
     use super::*;
-    use crate::watch::{resolve_denied, resolve_denied_handle};
+    use crate::watch::{resolve_denied, resolve_denied_handle, Passed};
     use sensor_common::syscall::AT_FDCWD;
 
     /// A container-like root with /etc/shadow and a fake procfs entry for pid 42 whose
@@ -597,7 +597,8 @@ mod denied {
             path: shadow.to_str().unwrap().into(),
             rule: 1,
         });
-        let passed = handle_copy(&shadow);
+        let copy = handle_copy(&shadow);
+        let passed = Passed::parse(&copy).unwrap();
         assert_eq!(resolve_denied_handle(&set, &proc, 42, 5, &passed), want);
         assert_eq!(
             resolve_denied_handle(&set, &proc, 42, AT_FDCWD, &passed),
@@ -610,14 +611,13 @@ mod denied {
         assert_eq!(resolve_denied_handle(&set, &proc, 42, 6, &passed), None);
         let plain = base.join("root/home/u/plain");
         write(&plain);
+        let plain_copy = handle_copy(&plain);
+        let plain_passed = Passed::parse(&plain_copy).unwrap();
         assert_eq!(
-            resolve_denied_handle(&set, &proc, 42, 5, &handle_copy(&plain)),
+            resolve_denied_handle(&set, &proc, 42, 5, &plain_passed),
             None
         );
-        assert_eq!(
-            resolve_denied_handle(&set, &proc, 42, 5, &passed[..6]),
-            None
-        );
+        assert_eq!(Passed::parse(&copy[..6]), None);
     }
 }
 

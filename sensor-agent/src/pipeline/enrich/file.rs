@@ -32,6 +32,10 @@ impl Enricher {
         };
         let mut target = None;
         let mut detail = None;
+        // A denied open by handle passed a handle, not a path: `requested` holds it.
+        let handle = (matched == MatchKind::DeniedHandle)
+            .then(|| Passed::parse(&e.requested))
+            .flatten();
         let (path, kind, owner) = match matched {
             MatchKind::Inode => {
                 let found = self.set.by_inode(&key);
@@ -110,13 +114,9 @@ impl Enricher {
                 },
             },
             MatchKind::DeniedHandle => {
-                let found = resolve_denied_handle(
-                    &self.set,
-                    &self.proc_root,
-                    e.header.tgid,
-                    e.dfd,
-                    &e.requested,
-                );
+                let found = handle.and_then(|handle| {
+                    resolve_denied_handle(&self.set, &self.proc_root, e.header.tgid, e.dfd, &handle)
+                });
                 match found {
                     Some(found) => self.watched(Some(found), e),
                     None => {
@@ -148,10 +148,7 @@ impl Enricher {
                 )
             }
         };
-        let mut requested = match Passed::parse(&e.requested) {
-            Some(handle) if matched == MatchKind::DeniedHandle => handle.describe(),
-            _ => c_string(&e.requested),
-        };
+        let mut requested = handle.map_or_else(|| c_string(&e.requested), |h| h.describe());
         if e.requested_truncated != 0 {
             requested.push('…');
         }
