@@ -7,18 +7,19 @@ use sensor_log::record::{self, Body, Record, TpmEntry, BODY_TAG_TPM};
 use sensor_log::AnchorTrail;
 
 use crate::error::Result;
-use crate::store::{to_i64, to_u64, Store};
+use crate::records::{self, Cursor};
+use crate::store::{to_i64, Store};
 
 impl Store {
     /// The newest TPM boot cycle's anchoring trail, for the agent's start check (a full
     /// verification would cost minutes on a large log): the newest
     /// anchored header names the cycle, the headers are read back to the first that names it,
     /// then forwards from there with the cycle's TPM entries. Headers are decoded and hashed,
-    /// nothing is verified (`verify` does that), and only records whose kind column names a
-    /// TPM entry are decoded: an edited kind column can hide a base, which only makes the
-    /// check stricter (replay from an earlier base, or none). Cost: one pass over the
-    /// cycle's headers and one over its records' kind column; 40 bytes per batch of the
-    /// cycle in memory.
+    /// nothing is verified (`verify` does that), and only records whose body tag is a TPM
+    /// entry's are decoded; a record that does not decode is skipped, which can only hide a
+    /// base and so make the check stricter (replay from an earlier base, or none). Cost: one
+    /// pass over the cycle's headers and one over its record blocks; 40 bytes per batch of
+    /// the cycle in memory.
     pub fn newest_anchor_trail(&self) -> Result<AnchorTrail> {
         let Some(first) = newest_cycle_start(self)? else {
             return Ok(AnchorTrail {
@@ -30,14 +31,10 @@ impl Store {
         let mut batches = self
             .conn
             .prepare("SELECT number, header FROM batches WHERE number >= ?1 ORDER BY number")?;
-        let mut records = self.conn.prepare(
-            "SELECT seq, bytes FROM records WHERE seq >= ?1
-             AND kind IN ('tpm_anchored', 'tpm_resumed', 'tpm_quote', 'tpm_alarm')
-             ORDER BY seq",
-        )?;
+        let mut records = records::prepare(&self.conn, false)?;
+        let mut records = Cursor::new(&self.conn, &mut records, (first.1, u64::MAX), false)?;
         let mut batch_rows = batches.query([to_i64(first.0)?])?;
-        let mut record_rows = records.query([to_i64(first.1)?])?;
-        let mut entry = next_entry(&mut record_rows)?;
+        let mut entry = next_entry(&mut records)?;
         while let Some(r) = batch_rows.next()? {
             let bytes: Vec<u8> = r.get(1)?;
             let header = BatchHeader::decode(&bytes)?;
@@ -53,7 +50,7 @@ impl Store {
                     break;
                 }
                 builder.entry(seq, &e);
-                entry = next_entry(&mut record_rows)?;
+                entry = next_entry(&mut records)?;
             }
         }
         Ok(builder.finish())
@@ -83,11 +80,10 @@ fn newest_cycle_start(store: &Store) -> Result<Option<(u64, u64)>> {
     Ok(first)
 }
 
-/// The next TPM entry among `rows` (seq, bytes), skipping rows that do not decode as one.
-fn next_entry(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(u64, TpmEntry)>> {
-    while let Some(r) = rows.next()? {
-        let seq = to_u64(r.get(0)?, "seq")?;
-        let bytes = r.get_ref(1)?.as_blob().unwrap_or_default();
+/// The next TPM entry among `records`, skipping records that do not decode as one.
+fn next_entry(records: &mut Cursor<'_>) -> Result<Option<(u64, TpmEntry)>> {
+    while let Some(r) = records.next()? {
+        let (seq, bytes) = (r.seq, r.bytes.unwrap_or_default());
         if !matches!(record::peek(bytes), Ok((_, BODY_TAG_TPM))) {
             continue;
         }

@@ -12,7 +12,8 @@ use sensor_log::batch_file::BatchFileWriter;
 use sensor_log::forward::BatchMessage;
 
 use crate::error::{Error, Result};
-use crate::store::{to_i64, to_u64, Store};
+use crate::records::{self, Cursor};
+use crate::store::Store;
 
 /// What an export wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,8 +24,9 @@ pub struct Exported {
 
 impl Store {
     /// Writes every batch and record to `out` in one read snapshot, each batch followed by
-    /// the records its row's `batch` column files under it (records no batch row claims come
-    /// last), with the public key of the oldest batch's key epoch.
+    /// the records before the end of its row's seq range (`first_seq + count`; records after
+    /// the last batch come last), with the public key of the oldest batch's key epoch. A
+    /// damaged block's records are exported up to the damage, exported as an empty record.
     pub fn export<W: Write>(&self, out: W) -> Result<(W, Exported)> {
         let snapshot = self.conn.unchecked_transaction()?;
         let key = self.oldest_key()?;
@@ -33,39 +35,35 @@ impl Store {
             source: e,
         };
         let mut file = BatchFileWriter::start(out, key.as_slice()).map_err(io)?;
-        let mut batches = self
-            .conn
-            .prepare("SELECT number, header, signature FROM batches ORDER BY number")?;
-        let mut records = self
-            .conn
-            .prepare("SELECT batch, bytes FROM records ORDER BY seq")?;
+        let mut batches = self.conn.prepare(
+            "SELECT number, header, signature, first_seq + count FROM batches ORDER BY number",
+        )?;
+        let mut records = records::prepare(&self.conn, false)?;
+        let mut records = Cursor::new(&self.conn, &mut records, (0, u64::MAX), false)?;
         let mut batch_rows = batches.query([])?;
-        let mut record_rows = records.query([])?;
         let mut exported = Exported::default();
-        let mut pending = record_rows.next()?;
         while let Some(b) = batch_rows.next()? {
-            let number = to_u64(b.get(0)?, "batch number")?;
             file.batch(blob(b.get_ref(1)?), blob(b.get_ref(2)?))
                 .map_err(io)?;
             exported.batches += 1;
-            while let Some(r) = pending {
-                // An edited batch column only moves the record in the file, never drops it.
-                let filed = match r.get_ref(0)? {
-                    ValueRef::Integer(v) => v,
-                    _ => i64::MIN,
-                };
-                if filed > i64::try_from(number).unwrap_or(i64::MAX) {
+            // An edited seq range only moves records in the file, never drops them.
+            let end = match b.get_ref(3)? {
+                ValueRef::Integer(end) => u64::try_from(end).unwrap_or(0),
+                _ => 0,
+            };
+            while let Some(r) = records.peek()? {
+                if r.seq >= end {
                     break;
                 }
-                file.record(blob(r.get_ref(1)?)).map_err(io)?;
+                file.record(r.bytes.unwrap_or_default()).map_err(io)?;
                 exported.records += 1;
-                pending = record_rows.next()?;
+                records.advance();
             }
         }
-        while let Some(r) = pending {
-            file.record(blob(r.get_ref(1)?)).map_err(io)?;
+        while let Some(r) = records.peek()? {
+            file.record(r.bytes.unwrap_or_default()).map_err(io)?;
             exported.records += 1;
-            pending = record_rows.next()?;
+            records.advance();
         }
         let out = file.finish().map_err(io)?;
         drop(snapshot);
@@ -103,14 +101,16 @@ impl Store {
         };
         let first = batch.header.first_seq;
         let end = first.saturating_add(batch.header.count);
-        let mut records = self.conn.prepare_cached(
-            "SELECT bytes FROM records WHERE seq >= ?1 AND seq < ?2 ORDER BY seq",
-        )?;
-        let records = records
-            .query_map([to_i64(first)?, to_i64(end)?], |r| {
-                Ok(blob(r.get_ref(0)?).to_vec())
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut records = Vec::new();
+        if let Some(last) = end.checked_sub(1).filter(|&last| last >= first) {
+            let mut stmt = records::prepare(&self.conn, false)?;
+            let mut cursor = Cursor::new(&self.conn, &mut stmt, (first, last), false)?;
+            // A damaged block forwards as an empty record: the collector rejects the batch
+            // and says where.
+            while let Some(r) = cursor.next()? {
+                records.push(r.bytes.unwrap_or_default().to_vec());
+            }
+        }
         drop(snapshot);
         Ok(Some(BatchMessage {
             header: batch.header_bytes,

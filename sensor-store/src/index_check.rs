@@ -118,7 +118,7 @@ pub(crate) struct BatchRows {
 const FEED_DEPTH: usize = 4;
 
 /// The walk's side of the index check: it copies the bytes of each record the walk verified
-/// (already in memory: no second read of the records table) and hands each batch over once
+/// (already in memory: no second read of the blocks) and hands each batch over once
 /// verified. The check on the other thread does the rest.
 pub(crate) struct Feeder {
     sender: std::sync::mpsc::SyncSender<BatchRows>,

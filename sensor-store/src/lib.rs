@@ -4,14 +4,19 @@
 //! agent's log lives in this crate. Plain std: no eBPF, no tokio.
 
 mod anchor;
+pub mod block;
 pub mod error;
 pub mod export;
 mod index;
 mod index_check;
 pub mod keys;
+mod migrate;
 pub mod query;
+mod records;
 pub mod status;
 pub mod store;
+#[cfg(feature = "tamper")]
+pub mod tamper;
 pub mod verify;
 pub mod writer;
 

@@ -11,6 +11,7 @@ use rusqlite::{params, OptionalExtension};
 
 use crate::error::{Error, Result};
 use crate::index::{decode_offsets, offsets_column, offsets_sql, Dim, TermValue};
+use crate::records::{self, Cursor, PointReader};
 use crate::store::{to_i64, to_u64, Store};
 use sensor_log::record::Record;
 
@@ -257,25 +258,23 @@ impl Store {
                 || filter.until_ns.is_some()
                 || filter.after_seq.is_some();
             let mut ranges = if bounded {
-                seq_ranges(&self.batches_in_bounds(filter)?)?
+                seq_ranges(&self.batches_in_bounds(filter)?)
             } else {
-                vec![(i64::MIN, i64::MAX)]
+                vec![(0, u64::MAX)]
             };
-            let mut stmt = self.conn.prepare_cached(if newest_first {
-                "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
-                 ORDER BY seq DESC"
-            } else {
-                "SELECT bytes FROM records WHERE seq >= ?1 AND seq <= ?2 AND seq > ?3
-                 ORDER BY seq"
-            })?;
+            let mut stmt = records::prepare(&self.conn, newest_first)?;
             if newest_first {
                 ranges.reverse();
             }
-            let after = filter.after_seq.map_or(Ok(i64::MIN), to_i64)?;
+            let from = filter.after_seq.map_or(0, |after| after.saturating_add(1));
             'ranges: for (lo, hi) in ranges {
-                let mut rows = stmt.query(params![lo, hi, after])?;
-                while let Some(row) = rows.next()? {
-                    if !each(blob(row)?)? {
+                let lo = lo.max(from);
+                if lo > hi {
+                    continue;
+                }
+                let mut cursor = Cursor::new(&self.conn, &mut stmt, (lo, hi), newest_first)?;
+                while let Some(r) = cursor.next()? {
+                    if !each(r.bytes.map_err(|d| records::damaged(r.seq, d))?)? {
                         break 'ranges;
                     }
                 }
@@ -296,9 +295,7 @@ impl Store {
                 dims.push(ids);
             }
             let batches = self.batches_in_bounds(filter)?;
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT bytes FROM records WHERE seq = ?1")?;
+            let mut reader = PointReader::new()?;
             let mut rest = &batches[..];
             let mut window = FIRST_WINDOW;
             'windows: while !rest.is_empty() {
@@ -318,9 +315,8 @@ impl Store {
                     seqs.reverse();
                 }
                 for seq in seqs {
-                    let mut rows = stmt.query([to_i64(seq)?])?;
-                    if let Some(row) = rows.next()? {
-                        if !each(blob(row)?)? {
+                    if let Some(bytes) = reader.get(&self.conn, seq)? {
+                        if !each(bytes)? {
                             break 'windows;
                         }
                     }
@@ -333,19 +329,16 @@ impl Store {
 }
 
 /// The seq ranges of `batches` (inclusive), adjacent ones merged, ascending.
-fn seq_ranges(batches: &[(i64, u64, u64)]) -> Result<Vec<(i64, i64)>> {
-    let mut ranges: Vec<(i64, i64)> = Vec::new();
+fn seq_ranges(batches: &[(i64, u64, u64)]) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
     for &(_, first_seq, count) in batches {
-        let (lo, hi) = (
-            to_i64(first_seq)?,
-            to_i64(first_seq.saturating_add(count - 1))?,
-        );
+        let (lo, hi) = (first_seq, first_seq.saturating_add(count - 1));
         match ranges.last_mut() {
-            Some(last) if last.1 + 1 == lo => last.1 = hi,
+            Some(last) if last.1.saturating_add(1) == lo => last.1 = hi,
             _ => ranges.push((lo, hi)),
         }
     }
-    Ok(ranges)
+    ranges
 }
 
 /// A postings row that does not decode: queries would not be complete, so they stop.
@@ -354,12 +347,6 @@ fn damaged(batch: i64, detail: String) -> Error {
         "query index",
         format!("the postings of batch {batch} are damaged ({detail}); run `sensorctl verify`"),
     )
-}
-
-fn blob<'r>(row: &'r rusqlite::Row<'_>) -> Result<&'r [u8]> {
-    row.get_ref(0)?
-        .as_blob()
-        .map_err(|e| Error::malformed("record", e))
 }
 
 /// Intersection of two ascending lists.

@@ -1,22 +1,25 @@
 //! The SQLite store: `log.db` in the state directory, WAL mode.
 //!
-//! `records.bytes` and `batches.header`/`signature` are the signed truth. The other columns
-//! (record epoch, batch, time and kind; batch ranges and counts) and the query index
-//! (`terms`, `postings`) are unsigned copies that exist so queries can narrow their search;
-//! readers re-check every filter against the decoded bytes and display only decoded data, and
-//! `verify` checks every copy against the signed data, so an edited copy can neither make the
-//! output lie nor hide a record from a query on a verified store. `records.leaf` lets the
-//! verifier name the exact record that was modified. Both the writer and the readers refuse a
-//! store whose schema is not exactly `SCHEMA`.
+//! The records in `blocks` (`block.rs`) and `batches.header`/`signature` are the signed
+//! truth. The other columns (block first seqs; batch ranges, counts and times) and the query
+//! index (`terms`, `postings`) are unsigned copies that exist so queries can narrow their
+//! search; readers re-check every filter against the decoded bytes and display only decoded
+//! data, and `verify` checks every copy against the signed data, so an edited copy can
+//! neither make the output lie nor hide a record from a query on a verified store. The leaf
+//! hash a block keeps beside each record lets the verifier name the exact record that was
+//! modified. Both the writer and the readers refuse a store whose schema is not exactly
+//! this build's (`BLOCKS` and `TABLES`); the writer migrates a store of layout 2 first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 use rusqlite::limits::Limit;
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::error::{Error, Result};
+use crate::index::{self, Dim};
 use sensor_log::batch::BatchHeader;
 
 pub const DB_FILE: &str = "log.db";
@@ -33,14 +36,25 @@ const READER_CACHE_KIB: i64 = 64 * 1024;
 pub(crate) const MAX_VALUE_BYTES: i32 = 16 << 20;
 
 /// Layout of the store (`PRAGMA user_version`); 2 replaced per-column record indexes by the
-/// term dictionary and per-batch postings (see `index.rs`).
-pub(crate) const STORE_LAYOUT: i64 = 2;
+/// term dictionary and per-batch postings (see `index.rs`); 3 replaced the `records` table,
+/// a row per record, by `blocks`, a compressed row per batch (see `block.rs`).
+pub(crate) const STORE_LAYOUT: i64 = 3;
 
 /// Page size of a new store. Larger pages mean shallower B-trees and fewer WAL frames per
 /// batch; 16 KiB measured best for ~500-byte records (docs/performance.md).
 const PAGE_SIZE: i64 = 16 * 1024;
 
-const SCHEMA: &str = "
+/// The record blocks (layout 3; `block.rs`).
+const BLOCKS: &str = "
+CREATE TABLE IF NOT EXISTS blocks (
+    first_seq INTEGER PRIMARY KEY,
+    data      BLOB NOT NULL
+);
+";
+
+/// The `records` table of layout 2, a row per record: still recognised so that a store of
+/// that layout is migrated (`migrate.rs`); never created.
+pub(crate) const RECORDS_LAYOUT_2: &str = "
 CREATE TABLE IF NOT EXISTS records (
     seq       INTEGER PRIMARY KEY,
     epoch     INTEGER NOT NULL,
@@ -50,6 +64,10 @@ CREATE TABLE IF NOT EXISTS records (
     leaf      BLOB NOT NULL,
     bytes     BLOB NOT NULL
 );
+";
+
+/// The tables layouts 2 and 3 share.
+const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS terms (
     id        INTEGER PRIMARY KEY,
     dim       INTEGER NOT NULL,
@@ -128,7 +146,7 @@ impl Store {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         harden(&conn)?;
-        check_schema(&conn, &path)?;
+        check_schema(&conn, &path, false)?;
         conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
         Ok(Store {
             conn,
@@ -139,14 +157,15 @@ impl Store {
     /// Read-write open for the writer: creates the schema, WAL, `synchronous=FULL` so a
     /// committed batch survives power loss, incremental vacuum so pruning returns space.
     /// An existing store must have exactly this build's schema (`check_schema`).
-    pub(crate) fn open_writable(state_dir: &Path) -> Result<Store> {
+    /// A store of layout 2 is migrated first; the second value is the records it moved.
+    pub(crate) fn open_writable(state_dir: &Path) -> Result<(Store, Option<u64>)> {
         let path = state_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
         harden(&conn)?;
         let objects: i64 =
             conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
         if objects > 0 {
-            check_schema(&conn, &path)?;
+            check_schema(&conn, &path, true)?;
         }
         // Both only take effect on a new (empty) database file.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
@@ -160,13 +179,19 @@ impl Store {
         if objects == 0 {
             // In one transaction: a store is either empty or complete with its layout.
             conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {STORE_LAYOUT}; COMMIT;"
+                "BEGIN; {BLOCKS}{TABLES} PRAGMA user_version = {STORE_LAYOUT}; COMMIT;"
             ))?;
         }
-        Ok(Store {
+        let mut store = Store {
             conn,
             dir: state_dir.to_path_buf(),
-        })
+        };
+        let mut migrated = None;
+        if layout(&store.conn)? == 2 {
+            migrated = Some(crate::migrate::layout_2_to_3(&mut store.conn, BLOCKS)?);
+            check_schema(&store.conn, &path, false)?;
+        }
+        Ok((store, migrated))
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -187,20 +212,35 @@ impl Store {
         self.batch_where("ORDER BY number DESC LIMIT 1", [])
     }
 
-    /// The oldest retained batch.
-    /// Records of batches `first..=last` by kind name (from the index column).
+    /// Records of batches `first..=last` by kind name, counted in the query index's
+    /// postings of the kind dimension (unsigned, like every index; `verify` checks it).
     pub(crate) fn kinds_in_batches(&self, first: u64, last: u64) -> Result<BTreeMap<String, u64>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT kind, count(*) FROM records WHERE batch BETWEEN ?1 AND ?2 GROUP BY kind",
-        )?;
-        let mut rows = stmt.query(params![to_i64(first)?, to_i64(last)?])?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT t.value, b.count, {}
+             FROM postings p JOIN terms t ON t.id = p.term JOIN batches b ON b.number = p.batch
+             WHERE t.dim = ?1 AND p.batch BETWEEN ?2 AND ?3",
+            index::offsets_sql()
+        ))?;
+        let mut rows = stmt.query(params![Dim::Kind as i64, to_i64(first)?, to_i64(last)?])?;
         let mut counts = BTreeMap::new();
         while let Some(r) = rows.next()? {
-            counts.insert(r.get::<_, String>(0)?, to_u64(r.get(1)?, "count")?);
+            let kind = match r.get_ref(0)? {
+                ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                _ => continue,
+            };
+            let count = to_u64(r.get(1)?, "count")?;
+            let Ok(offsets) = index::offsets_column(r, 2)? else {
+                continue;
+            };
+            let mut n = 0;
+            // A damaged postings row counts what it holds up to the damage.
+            let _ = index::decode_offsets(offsets, count, |_| n += 1);
+            *counts.entry(kind).or_default() += n;
         }
         Ok(counts)
     }
 
+    /// The oldest retained batch.
     pub fn first_batch(&self) -> Result<Option<StoredBatch>> {
         self.batch_where("ORDER BY number ASC LIMIT 1", [])
     }
@@ -271,8 +311,8 @@ impl Store {
         .transpose()
     }
 
-    /// Number of records the retained batches hold, for status output. (Counting the rows of
-    /// `records` reads the whole table: seconds on a large store. `verify` counts the rows.)
+    /// Number of records the retained batches hold, for status output (counting them in the
+    /// blocks would read every block; `verify` counts them).
     pub fn record_count(&self) -> Result<u64> {
         let n: i64 =
             self.conn
@@ -327,23 +367,36 @@ fn harden(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// The store must have layout `STORE_LAYOUT` and exactly the tables and indexes `SCHEMA`
-/// creates, with the same SQL: a view, trigger, extra index or redefined table in their place
+/// The store must have layout `STORE_LAYOUT` and exactly the tables and indexes `BLOCKS` and
+/// `TABLES` create, with the same SQL: a view, trigger, extra index or redefined table in their place
 /// would run attacker-chosen SQL inside `verify` and queries (a recursive view never ends)
 /// or inside the writer's inserts (a trigger). Refused with an error naming the object.
-fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
+///
+/// The writer (`migrating`) also takes a store of layout 2, which it then migrates.
+fn check_schema(conn: &Connection, path: &Path, migrating: bool) -> Result<()> {
     let refuse = |detail: String| Error::Schema {
         path: path.to_path_buf(),
         detail,
     };
-    let layout: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if layout != STORE_LAYOUT {
-        return Err(refuse(format!(
-            "layout {layout}, this build reads layout {STORE_LAYOUT}"
-        )));
-    }
+    let layout = layout(conn)?;
+    let schema = match (layout, migrating) {
+        (STORE_LAYOUT, _) => format!("{BLOCKS}{TABLES}"),
+        // A migration may have stopped after creating `blocks`.
+        (2, true) if table_exists(conn, "blocks")? => format!("{RECORDS_LAYOUT_2}{BLOCKS}{TABLES}"),
+        (2, true) => format!("{RECORDS_LAYOUT_2}{TABLES}"),
+        (2, false) => {
+            return Err(refuse(format!(
+                "layout 2, this build reads layout {STORE_LAYOUT}; starting the agent of this build migrates it"
+            )))
+        }
+        _ => {
+            return Err(refuse(format!(
+                "layout {layout}, this build reads layout {STORE_LAYOUT}"
+            )))
+        }
+    };
     let reference = Connection::open_in_memory()?;
-    reference.execute_batch(SCHEMA)?;
+    reference.execute_batch(&schema)?;
     let expected = schema_of(&reference)?;
     let actual = schema_of(conn)?;
     for (name, (kind, sql)) in &actual {
@@ -362,6 +415,22 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<()> {
         return Err(refuse(format!("{kind} `{name}` is missing")));
     }
     Ok(())
+}
+
+/// The store's layout (`PRAGMA user_version`).
+pub(crate) fn layout(conn: &Connection) -> Result<i64> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 /// Name -> (type, SQL) of every schema object.

@@ -1,5 +1,5 @@
 //! `verify` over the agent's store: the store as a `BatchSource` for the format crate's
-//! verifier, plus the checks of what the store keeps beside the signed bytes (row keys, leaf
+//! verifier, plus the checks of what the store keeps beside the signed bytes (block first seqs, leaf
 //! hashes, the batches row's columns, the query index), so an edited copy is found as surely
 //! as an edited record.
 
@@ -11,6 +11,7 @@ use sensor_log::{BatchHeader, Failure, Position, Reason, Verdict};
 
 use crate::error::Error;
 use crate::index_check::{self, Feeder};
+use crate::records::{self, Cursor};
 use crate::store::{to_u64, Store};
 
 /// Verifies the whole store. `Err` only for I/O or store errors; tampering is a `Verdict`.
@@ -65,7 +66,7 @@ type BatchColumns = [Option<i64>; 7];
 struct StoreSource<'s> {
     store: &'s Store,
     batches: rusqlite::Rows<'s>,
-    records: rusqlite::Rows<'s>,
+    records: Cursor<'s>,
     columns: BatchColumns,
     feeder: Feeder,
 }
@@ -86,14 +87,11 @@ impl<'s> StoreSource<'s> {
              FROM batches ORDER BY number",
             BATCH_COLUMNS.join(", ")
         ))?;
-        let mut records = store.conn.prepare(&format!(
-            "SELECT seq, leaf, CASE WHEN octet_length(bytes) <= {MAX_ENCODED_BYTES} THEN bytes END
-             FROM records ORDER BY seq"
-        ))?;
+        let mut records = records::prepare(&store.conn, false)?;
         let mut source = StoreSource {
             store,
             batches: batches.query([])?,
-            records: records.query([])?,
+            records: Cursor::new(&store.conn, &mut records, (0, u64::MAX), false)?,
             columns: [None; 7],
             feeder,
         };
@@ -139,12 +137,22 @@ impl BatchSource for StoreSource<'_> {
     }
 
     fn next_record(&mut self, record: &mut SourceRecord) -> Result<bool, Error> {
-        let Some(r) = self.records.next()? else {
+        let Some(entry) = self.records.next()? else {
             return Ok(false);
         };
-        record.seq = Some(to_u64(r.get(0)?, "seq")?);
-        refill(record.leaf.get_or_insert_with(Vec::new), blob(r, 1)?);
-        refill(&mut record.bytes, blob(r, 2)?);
+        record.seq = Some(entry.seq);
+        match entry.bytes {
+            Ok(bytes) => {
+                refill(record.leaf.get_or_insert_with(Vec::new), entry.leaf);
+                refill(&mut record.bytes, bytes);
+            }
+            // A damaged block reads as one record that does not decode, where its next
+            // record should be.
+            Err(_) => {
+                record.leaf = None;
+                record.bytes.clear();
+            }
+        }
         Ok(true)
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use rusqlite::params;
 
+use crate::block::BlockEncoder;
 use crate::error::{Error, Result};
 use crate::index::{Dictionary, RecordTerms};
 use crate::keys::{self, KeyDir};
@@ -77,7 +78,6 @@ pub enum Admission {
 /// A chained record waiting for its batch to be committed.
 struct Pending {
     header: RecordHeader,
-    kind: &'static str,
     terms: RecordTerms,
     leaf: Hash,
     head_after: Hash,
@@ -135,6 +135,10 @@ pub struct LogWriter {
     dropped: BTreeMap<String, u64>,
     /// Query terms seen so far and their ids in the store.
     dictionary: Dictionary,
+    /// Builds the record blocks of the batches being committed.
+    blocks: BlockEncoder,
+    /// Records moved from a store of layout 2 by `open`, if it migrated one.
+    migrated: Option<u64>,
     /// Put in every header sealed from now on (`set_anchor`).
     anchor: Option<Anchor>,
 }
@@ -150,7 +154,7 @@ impl LogWriter {
             .create(state_dir)
             .map_err(Error::io(state_dir))?;
         let host_id = load_or_create_host_id(state_dir)?;
-        let store = Store::open_writable(state_dir)?;
+        let (store, migrated) = Store::open_writable(state_dir)?;
         if let Some(stored) = store.meta(store::META_HOST_ID)? {
             if stored != host_id {
                 return Err(Error::HostMismatch {
@@ -265,6 +269,8 @@ impl LogWriter {
             effects,
             dropped: BTreeMap::new(),
             dictionary: Dictionary::default(),
+            blocks: BlockEncoder::new()?,
+            migrated,
             anchor: None,
         };
         let start = EpochStart {
@@ -464,6 +470,11 @@ impl LogWriter {
         self.chain(Body::Tpm(entry), at)
     }
 
+    /// Records `open` moved from a store of layout 2, if it migrated one.
+    pub fn migrated(&self) -> Option<u64> {
+        self.migrated
+    }
+
     /// Number of the next batch to be sealed.
     pub fn next_batch(&self) -> u64 {
         self.durable.next_batch
@@ -506,7 +517,6 @@ impl LogWriter {
         self.head = chain_next(&self.head, &leaf);
         self.pending.push(Pending {
             header: record.header,
-            kind: record.body.kind_name(),
             terms: self.dictionary.terms_of(&record.body),
             leaf,
             head_after: self.head,
@@ -550,6 +560,8 @@ impl LogWriter {
             self.pending.chunks(chunk).collect()
         };
         let mut staged = HashMap::new();
+        // What a failed commit left in the encoder is not part of this one.
+        self.blocks.clear();
         let tx = self.store.conn.transaction()?;
         let mut leaves: Vec<Hash> = Vec::with_capacity(chunk.min(self.pending.len()));
         for (i, records) in chunks.into_iter().enumerate() {
@@ -574,27 +586,28 @@ impl LogWriter {
             };
             let batch = header.seal(&self.signing)?;
             let number = to_i64(batch.header.number)?;
-            let epoch = to_i64(self.epoch)?;
             let mut wall_range = (u64::MAX, 0);
             let mut bytes = 0u64;
             {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO records (seq, epoch, batch, wall_ns, kind, leaf, bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO blocks (first_seq, data) VALUES (?1, ?2)")?;
+                let mut block_first = first_seq;
                 for p in records {
                     wall_range.0 = wall_range.0.min(p.header.wall_ns);
                     wall_range.1 = wall_range.1.max(p.header.wall_ns);
                     bytes += p.bytes.len() as u64;
-                    insert.execute(params![
-                        to_i64(p.header.seq)?,
-                        epoch,
-                        number,
-                        to_i64(p.header.wall_ns)?,
-                        p.kind,
-                        &p.leaf[..],
-                        p.bytes,
-                    ])?;
+                    if !self.blocks.fits(p.bytes.len()) {
+                        let data = self.blocks.finish()?;
+                        insert.execute(params![to_i64(block_first)?, data])?;
+                    }
+                    if self.blocks.is_empty() {
+                        block_first = p.header.seq;
+                    }
+                    self.blocks.push(&p.leaf, &p.bytes)?;
+                }
+                if !self.blocks.is_empty() {
+                    let data = self.blocks.finish()?;
+                    insert.execute(params![to_i64(block_first)?, data])?;
                 }
             }
             if records.is_empty() {
@@ -628,7 +641,10 @@ impl LogWriter {
                     up_to_seq,
                     up_to_batch,
                 } => {
-                    tx.execute("DELETE FROM records WHERE seq <= ?1", [to_i64(*up_to_seq)?])?;
+                    tx.execute(
+                        "DELETE FROM blocks WHERE first_seq <= ?1",
+                        [to_i64(*up_to_seq)?],
+                    )?;
                     tx.execute(
                         "DELETE FROM postings WHERE batch <= ?1",
                         [to_i64(*up_to_batch)?],

@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use sensor_log::batch_file::{BatchFile, BatchFileWriter, ITEM_RECORD, MAGIC};
 use sensor_log::verify::READ_AHEAD_RECORDS;
 use sensor_log::{Position, Reason, Verdict};
-use sensor_store::{verify, Store};
+use sensor_store::{tamper, verify, Store};
 
 fn exported(dir: &Path) -> Vec<u8> {
     let store = Store::open_read_only(dir).expect("open store");
@@ -90,22 +90,14 @@ fn a_modified_record_is_found_in_its_batch() {
 #[test]
 fn deleted_reordered_and_inserted_records_are_named_from_the_file() {
     let dir = written();
-    db(dir.path())
-        .execute("DELETE FROM records WHERE seq = 40", [])
-        .expect("delete");
+    tamper::delete(&db(dir.path()), 40);
     assert_eq!(
         file_failure(dir.path()),
         (Position::Seq(40), Reason::Deleted)
     );
 
     let dir = written();
-    let conn = db(dir.path());
-    conn.execute_batch(
-        "UPDATE records SET seq = -1 WHERE seq = 40;
-         UPDATE records SET seq = 40 WHERE seq = 41;
-         UPDATE records SET seq = 41 WHERE seq = -1;",
-    )
-    .expect("swap");
+    tamper::swap(&db(dir.path()), 40, 41);
     assert_eq!(
         file_failure(dir.path()),
         (Position::Seq(40), Reason::Reordered)
@@ -113,13 +105,14 @@ fn deleted_reordered_and_inserted_records_are_named_from_the_file() {
 
     // Every record from 40 on moved one row later, a copy of record 39 in its place.
     let dir = written();
-    let conn = db(dir.path());
-    conn.execute_batch(
-        "UPDATE records SET seq = seq + 1000 WHERE seq >= 40;
-         UPDATE records SET seq = seq - 999 WHERE seq >= 1040;
-         INSERT INTO records SELECT 40, epoch, batch, wall_ns, kind, leaf, bytes FROM records WHERE seq = 39;",
-    )
-    .expect("insert");
+    tamper::edit_rows(&db(dir.path()), |rows| {
+        for row in rows.iter_mut().filter(|r| r.seq >= 40) {
+            row.seq += 1;
+        }
+        let mut copy = tamper::row(rows, 39).clone();
+        copy.seq = 40;
+        rows.push(copy);
+    });
     assert_eq!(
         file_failure(dir.path()),
         (Position::Seq(39), Reason::Inserted)
@@ -239,13 +232,8 @@ const CHUNK: u64 = READ_AHEAD_RECORDS as u64;
 fn attacks_across_read_ahead_chunks_are_named_at_the_same_positions() {
     // The last record of the first chunk and the first of the second, swapped.
     let dir = long_log();
-    db(dir.path())
-        .execute_batch(&format!(
-            "UPDATE records SET seq = -1 WHERE seq = {CHUNK};
-             UPDATE records SET seq = {CHUNK} WHERE seq = {CHUNK} + 1;
-             UPDATE records SET seq = {CHUNK} + 1 WHERE seq = -1;"
-        ))
-        .expect("swap");
+    let chunk = i64::try_from(CHUNK).expect("seq");
+    tamper::swap(&db(dir.path()), chunk, chunk + 1);
     assert_eq!(
         file_failure(dir.path()),
         (Position::Seq(CHUNK), Reason::Reordered)
@@ -257,9 +245,7 @@ fn attacks_across_read_ahead_chunks_are_named_at_the_same_positions() {
 
     // The last record of the second chunk deleted: its successor comes from the third.
     let dir = long_log();
-    db(dir.path())
-        .execute("DELETE FROM records WHERE seq = ?1", [2 * CHUNK])
-        .expect("delete");
+    tamper::delete(&db(dir.path()), 2 * i64::try_from(CHUNK).expect("seq"));
     assert_eq!(
         file_failure(dir.path()),
         (Position::Seq(2 * CHUNK), Reason::Deleted)

@@ -57,8 +57,7 @@ fn every_batch_leaves_with_exactly_its_records_and_verifies() {
 fn a_tampered_store_fails_at_the_collector_where_verify_says() {
     let dir = written();
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
-    conn.execute("DELETE FROM records WHERE seq = 40", [])
-        .expect("delete");
+    sensor_store::tamper::delete(&conn, 40);
     let failure = forwarded(dir.path()).expect_err("a missing record");
     assert_eq!(
         (failure.position, failure.reason),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 use sensor_log::{Position, Reason, Timestamp, Verdict};
-use sensor_store::{verify, LogWriter, Store};
+use sensor_store::{tamper, verify, LogWriter, Store};
 
 fn verdict(dir: &Path) -> Verdict {
     let store = Store::open_read_only(dir).expect("open store");
@@ -47,17 +47,12 @@ fn modified_byte_is_named() {
 fn modified_record_and_leaf_is_caught_by_the_batch() {
     let dir = written();
     let conn = db(dir.path());
-    let mut bytes: Vec<u8> = conn
-        .query_row("SELECT bytes FROM records WHERE seq = 40", [], |r| r.get(0))
-        .expect("row");
-    let last = bytes.len() - 20;
-    bytes[last] ^= 0x01;
-    let leaf = sensor_log::chain::leaf_hash(&bytes);
-    conn.execute(
-        "UPDATE records SET bytes = ?1, leaf = ?2 WHERE seq = 40",
-        params![bytes, &leaf[..]],
-    )
-    .expect("update");
+    tamper::edit_rows(&conn, |rows| {
+        let row = tamper::row(rows, 40);
+        let last = row.bytes.len() - 20;
+        row.bytes[last] ^= 0x01;
+        row.leaf = sensor_log::chain::leaf_hash(&row.bytes).to_vec();
+    });
     let first_of_batch: i64 = conn
         .query_row(
             "SELECT first_seq FROM batches WHERE first_seq <= 40 ORDER BY number DESC LIMIT 1",
@@ -77,59 +72,43 @@ fn modified_record_and_leaf_is_caught_by_the_batch() {
 #[test]
 fn deleted_record_is_named() {
     let dir = written();
-    db(dir.path())
-        .execute("DELETE FROM records WHERE seq = 50", [])
-        .expect("delete");
+    tamper::delete(&db(dir.path()), 50);
     assert_eq!(failure(dir.path()), (Position::Seq(50), Reason::Deleted));
 }
 
 #[test]
 fn swapped_records_are_named() {
     let dir = written();
-    let conn = db(dir.path());
-    conn.execute_batch(
-        "UPDATE records SET seq = -1 WHERE seq = 30;
-         UPDATE records SET seq = 30 WHERE seq = 31;
-         UPDATE records SET seq = 31 WHERE seq = -1;",
-    )
-    .expect("swap");
+    tamper::swap(&db(dir.path()), 30, 31);
     assert_eq!(failure(dir.path()), (Position::Seq(30), Reason::Reordered));
 }
 
 #[test]
 fn record_inserted_at_the_end_is_named() {
     let dir = written();
-    let conn = db(dir.path());
-    conn.execute(
-        "INSERT INTO records (seq, epoch, batch, wall_ns, kind, leaf, bytes)
-         SELECT seq + 1000, epoch, batch, wall_ns, kind, leaf, bytes FROM records WHERE seq = 20",
-        [],
-    )
-    .expect("insert");
+    tamper::edit_rows(&db(dir.path()), |rows| {
+        let mut copy = tamper::row(rows, 20).clone();
+        copy.seq += 1000;
+        rows.push(copy);
+    });
     assert_eq!(failure(dir.path()), (Position::Seq(1020), Reason::Inserted));
 }
 
 #[test]
 fn record_inserted_in_the_middle_is_named() {
     let dir = written();
-    let conn = db(dir.path());
     // Shift records 60.. up by one and forge a record at 60 (a copy of 59 with its seq patched).
-    conn.execute_batch(
-        "UPDATE records SET seq = -seq - 1 WHERE seq >= 60;
-         UPDATE records SET seq = -seq WHERE seq < 0;",
-    )
-    .expect("shift");
-    let mut forged: Vec<u8> = conn
-        .query_row("SELECT bytes FROM records WHERE seq = 59", [], |r| r.get(0))
-        .expect("row");
-    // seq sits after version (2) + host id (16) + epoch (8).
-    forged[26..34].copy_from_slice(&60u64.to_le_bytes());
-    let leaf = sensor_log::chain::leaf_hash(&forged);
-    conn.execute(
-        "INSERT INTO records (seq, epoch, batch, wall_ns, kind, leaf, bytes) VALUES (60, 1, 1, 0, 'file_open', ?1, ?2)",
-        params![&leaf[..], forged],
-    )
-    .expect("insert");
+    tamper::edit_rows(&db(dir.path()), |rows| {
+        for row in rows.iter_mut().filter(|r| r.seq >= 60) {
+            row.seq += 1;
+        }
+        let mut forged = tamper::row(rows, 59).clone();
+        // seq sits after version (2) + host id (16) + epoch (8).
+        forged.bytes[26..34].copy_from_slice(&60u64.to_le_bytes());
+        forged.leaf = sensor_log::chain::leaf_hash(&forged.bytes).to_vec();
+        forged.seq = 60;
+        rows.push(forged);
+    });
     assert_eq!(failure(dir.path()), (Position::Seq(60), Reason::Inserted));
 }
 
@@ -170,8 +149,7 @@ fn pinned_key_must_match() {
 fn deleted_batch_is_named() {
     let dir = written();
     let conn = db(dir.path());
-    conn.execute("DELETE FROM records WHERE batch = 4", [])
-        .expect("delete records");
+    tamper::edit_rows(&conn, |rows| rows.retain(|r| r.batch != 4));
     conn.execute("DELETE FROM batches WHERE number = 4", [])
         .expect("delete batch");
     assert_eq!(failure(dir.path()), (Position::Batch(4), Reason::Deleted));
@@ -264,11 +242,9 @@ fn pruning_verifies_and_unrecorded_pruning_does_not() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .expect("first");
-    conn.execute(
-        "DELETE FROM records WHERE seq >= ?1 AND seq < ?2",
-        [first, first + count],
-    )
-    .expect("delete");
+    tamper::edit_rows(&conn, |rows| {
+        rows.retain(|r| !(first..first + count).contains(&r.seq))
+    });
     conn.execute("DELETE FROM batches WHERE number = ?1", [number])
         .expect("delete");
     assert_eq!(
@@ -353,7 +329,7 @@ fn an_edited_key_creation_time_does_not_postpone_rotation() {
 fn emptied_log_is_deleted_from_batch_1() {
     let dir = written();
     db(dir.path())
-        .execute_batch("DELETE FROM records; DELETE FROM postings; DELETE FROM batches;")
+        .execute_batch("DELETE FROM blocks; DELETE FROM postings; DELETE FROM batches;")
         .expect("empty");
     let store = Store::open_read_only(dir.path()).expect("store");
     let key = store
@@ -532,18 +508,6 @@ mod index {
     }
 
     #[test]
-    fn oversized_record_is_modified_not_loaded() {
-        let dir = written();
-        db(dir.path())
-            .execute(
-                "UPDATE records SET bytes = zeroblob(40000000) WHERE seq = 40",
-                [],
-            )
-            .expect("update");
-        assert_eq!(failure(dir.path()), (Position::Seq(40), Reason::Modified));
-    }
-
-    #[test]
     fn edited_time_range_of_a_batch_is_named() {
         let dir = written();
         let conn = db(dir.path());
@@ -596,41 +560,125 @@ mod index {
             );
         }
     }
+}
 
-    /// `records.epoch`, `batch`, `wall_ns` and `kind` are written for inspection only: no
-    /// query, no retention and not `verify` reads them, so editing them changes nothing.
+/// Attacks on the record blocks themselves (store layout 3), beyond editing the records they
+/// hold: a block that does not decompress, or decompresses to more than a block may hold,
+/// an entry cut short, a block renumbered. `verify` names the first record the damage
+/// hides; a query that needs those records stops with an error instead of leaving a gap.
+mod blocks {
+    use super::*;
+    use sensor_store::Filter;
+
+    /// First seq of the block holding record `seq`.
+    fn block_of(conn: &Connection, seq: i64) -> i64 {
+        conn.query_row(
+            "SELECT first_seq FROM blocks WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
+            [seq],
+            |r| r.get(0),
+        )
+        .expect("block")
+    }
+
+    fn set_block(conn: &Connection, first: i64, data: &[u8]) {
+        conn.execute(
+            "UPDATE blocks SET data = ?1 WHERE first_seq = ?2",
+            params![data, first],
+        )
+        .expect("update block");
+    }
+
+    fn query_all(dir: &Path) -> sensor_store::Result<Vec<u64>> {
+        let store = Store::open_read_only(dir).expect("store");
+        let mut seqs = Vec::new();
+        store.query(&Filter::default(), |r| {
+            seqs.push(r.header.seq);
+            Ok(true)
+        })?;
+        Ok(seqs)
+    }
+
+    fn at(first: i64) -> Position {
+        Position::Seq(u64::try_from(first).expect("seq"))
+    }
+
     #[test]
-    fn record_columns_nothing_reads_change_no_answer() {
+    fn a_block_that_does_not_decompress_is_named_at_its_first_record() {
         let dir = written();
         let conn = db(dir.path());
-        let wall: i64 = conn
-            .query_row("SELECT wall_ns FROM records WHERE seq = 30", [], |r| {
-                r.get(0)
-            })
-            .expect("record");
-        let at_30 = Filter {
-            since_ns: Some(u64::try_from(wall).expect("ns")),
-            until_ns: Some(u64::try_from(wall).expect("ns")),
-            kinds: vec!["file_open".to_string()],
-            ..Filter::default()
-        };
-        let time_only = Filter {
-            kinds: Vec::new(),
-            ..at_30.clone()
-        };
-        let before = (seqs(dir.path(), &at_30), seqs(dir.path(), &time_only));
-        assert!(before.0.as_ref().expect("query").contains(&30));
+        let first = block_of(&conn, 40);
+        assert!(first > 1 && first <= 40);
+        set_block(&conn, first, b"\x28\xb5\x2f\xfd garbage");
+        assert_eq!(failure(dir.path()), (at(first), Reason::Modified));
+        let e = query_all(dir.path()).expect_err("a damaged block is an error");
+        assert!(
+            e.to_string()
+                .contains(&format!("the block holding record {first} is damaged")),
+            "{e}"
+        );
+    }
+
+    /// Stored bytes longer than any block are not loaded, and a small frame that would
+    /// decompress to 64 MiB is refused at the block limit, not allocated.
+    #[test]
+    fn oversized_blocks_are_modified_not_loaded() {
+        let dir = written();
+        let conn = db(dir.path());
+        let first = block_of(&conn, 40);
         conn.execute(
-            "UPDATE records SET wall_ns = 0, kind = 'ptrace', batch = 1, epoch = 7 WHERE seq = 30",
-            [],
+            "UPDATE blocks SET data = zeroblob(40000000) WHERE first_seq = ?1",
+            [first],
         )
         .expect("update");
-        let after = (seqs(dir.path(), &at_30), seqs(dir.path(), &time_only));
-        assert_eq!(
-            (after.0.expect("query"), after.1.expect("query")),
-            (before.0.expect("query"), before.1.expect("query"))
+        assert_eq!(failure(dir.path()), (at(first), Reason::Modified));
+
+        let dir = written();
+        let conn = db(dir.path());
+        let mut entry = vec![0u8; 36];
+        entry[32..].copy_from_slice(&(64u32 << 20).to_le_bytes());
+        entry.resize(36 + (64 << 20), 0);
+        set_block(
+            &conn,
+            first,
+            &zstd::bulk::compress(&entry, 1).expect("zstd"),
         );
-        assert!(matches!(verdict(dir.path()), Verdict::Intact(_)));
+        assert_eq!(failure(dir.path()), (at(first), Reason::Modified));
+    }
+
+    /// The records before the damage still verify; the first one it hides is named.
+    #[test]
+    fn an_entry_cut_short_is_named_where_it_starts() {
+        let dir = written();
+        let conn = db(dir.path());
+        let first = block_of(&conn, 40);
+        let data: Vec<u8> = conn
+            .query_row(
+                "SELECT data FROM blocks WHERE first_seq = ?1",
+                [first],
+                |r| r.get(0),
+            )
+            .expect("block");
+        let plain = zstd::bulk::decompress(&data, 1 << 20).expect("decompress");
+        let cut = &plain[..plain.len() - 5];
+        set_block(&conn, first, &zstd::bulk::compress(cut, 1).expect("zstd"));
+        let entries = sensor_store::block::decode(&data).expect("decode").len();
+        let last = first + i64::try_from(entries).expect("n") - 1;
+        assert_eq!(failure(dir.path()), (at(last), Reason::Modified));
+    }
+
+    /// The block's `first_seq` numbers its records, like the row keys it replaced: moved,
+    /// its records are missing where they were.
+    #[test]
+    fn a_renumbered_block_is_named() {
+        let dir = written();
+        let conn = db(dir.path());
+        let first = block_of(&conn, 40);
+        conn.execute(
+            "UPDATE blocks SET first_seq = first_seq + 1000 WHERE first_seq = ?1",
+            [first],
+        )
+        .expect("update");
+        assert_eq!(failure(dir.path()), (at(first), Reason::Deleted));
     }
 }
 
@@ -670,10 +718,10 @@ mod schema {
     fn trigger_extra_index_and_redefined_table_are_refused() {
         for (sql, object) in [
             (
-                "CREATE TRIGGER hide AFTER INSERT ON records BEGIN DELETE FROM records WHERE seq = new.seq; END",
+                "CREATE TRIGGER hide AFTER INSERT ON blocks BEGIN DELETE FROM blocks WHERE first_seq = new.first_seq; END",
                 "hide",
             ),
-            ("CREATE INDEX by_kind ON records (kind)", "by_kind"),
+            ("CREATE INDEX by_data ON blocks (data)", "by_data"),
             (
                 "DROP TABLE meta; CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL, extra)",
                 "meta",

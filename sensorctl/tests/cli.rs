@@ -233,8 +233,7 @@ fn verify_exit_codes() {
     assert!(pinned.status.success() && !stderr(&pinned).contains("trust on first use"));
 
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
-    conn.execute("DELETE FROM records WHERE seq = 6", [])
-        .expect("delete");
+    sensor_store::tamper::delete(&conn, 6);
     let out = sensorctl(dir.path(), &["verify"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("seq 6: deleted"), "{}", stderr(&out));
@@ -260,8 +259,7 @@ fn export_and_verify_the_file_elsewhere() {
     assert_intact_on_trust(&out);
 
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
-    conn.execute("DELETE FROM records WHERE seq = 6", [])
-        .expect("delete");
+    sensor_store::tamper::delete(&conn, 6);
     let cut = out_dir.path().join("cut.batches");
     let cut_arg = cut.to_str().expect("utf-8 path");
     assert!(sensorctl(dir.path(), &["export", cut_arg]).status.success());
@@ -542,7 +540,7 @@ fn emptied_log_fails_verify_with_a_pinned_key() {
         .expect("key line")
         .to_string();
     let conn = rusqlite::Connection::open(dir.path().join("log.db")).expect("db");
-    conn.execute_batch("DELETE FROM records; DELETE FROM postings; DELETE FROM batches;")
+    conn.execute_batch("DELETE FROM blocks; DELETE FROM postings; DELETE FROM batches;")
         .expect("empty");
     let out = sensorctl(dir.path(), &["verify", "--public-key", &hex]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));

@@ -87,11 +87,12 @@ pub fn last_batch(dir: &Path) -> i64 {
 }
 
 /// Deletes every batch after `batch` from `dir`'s log, as a careful attacker would: the
-/// batches' records and query-index rows too.
+/// blocks of the batches' records and their query-index rows too.
 pub fn cut_log_after(dir: &Path, batch: i64) {
     let conn = rusqlite::Connection::open(dir.join("log.db")).expect("open db");
     for sql in [
-        "DELETE FROM records WHERE batch > ?1",
+        "DELETE FROM blocks WHERE first_seq >
+            (SELECT first_seq + count - 1 FROM batches WHERE number = ?1)",
         "DELETE FROM postings WHERE batch > ?1",
         "DELETE FROM batches WHERE number > ?1",
     ] {

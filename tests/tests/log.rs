@@ -8,7 +8,8 @@ use std::{
     time::Duration,
 };
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
+use sensor_store::tamper;
 use sensor_tests::{events, openloop, secret_in, sensorctl, Agent, STORM};
 
 /// A config watching one file in `dir`.
@@ -71,13 +72,6 @@ fn tamper(dir: &Path, f: impl FnOnce(&Connection)) -> (i32, String) {
     verify(copy.path())
 }
 
-fn record(conn: &Connection, seq: i64) -> Vec<u8> {
-    conn.query_row("SELECT bytes FROM records WHERE seq = ?1", [seq], |r| {
-        r.get(0)
-    })
-    .expect("record")
-}
-
 #[test]
 fn tampering_with_the_agent_log_is_named() {
     let log = agent_log();
@@ -86,45 +80,30 @@ fn tampering_with_the_agent_log_is_named() {
     assert!(out.contains("intact: 42 records"), "{out}");
 
     let (code, out) = tamper(log.path(), |c| {
-        let mut bytes = record(c, 20);
-        let at = bytes.len() - 10;
-        bytes[at] ^= 1;
-        c.execute(
-            "UPDATE records SET bytes = ?1 WHERE seq = 20",
-            params![bytes],
-        )
-        .expect("update");
+        tamper::edit_rows(c, |rows| {
+            let bytes = &mut tamper::row(rows, 20).bytes;
+            let at = bytes.len() - 10;
+            bytes[at] ^= 1;
+        });
     });
     assert_eq!(code, 1);
     assert!(out.contains("seq 20: modified"), "{out}");
 
-    let (code, out) = tamper(log.path(), |c| {
-        c.execute("DELETE FROM records WHERE seq = 25", [])
-            .expect("delete");
-    });
+    let (code, out) = tamper(log.path(), |c| tamper::delete(c, 25));
     assert_eq!(code, 1);
     assert!(out.contains("seq 25: deleted"), "{out}");
 
-    let (code, out) = tamper(log.path(), |c| {
-        c.execute_batch(
-            "UPDATE records SET seq = -1 WHERE seq = 30;
-             UPDATE records SET seq = 30 WHERE seq = 31;
-             UPDATE records SET seq = 31 WHERE seq = -1;",
-        )
-        .expect("swap");
-    });
+    let (code, out) = tamper(log.path(), |c| tamper::swap(c, 30, 31));
     assert_eq!(code, 1);
     assert!(out.contains("seq 30: reordered"), "{out}");
 
     let (code, out) = tamper(log.path(), |c| {
         // A forged record: a copy of seq 10 stored as a new seq after the last one.
-        let forged = record(c, 10);
-        c.execute(
-            "INSERT INTO records (seq, epoch, batch, wall_ns, kind, leaf, bytes) \
-             SELECT 1000, epoch, batch, wall_ns, kind, leaf, ?1 FROM records WHERE seq = 10",
-            params![forged],
-        )
-        .expect("insert");
+        tamper::edit_rows(c, |rows| {
+            let mut forged = tamper::row(rows, 10).clone();
+            forged.seq = 1000;
+            rows.push(forged);
+        });
     });
     assert_eq!(code, 1);
     assert!(out.contains("inserted"), "{out}");

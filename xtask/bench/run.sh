@@ -77,6 +77,13 @@ print(f"  opens {want:,} in {(t1 - t0) / 1e9:.2f} s ({want / ((t1 - t0) / 1e9):,
 print(f"  events out {out:,} (of which repeats), opens folded into repeats {folded:,}, lost (counted in loss events) {lost:,}")
 print(f"  out + folded + lost - opens = {out + folded + lost - want:+,} (other processes' opens of the file; each repeat event is counted once in out)")
 PY
+    python3 - "$WORK/state" <<'PY'
+import os, sqlite3, sys
+state = sys.argv[1]
+records = sqlite3.connect(f"file:{state}/log.db?mode=ro", uri=True).execute("SELECT SUM(count) FROM batches").fetchone()[0]
+size = sum(os.path.getsize(os.path.join(state, f)) for f in os.listdir(state) if f.startswith("log.db"))
+print(f"  store (all storms so far): {records:,} records in {size:,} bytes = {size / records:.0f} bytes/record")
+PY
 }
 STORM_RATE=${STORM_RATE:-200000}
 if want 2a; then

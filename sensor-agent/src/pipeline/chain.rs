@@ -60,6 +60,12 @@ impl ChainStage {
             ..WriterOptions::default()
         };
         let writer = LogWriter::open(state_dir, options).map_err(Error::Log)?;
+        if let Some(records) = writer.migrated() {
+            tracing::info!(
+                records,
+                "the log store was migrated from layout 2 to layout 3"
+            );
+        }
         Ok(ChainStage {
             writer,
             log: log.clone(),

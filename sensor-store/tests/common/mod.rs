@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sensor_log::{Event, FileAccess, Identity, Kind, Process, Timestamp};
-use sensor_store::{LogWriter, WriterOptions};
+use sensor_store::{tamper, LogWriter, WriterOptions};
 
 pub fn event(i: u64) -> Event {
     Event {
@@ -122,19 +122,14 @@ pub fn db(dir: &Path) -> rusqlite::Connection {
 /// Flips one bit near the end of record `seq`'s bytes in the store (an event field, so the
 /// record still decodes) and returns the changed bytes.
 pub fn flip_record_bit(conn: &rusqlite::Connection, seq: i64) -> Vec<u8> {
-    let mut bytes: Vec<u8> = conn
-        .query_row("SELECT bytes FROM records WHERE seq = ?1", [seq], |r| {
-            r.get(0)
-        })
-        .expect("row");
-    let last = bytes.len() - 20;
-    bytes[last] ^= 0x01;
-    conn.execute(
-        "UPDATE records SET bytes = ?1 WHERE seq = ?2",
-        rusqlite::params![bytes, seq],
-    )
-    .expect("update");
-    bytes
+    let mut changed = Vec::new();
+    tamper::edit_rows(conn, |rows| {
+        let bytes = &mut tamper::row(rows, seq).bytes;
+        let last = bytes.len() - 20;
+        bytes[last] ^= 0x01;
+        changed = bytes.clone();
+    });
+    changed
 }
 
 /// A test whose precondition (root, a tool) is missing: skipped on a developer's machine,
