@@ -28,17 +28,25 @@ const CONFIG: Configuration<LittleEndian, Fixint, Limit<MAX_ENCODED_BYTES>> =
 
 /// Canonical bytes of any log structure.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let bytes = bincode::serde::encode_to_vec(value, CONFIG)?;
-    if bytes.len() > MAX_ENCODED_BYTES {
-        return Err(Error::malformed(
-            "record",
-            format!(
-                "{} bytes exceeds the {MAX_ENCODED_BYTES}-byte limit",
-                bytes.len()
-            ),
-        ));
-    }
+    let mut bytes = Vec::new();
+    encode_into(value, &mut bytes)?;
     Ok(bytes)
+}
+
+/// Appends the encoding of `value` to `out` and returns its length; on error `out` is as it
+/// was. (The writer encodes straight into its buffer of block entries.)
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<usize> {
+    let start = out.len();
+    let len = match bincode::serde::encode_into_std_write(value, out, CONFIG) {
+        Ok(len) if len <= MAX_ENCODED_BYTES => return Ok(len),
+        Ok(len) => Error::malformed(
+            "record",
+            format!("{len} bytes exceeds the {MAX_ENCODED_BYTES}-byte limit"),
+        ),
+        Err(e) => e.into(),
+    };
+    out.truncate(start);
+    Err(len)
 }
 
 /// Decodes a prefix of `bytes`, returning the value and how many bytes it used.
@@ -78,5 +86,19 @@ mod tests {
         assert!(decode::<(String, u32)>(&huge, "pair").is_err());
         let big = vec![0u8; MAX_ENCODED_BYTES + 1];
         assert!(encode(&big).is_err(), "encoding past the limit is refused");
+    }
+
+    /// `encode_into` appends what `encode` returns, and leaves the buffer as it was when it
+    /// refuses.
+    #[test]
+    fn encode_into_appends_or_leaves_the_buffer_alone() {
+        let mut out = b"before".to_vec();
+        let len = encode_into(&("ab".to_string(), 7u32), &mut out).expect("encodes");
+        let alone = encode(&("ab".to_string(), 7u32)).expect("encodes");
+        assert_eq!((len, &out[6..]), (alone.len(), &alone[..]));
+        let big = vec![0u8; MAX_ENCODED_BYTES + 1];
+        assert!(encode_into(&big, &mut out).is_err());
+        assert_eq!(&out[..6], b"before");
+        assert_eq!(out.len(), 6 + len);
     }
 }

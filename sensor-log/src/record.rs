@@ -251,7 +251,14 @@ impl Record {
     /// The bytes of the record in the layout of the version its header names (the writer
     /// always names `FORMAT_VERSION`; version 1 is for test vectors of older logs).
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut bytes = codec::encode(self)?;
+        let mut bytes = Vec::new();
+        self.encode_into(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Appends the bytes of `encode` to `out` and returns their length; on error `out` is
+    /// as it was.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<usize> {
         if self.header.version == FORMAT_VERSION_1 {
             if let Body::Event(event) = &self.body {
                 if event.detail.is_some() {
@@ -260,10 +267,14 @@ impl Record {
                         "a version-1 event cannot carry a `detail`",
                     ));
                 }
-                bytes.pop();
+                // Version 1 has no `detail`: its encoding is version 2's without the last
+                // byte (`None`).
+                let len = codec::encode_into(self, out)?;
+                out.pop();
+                return Ok(len - 1);
             }
         }
-        Ok(bytes)
+        codec::encode_into(self, out)
     }
 
     /// Decodes a record in the layout of the version its header names, 1 or 2, with every

@@ -38,11 +38,59 @@ pub const ENTRY_HEADER: usize = 32 + 4;
 /// (docs/performance.md, issue 12).
 const LEVEL: i32 = 1;
 
-/// Builds blocks. Reused: the plain buffer and the compression context are kept.
+/// Whether a record of `len` bytes may join a block of `count` entries and `plain` plain
+/// bytes (an empty block takes any record the format allows).
+pub fn fits(count: usize, plain: usize, len: usize) -> bool {
+    count == 0 || (count < MAX_RECORDS && plain + ENTRY_HEADER + len <= MAX_PLAIN_BYTES)
+}
+
+/// Starts an entry at the end of `plain`: room for its leaf and length, which `end_entry`
+/// fills once the record's bytes follow. Returns where the entry starts.
+pub fn begin_entry(plain: &mut Vec<u8>) -> usize {
+    let start = plain.len();
+    plain.extend_from_slice(&[0; ENTRY_HEADER]);
+    start
+}
+
+/// Fills the leaf and length of the entry begun at `start`, whose record is the rest of
+/// `plain`; a record longer than the format allows is an error (and `plain` is left as it
+/// was before `begin_entry`).
+pub fn end_entry(plain: &mut Vec<u8>, start: usize, leaf: &Hash) -> Result<()> {
+    let len = plain.len() - start - ENTRY_HEADER;
+    let Some(len) = u32::try_from(len)
+        .ok()
+        .filter(|&l| l as usize <= MAX_ENCODED_BYTES)
+    else {
+        plain.truncate(start);
+        return Err(Error::malformed("record", "longer than the format allows"));
+    };
+    plain[start..start + 32].copy_from_slice(leaf);
+    plain[start + 32..start + ENTRY_HEADER].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// Compresses plain block bytes (entries laid out by `begin_entry` and `end_entry`) into a
+/// block's stored bytes. Reused: the compression context is kept.
+pub struct Compressor(zstd::bulk::Compressor<'static>);
+
+impl Compressor {
+    pub fn new() -> Result<Compressor> {
+        Ok(Compressor(
+            zstd::bulk::Compressor::new(LEVEL).map_err(compression)?,
+        ))
+    }
+
+    pub fn compress(&mut self, plain: &[u8]) -> Result<Vec<u8>> {
+        self.0.compress(plain).map_err(compression)
+    }
+}
+
+/// Builds blocks one record at a time (the migration, tests). Reused: the plain buffer and
+/// the compression context are kept.
 pub struct BlockEncoder {
     plain: Vec<u8>,
     count: usize,
-    compressor: zstd::bulk::Compressor<'static>,
+    compressor: Compressor,
 }
 
 impl BlockEncoder {
@@ -50,16 +98,13 @@ impl BlockEncoder {
         Ok(BlockEncoder {
             plain: Vec::new(),
             count: 0,
-            compressor: zstd::bulk::Compressor::new(LEVEL).map_err(compression)?,
+            compressor: Compressor::new()?,
         })
     }
 
-    /// Whether a record of `len` bytes may join the block being built (an empty block takes
-    /// any record the format allows).
+    /// Whether a record of `len` bytes may join the block being built.
     pub fn fits(&self, len: usize) -> bool {
-        self.count == 0
-            || (self.count < MAX_RECORDS
-                && self.plain.len() + ENTRY_HEADER + len <= MAX_PLAIN_BYTES)
+        fits(self.count, self.plain.len(), len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,23 +119,19 @@ impl BlockEncoder {
 
     /// Adds a record; one that does not `fit` is an error.
     pub fn push(&mut self, leaf: &Hash, record: &[u8]) -> Result<()> {
-        let len = u32::try_from(record.len())
-            .ok()
-            .filter(|&l| l as usize <= MAX_ENCODED_BYTES)
-            .ok_or_else(|| Error::malformed("record", "longer than the format allows"))?;
         if !self.fits(record.len()) {
             return Err(Error::malformed("record block", "full"));
         }
-        self.plain.extend_from_slice(leaf);
-        self.plain.extend_from_slice(&len.to_le_bytes());
+        let start = begin_entry(&mut self.plain);
         self.plain.extend_from_slice(record);
+        end_entry(&mut self.plain, start, leaf)?;
         self.count += 1;
         Ok(())
     }
 
     /// The block's stored bytes; the encoder is empty again.
     pub fn finish(&mut self) -> Result<Vec<u8>> {
-        let stored = self.compressor.compress(&self.plain).map_err(compression)?;
+        let stored = self.compressor.compress(&self.plain)?;
         self.plain.clear();
         self.count = 0;
         Ok(stored)

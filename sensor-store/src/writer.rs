@@ -16,7 +16,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use rusqlite::params;
 
-use crate::block::BlockEncoder;
+use crate::block::{self, Compressor};
 use crate::error::{Error, Result};
 use crate::index::{Dictionary, RecordTerms};
 use crate::keys::{self, KeyDir};
@@ -81,8 +81,19 @@ struct Pending {
     terms: RecordTerms,
     leaf: Hash,
     head_after: Hash,
-    bytes: Vec<u8>,
+    /// Where its block entry (leaf, length, bytes) is in `LogWriter::entries`.
+    entry: std::ops::Range<usize>,
 }
+
+impl Pending {
+    fn record_len(&self) -> usize {
+        self.entry.len() - block::ENTRY_HEADER
+    }
+}
+
+/// Above this capacity, the buffer of pending entries is given back after a commit (it grew
+/// while sealing failed).
+const ENTRIES_KEPT: usize = 16 << 20;
 
 /// Store changes that must commit atomically with the pending records (and are retried
 /// with them when a commit fails).
@@ -135,8 +146,10 @@ pub struct LogWriter {
     dropped: BTreeMap<String, u64>,
     /// Query terms seen so far and their ids in the store.
     dictionary: Dictionary,
-    /// Builds the record blocks of the batches being committed.
-    blocks: BlockEncoder,
+    /// The pending records, encoded straight into block entries (`block.rs`), in order: a
+    /// block is compressed from a slice of it, with no copy and no allocation per record.
+    entries: Vec<u8>,
+    compressor: Compressor,
     /// Records moved from a store of layout 2 by `open`, if it migrated one.
     migrated: Option<u64>,
     /// Put in every header sealed from now on (`set_anchor`).
@@ -269,7 +282,8 @@ impl LogWriter {
             effects,
             dropped: BTreeMap::new(),
             dictionary: Dictionary::default(),
-            blocks: BlockEncoder::new()?,
+            entries: Vec::new(),
+            compressor: Compressor::new()?,
             migrated,
             anchor: None,
         };
@@ -512,15 +526,20 @@ impl LogWriter {
             },
             body,
         };
-        let bytes = record.encode()?;
-        let leaf = leaf_hash(&bytes);
+        let start = block::begin_entry(&mut self.entries);
+        if let Err(e) = record.encode_into(&mut self.entries) {
+            self.entries.truncate(start);
+            return Err(e.into());
+        }
+        let leaf = leaf_hash(&self.entries[start + block::ENTRY_HEADER..]);
+        block::end_entry(&mut self.entries, start, &leaf)?;
         self.head = chain_next(&self.head, &leaf);
         self.pending.push(Pending {
             header: record.header,
             terms: self.dictionary.terms_of(&record.body),
             leaf,
             head_after: self.head,
-            bytes,
+            entry: start..self.entries.len(),
         });
         self.next_seq += 1;
         Ok(record.header.seq)
@@ -560,8 +579,6 @@ impl LogWriter {
             self.pending.chunks(chunk).collect()
         };
         let mut staged = HashMap::new();
-        // What a failed commit left in the encoder is not part of this one.
-        self.blocks.clear();
         let tx = self.store.conn.transaction()?;
         let mut leaves: Vec<Hash> = Vec::with_capacity(chunk.min(self.pending.len()));
         for (i, records) in chunks.into_iter().enumerate() {
@@ -591,24 +608,28 @@ impl LogWriter {
             {
                 let mut insert =
                     tx.prepare_cached("INSERT INTO blocks (first_seq, data) VALUES (?1, ?2)")?;
-                let mut block_first = first_seq;
-                for p in records {
+                let entries = &self.entries;
+                let compressor = &mut self.compressor;
+                let mut write_block = |part: &[Pending]| -> Result<()> {
+                    let (Some(first), Some(last)) = (part.first(), part.last()) else {
+                        return Ok(());
+                    };
+                    let data = compressor.compress(&entries[first.entry.start..last.entry.end])?;
+                    insert.execute(params![to_i64(first.header.seq)?, data])?;
+                    Ok(())
+                };
+                let (mut begun, mut plain) = (0, 0);
+                for (i, p) in records.iter().enumerate() {
                     wall_range.0 = wall_range.0.min(p.header.wall_ns);
                     wall_range.1 = wall_range.1.max(p.header.wall_ns);
-                    bytes += p.bytes.len() as u64;
-                    if !self.blocks.fits(p.bytes.len()) {
-                        let data = self.blocks.finish()?;
-                        insert.execute(params![to_i64(block_first)?, data])?;
+                    bytes += p.record_len() as u64;
+                    if !block::fits(i - begun, plain, p.record_len()) {
+                        write_block(&records[begun..i])?;
+                        (begun, plain) = (i, 0);
                     }
-                    if self.blocks.is_empty() {
-                        block_first = p.header.seq;
-                    }
-                    self.blocks.push(&p.leaf, &p.bytes)?;
+                    plain += p.entry.len();
                 }
-                if !self.blocks.is_empty() {
-                    let data = self.blocks.finish()?;
-                    insert.execute(params![to_i64(block_first)?, data])?;
-                }
+                write_block(&records[begun..])?;
             }
             if records.is_empty() {
                 wall_range = (now.wall_ns, now.wall_ns);
@@ -671,6 +692,10 @@ impl LogWriter {
         };
         self.dictionary.committed(staged);
         self.pending.clear();
+        self.entries.clear();
+        if self.entries.capacity() > ENTRIES_KEPT {
+            self.entries = Vec::new();
+        }
         self.effects.clear();
         self.dictionary.trim();
         Ok(sealed)

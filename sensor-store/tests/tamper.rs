@@ -738,3 +738,29 @@ mod schema {
         }
     }
 }
+
+/// A record the format refuses (over 1 MiB encoded) is an error for its append alone: the
+/// records around it are chained and stored whole, and the log verifies.
+#[test]
+fn an_event_too_large_to_encode_leaves_the_log_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = LogWriter::open(dir.path(), common::options(8)).expect("open");
+    let now = Timestamp::now();
+    for i in 0..20 {
+        let mut event = common::event(i);
+        if i == 10 {
+            if let Some(p) = event.process.as_mut() {
+                p.cmdline = "x".repeat(2 << 20);
+            }
+            assert!(w.append(event, now.wall_ns, now.mono_ns).is_err());
+            continue;
+        }
+        w.append(event, now.wall_ns, now.mono_ns).expect("append");
+        w.seal_due(now).expect("seal_due");
+    }
+    w.close(now).expect("close");
+    let Verdict::Intact(s) = verdict(dir.path()) else {
+        panic!("the log does not verify")
+    };
+    assert_eq!(s.records, 1 + 19);
+}
