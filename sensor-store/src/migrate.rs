@@ -8,7 +8,7 @@
 //! a blob (or longer than a record can be) moves as empty bytes, which verify read it as
 //! before. Each step moves `STEP_RECORDS` rows in one transaction, deleting them from
 //! `records`, so a crash resumes where it stopped; the last drops `records` and sets the
-//! layout.
+//! layout, and the freed pages go back to the file system.
 
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection};
@@ -84,9 +84,19 @@ pub(crate) fn layout_2_to_3(conn: &mut Connection, blocks_table: &str) -> Result
                     "DROP TABLE records; PRAGMA user_version = {STORE_LAYOUT};"
                 ))?;
                 tx.commit()?;
-                conn.execute_batch("PRAGMA incremental_vacuum")?;
+                give_back_free_pages(conn)?;
                 return Ok(moved);
             }
         }
     }
+}
+
+/// Returns the free pages to the file system (`auto_vacuum` is incremental). SQLite frees
+/// one page per step of `PRAGMA incremental_vacuum`, each step a result row, so the pragma
+/// is stepped to its end (run once, as by `execute_batch`, it freed a single page).
+fn give_back_free_pages(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }

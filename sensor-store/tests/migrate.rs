@@ -59,6 +59,11 @@ fn a_layout_2_store_is_migrated_and_verifies() {
     );
 
     assert_eq!(migrate(dir.path()), Some(101));
+    // The pages `records` held went back to the file system.
+    let free: i64 = db(dir.path())
+        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        .expect("freelist");
+    assert_eq!(free, 0);
     let Verdict::Intact(s) = verdict(dir.path()) else {
         panic!("the migrated store does not verify")
     };
