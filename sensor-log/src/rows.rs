@@ -1,9 +1,12 @@
 //! The verifier's stream of records: the source's records in order, each with its leaf hash,
 //! and one record of lookahead, which tells an inserted or swapped record from a modified one.
 //!
-//! Hashing the records is most of a verification's work, and it needs nothing from the walk,
-//! so a whole-log `verify` hashes on a second thread: the walk reads chunk `k + 1` from the
-//! source and hands it over, then checks chunk `k`, already hashed, while the hasher works.
+//! Hashing the records is most of a verification's work, and it needs nothing from the walk
+//! but the chain head the log starts from, so a whole-log `verify` hashes on a second thread:
+//! the walk reads chunk `k + 1` from the source and hands it over, then checks chunk `k`,
+//! already hashed, while the hasher works. The hasher computes each record's leaf and the
+//! chain head after it: the walk consumes the rows in order, one per record it accepts, and
+//! stops at its first failure, so the heads are those it would have chained itself.
 //! Reading ahead changes nothing the walk decides: the records are the source's second
 //! stream, apart from its batches, and a read error (or the source's end) met ahead is kept
 //! in its place and returned only when the walk reaches it, so the first failure reported is
@@ -12,7 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-use crate::chain::leaf_hash;
+use crate::chain::{chain_next, leaf_hash, GENESIS_HEAD};
 use crate::record::{self, Hash};
 use crate::source::{BatchSource, SourceRecord};
 
@@ -23,29 +26,35 @@ pub const CHUNK_RECORDS: usize = 4096;
 /// being read, being hashed, being checked) stay within a few MiB whatever the records.
 const CHUNK_BYTES: usize = 4 << 20;
 
-/// A record as the source holds it, and the leaf hash of its bytes.
+/// A record as the source holds it, the leaf hash of its bytes, and the chain head after it.
 pub(crate) struct Row {
     pub(crate) record: SourceRecord,
     pub(crate) leaf: Hash,
+    pub(crate) head: Hash,
 }
+
+/// A chunk for the hasher, and the chain head it starts from when the walk set one.
+type Chunk = (Vec<SourceRecord>, Option<Hash>);
 
 /// How a chunk ended: `None` when the source has more.
 type Ending<E> = Option<Result<(), E>>;
 
 /// The hashing thread's side: chunks go out, hashed rows come back, in order.
 pub(crate) struct Hasher {
-    chunks: SyncSender<Vec<SourceRecord>>,
+    chunks: SyncSender<Chunk>,
     hashed: Receiver<Vec<Row>>,
 }
 
 impl Hasher {
     /// Starts the hashing thread in `scope`; it ends when the `Hasher` is dropped.
     pub(crate) fn spawn<'scope>(scope: &'scope std::thread::Scope<'scope, '_>) -> Hasher {
-        let (chunks, to_hash) = sync_channel::<Vec<SourceRecord>>(1);
+        let (chunks, to_hash) = sync_channel::<Chunk>(1);
         let (done, hashed) = sync_channel(1);
         scope.spawn(move || {
-            for chunk in to_hash {
-                if done.send(hash(chunk)).is_err() {
+            let mut head = GENESIS_HEAD;
+            for (chunk, from) in to_hash {
+                head = from.unwrap_or(head);
+                if done.send(hash(chunk, &mut head)).is_err() {
                     return;
                 }
             }
@@ -53,7 +62,7 @@ impl Hasher {
         Hasher { chunks, hashed }
     }
 
-    fn give(&self, chunk: Vec<SourceRecord>) {
+    fn give(&self, chunk: Chunk) {
         // The thread ends only when this Hasher drops, or by a panic, which the scope
         // re-raises when it joins.
         self.chunks
@@ -69,12 +78,18 @@ impl Hasher {
     }
 }
 
-fn hash(chunk: Vec<SourceRecord>) -> Vec<Row> {
+/// Each record's leaf and the chain head after it, continuing the chain from `head`.
+fn hash(chunk: Vec<SourceRecord>, head: &mut Hash) -> Vec<Row> {
     chunk
         .into_iter()
-        .map(|record| Row {
-            leaf: leaf_hash(&record.bytes),
-            record,
+        .map(|record| {
+            let leaf = leaf_hash(&record.bytes);
+            *head = chain_next(head, &leaf);
+            Row {
+                record,
+                leaf,
+                head: *head,
+            }
         })
         .collect()
 }
@@ -98,6 +113,10 @@ impl<E> After<E> {
 pub(crate) struct Rows<'s, S: BatchSource> {
     pub(crate) source: &'s mut S,
     hasher: Option<Hasher>,
+    /// The chain head the records start from, until the first chunk takes it.
+    chain_from: Option<Hash>,
+    /// The chain head after the last record hashed on this thread.
+    head: Hash,
     /// How the chunk with the hasher ended, while it is there.
     in_flight: Option<Ending<S::Error>>,
     /// Hashed rows the walk has not reached, then what follows them.
@@ -114,6 +133,8 @@ impl<'s, S: BatchSource> Rows<'s, S> {
         Rows {
             source,
             hasher: None,
+            chain_from: None,
+            head: GENESIS_HEAD,
             in_flight: None,
             ready: VecDeque::new(),
             after_ready: After::More,
@@ -128,6 +149,12 @@ impl<'s, S: BatchSource> Rows<'s, S> {
             hasher: Some(hasher),
             ..Rows::new(source)
         }
+    }
+
+    /// The chain head before the first record: set before reading any.
+    pub(crate) fn chain_from(&mut self, head: Hash) {
+        debug_assert!(self.ready.is_empty() && self.in_flight.is_none() && self.spare.is_empty());
+        self.chain_from = Some(head);
     }
 
     /// Reads up to a chunk of records, and how the reading ended if it did.
@@ -154,7 +181,8 @@ impl<'s, S: BatchSource> Rows<'s, S> {
     fn advance(&mut self) {
         let Some(hasher) = self.hasher.take() else {
             let (chunk, end) = self.read_chunk();
-            self.ready.extend(hash(chunk));
+            self.head = self.chain_from.take().unwrap_or(self.head);
+            self.ready.extend(hash(chunk, &mut self.head));
             self.after_ready = After::of(end);
             return;
         };
@@ -162,13 +190,13 @@ impl<'s, S: BatchSource> Rows<'s, S> {
             Some(end) => end,
             None => {
                 let (chunk, end) = self.read_chunk();
-                hasher.give(chunk);
+                hasher.give((chunk, self.chain_from.take()));
                 end
             }
         };
         if end.is_none() {
             let (chunk, next_end) = self.read_chunk();
-            hasher.give(chunk);
+            hasher.give((chunk, None));
             self.in_flight = Some(next_end);
         }
         self.ready.extend(hasher.take());

@@ -15,7 +15,7 @@ use ed25519_dalek::VerifyingKey;
 
 use crate::anchor::TrailBuilder;
 use crate::batch::{self, BatchHeader, BATCH_VERSION};
-use crate::chain::{chain_next, GENESIS_HEAD};
+use crate::chain::GENESIS_HEAD;
 use crate::merkle;
 use crate::record::{self, Body, EndReason, Hash, HostId, Record, BODY_TAG_EVENT};
 /// How many records the verifier reads and hashes ahead of its walk, per chunk.
@@ -224,6 +224,7 @@ impl Verifier {
             records: records.iter(),
         };
         let mut rows = Rows::new(&mut message);
+        rows.chain_from(self.head);
         let checked = self
             .batch(None, header, signature, &mut rows)
             .and_then(|decoded| match read(rows.next())? {
@@ -380,6 +381,7 @@ impl Verifier {
         let first = !self.started;
         if first {
             self.start(&header, rows.source)?;
+            rows.chain_from(self.head);
         }
         // A source that files batches under a number of its own (a row key) is held to it; a
         // file of batches is numbered by the signed headers alone.
@@ -524,7 +526,7 @@ impl Verifier {
         let Some(row) = read(rows.next())? else {
             return tampered(here, Reason::Deleted, "the log ends before this record");
         };
-        let leaf = row.leaf;
+        let (leaf, head) = (row.leaf, row.head);
         let rec = &row.record;
         if let Some(stored) = rec.seq.filter(|&s| s > seq) {
             return tampered(
@@ -614,7 +616,7 @@ impl Verifier {
             self.wall_range.1.max(inner.wall_ns),
         );
         rows.recycle(row);
-        self.head = chain_next(&self.head, &leaf);
+        self.head = head;
         self.leaves.push(leaf);
         self.next_seq += 1;
         self.summary.records += 1;
