@@ -28,6 +28,9 @@ pub const DB_FILE: &str = "log.db";
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Page cache of a reader (`sensorctl`), in KiB: the index pages of a large store fit.
 const READER_CACHE_KIB: i64 = 64 * 1024;
+/// Page cache of `verify`'s connections, in KiB: it reads every block and posting once, in
+/// order, so a larger cache only costs page faults and memory (docs/performance.md).
+const VERIFY_CACHE_KIB: i64 = 2 * 1024;
 
 /// Longest text or blob SQLite loads on our connections (`SQLITE_LIMIT_LENGTH`): a value
 /// planted in the store larger than this is an error before it is allocated. Records and
@@ -147,11 +150,12 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         harden(&conn)?;
         check_schema(&conn, &path, false)?;
-        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
-        Ok(Store {
+        let store = Store {
             conn,
             dir: state_dir.to_path_buf(),
-        })
+        };
+        store.cache_for_verify(false)?;
+        Ok(store)
     }
 
     /// Read-write open for the writer: creates the schema, WAL, `synchronous=FULL` so a
@@ -192,6 +196,16 @@ impl Store {
             check_schema(&store.conn, &path, false)?;
         }
         Ok((store, migrated))
+    }
+
+    /// Sizes the page cache for `verify`'s one pass (`true`) or for queries.
+    pub(crate) fn cache_for_verify(&self, verify: bool) -> Result<()> {
+        let kib = if verify {
+            VERIFY_CACHE_KIB
+        } else {
+            READER_CACHE_KIB
+        };
+        Ok(self.conn.pragma_update(None, "cache_size", -kib)?)
     }
 
     pub fn state_dir(&self) -> &Path {

@@ -27,6 +27,8 @@ pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, E
         .conn
         .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))?;
     let index_store = Store::open_read_only(store.state_dir())?;
+    index_store.cache_for_verify(true)?;
+    store.cache_for_verify(true)?;
     let verdict = std::thread::scope(|scope| {
         let (feeder, fed) = index_check::channels();
         let index = scope.spawn(move || index_check::check(&index_store, fed));
@@ -44,6 +46,7 @@ pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, E
         }
     });
     drop(snapshot);
+    store.cache_for_verify(false)?;
     verdict
 }
 
