@@ -6,6 +6,7 @@ use sensor_log::batch::{self, BatchHeader};
 use sensor_log::record::{self, Body, Record, TpmEntry, BODY_TAG_TPM};
 use sensor_log::AnchorTrail;
 
+use crate::block::Block;
 use crate::error::Result;
 use crate::records::{self, Cursor};
 use crate::store::{to_i64, Store};
@@ -32,7 +33,13 @@ impl Store {
             .conn
             .prepare("SELECT number, header FROM batches WHERE number >= ?1 ORDER BY number")?;
         let mut records = records::prepare(&self.conn, false)?;
-        let mut records = Cursor::new(&self.conn, &mut records, (first.1, u64::MAX), false)?;
+        let mut records = Cursor::new(
+            &self.conn,
+            &mut records,
+            Block::new()?,
+            (first.1, u64::MAX),
+            false,
+        )?;
         let mut batch_rows = batches.query([to_i64(first.0)?])?;
         let mut entry = next_entry(&mut records)?;
         while let Some(r) = batch_rows.next()? {

@@ -11,6 +11,7 @@ use rusqlite::types::ValueRef;
 use sensor_log::batch_file::BatchFileWriter;
 use sensor_log::forward::BatchMessage;
 
+use crate::block::Block;
 use crate::error::{Error, Result};
 use crate::records::{self, Cursor};
 use crate::store::Store;
@@ -39,7 +40,13 @@ impl Store {
             "SELECT number, header, signature, first_seq + count FROM batches ORDER BY number",
         )?;
         let mut records = records::prepare(&self.conn, false)?;
-        let mut records = Cursor::new(&self.conn, &mut records, (0, u64::MAX), false)?;
+        let mut records = Cursor::new(
+            &self.conn,
+            &mut records,
+            Block::new()?,
+            (0, u64::MAX),
+            false,
+        )?;
         let mut batch_rows = batches.query([])?;
         let mut exported = Exported::default();
         while let Some(b) = batch_rows.next()? {
@@ -104,7 +111,8 @@ impl Store {
         let mut records = Vec::new();
         if let Some(last) = end.checked_sub(1).filter(|&last| last >= first) {
             let mut stmt = records::prepare(&self.conn, false)?;
-            let mut cursor = Cursor::new(&self.conn, &mut stmt, (first, last), false)?;
+            let mut cursor =
+                Cursor::new(&self.conn, &mut stmt, Block::new()?, (first, last), false)?;
             // A damaged block forwards as an empty record: the collector rejects the batch
             // and says where.
             while let Some(r) = cursor.next()? {

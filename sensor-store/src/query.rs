@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, OptionalExtension};
 
+use crate::block::Block;
 use crate::error::{Error, Result};
 use crate::index::{decode_offsets, offsets_column, offsets_sql, Dim, TermValue};
 use crate::records::{self, Cursor, PointReader};
@@ -267,17 +268,20 @@ impl Store {
                 ranges.reverse();
             }
             let from = filter.after_seq.map_or(0, |after| after.saturating_add(1));
+            // One decoder for every range.
+            let mut block = Block::new()?;
             'ranges: for (lo, hi) in ranges {
                 let lo = lo.max(from);
                 if lo > hi {
                     continue;
                 }
-                let mut cursor = Cursor::new(&self.conn, &mut stmt, (lo, hi), newest_first)?;
+                let mut cursor = Cursor::new(&self.conn, &mut stmt, block, (lo, hi), newest_first)?;
                 while let Some(r) = cursor.next()? {
                     if !each(r.bytes.map_err(|d| records::damaged(r.seq, d))?)? {
                         break 'ranges;
                     }
                 }
+                block = cursor.into_block();
             }
         } else {
             // The terms each condition names, once; then the candidates window by window,

@@ -12,17 +12,32 @@ use crate::block::{Block, MAX_STORED_BYTES};
 use crate::error::{Error, Result};
 use crate::store::{to_i64, to_u64};
 
-/// Selects the blocks whose `first_seq` is in `?1..=?2`: first seq, stored bytes (NULL when
-/// longer than a block can be, never loaded).
+/// A block's columns as `load` reads them: first seq, stored bytes (NULL when longer than a
+/// block can be, never loaded).
+fn columns() -> String {
+    format!("first_seq, CASE WHEN octet_length(data) <= {MAX_STORED_BYTES} THEN data END")
+}
+
+/// The block holding record `?1`: the one with the greatest `first_seq` at or below it.
+const HOLDING: &str = "FROM blocks WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1";
+
+/// Selects the blocks whose `first_seq` is in `?1..=?2`.
 fn blocks_sql(newest_first: bool) -> String {
     format!(
-        "SELECT first_seq, CASE WHEN octet_length(data) <= {MAX_STORED_BYTES} THEN data END
-         FROM blocks WHERE first_seq >= ?1 AND first_seq <= ?2 ORDER BY first_seq {}",
+        "SELECT {} FROM blocks WHERE first_seq >= ?1 AND first_seq <= ?2 ORDER BY first_seq {}",
+        columns(),
         if newest_first { "DESC" } else { "ASC" }
     )
 }
 
-const UNREADABLE: &str = "not a blob, or longer than a block can be";
+/// Decodes the block of `row` (`columns`) into `block`; returns its first seq.
+fn load(block: &mut Block, row: &rusqlite::Row<'_>) -> Result<u64> {
+    match row.get_ref(1)? {
+        ValueRef::Blob(b) => block.decode(b),
+        _ => block.unreadable("not a blob, or longer than a block can be"),
+    };
+    to_u64(row.get(0)?, "block first seq")
+}
 
 /// A record as a block holds it.
 pub(crate) struct Entry<'a> {
@@ -41,7 +56,7 @@ pub(crate) struct Cursor<'s> {
     first: u64,
     /// Entries of the current block still to hand out, as positions: `len` stands for the
     /// damage entry.
-    order: std::vec::IntoIter<usize>,
+    order: std::ops::Range<usize>,
     range: (u64, u64),
     newest_first: bool,
     /// The entry `peek` and `next` hand out, and whether it was taken.
@@ -58,32 +73,36 @@ pub(crate) fn prepare(
 }
 
 impl<'s> Cursor<'s> {
-    /// The records with seq in `lo..=hi` of `conn`'s blocks, from `stmt` (`prepare`).
+    /// The records with seq in `lo..=hi` of `conn`'s blocks, from `stmt` (`prepare`),
+    /// decoded into `block` (`into_block` gives it back for the next range).
     pub(crate) fn new(
         conn: &Connection,
         stmt: &'s mut rusqlite::CachedStatement<'_>,
+        block: Block,
         (lo, hi): (u64, u64),
         newest_first: bool,
     ) -> Result<Cursor<'s>> {
         // The block holding `lo` may begin before it.
         let start: Option<i64> = conn
-            .query_row(
-                "SELECT first_seq FROM blocks WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
-                [to_i64(lo)?],
-                |r| r.get(0),
-            )
+            .query_row(&format!("SELECT first_seq {HOLDING}"), [to_i64(lo)?], |r| {
+                r.get(0)
+            })
             .optional()?;
         let start = start.unwrap_or(i64::MIN);
         Ok(Cursor {
             rows: stmt.query([start, to_i64(hi.min(i64::MAX as u64))?])?,
-            block: Block::new()?,
+            block,
             first: 0,
-            order: Vec::new().into_iter(),
+            order: 0..0,
             range: (lo, hi),
             newest_first,
             head: None,
             taken: false,
         })
+    }
+
+    pub(crate) fn into_block(self) -> Block {
+        self.block
     }
 
     /// The next record in the range, `None` after the last.
@@ -123,7 +142,12 @@ impl<'s> Cursor<'s> {
             self.taken = false;
         }
         while self.head.is_none() {
-            if let Some(i) = self.order.next() {
+            let next = if self.newest_first {
+                self.order.next_back()
+            } else {
+                self.order.next()
+            };
+            if let Some(i) = next {
                 let seq = self.first.saturating_add(i as u64);
                 let is_damage = i == self.block.len();
                 // Damage at or before the range's end hides records the range asks for.
@@ -135,18 +159,8 @@ impl<'s> Cursor<'s> {
             let Some(row) = self.rows.next()? else {
                 return Ok(());
             };
-            self.first = to_u64(row.get(0)?, "block first seq")?;
-            match row.get_ref(1)? {
-                ValueRef::Blob(b) => self.block.decode(b),
-                _ => self.block.unreadable(UNREADABLE),
-            };
-            let len = self.block.len();
-            let damaged = self.block.damage().is_some();
-            let mut order: Vec<usize> = (0..len + usize::from(damaged)).collect();
-            if self.newest_first {
-                order.reverse();
-            }
-            self.order = order.into_iter();
+            self.first = load(&mut self.block, row)?;
+            self.order = 0..self.block.len() + usize::from(self.block.damage().is_some());
         }
         Ok(())
     }
@@ -177,19 +191,14 @@ impl PointReader {
         let i = match cached {
             Some(i) => i,
             None => {
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT first_seq, CASE WHEN octet_length(data) <= {MAX_STORED_BYTES} THEN data END
-                     FROM blocks WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1"
-                ))?;
+                let mut stmt = conn.prepare_cached(&format!("SELECT {} {HOLDING}", columns()))?;
                 let mut rows = stmt.query([to_i64(seq)?])?;
                 let Some(row) = rows.next()? else {
                     return Ok(None);
                 };
-                let first = to_u64(row.get(0)?, "block first seq")?;
-                match row.get_ref(1)? {
-                    ValueRef::Blob(b) => self.block.decode(b),
-                    _ => self.block.unreadable(UNREADABLE),
-                };
+                // Whatever the block held is gone from here on.
+                self.first = None;
+                let first = load(&mut self.block, row)?;
                 self.first = Some(first);
                 seq - first
             }

@@ -9,6 +9,7 @@ use sensor_log::record::MAX_ENCODED_BYTES;
 use sensor_log::source::{BatchSource, SourceBatch, SourceRecord, VerifiedBatch};
 use sensor_log::{BatchHeader, Failure, Position, Reason, Verdict};
 
+use crate::block::Block;
 use crate::error::Error;
 use crate::index_check::{self, Feeder};
 use crate::records::{self, Cursor};
@@ -94,7 +95,13 @@ impl<'s> StoreSource<'s> {
         let mut source = StoreSource {
             store,
             batches: batches.query([])?,
-            records: Cursor::new(&store.conn, &mut records, (0, u64::MAX), false)?,
+            records: Cursor::new(
+                &store.conn,
+                &mut records,
+                Block::new()?,
+                (0, u64::MAX),
+                false,
+            )?,
             columns: [None; 7],
             feeder,
         };
