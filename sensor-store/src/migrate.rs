@@ -15,7 +15,7 @@ use rusqlite::{params, Connection};
 
 use crate::block::BlockEncoder;
 use crate::error::Result;
-use crate::store::STORE_LAYOUT;
+use crate::store::{give_back_free_pages, STORE_LAYOUT};
 
 /// Rows moved per transaction: about 35 MiB of records.
 const STEP_RECORDS: i64 = 65_536;
@@ -84,19 +84,9 @@ pub(crate) fn layout_2_to_3(conn: &mut Connection, blocks_table: &str) -> Result
                     "DROP TABLE records; PRAGMA user_version = {STORE_LAYOUT};"
                 ))?;
                 tx.commit()?;
-                give_back_free_pages(conn)?;
+                give_back_free_pages(conn, None)?;
                 return Ok(moved);
             }
         }
     }
-}
-
-/// Returns the free pages to the file system (`auto_vacuum` is incremental). SQLite frees
-/// one page per step of `PRAGMA incremental_vacuum`, each step a result row, so the pragma
-/// is stepped to its end (run once, as by `execute_batch`, it freed a single page).
-fn give_back_free_pages(conn: &Connection) -> Result<()> {
-    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
-    let mut rows = stmt.query([])?;
-    while rows.next()?.is_some() {}
-    Ok(())
 }

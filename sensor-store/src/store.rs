@@ -431,6 +431,20 @@ fn check_schema(conn: &Connection, path: &Path, migrating: bool) -> Result<()> {
     Ok(())
 }
 
+/// Returns up to `max_pages` free pages (all with `None`) to the file system: `auto_vacuum`
+/// is incremental. SQLite frees one page per step of `PRAGMA incremental_vacuum`, each step
+/// a result row, so the pragma is stepped to its end (run once, as by `execute_batch`, it
+/// freed a single page).
+pub(crate) fn give_back_free_pages(conn: &Connection, max_pages: Option<u32>) -> Result<()> {
+    let mut stmt = conn.prepare(&format!(
+        "PRAGMA incremental_vacuum({})",
+        max_pages.unwrap_or(0)
+    ))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
 /// The store's layout (`PRAGMA user_version`).
 pub(crate) fn layout(conn: &Connection) -> Result<i64> {
     Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)

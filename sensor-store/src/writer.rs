@@ -91,6 +91,11 @@ impl Pending {
     }
 }
 
+/// Free pages one prune returns to the file system at most (64 MiB of 16 KiB pages): the
+/// chain stage waits for it, so what a large prune frees beyond this goes back at the next
+/// prunes, a minute apart (new blocks reuse free pages meanwhile; docs/performance.md).
+const PRUNE_FREED_PAGES: u32 = 4096;
+
 /// Above this capacity, the buffer of pending entries is given back after a commit (it grew
 /// while sealing failed).
 const ENTRIES_KEPT: usize = 16 << 20;
@@ -440,6 +445,8 @@ impl LogWriter {
             removed += 1;
         }
         if removed == 0 {
+            // What an earlier prune left to give back.
+            store::give_back_free_pages(&self.store.conn, Some(PRUNE_FREED_PAGES))?;
             return Ok(None);
         }
         let [up_to_batch, ..] = batches[removed - 1];
@@ -462,7 +469,7 @@ impl LogWriter {
             )?;
         }
         self.seal(now)?;
-        self.store.conn.execute_batch("PRAGMA incremental_vacuum")?;
+        store::give_back_free_pages(&self.store.conn, Some(PRUNE_FREED_PAGES))?;
         Ok(Some(pruned))
     }
 
