@@ -91,9 +91,9 @@ impl Pending {
     }
 }
 
-/// Free pages one prune returns to the file system at most (64 MiB of 16 KiB pages): the
-/// chain stage waits for it, so what a large prune frees beyond this goes back at the next
-/// prunes, a minute apart (new blocks reuse free pages meanwhile; docs/performance.md).
+/// Free pages given back to the file system at most per call of `give_back_free_pages`
+/// (64 MiB of 16 KiB pages): the chain stage waits for it, so what a large prune frees
+/// beyond this goes back at the next calls, a minute apart (docs/performance.md).
 const PRUNE_FREED_PAGES: u32 = 4096;
 
 /// Above this capacity, the buffer of pending entries is given back after a commit (it grew
@@ -445,8 +445,6 @@ impl LogWriter {
             removed += 1;
         }
         if removed == 0 {
-            // What an earlier prune left to give back.
-            store::give_back_free_pages(&self.store.conn, Some(PRUNE_FREED_PAGES))?;
             return Ok(None);
         }
         let [up_to_batch, ..] = batches[removed - 1];
@@ -469,8 +467,15 @@ impl LogWriter {
             )?;
         }
         self.seal(now)?;
-        store::give_back_free_pages(&self.store.conn, Some(PRUNE_FREED_PAGES))?;
         Ok(Some(pruned))
+    }
+
+    /// Returns up to `PRUNE_FREED_PAGES` of the pages pruning freed to the file system, so
+    /// the file shrinks with the log. Apart from `prune`, so that a failure here (a full
+    /// disk has no room to move pages) neither hides a prune that happened nor stops the
+    /// next one; the free pages are reused by new blocks meanwhile.
+    pub fn give_back_free_pages(&self) -> Result<()> {
+        store::give_back_free_pages(&self.store.conn, Some(PRUNE_FREED_PAGES))
     }
 
     /// Seals what is pending and writes the clean-stop marker in the same transaction, so the

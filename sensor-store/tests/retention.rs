@@ -1,5 +1,6 @@
-//! Retention gives the pages of what it pruned back to the file system, so the store's file
-//! shrinks with the log instead of staying at its largest size.
+//! Retention gives the pages of what it pruned back to the file system (the chain stage
+//! calls `give_back_free_pages` after each `prune`), so the store's file shrinks with the
+//! log instead of staying at its largest size.
 
 mod common;
 
@@ -32,6 +33,7 @@ fn pruning_shrinks_the_file() {
         .prune(Some(200_000), None, None, now)
         .expect("prune")
         .expect("something pruned");
+    w.give_back_free_pages().expect("give back");
     w.close(now).expect("close");
     assert!(pruned.records > 25_000, "{pruned:?}");
 

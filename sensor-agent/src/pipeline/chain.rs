@@ -227,6 +227,9 @@ impl ChainStage {
             Ok(None) => {}
             Err(e) => tracing::warn!("retention failed: {e}"),
         }
+        if let Err(e) = self.writer.give_back_free_pages() {
+            tracing::warn!("retention could not give free pages back to the file system: {e}");
+        }
     }
 }
 
