@@ -17,7 +17,7 @@ use sensor_common::{identity, EventHeader, EventKind, FoldKey, FoldValue, IDENTI
 use crate::{BUDGETS, BUDGET_LOST, CONFIG, FOLDS, FOLD_SCRATCH, NO_LOSSES};
 
 /// `BPF_NOEXIST`: insert only if the key is absent.
-const NOEXIST: u64 = 1;
+pub(crate) const NOEXIST: u64 = 1;
 
 /// Whether this access repeats one sent within the fold window: then it is counted and
 /// nothing is sent.

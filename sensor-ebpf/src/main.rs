@@ -22,6 +22,7 @@
 
 mod file;
 mod flood;
+mod inflight;
 mod io_uring;
 mod kernel;
 mod lifecycle;
@@ -31,10 +32,11 @@ mod routes;
 mod syscalls;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fexit, kretprobe, lsm, map, raw_tracepoint},
+    macros::{btf_tracepoint, fexit, kprobe, kretprobe, lsm, map, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePointContext, FExitContext, LsmContext, RawTracePointContext, RetProbeContext,
+        BtfTracePointContext, FExitContext, LsmContext, ProbeContext, RawTracePointContext,
+        RetProbeContext,
     },
 };
 use aya_log_ebpf::debug;
@@ -43,7 +45,7 @@ use sensor_common::{
     syscall::{self, Watched, O_PATH},
     EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, LeafKey, NameKey, PathChangeEvent,
     SensorConfig, TreeGate, TreeMiss, WatchFilter, WatchValue, MAX_FOLDS, MAX_IDENTITIES,
-    MAX_TREE_MISSES, MAX_WATCHED, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
+    MAX_OPENS_IN_FLIGHT, MAX_TREE_MISSES, MAX_WATCHED, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
 };
 
 /// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
@@ -115,6 +117,14 @@ pub struct PathScan {
     /// The key looked up in `WATCHED_LEAVES` (a `LeafKey`, as words for zeroing).
     pub key: [u64; sensor_common::NAME_LEN / 8],
 }
+
+/// Kprobe mode: the threads inside the open path, by tid (`inflight.rs`).
+#[map]
+static OPENS_IN_FLIGHT: HashMap<u32, u8> = HashMap::with_max_entries(MAX_OPENS_IN_FLIGHT, 0);
+
+/// Kprobe mode: opens whose return its kretprobe missed (`inflight.rs`), per CPU.
+#[map]
+static OPENS_MISSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where `file.rs` passes an open's match and call to its report (see there why).
 #[map]
@@ -391,11 +401,21 @@ pub fn file_fexit_do_filp_open(ctx: FExitContext) -> i32 {
     0
 }
 
+/// Kprobe mode of the opens, on entry to `do_filp_open` and `do_file_open_root`: marks the
+/// thread, so an open whose return [`file_kretprobe_open`] misses is counted.
+#[kprobe]
+#[inline(always)]
+pub fn file_kprobe_open(_ctx: ProbeContext) -> u32 {
+    inflight::enter();
+    0
+}
+
 /// Kprobe mode of the opens: the file `do_filp_open` and `do_file_open_root` (file
 /// handles) return, or their error. The call is read from the task's saved registers.
 #[kretprobe]
 #[inline(always)]
 pub fn file_kretprobe_open(ctx: RetProbeContext) -> u32 {
+    inflight::returned();
     let file: u64 = ctx.ret();
     let _ = match as_errno(file) {
         Some(errno) => file::on_failed_open(errno, syscall::AT_FDCWD, 0),
@@ -440,6 +460,7 @@ pub fn lifecycle_sched_process_fork(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn lifecycle_sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    inflight::exited();
     let _ = lifecycle::on_exit(&ctx);
     0
 }

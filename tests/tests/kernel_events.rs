@@ -521,6 +521,31 @@ fn io_uring_open_is_flagged() {
     }
 }
 
+/// More threads blocked inside the open path than a kretprobe has instances (opening FIFOs
+/// nobody writes, which any user can do) do not hide an open: it is reported, or, in kprobe
+/// mode, whose kretprobe then misses it, counted as a `kprobe_missed` loss.
+#[test]
+fn an_open_behind_blocked_opens_is_reported_or_counted() {
+    let f = fixture();
+    let (pid, ret) = trigger(&["open-behind-blocked-opens", s(&f.dir.join("secret"))]);
+    assert!(ret >= 0, "open: {ret}");
+    let mode = f
+        .agent
+        .probe_mode("file_open")
+        .expect("file_open's mode in the log");
+    if mode != "kprobe" {
+        file_event(pid);
+        return;
+    }
+    let e = f.agent.wait_for("the open, or its loss", |e| {
+        is("file_open", pid)(e)
+            || e["kind"] == "loss"
+                && e["loss"]["source"] == "kprobe_missed"
+                && e["loss"]["counts"]["file_open"].as_u64() > Some(0)
+    });
+    eprintln!("kprobe mode: {e}");
+}
+
 /// Runs `trigger` placed in `cgroup` (it joins, then execs the action).
 fn trigger_in(cgroup: &TestCgroup, action: &[&str]) -> (u32, i64) {
     let mut args = cgroup.trigger_args();

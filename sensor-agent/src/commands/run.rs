@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{PerCpuArray, RingBuf};
-use sensor_common::{BUDGET_LOST, EVENTS, FOLDS, LOST_EVENTS};
+use aya::maps::RingBuf;
+use sensor_common::{BUDGET_LOST, EVENTS, FOLDS, LOST_EVENTS, OPENS_MISSED};
 use sensor_log::{Event, Timestamp};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -34,7 +34,7 @@ use crate::{
         supervise::{Outcome, Stage, Stages},
         Batch, Counters, CHANNEL_BATCHES,
     },
-    probes::{preflight, sync::MapSync, take_hash_map, LoadOptions, ModeChoice, Probes},
+    probes::{preflight, sync::MapSync, take_map, LoadOptions, ModeChoice, Probes},
     watch::{Dropped, WatchSet, Watcher},
     Error,
 };
@@ -161,20 +161,11 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         ),
     );
 
-    let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
-        ebpf.take_map(name).ok_or(Error::MissingMap(name))
-    };
-    let ring = RingBuf::try_from(take(&mut probes.ebpf, EVENTS)?).map_err(|e| Error::Map {
-        map: EVENTS,
-        reason: e.to_string(),
-    })?;
-    let lost =
-        PerCpuArray::try_from(take(&mut probes.ebpf, LOST_EVENTS)?).map_err(|e| Error::Map {
-            map: LOST_EVENTS,
-            reason: e.to_string(),
-        })?;
-    let budget_lost = take_hash_map(&mut probes.ebpf, BUDGET_LOST)?;
-    let folds = take_hash_map(&mut probes.ebpf, FOLDS)?;
+    let ring: RingBuf<_> = take_map(&mut probes.ebpf, EVENTS)?;
+    let lost = take_map(&mut probes.ebpf, LOST_EVENTS)?;
+    let budget_lost = take_map(&mut probes.ebpf, BUDGET_LOST)?;
+    let opens_missed = take_map(&mut probes.ebpf, OPENS_MISSED)?;
+    let folds = take_map(&mut probes.ebpf, FOLDS)?;
 
     stages.spawn(
         "fold",
@@ -186,8 +177,14 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     );
     stages.spawn(
         "loss",
-        LossStage::new(lost, budget_lost, counters.clone(), LOSS_PERIOD)?
-            .run(events_tx.clone(), stop_rx.clone()),
+        LossStage::new(
+            lost,
+            budget_lost,
+            opens_missed,
+            counters.clone(),
+            LOSS_PERIOD,
+        )?
+        .run(events_tx.clone(), stop_rx.clone()),
     );
     let enricher = Enricher::new(&config, watch_sets);
     let (enrich_out, enrich_counters) = (events_tx.clone(), counters.clone());

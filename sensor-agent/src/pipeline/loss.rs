@@ -1,6 +1,6 @@
 //! Loss stage: turns the kernel's per-CPU counts of failed ring-buffer reservations, its
-//! per-identity counts of events over budget, and the agent's own rejected records, into
-//! `loss` events in the stream.
+//! per-identity counts of events over budget, its count of opens kprobe mode's kretprobe
+//! missed, and the agent's own rejected records, into `loss` events in the stream.
 
 use std::{
     collections::BTreeMap,
@@ -22,6 +22,9 @@ type KindCounts = [u64; EventKind::COUNT as usize];
 pub struct LossStage {
     lost: PerCpuArray<MapData, u64>,
     budget_lost: HashMap<MapData, u64, KindCounts>,
+    /// Opens whose return kprobe mode's kretprobe missed (`sensor-ebpf/src/inflight.rs`).
+    opens_missed: PerCpuArray<MapData, u64>,
+    opens_missed_reported: u64,
     counters: Arc<Counters>,
     /// Totals already reported, per kind index.
     reported: KindCounts,
@@ -38,6 +41,7 @@ impl LossStage {
     pub fn new(
         lost: PerCpuArray<MapData, u64>,
         mut budget_lost: HashMap<MapData, u64, KindCounts>,
+        opens_missed: PerCpuArray<MapData, u64>,
         counters: Arc<Counters>,
         period: Duration,
     ) -> Result<Self, Error> {
@@ -50,6 +54,8 @@ impl LossStage {
         Ok(LossStage {
             lost,
             budget_lost,
+            opens_missed,
+            opens_missed_reported: 0,
             counters,
             reported: [0; EventKind::COUNT as usize],
             budget_reported: std::collections::HashMap::new(),
@@ -99,6 +105,23 @@ impl LossStage {
         }
         let counts = new_counts(&totals, &mut self.reported);
         events.extend(loss_event(&self.counters, "kernel_ringbuf", counts));
+        let missed: u64 = self
+            .opens_missed
+            .get(&0, 0)
+            .map_err(|e| Error::Map {
+                map: sensor_common::OPENS_MISSED,
+                reason: e.to_string(),
+            })?
+            .iter()
+            .sum();
+        if missed > self.opens_missed_reported {
+            let counts = BTreeMap::from([(
+                EventKind::FileOpen.name().to_string(),
+                missed - self.opens_missed_reported,
+            )]);
+            self.opens_missed_reported = missed;
+            events.extend(loss_event(&self.counters, "kprobe_missed", counts));
+        }
         let budgets: Vec<(u64, KindCounts)> = self
             .budget_lost
             .iter()

@@ -140,6 +140,11 @@ pub enum Attach {
         program: &'static str,
         function: &'static str,
     },
+    /// An entry kprobe or a kretprobe (the program's section says which) on each function.
+    KProbe {
+        program: &'static str,
+        functions: &'static [&'static str],
+    },
     KRetProbe {
         program: &'static str,
         functions: &'static [&'static str],
@@ -161,6 +166,7 @@ impl Attach {
             }
             Attach::Lsm { hook, .. } => format!("lsm/{hook}"),
             Attach::FExit { function, .. } => format!("fexit/{function}"),
+            Attach::KProbe { functions, .. } => format!("kprobe/{}", functions.join(",")),
             Attach::KRetProbe { functions, .. } => format!("kretprobe/{}", functions.join(",")),
             Attach::SyscallFExits => "fexit/__x64_sys_*,__ia32_*sys_*".into(),
             Attach::SyscallKRetProbes { .. } => "kretprobe/__x64_sys_*,__ia32_*sys_*".into(),
@@ -179,6 +185,9 @@ const FILP_OPEN_EXIT: Attach = Attach::FExit {
     program: "file_fexit_do_filp_open",
     function: "do_filp_open",
 };
+
+/// The kernel's open path in kprobe mode: opens by path and by file handle.
+const OPEN_PATH: &[&str] = &["do_filp_open", "do_file_open_root"];
 
 /// The probe that reports opens: its name, for [`HOOKS`] bits.
 const FILE_OPEN: &str = "file_open";
@@ -211,10 +220,17 @@ pub const PROBES: &[Probe] = &[
             },
             Way {
                 mode: ProbeMode::Kprobe,
-                attach: &[Attach::KRetProbe {
-                    program: "file_kretprobe_open",
-                    functions: &["do_filp_open", "do_file_open_root"],
-                }],
+                // The kretprobe first: the entry kprobe's marks need it to clear them.
+                attach: &[
+                    Attach::KRetProbe {
+                        program: "file_kretprobe_open",
+                        functions: OPEN_PATH,
+                    },
+                    Attach::KProbe {
+                        program: "file_kprobe_open",
+                        functions: OPEN_PATH,
+                    },
+                ],
             },
             Way {
                 mode: ProbeMode::Tracepoint,
@@ -356,25 +372,14 @@ impl ProbeStatus {
     }
 }
 
-/// Takes a hash map out of the loaded object, for a stage to own.
-pub fn take_hash_map<K: aya::Pod, V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<aya::maps::HashMap<aya::maps::MapData, K, V>, Error> {
+/// Takes a map out of the loaded object as the type `M` (a hash map, an array, a per-CPU
+/// array), for a stage to own.
+pub fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, Error>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
     let map = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
-    aya::maps::HashMap::try_from(map).map_err(|e| Error::Map {
-        map: name,
-        reason: e.to_string(),
-    })
-}
-
-/// Takes an array map out of the loaded object, for a stage to own.
-pub fn take_array<V: aya::Pod>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<Array<aya::maps::MapData, V>, Error> {
-    let map = ebpf.take_map(name).ok_or(Error::MissingMap(name))?;
-    Array::try_from(map).map_err(|e| Error::Map {
+    M::try_from(map).map_err(|e| Error::Map {
         map: name,
         reason: e.to_string(),
     })
@@ -588,11 +593,13 @@ impl Attacher<'_> {
                 p.load(function, btf)?;
                 p.attach().map(drop)
             }),
-            Attach::KRetProbe { program, functions } => self.once(program, |p, _| {
-                let p: &mut KProbe = p.try_into()?;
-                p.load()?;
-                functions.iter().try_for_each(|f| p.attach(*f, 0).map(drop))
-            }),
+            Attach::KProbe { program, functions } | Attach::KRetProbe { program, functions } => {
+                self.once(program, |p, _| {
+                    let p: &mut KProbe = p.try_into()?;
+                    p.load()?;
+                    functions.iter().try_for_each(|f| p.attach(*f, 0).map(drop))
+                })
+            }
             Attach::SyscallKRetProbes { program } => {
                 self.once(program, |p, _| {
                     let p: &mut KProbe = p.try_into()?;
@@ -804,6 +811,7 @@ mod tests {
                         | Attach::RawTracepointTaking { program, .. }
                         | Attach::Lsm { program, .. }
                         | Attach::FExit { program, .. }
+                        | Attach::KProbe { program, .. }
                         | Attach::KRetProbe { program, .. }
                         | Attach::SyscallKRetProbes { program } => vec![program.into()],
                         Attach::SyscallFExits => syscalls

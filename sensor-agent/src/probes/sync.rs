@@ -21,7 +21,7 @@ use sensor_common::{
     WATCH_FILTER_WORDS,
 };
 
-use super::{take_array, take_hash_map};
+use super::take_map;
 use crate::{watch::WatchSet, Error};
 
 pub struct MapSync {
@@ -43,8 +43,8 @@ impl MapSync {
             dirs: Tracked::take(ebpf, WATCHED_DIRS)?,
             names: Tracked::take(ebpf, WATCHED_NAMES)?,
             leaves: Tracked::take(ebpf, WATCHED_LEAVES)?,
-            gate: take_array(ebpf, TREE_GATE)?,
-            filter: take_array(ebpf, WATCH_FILTER)?,
+            gate: take_map(ebpf, TREE_GATE)?,
+            filter: take_map(ebpf, WATCH_FILTER)?,
             filter_held: filter_of(std::iter::empty()),
             generation: 0,
         })
@@ -158,7 +158,7 @@ impl<K: Pod + Eq + Hash> Tracked<K> {
     fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Tracked<K>, Error> {
         Ok(Tracked {
             name,
-            map: take_hash_map(ebpf, name)?,
+            map: take_map(ebpf, name)?,
             held: StdHashMap::new(),
         })
     }

@@ -200,6 +200,7 @@ fn run(action: &str, a: &[String]) -> i64 {
                 0,
             )),
             "io-uring-open" => io_uring_open(&a[0]),
+            "open-behind-blocked-opens" => open_behind_blocked_opens(&a[0]),
             // `rename OLD NEW`, `renameat2-exchange OLD NEW`, `unlink PATH`, `link OLD NEW`:
             // the plain syscalls, as `sed -i`, an editor's save or an attacker makes them.
             "rename" => sys(libc::syscall(
@@ -447,6 +448,76 @@ fn low_page(path: &str) -> u64 {
         std::ptr::copy_nonoverlapping(path.as_ptr(), buf.cast::<u8>(), path.len());
         buf as u64
     }
+}
+
+/// `open-behind-blocked-opens PATH`: opens PATH while more threads than a kretprobe has
+/// instances by default (10, or twice the possible CPUs) are blocked inside the kernel's
+/// open path, opening FIFOs nobody writes, as any user can; then lets them go and opens
+/// `/dev/null` on the same thread, as the next open of a thread comes. Prints PATH's open.
+fn open_behind_blocked_opens(path: &str) -> i64 {
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .expect("possible CPUs")
+        .trim()
+        .split([',', '-'])
+        .filter_map(|n| n.parse::<usize>().ok())
+        .max()
+        .expect("a CPU number")
+        + 1;
+    let blocked = (2 * possible).max(10) + 8;
+    let dir = std::env::temp_dir().join(format!("sensor-fifos-{}", std::process::id()));
+    std::fs::create_dir(&dir).expect("fifo dir");
+    let fifos: Vec<CString> = (0..blocked)
+        .map(|i| c(&dir.join(i.to_string()).to_string_lossy()))
+        .collect();
+    for fifo in &fifos {
+        // SAFETY: `fifo` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
+    let threads: Vec<_> = fifos
+        .iter()
+        .cloned()
+        .map(|fifo| {
+            // SAFETY: as above; the descriptor is closed once the open returns.
+            std::thread::spawn(move || unsafe {
+                let fd = libc::syscall(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD,
+                    fifo.as_ptr(),
+                    libc::O_RDONLY,
+                );
+                libc::close(fd as libc::c_int);
+            })
+        })
+        .collect();
+    // Until every one of them sits in its open (`/proc/.../syscall` starts with the number).
+    let in_open = |tid: &std::fs::DirEntry| {
+        std::fs::read_to_string(tid.path().join("syscall"))
+            .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_openat)))
+    };
+    for _ in 0..1000 {
+        let waiting = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(Result::ok)
+            .filter(in_open)
+            .count();
+        if waiting == blocked {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: as in `run`.
+    let ret = sys(unsafe { libc::syscall(libc::SYS_open, c(path).as_ptr(), libc::O_RDONLY) });
+    for fifo in &fifos {
+        // SAFETY: as above. A writer's open lets the blocked reader go.
+        unsafe { libc::close(libc::open(fifo.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK)) };
+    }
+    for t in threads {
+        t.join().expect("fifo reader");
+    }
+    // SAFETY: as above.
+    unsafe { libc::close(libc::open(c("/dev/null").as_ptr(), libc::O_RDONLY)) };
+    let _ = std::fs::remove_dir_all(&dir);
+    ret
 }
 
 fn io_uring_open(path: &str) -> i64 {
