@@ -117,7 +117,7 @@ unsafe fn fill(v: *mut FoldValue, now: u64, sent: &Sent) {
 /// # Safety
 /// `counter` must be valid, 8-byte aligned, and only ever changed by atomic operations.
 #[inline(always)]
-unsafe fn add(counter: *mut u64) {
+pub(crate) unsafe fn add(counter: *mut u64) {
     // SAFETY: as the caller guarantees.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, 1) };
 }

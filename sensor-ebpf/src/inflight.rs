@@ -1,4 +1,4 @@
-//! Kprobe mode's count of opens its kretprobe did not see (docs/probes.md, "Kprobe mode").
+//! Kprobe mode's count of opens its kretprobe did not see (docs/probes.md, "Known limits").
 //!
 //! A kretprobe has a fixed number of instances; a call that enters while blocked calls hold
 //! them all (threads opening FIFOs, say) returns unseen, and the kernel's own count of such
@@ -9,7 +9,10 @@
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 
-use crate::{flood::NOEXIST, OPENS_IN_FLIGHT, OPENS_MISSED};
+use crate::{
+    flood::{add, NOEXIST},
+    OPENS_IN_FLIGHT, OPENS_MISSED,
+};
 
 /// The thread enters `do_filp_open` or `do_file_open_root`.
 #[inline(always)]
@@ -41,10 +44,10 @@ pub fn exited() {
 #[inline(always)]
 fn count_missed() {
     if let Some(counter) = OPENS_MISSED.get_ptr_mut(0) {
-        // SAFETY: `counter` points to this CPU's slot of a per-CPU array, valid and aligned
-        // while the program runs; kprobes on the open path and the exit tracepoint run
-        // with migration disabled and not in interrupt context, so no other access to the
-        // slot overlaps this one.
-        unsafe { *counter += 1 };
+        // SAFETY: `counter` points to this CPU's slot of a per-CPU array, valid and 8-byte
+        // aligned while the program runs, and only ever changed by this atomic add (on a
+        // fully preemptible kernel the exit hook can be preempted by an open's kprobe on
+        // the same CPU, and both add).
+        unsafe { add(counter) };
     }
 }
