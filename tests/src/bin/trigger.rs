@@ -126,17 +126,25 @@ fn run(action: &str, a: &[String]) -> i64 {
             // PTRACE_ATTACH then detach: `ptrace-attach PID`.
             "ptrace-attach" => {
                 let pid = num(&a[0]) as libc::pid_t;
+                // `long request, long pid, unsigned long addr, unsigned long data`, as above.
+                let none: libc::c_ulong = 0;
                 let r = sys(libc::syscall(
                     libc::SYS_ptrace,
-                    libc::PTRACE_ATTACH,
-                    pid,
-                    0,
-                    0,
+                    libc::PTRACE_ATTACH as libc::c_long,
+                    pid as libc::c_long,
+                    none,
+                    none,
                 ));
                 if r == 0 {
                     let mut status = 0;
                     libc::waitpid(pid, &mut status, libc::__WALL);
-                    libc::syscall(libc::SYS_ptrace, libc::PTRACE_DETACH, pid, 0, 0);
+                    libc::syscall(
+                        libc::SYS_ptrace,
+                        libc::PTRACE_DETACH as libc::c_long,
+                        pid as libc::c_long,
+                        none,
+                        none,
+                    );
                 }
                 r
             }
@@ -158,7 +166,10 @@ fn run(action: &str, a: &[String]) -> i64 {
                 } else {
                     libc::SYS_process_vm_writev
                 };
-                sys(libc::syscall(nr, pid, &local, 1, &remote, 1, 0))
+                // Counts and flags are `unsigned long`: passed as such, since a variadic
+                // `int` leaves the register's upper half undefined (EINVAL when it is not 0).
+                let (one, flags): (libc::c_ulong, libc::c_ulong) = (1, 0);
+                sys(libc::syscall(nr, pid, &local, one, &remote, one, flags))
             }
             // `pidfd-getfd PID FD`
             "pidfd-getfd" => {
