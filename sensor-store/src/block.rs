@@ -69,6 +69,13 @@ pub fn end_entry(plain: &mut Vec<u8>, start: usize, leaf: &Hash) -> Result<()> {
     Ok(())
 }
 
+/// The leaf `end_entry` wrote into the entry begun at `start`.
+pub fn entry_leaf(plain: &[u8], start: usize) -> Hash {
+    let mut leaf = [0; 32];
+    leaf.copy_from_slice(&plain[start..start + 32]);
+    leaf
+}
+
 /// Compresses plain block bytes (entries laid out by `begin_entry` and `end_entry`) into a
 /// block's stored bytes. Reused: the compression context is kept.
 pub struct Compressor(zstd::bulk::Compressor<'static>);

@@ -154,7 +154,7 @@ impl Store {
             conn,
             dir: state_dir.to_path_buf(),
         };
-        store.cache_for_verify(false)?;
+        store.cache_for_queries()?;
         Ok(store)
     }
 
@@ -198,13 +198,17 @@ impl Store {
         Ok((store, migrated))
     }
 
-    /// Sizes the page cache for `verify`'s one pass (`true`) or for queries.
-    pub(crate) fn cache_for_verify(&self, verify: bool) -> Result<()> {
-        let kib = if verify {
-            VERIFY_CACHE_KIB
-        } else {
-            READER_CACHE_KIB
-        };
+    /// Sizes the page cache for `verify`'s one pass.
+    pub(crate) fn cache_for_verify(&self) -> Result<()> {
+        self.set_cache_kib(VERIFY_CACHE_KIB)
+    }
+
+    /// Sizes the page cache for queries, what a reader opens with.
+    pub(crate) fn cache_for_queries(&self) -> Result<()> {
+        self.set_cache_kib(READER_CACHE_KIB)
+    }
+
+    fn set_cache_kib(&self, kib: i64) -> Result<()> {
         Ok(self.conn.pragma_update(None, "cache_size", -kib)?)
     }
 

@@ -28,8 +28,8 @@ pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, E
         .conn
         .query_row("SELECT COUNT(*) FROM meta", [], |_| Ok(()))?;
     let index_store = Store::open_read_only(store.state_dir())?;
-    index_store.cache_for_verify(true)?;
-    store.cache_for_verify(true)?;
+    index_store.cache_for_verify()?;
+    store.cache_for_verify()?;
     let verdict = std::thread::scope(|scope| {
         let (feeder, fed) = index_check::channels();
         let index = scope.spawn(move || index_check::check(&index_store, fed));
@@ -47,7 +47,7 @@ pub fn verify(store: &Store, pinned: Option<&VerifyingKey>) -> Result<Verdict, E
         }
     });
     drop(snapshot);
-    store.cache_for_verify(false)?;
+    store.cache_for_queries()?;
     verdict
 }
 

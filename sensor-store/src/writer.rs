@@ -79,13 +79,16 @@ pub enum Admission {
 struct Pending {
     header: RecordHeader,
     terms: RecordTerms,
-    leaf: Hash,
     head_after: Hash,
     /// Where its block entry (leaf, length, bytes) is in `LogWriter::entries`.
     entry: std::ops::Range<usize>,
 }
 
 impl Pending {
+    fn leaf(&self, entries: &[u8]) -> Hash {
+        block::entry_leaf(entries, self.entry.start)
+    }
+
     fn record_len(&self) -> usize {
         self.entry.len() - block::ENTRY_HEADER
     }
@@ -549,7 +552,6 @@ impl LogWriter {
         self.pending.push(Pending {
             header: record.header,
             terms: self.dictionary.terms_of(&record.body),
-            leaf,
             head_after: self.head,
             entry: start..self.entries.len(),
         });
@@ -595,7 +597,7 @@ impl LogWriter {
         let mut leaves: Vec<Hash> = Vec::with_capacity(chunk.min(self.pending.len()));
         for (i, records) in chunks.into_iter().enumerate() {
             leaves.clear();
-            leaves.extend(records.iter().map(|p| p.leaf));
+            leaves.extend(records.iter().map(|p| p.leaf(&self.entries)));
             let chain_head = records.last().map_or(prev_head, |p| p.head_after);
             let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
             let header = BatchHeader {
