@@ -14,7 +14,7 @@ pub const LOST_EVENTS: &str = "LOST_EVENTS";
 pub const FOLDS: &str = "FOLDS";
 pub const BUDGET_LOST: &str = "BUDGET_LOST";
 pub const HOOKS: &str = "HOOKS";
-pub const OPENS_MISSED: &str = "OPENS_MISSED";
+pub const KPROBE_MISSED: &str = "KPROBE_MISSED";
 /// Name of the global holding [`crate::KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the global holding [`SensorConfig`].
@@ -36,11 +36,11 @@ pub const WAKEUP_SHARE_NS: u64 = 1_000_000;
 /// Capacity of the watched-set maps.
 pub const MAX_WATCHED: u32 = 16384;
 
-/// Capacity of `OPENS_IN_FLIGHT` (kprobe mode): threads inside the kernel's open path at
-/// once, blocked ones included (a preallocated hash map, as kprobes require: about 1 MiB).
-/// An open that finds it full is counted in [`OPENS_MISSED`], since its return could not
-/// be vouched for.
-pub const MAX_OPENS_IN_FLIGHT: u32 = 16384;
+/// Capacity of `KPROBES_IN_FLIGHT` (kprobe mode): calls inside a kretprobed function at
+/// once, blocked ones included, one per thread and hook (a preallocated hash map, as
+/// kprobes require: about 1 MiB). A call that finds it full is counted in
+/// [`KPROBE_MISSED`], since its return could not be vouched for.
+pub const MAX_KPROBES_IN_FLIGHT: u32 = 16384;
 
 /// A file identity: the superblock device and the inode number.
 #[repr(C)]

@@ -2,6 +2,8 @@
 //! A 64-bit process can still enter through `int 0x80` with 32-bit numbers, so both tables
 //! are checked: skipping compat would be an evasion route.
 
+use crate::EventKind;
+
 /// A syscall the sensor reports; its name is the kernel's (`__x64_sys_<name>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -69,6 +71,38 @@ impl Watched {
     /// Whether the syscalls hook is attached to this syscall: for some result it reports it.
     pub fn syscalls_hook_attaches(self) -> bool {
         self.by_syscalls_hook(-1)
+    }
+
+    /// The kind of event a call is reported as. For the opens it is `FileOpen`, what kprobe
+    /// mode counts a missed one as; the opened file decides the kind of a reported one
+    /// (`proc_access`, `tracefs_write`, ...).
+    #[inline(always)]
+    pub fn event_kind(self) -> EventKind {
+        match self {
+            Watched::Open
+            | Watched::Openat
+            | Watched::Openat2
+            | Watched::Creat
+            | Watched::OpenByHandleAt => EventKind::FileOpen,
+            Watched::Ptrace => EventKind::Ptrace,
+            Watched::ProcessVmReadv => EventKind::ProcessVmReadv,
+            Watched::ProcessVmWritev => EventKind::ProcessVmWritev,
+            Watched::PidfdGetfd => EventKind::PidfdGetfd,
+            Watched::Keyctl => EventKind::Keyctl,
+            Watched::AddKey => EventKind::AddKey,
+            Watched::RequestKey => EventKind::RequestKey,
+            Watched::PerfEventOpen => EventKind::PerfEventOpen,
+            // `PERF_EVENT_IOC_SET_BPF` attaches a BPF program.
+            Watched::Bpf | Watched::Ioctl => EventKind::Bpf,
+            Watched::Prlimit64 => EventKind::Prlimit64,
+            Watched::FanotifyMark => EventKind::FanotifyMark,
+            Watched::Rename | Watched::Renameat | Watched::Renameat2 => EventKind::FileRename,
+            Watched::Unlink | Watched::Unlinkat => EventKind::FileUnlink,
+            Watched::Link | Watched::Linkat => EventKind::FileLink,
+            Watched::Kill | Watched::Tkill | Watched::Tgkill | Watched::PidfdSendSignal => {
+                EventKind::CoreSignal
+            }
+        }
     }
 }
 

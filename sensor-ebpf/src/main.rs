@@ -40,12 +40,13 @@ use aya_ebpf::{
     },
 };
 use aya_log_ebpf::debug;
+use inflight::Hook;
 use kernel::{ArgPtr, BtfPtr, FieldPtr, RawPtr, Regs};
 use sensor_common::{
     syscall::{self, Watched, O_PATH},
     EventKind, FoldKey, FoldValue, InodeKey, KernelOffsets, LeafKey, NameKey, PathChangeEvent,
     SensorConfig, TreeGate, TreeMiss, WatchFilter, WatchValue, MAX_FOLDS, MAX_IDENTITIES,
-    MAX_OPENS_IN_FLIGHT, MAX_TREE_MISSES, MAX_WATCHED, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
+    MAX_KPROBES_IN_FLIGHT, MAX_TREE_MISSES, MAX_WATCHED, OPENS_BY_HOOK, SYSCALLS_BY_HOOK,
 };
 
 /// Kernel struct offsets for the running kernel, written by the agent from BTF before load.
@@ -118,13 +119,13 @@ pub struct PathScan {
     pub key: [u64; sensor_common::NAME_LEN / 8],
 }
 
-/// Kprobe mode: the threads inside the open path, by tid (`inflight.rs`).
+/// Kprobe mode: the calls inside a kretprobed function, by thread and hook (`inflight.rs`).
 #[map]
-static OPENS_IN_FLIGHT: HashMap<u32, u8> = HashMap::with_max_entries(MAX_OPENS_IN_FLIGHT, 0);
+static KPROBES_IN_FLIGHT: HashMap<u64, u8> = HashMap::with_max_entries(MAX_KPROBES_IN_FLIGHT, 0);
 
-/// Kprobe mode: opens whose return its kretprobe missed (`inflight.rs`), per CPU.
+/// Kprobe mode: calls whose return a kretprobe missed (`inflight.rs`), per kind and CPU.
 #[map]
-static OPENS_MISSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static KPROBE_MISSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::COUNT, 0);
 
 /// Where `file.rs` passes an open's match and call to its report (see there why).
 #[map]
@@ -332,12 +333,42 @@ fn on_syscall_fexit(ctx: &FExitContext, watched: Watched) -> i32 {
     0
 }
 
+/// Kprobe mode of the syscalls, on entry: marks the thread with the kind of event the call
+/// would be reported as, so a return [`syscalls_kretprobe`] misses is counted. Of the
+/// ioctls only `PERF_EVENT_IOC_SET_BPF` is marked: the others are never reported.
+#[kprobe]
+#[inline(always)]
+pub fn syscalls_kprobe(_ctx: ProbeContext) -> u32 {
+    if output::is_agent() {
+        return 0;
+    }
+    let task = BtfPtr::current_task();
+    if let Some(regs) = kernel::user_regs(task) {
+        let nr = kernel::syscall_nr(regs);
+        let is_compat = kernel::in_compat_syscall(task);
+        let watched = if is_compat {
+            syscall::compat(nr)
+        } else {
+            syscall::native(nr)
+        };
+        if let Some(w) = watched {
+            if w != Watched::Ioctl
+                || routes::is_reported_ioctl(kernel::SyscallArgs::read(regs, is_compat).0[1])
+            {
+                inflight::enter(Hook::Syscalls, w.event_kind());
+            }
+        }
+    }
+    0
+}
+
 /// Kprobe mode of the syscalls (every one but the opens, and failed opens by handle): one
 /// program on the kernel entry point of each (`__x64_sys_*`, `__ia32_sys_*`,
 /// `__ia32_compat_sys_*`), so no other syscall pays anything. The arguments are the task's saved user registers.
 #[kretprobe]
 #[inline(always)]
 pub fn syscalls_kretprobe(ctx: RetProbeContext) -> u32 {
+    inflight::returned(Hook::Syscalls);
     let ret: i64 = ctx.ret();
     if let Some(regs) = kernel::user_regs(BtfPtr::current_task()) {
         let nr = kernel::syscall_nr(regs);
@@ -406,7 +437,7 @@ pub fn file_fexit_do_filp_open(ctx: FExitContext) -> i32 {
 #[kprobe]
 #[inline(always)]
 pub fn file_kprobe_open(_ctx: ProbeContext) -> u32 {
-    inflight::enter();
+    inflight::enter(Hook::OpenPath, EventKind::FileOpen);
     0
 }
 
@@ -415,7 +446,7 @@ pub fn file_kprobe_open(_ctx: ProbeContext) -> u32 {
 #[kretprobe]
 #[inline(always)]
 pub fn file_kretprobe_open(ctx: RetProbeContext) -> u32 {
-    inflight::returned();
+    inflight::returned(Hook::OpenPath);
     let file: u64 = ctx.ret();
     let _ = match as_errno(file) {
         Some(errno) => file::on_failed_open(errno, syscall::AT_FDCWD, 0),

@@ -35,18 +35,9 @@ pub fn on_path_change(
     }
     let a = &args.0;
     // Compat arguments are already 32 bits wide: `as i32` gives the dfd's sign back.
-    let (kind, syscall, old_dfd, old, new_dfd, new, flags) = match watched {
-        Watched::Rename => (
-            EventKind::FileRename,
-            PathSyscall::Rename,
-            AT_FDCWD,
-            a[0],
-            AT_FDCWD,
-            a[1],
-            0,
-        ),
+    let (syscall, old_dfd, old, new_dfd, new, flags) = match watched {
+        Watched::Rename => (PathSyscall::Rename, AT_FDCWD, a[0], AT_FDCWD, a[1], 0),
         Watched::Renameat => (
-            EventKind::FileRename,
             PathSyscall::Renameat,
             a[0] as i32,
             a[1],
@@ -55,7 +46,6 @@ pub fn on_path_change(
             0,
         ),
         Watched::Renameat2 => (
-            EventKind::FileRename,
             PathSyscall::Renameat2,
             a[0] as i32,
             a[1],
@@ -63,17 +53,8 @@ pub fn on_path_change(
             a[3],
             a[4] as u32,
         ),
-        Watched::Unlink => (
-            EventKind::FileUnlink,
-            PathSyscall::Unlink,
-            AT_FDCWD,
-            a[0],
-            AT_FDCWD,
-            0,
-            0,
-        ),
+        Watched::Unlink => (PathSyscall::Unlink, AT_FDCWD, a[0], AT_FDCWD, 0, 0),
         Watched::Unlinkat => (
-            EventKind::FileUnlink,
             PathSyscall::Unlinkat,
             a[0] as i32,
             a[1],
@@ -81,17 +62,8 @@ pub fn on_path_change(
             0,
             a[2] as u32,
         ),
-        Watched::Link => (
-            EventKind::FileLink,
-            PathSyscall::Link,
-            AT_FDCWD,
-            a[0],
-            AT_FDCWD,
-            a[1],
-            0,
-        ),
+        Watched::Link => (PathSyscall::Link, AT_FDCWD, a[0], AT_FDCWD, a[1], 0),
         Watched::Linkat => (
-            EventKind::FileLink,
             PathSyscall::Linkat,
             a[0] as i32,
             a[1],
@@ -109,7 +81,7 @@ pub fn on_path_change(
     // other program while this one runs (migration is disabled and these tracepoints do not
     // nest on one CPU). The string helpers write at most the size of their field.
     unsafe {
-        (&raw mut (*e).header.kind).write(kind as u8);
+        (&raw mut (*e).header.kind).write(watched.event_kind() as u8);
         (&raw mut (*e).syscall).write(syscall as u8);
         (&raw mut (*e).flags).write(flags);
         (&raw mut (*e).old_dfd).write(old_dfd);

@@ -12,7 +12,7 @@ use sensor_common::{
         Watched, BPF_LINK_CREATE, BPF_PROG_ATTACH, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN,
         FAN_MARK_ADD, FAN_READ_MASK, PERF_EVENT_IOC_SET_BPF, RLIMIT_CORE,
     },
-    EventKind, RouteEvent,
+    RouteEvent,
 };
 
 use crate::{
@@ -33,11 +33,18 @@ fn user<T: Copy + Default>(addr: u64) -> T {
     unsafe { bpf_probe_read_user(addr as *const T) }.unwrap_or_default()
 }
 
+/// Of the ioctls, the one reported (the others, terminals, sockets, devices, end at this
+/// compare): `PERF_EVENT_IOC_SET_BPF`.
+#[inline(always)]
+pub fn is_reported_ioctl(cmd: u64) -> bool {
+    cmd & 0xffff_ffff == PERF_EVENT_IOC_SET_BPF
+}
+
 #[inline(always)]
 pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) -> Result<(), i64> {
     let a = &args.0;
     let mut values = [0u64; 4];
-    let (kind, target) = match watched {
+    let target = match watched {
         Watched::PerfEventOpen => {
             let pid = a[1] as i32;
             // pid 0 is the caller; -1 with a CPU is every process on it.
@@ -45,7 +52,7 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
                 return Ok(());
             }
             values = user::<[u64; 4]>(a[0]);
-            (EventKind::PerfEventOpen, pid as u32)
+            pid as u32
         }
         Watched::Bpf => {
             let cmd = a[0] & 0xffff_ffff;
@@ -62,15 +69,14 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
             if cmd == BPF_PROG_LOAD {
                 values[2] = u64::from(user::<u32>(a[1] + BPF_ATTR_EXPECTED_ATTACH_TYPE));
             }
-            (EventKind::Bpf, 0)
+            0
         }
-        // Every other request (terminals, sockets, devices) ends at this compare.
         Watched::Ioctl => {
-            if a[1] & 0xffff_ffff != PERF_EVENT_IOC_SET_BPF {
+            if !is_reported_ioctl(a[1]) {
                 return Ok(());
             }
             values[3] = PERF_EVENT_IOC_SET_BPF;
-            (EventKind::Bpf, 0)
+            0
         }
         Watched::Prlimit64 => {
             let pid = a[0] as i32;
@@ -79,7 +85,7 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
                 return Ok(());
             }
             values = [user::<u64>(a[2]), user::<u64>(a[2] + 8), 0, 0];
-            (EventKind::Prlimit64, pid as u32)
+            pid as u32
         }
         Watched::FanotifyMark => {
             // The ia32 entry passes the 64-bit mask in two registers, moving dirfd and the
@@ -94,10 +100,11 @@ pub fn on_route(watched: Watched, args: &SyscallArgs, ret: i64, compat: bool) ->
             }
             values[0] = mask;
             values[1] = dirfd as i32 as i64 as u64;
-            (EventKind::FanotifyMark, 0)
+            0
         }
         _ => return Ok(()),
     };
+    let kind = watched.event_kind();
     let Some(mut entry) = reserve::<RouteEvent>(kind) else {
         return Ok(());
     };

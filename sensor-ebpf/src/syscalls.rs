@@ -2,7 +2,7 @@
 
 use sensor_common::{
     syscall::{Watched, CORE_SIGNALS},
-    EventKind, SyscallEvent,
+    SyscallEvent,
 };
 
 use crate::{
@@ -21,18 +21,12 @@ pub fn on_syscall(
     let a = &args.0;
     let mut target_on_host = false;
     let mut signal = 0;
-    let (kind, target_tgid, has_key_strings) = match watched {
-        Watched::Ptrace => (EventKind::Ptrace, a[1] as u32, false),
-        Watched::ProcessVmReadv => (EventKind::ProcessVmReadv, a[0] as u32, false),
-        Watched::ProcessVmWritev => (EventKind::ProcessVmWritev, a[0] as u32, false),
-        Watched::PidfdGetfd => (
-            EventKind::PidfdGetfd,
-            pidfd_target(task, a[0]).unwrap_or(0),
-            false,
-        ),
-        Watched::Keyctl => (EventKind::Keyctl, 0, false),
-        Watched::AddKey => (EventKind::AddKey, 0, true),
-        Watched::RequestKey => (EventKind::RequestKey, 0, true),
+    let (target_tgid, has_key_strings) = match watched {
+        Watched::Ptrace => (a[1] as u32, false),
+        Watched::ProcessVmReadv | Watched::ProcessVmWritev => (a[0] as u32, false),
+        Watched::PidfdGetfd => (pidfd_target(task, a[0]).unwrap_or(0), false),
+        Watched::Keyctl => (0, false),
+        Watched::AddKey | Watched::RequestKey => (0, true),
         Watched::Kill | Watched::Tkill | Watched::Tgkill | Watched::PidfdSendSignal => {
             // kill(pid, sig), tkill(tid, sig), tgkill(tgid, tid, sig),
             // pidfd_send_signal(pidfd, sig, info, flags).
@@ -50,10 +44,11 @@ pub fn on_syscall(
                 return Ok(());
             }
             signal = sig as u8;
-            (EventKind::CoreSignal, pid.max(0) as u32, false)
+            (pid.max(0) as u32, false)
         }
         _ => return Ok(()),
     };
+    let kind = watched.event_kind();
     let Some(mut entry) = reserve::<SyscallEvent>(kind) else {
         return Ok(());
     };

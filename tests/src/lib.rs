@@ -421,7 +421,17 @@ impl Agent {
 
     /// Waits for the first event matching `pred`, and returns it.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.try_wait_for(pred, Duration::from_secs(15))
+        self.wait(what, pred, true)
+    }
+
+    /// Like `wait_for`, but leaves the event for other tests to wait for too: one `loss`
+    /// event counts what tests running side by side lost in the same second.
+    pub fn wait_for_shared(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait(what, pred, false)
+    }
+
+    fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool, take: bool) -> Value {
+        self.wait_until(pred, Duration::from_secs(15), take)
             .unwrap_or_else(|| {
                 panic!(
                     "no event {what} within 15 s; events seen:\n{}\nagent stderr:\n{}",
@@ -437,16 +447,36 @@ impl Agent {
 
     /// Like `wait_for` but returns `None` after `timeout`.
     pub fn try_wait_for(&self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
+        self.wait_until(pred, timeout, true)
+    }
+
+    /// The first event matching `pred` within `timeout`, taken from those seen unless
+    /// `take` is false.
+    fn wait_until(
+        &self,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+        take: bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         let mut seen = lock(&self.seen);
         if let Some(i) = seen.iter().position(&pred) {
-            return Some(seen.remove(i));
+            return Some(if take {
+                seen.remove(i)
+            } else {
+                seen[i].clone()
+            });
         }
         let events = lock(&self.events);
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             match events.recv_timeout(left) {
-                Ok(e) if pred(&e) => return Some(e),
+                Ok(e) if pred(&e) => {
+                    if !take {
+                        seen.push(e.clone());
+                    }
+                    return Some(e);
+                }
                 Ok(e) => seen.push(e),
                 Err(_) => return None,
             }

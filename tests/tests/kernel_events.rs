@@ -381,6 +381,18 @@ fn another_process_environment_and_memory() {
     let _ = target.wait();
 }
 
+/// The start of a read-only mapping of process `pid`, in decimal for `trigger`.
+fn read_only_mapping(pid: u32) -> String {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let line = maps
+        .lines()
+        .find(|l| l.contains(" r--p ") || l.contains(" r-xp "))
+        .expect("a mapping");
+    u64::from_str_radix(line.split('-').next().expect("start"), 16)
+        .expect("hex")
+        .to_string()
+}
+
 #[test]
 fn credential_syscalls_are_reported() {
     let f = fixture();
@@ -397,14 +409,7 @@ fn credential_syscalls_are_reported() {
 
     // Read 16 bytes at the start of the target's first mapping; write them back into a
     // read-only mapping, which the kernel refuses (EFAULT) without harming the target.
-    let maps = std::fs::read_to_string(format!("/proc/{tpid}/maps")).expect("maps");
-    let line = maps
-        .lines()
-        .find(|l| l.contains(" r--p ") || l.contains(" r-xp "))
-        .expect("a mapping");
-    let addr = u64::from_str_radix(line.split('-').next().expect("start"), 16)
-        .expect("hex")
-        .to_string();
+    let addr = read_only_mapping(tpid);
     let (pid, ret) = trigger(&["vm-readv", &tpid_s, &addr, "16"]);
     assert_eq!(ret, 16);
     let e = f
@@ -537,13 +542,44 @@ fn an_open_behind_blocked_opens_is_reported_or_counted() {
         file_event(pid);
         return;
     }
-    let e = f.agent.wait_for("the open, or its loss", |e| {
+    let e = f.agent.wait_for_shared("the open, or its loss", |e| {
         is("file_open", pid)(e)
             || e["kind"] == "loss"
                 && e["loss"]["source"] == "kprobe_missed"
                 && e["loss"]["counts"]["file_open"].as_u64() > Some(0)
     });
     eprintln!("kprobe mode: {e}");
+}
+
+/// The syscalls' kretprobe has as few instances as the open path's: a `process_vm_readv`
+/// behind more blocked calls of it than that is reported, or, in kprobe mode, its miss is
+/// counted as a `kprobe_missed` loss of `process_vm_readv`.
+#[test]
+fn a_syscall_behind_blocked_syscalls_is_reported_or_counted() {
+    let f = fixture();
+    let mut target = target_process();
+    let tpid = target.id();
+    let addr = read_only_mapping(tpid);
+    let (pid, ret) = trigger(&["vm-readv-behind-blocked", &tpid.to_string(), &addr, "16"]);
+    assert_eq!(ret, 16, "process_vm_readv");
+    let read = |e: &Value| is("process_vm_readv", pid)(e) && e["target"]["pid"] == tpid;
+    let mode = f
+        .agent
+        .probe_mode("syscalls")
+        .expect("the syscalls' mode in the log");
+    if mode != "kprobe" {
+        f.agent.wait_for("process_vm_readv", read);
+    } else {
+        let e = f.agent.wait_for_shared("the read, or its loss", |e| {
+            read(e)
+                || e["kind"] == "loss"
+                    && e["loss"]["source"] == "kprobe_missed"
+                    && e["loss"]["counts"]["process_vm_readv"].as_u64() > Some(0)
+        });
+        eprintln!("kprobe mode: {e}");
+    }
+    target.kill().expect("kill");
+    let _ = target.wait();
 }
 
 /// Runs `trigger` placed in `cgroup` (it joins, then execs the action).

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::RingBuf;
-use sensor_common::{BUDGET_LOST, EVENTS, FOLDS, LOST_EVENTS, OPENS_MISSED};
+use sensor_common::{BUDGET_LOST, EVENTS, FOLDS, KPROBE_MISSED, LOST_EVENTS};
 use sensor_log::{Event, Timestamp};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -164,7 +164,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     let ring: RingBuf<_> = take_map(&mut probes.ebpf, EVENTS)?;
     let lost = take_map(&mut probes.ebpf, LOST_EVENTS)?;
     let budget_lost = take_map(&mut probes.ebpf, BUDGET_LOST)?;
-    let opens_missed = take_map(&mut probes.ebpf, OPENS_MISSED)?;
+    let kprobe_missed = take_map(&mut probes.ebpf, KPROBE_MISSED)?;
     let folds = take_map(&mut probes.ebpf, FOLDS)?;
 
     stages.spawn(
@@ -180,7 +180,7 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
         LossStage::new(
             lost,
             budget_lost,
-            opens_missed,
+            kprobe_missed,
             counters.clone(),
             LOSS_PERIOD,
         )?

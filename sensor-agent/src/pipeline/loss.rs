@@ -1,5 +1,5 @@
 //! Loss stage: turns the kernel's per-CPU counts of failed ring-buffer reservations, its
-//! per-identity counts of events over budget, its count of opens kprobe mode's kretprobe
+//! per-identity counts of events over budget, its counts of calls kprobe mode's kretprobes
 //! missed, and the agent's own rejected records, into `loss` events in the stream.
 
 use std::{
@@ -22,12 +22,12 @@ type KindCounts = [u64; EventKind::COUNT as usize];
 pub struct LossStage {
     lost: PerCpuArray<MapData, u64>,
     budget_lost: HashMap<MapData, u64, KindCounts>,
-    /// Opens whose return kprobe mode's kretprobe missed (`sensor-ebpf/src/inflight.rs`).
-    opens_missed: PerCpuArray<MapData, u64>,
-    opens_missed_reported: u64,
+    /// Calls whose return kprobe mode's kretprobes missed (`sensor-ebpf/src/inflight.rs`).
+    kprobe_missed: PerCpuArray<MapData, u64>,
     counters: Arc<Counters>,
     /// Totals already reported, per kind index.
     reported: KindCounts,
+    kprobe_missed_reported: KindCounts,
     /// The same, per identity over budget.
     budget_reported: std::collections::HashMap<u64, KindCounts>,
     decode_errors_reported: u64,
@@ -41,7 +41,7 @@ impl LossStage {
     pub fn new(
         lost: PerCpuArray<MapData, u64>,
         mut budget_lost: HashMap<MapData, u64, KindCounts>,
-        opens_missed: PerCpuArray<MapData, u64>,
+        kprobe_missed: PerCpuArray<MapData, u64>,
         counters: Arc<Counters>,
         period: Duration,
     ) -> Result<Self, Error> {
@@ -54,10 +54,10 @@ impl LossStage {
         Ok(LossStage {
             lost,
             budget_lost,
-            opens_missed,
-            opens_missed_reported: 0,
+            kprobe_missed,
             counters,
             reported: [0; EventKind::COUNT as usize],
+            kprobe_missed_reported: [0; EventKind::COUNT as usize],
             budget_reported: std::collections::HashMap::new(),
             decode_errors_reported: 0,
             chain_errors_reported: 0,
@@ -94,33 +94,23 @@ impl LossStage {
 
     fn poll(&mut self) -> Result<Vec<Event>, Error> {
         let mut events = Vec::new();
-        let mut totals = [0; EventKind::COUNT as usize];
-        for &kind in EventKind::ALL {
-            let index = kind as u32;
-            let per_cpu = self.lost.get(&index, 0).map_err(|e| Error::Map {
-                map: sensor_common::LOST_EVENTS,
-                reason: e.to_string(),
-            })?;
-            totals[index as usize] = per_cpu.iter().sum();
-        }
-        let counts = new_counts(&totals, &mut self.reported);
-        events.extend(loss_event(&self.counters, "kernel_ringbuf", counts));
-        let missed: u64 = self
-            .opens_missed
-            .get(&0, 0)
-            .map_err(|e| Error::Map {
-                map: sensor_common::OPENS_MISSED,
-                reason: e.to_string(),
-            })?
-            .iter()
-            .sum();
-        if missed > self.opens_missed_reported {
-            let counts = BTreeMap::from([(
-                EventKind::FileOpen.name().to_string(),
-                missed - self.opens_missed_reported,
-            )]);
-            self.opens_missed_reported = missed;
-            events.extend(loss_event(&self.counters, "kprobe_missed", counts));
+        for (source, map, name, reported) in [
+            (
+                "kernel_ringbuf",
+                &self.lost,
+                sensor_common::LOST_EVENTS,
+                &mut self.reported,
+            ),
+            (
+                "kprobe_missed",
+                &self.kprobe_missed,
+                sensor_common::KPROBE_MISSED,
+                &mut self.kprobe_missed_reported,
+            ),
+        ] {
+            let totals = per_kind_totals(map, name)?;
+            let counts = new_counts(&totals, reported);
+            events.extend(loss_event(&self.counters, source, counts));
         }
         let budgets: Vec<(u64, KindCounts)> = self
             .budget_lost
@@ -165,6 +155,22 @@ impl LossStage {
         }
         Ok(events)
     }
+}
+
+/// A per-CPU array of counts indexed by kind, summed over the CPUs.
+fn per_kind_totals(
+    map: &PerCpuArray<MapData, u64>,
+    name: &'static str,
+) -> Result<KindCounts, Error> {
+    let mut totals = [0; EventKind::COUNT as usize];
+    for &kind in EventKind::ALL {
+        let per_cpu = map.get(&(kind as u32), 0).map_err(|e| Error::Map {
+            map: name,
+            reason: e.to_string(),
+        })?;
+        totals[kind as usize] = per_cpu.iter().sum();
+    }
+    Ok(totals)
 }
 
 /// The growth of each kind's total since `reported`, by kind name; `reported` catches up.

@@ -152,8 +152,14 @@ pub enum Attach {
     /// An fexit program per reported syscall but the opens, on each entry point
     /// (`syscalls_fexit_<name>`, `syscalls_fexit_ia32_<name>`).
     SyscallFExits,
-    /// One kretprobe on the entry points of every reported syscall but the opens.
-    SyscallKRetProbes { program: &'static str },
+    /// One entry kprobe or kretprobe (the program's section says which) on the entry points
+    /// of every reported syscall but the opens.
+    SyscallKProbes {
+        program: &'static str,
+    },
+    SyscallKRetProbes {
+        program: &'static str,
+    },
 }
 
 impl Attach {
@@ -169,6 +175,7 @@ impl Attach {
             Attach::KProbe { functions, .. } => format!("kprobe/{}", functions.join(",")),
             Attach::KRetProbe { functions, .. } => format!("kretprobe/{}", functions.join(",")),
             Attach::SyscallFExits => "fexit/__x64_sys_*,__ia32_*sys_*".into(),
+            Attach::SyscallKProbes { .. } => "kprobe/__x64_sys_*,__ia32_*sys_*".into(),
             Attach::SyscallKRetProbes { .. } => "kretprobe/__x64_sys_*,__ia32_*sys_*".into(),
         }
     }
@@ -249,9 +256,15 @@ pub const PROBES: &[Probe] = &[
             },
             Way {
                 mode: ProbeMode::Kprobe,
-                attach: &[Attach::SyscallKRetProbes {
-                    program: "syscalls_kretprobe",
-                }],
+                // As for the opens: the kretprobe first.
+                attach: &[
+                    Attach::SyscallKRetProbes {
+                        program: "syscalls_kretprobe",
+                    },
+                    Attach::SyscallKProbes {
+                        program: "syscalls_kprobe",
+                    },
+                ],
             },
             Way {
                 mode: ProbeMode::Tracepoint,
@@ -600,7 +613,7 @@ impl Attacher<'_> {
                     functions.iter().try_for_each(|f| p.attach(*f, 0).map(drop))
                 })
             }
-            Attach::SyscallKRetProbes { program } => {
+            Attach::SyscallKProbes { program } | Attach::SyscallKRetProbes { program } => {
                 self.once(program, |p, _| {
                     let p: &mut KProbe = p.try_into()?;
                     p.load()
@@ -813,6 +826,7 @@ mod tests {
                         | Attach::FExit { program, .. }
                         | Attach::KProbe { program, .. }
                         | Attach::KRetProbe { program, .. }
+                        | Attach::SyscallKProbes { program }
                         | Attach::SyscallKRetProbes { program } => vec![program.into()],
                         Attach::SyscallFExits => syscalls
                             .iter()

@@ -149,28 +149,9 @@ fn run(action: &str, a: &[String]) -> i64 {
                 r
             }
             // `vm-readv PID ADDR LEN` / `vm-writev PID ADDR LEN`
-            "vm-readv" | "vm-writev" => {
-                let pid = num(&a[0]) as libc::pid_t;
-                let len = num(&a[2]) as usize;
-                let mut buf = vec![0u8; len];
-                let local = libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: len,
-                };
-                let remote = libc::iovec {
-                    iov_base: num(&a[1]) as usize as *mut libc::c_void,
-                    iov_len: len,
-                };
-                let nr = if action == "vm-readv" {
-                    libc::SYS_process_vm_readv
-                } else {
-                    libc::SYS_process_vm_writev
-                };
-                // Counts and flags are `unsigned long`: passed as such, since a variadic
-                // `int` leaves the register's upper half undefined (EINVAL when it is not 0).
-                let (one, flags): (libc::c_ulong, libc::c_ulong) = (1, 0);
-                sys(libc::syscall(nr, pid, &local, one, &remote, one, flags))
-            }
+            "vm-readv" => vm_rw(libc::SYS_process_vm_readv, &a[0], &a[1], &a[2]),
+            "vm-writev" => vm_rw(libc::SYS_process_vm_writev, &a[0], &a[1], &a[2]),
+            "vm-readv-behind-blocked" => vm_readv_behind_blocked(&a[0], &a[1], &a[2]),
             // `pidfd-getfd PID FD`
             "pidfd-getfd" => {
                 let pidfd = libc::syscall(libc::SYS_pidfd_open, num(&a[0]) as libc::pid_t, 0);
@@ -461,11 +442,40 @@ fn low_page(path: &str) -> u64 {
     }
 }
 
-/// `open-behind-blocked-opens PATH`: opens PATH while more threads than a kretprobe has
-/// instances by default (10, or twice the possible CPUs) are blocked inside the kernel's
-/// open path, opening FIFOs nobody writes, as any user can; then lets them go and opens
-/// `/dev/null` on the same thread, as the next open of a thread comes. Prints PATH's open.
-fn open_behind_blocked_opens(path: &str) -> i64 {
+/// `process_vm_readv` or `process_vm_writev` (`nr`) of LEN bytes at ADDR in PID.
+fn vm_rw(nr: libc::c_long, pid: &str, addr: &str, len: &str) -> i64 {
+    let len = num(len) as usize;
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: num(addr) as usize as *mut libc::c_void,
+        iov_len: len,
+    };
+    // Counts and flags are `unsigned long`: passed as such, since a variadic `int` fills
+    // only the low half of the argument's 8 bytes (`flags`, the seventh, goes on the
+    // stack), and the rest is undefined (EINVAL when it is not 0).
+    let (one, flags): (libc::c_ulong, libc::c_ulong) = (1, 0);
+    // SAFETY: both iovecs describe live memory of `len` bytes (the remote one in PID, which
+    // the kernel checks); `buf` outlives the call.
+    sys(unsafe {
+        libc::syscall(
+            nr,
+            num(pid) as libc::pid_t,
+            &local,
+            one,
+            &remote,
+            one,
+            flags,
+        )
+    })
+}
+
+/// More threads than a kretprobe has instances by default (10, or twice the possible
+/// CPUs): as many blocked calls take them all, with some to spare.
+fn more_than_kretprobe_instances() -> usize {
     let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible")
         .expect("possible CPUs")
         .trim()
@@ -474,7 +484,37 @@ fn open_behind_blocked_opens(path: &str) -> i64 {
         .max()
         .expect("a CPU number")
         + 1;
-    let blocked = (2 * possible).max(10) + 8;
+    (2 * possible).max(10) + 8
+}
+
+/// Waits until `count` of this process's threads sit in syscall `nr` (their
+/// `/proc/.../syscall` starts with the number); fails after 30 s, since without them the
+/// action proves nothing.
+fn wait_until_inside(nr: libc::c_long, count: usize) {
+    let inside = |tid: &std::fs::DirEntry| {
+        std::fs::read_to_string(tid.path().join("syscall"))
+            .is_ok_and(|s| s.starts_with(&format!("{nr} ")))
+    };
+    for _ in 0..3000 {
+        let waiting = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(Result::ok)
+            .filter(inside)
+            .count();
+        if waiting == count {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{count} threads did not all block in syscall {nr}");
+}
+
+/// `open-behind-blocked-opens PATH`: opens PATH while more threads than a kretprobe has
+/// instances are blocked inside the kernel's open path, opening FIFOs nobody writes, as any
+/// user can; then lets them go and opens `/dev/null` on the same thread, as the next open of
+/// a thread comes. Prints PATH's open.
+fn open_behind_blocked_opens(path: &str) -> i64 {
+    let blocked = more_than_kretprobe_instances();
     let dir = std::env::temp_dir().join(format!("sensor-fifos-{}", std::process::id()));
     std::fs::create_dir(&dir).expect("fifo dir");
     let fifos: Vec<CString> = (0..blocked)
@@ -500,22 +540,7 @@ fn open_behind_blocked_opens(path: &str) -> i64 {
             })
         })
         .collect();
-    // Until every one of them sits in its open (`/proc/.../syscall` starts with the number).
-    let in_open = |tid: &std::fs::DirEntry| {
-        std::fs::read_to_string(tid.path().join("syscall"))
-            .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_openat)))
-    };
-    for _ in 0..1000 {
-        let waiting = std::fs::read_dir("/proc/self/task")
-            .expect("tasks")
-            .filter_map(Result::ok)
-            .filter(in_open)
-            .count();
-        if waiting == blocked {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_until_inside(libc::SYS_openat, blocked);
     // SAFETY: as in `run`.
     let ret = sys(unsafe { libc::syscall(libc::SYS_open, c(path).as_ptr(), libc::O_RDONLY) });
     for fifo in &fifos {
@@ -528,6 +553,82 @@ fn open_behind_blocked_opens(path: &str) -> i64 {
     // SAFETY: as above.
     unsafe { libc::close(libc::open(c("/dev/null").as_ptr(), libc::O_RDONLY)) };
     let _ = std::fs::remove_dir_all(&dir);
+    ret
+}
+
+/// `<linux/userfaultfd.h>`, which libc does not carry.
+const UFFD_API: u64 = 0xaa;
+/// `_IOWR(0xaa, 0x3f, struct uffdio_api)`: three `u64`s.
+const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+/// `_IOWR(0xaa, 0x00, struct uffdio_register)`: four `u64`s.
+const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+
+/// `vm-readv-behind-blocked PID ADDR LEN`: `vm-readv PID ADDR LEN` while more threads than a
+/// kretprobe has instances are blocked inside `process_vm_readv`, each copying its iovec
+/// from a page whose fault a userfaultfd holds (root's way; a FUSE-backed mapping blocks the
+/// same copy for any user who can mount one). Then lets them go and exits, as the thread's
+/// next hook comes. Prints the read's result.
+fn vm_readv_behind_blocked(pid: &str, addr: &str, len: &str) -> i64 {
+    let blocked = more_than_kretprobe_instances();
+    // SAFETY: the userfaultfd and the page are this process's own; the ioctls are handed
+    // structs of the sizes their numbers encode, which outlive the calls.
+    let (uffd, page) = unsafe {
+        let uffd = libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) as libc::c_int;
+        assert!(
+            uffd >= 0,
+            "userfaultfd: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut api = [UFFD_API, 0, 0];
+        assert_eq!(
+            libc::ioctl(uffd, UFFDIO_API, api.as_mut_ptr()),
+            0,
+            "UFFDIO_API"
+        );
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED);
+        let mut register = [page as u64, 4096, UFFDIO_REGISTER_MODE_MISSING, 0];
+        assert_eq!(
+            libc::ioctl(uffd, UFFDIO_REGISTER, register.as_mut_ptr()),
+            0,
+            "UFFDIO_REGISTER"
+        );
+        (uffd, page as usize)
+    };
+    let threads: Vec<_> = (0..blocked)
+        .map(|_| {
+            // SAFETY: both iovec arrays are the registered page: the kernel's copy of them
+            // waits on the userfaultfd, then reads zeros (no iovec, nothing read).
+            std::thread::spawn(move || unsafe {
+                let (one, flags): (libc::c_ulong, libc::c_ulong) = (1, 0);
+                libc::syscall(
+                    libc::SYS_process_vm_readv,
+                    libc::getpid(),
+                    page,
+                    one,
+                    page,
+                    one,
+                    flags,
+                );
+            })
+        })
+        .collect();
+    wait_until_inside(libc::SYS_process_vm_readv, blocked);
+    let ret = vm_rw(libc::SYS_process_vm_readv, pid, addr, len);
+    // SAFETY: closing the userfaultfd wakes the waiting faults, which then fill the page
+    // with zeros.
+    unsafe { libc::close(uffd) };
+    for t in threads {
+        t.join().expect("blocked reader");
+    }
     ret
 }
 
