@@ -432,6 +432,29 @@ pub fn file_fexit_do_filp_open(ctx: FExitContext) -> i32 {
     0
 }
 
+/// Beside the LSM and fentry modes: `O_PATH` opens by file handle, which skip `file_open`
+/// and never reach `do_filp_open`. A failed open by handle is the syscalls hook's
+/// ([`Watched::by_syscalls_hook`]).
+#[fexit]
+#[inline(always)]
+pub fn file_fexit_do_file_open_root(ctx: FExitContext) -> i32 {
+    // do_file_open_root(const struct path *root, const char *name,
+    //     const struct open_flags *op) -> struct file *
+    let _ = on_filp_open(ctx.arg(3), |_| Ok(()));
+    0
+}
+
+/// [`file_fexit_do_file_open_root`] for older kernels (Debian 11's 5.10), whose
+/// `do_file_open_root` takes the root as a dentry and a mount.
+#[fexit]
+#[inline(always)]
+pub fn file_fexit_do_file_open_root_dentry(ctx: FExitContext) -> i32 {
+    // do_file_open_root(struct dentry *dentry, struct vfsmount *mnt, const char *name,
+    //     const struct open_flags *op) -> struct file *
+    let _ = on_filp_open(ctx.arg(4), |_| Ok(()));
+    0
+}
+
 /// Kprobe mode of the opens, on entry to `do_filp_open` and `do_file_open_root`: marks the
 /// thread, so an open whose return [`file_kretprobe_open`] misses is counted.
 #[kprobe]

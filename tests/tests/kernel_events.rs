@@ -79,6 +79,7 @@ fn every_open_syscall_reports_the_file_and_access() {
         ("open-write", "open", "write"),
         ("open-rdwr", "open", "read-write"),
         ("open-path", "open", "path"),
+        ("open-path-by-handle", "open_by_handle_at", "path"),
     ] {
         let (pid, ret) = trigger(&[action, s(&secret)]);
         assert!(ret >= 0, "{action} failed: {ret}");

@@ -140,6 +140,13 @@ pub enum Attach {
         program: &'static str,
         function: &'static str,
     },
+    /// The first of `programs` whose parameters (C spelling, as
+    /// [`offsets::function_takes`] compares them) are `function`'s in the running kernel, as
+    /// an fexit program on it: an fexit program reads the result after the arguments.
+    FExitTaking {
+        function: &'static str,
+        programs: &'static [(&'static str, &'static [&'static str])],
+    },
     /// An entry kprobe or a kretprobe (the program's section says which) on each function.
     KProbe {
         program: &'static str,
@@ -171,7 +178,9 @@ impl Attach {
                 format!("raw_tracepoint/{tracepoint}")
             }
             Attach::Lsm { hook, .. } => format!("lsm/{hook}"),
-            Attach::FExit { function, .. } => format!("fexit/{function}"),
+            Attach::FExit { function, .. } | Attach::FExitTaking { function, .. } => {
+                format!("fexit/{function}")
+            }
             Attach::KProbe { functions, .. } => format!("kprobe/{}", functions.join(",")),
             Attach::KRetProbe { functions, .. } => format!("kretprobe/{}", functions.join(",")),
             Attach::SyscallFExits => "fexit/__x64_sys_*,__ia32_*sys_*".into(),
@@ -191,6 +200,26 @@ const SYS_EXIT: Attach = Attach::BtfTracepoint {
 const FILP_OPEN_EXIT: Attach = Attach::FExit {
     program: "file_fexit_do_filp_open",
     function: "do_filp_open",
+};
+
+/// `O_PATH` opens by file handle, which skip the LSM hook and `do_filp_open`.
+const FILE_OPEN_ROOT_EXIT: Attach = Attach::FExitTaking {
+    function: "do_file_open_root",
+    programs: &[
+        (
+            "file_fexit_do_file_open_root",
+            &["struct path *", "char *", "struct open_flags *"],
+        ),
+        (
+            "file_fexit_do_file_open_root_dentry",
+            &[
+                "struct dentry *",
+                "struct vfsmount *",
+                "char *",
+                "struct open_flags *",
+            ],
+        ),
+    ],
 };
 
 /// The kernel's open path in kprobe mode: opens by path and by file handle.
@@ -213,6 +242,7 @@ pub const PROBES: &[Probe] = &[
                         hook: "file_open",
                     },
                     FILP_OPEN_EXIT,
+                    FILE_OPEN_ROOT_EXIT,
                 ],
             },
             Way {
@@ -223,6 +253,7 @@ pub const PROBES: &[Probe] = &[
                         function: "security_file_open",
                     },
                     FILP_OPEN_EXIT,
+                    FILE_OPEN_ROOT_EXIT,
                 ],
             },
             Way {
@@ -606,6 +637,17 @@ impl Attacher<'_> {
                 p.load(function, btf)?;
                 p.attach().map(drop)
             }),
+            Attach::FExitTaking { function, programs } => {
+                let Some(&(program, _)) = programs
+                    .iter()
+                    .find(|(_, params)| offsets::function_takes(function, params))
+                else {
+                    return Err(format!(
+                        "{function} takes none of the parameters its programs read"
+                    ));
+                };
+                self.attach(Attach::FExit { program, function })
+            }
             Attach::KProbe { program, functions } | Attach::KRetProbe { program, functions } => {
                 self.once(program, |p, _| {
                     let p: &mut KProbe = p.try_into()?;
@@ -828,6 +870,9 @@ mod tests {
                         | Attach::KRetProbe { program, .. }
                         | Attach::SyscallKProbes { program }
                         | Attach::SyscallKRetProbes { program } => vec![program.into()],
+                        Attach::FExitTaking { programs, .. } => {
+                            programs.iter().map(|(p, _)| (*p).into()).collect()
+                        }
                         Attach::SyscallFExits => syscalls
                             .iter()
                             .flat_map(|s| {

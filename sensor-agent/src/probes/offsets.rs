@@ -129,36 +129,53 @@ fn release_number(release: &str) -> Option<(u32, u32)> {
 /// `u8`): a tracepoint can keep its name and change what it is handed
 /// (`io_uring_submit_sqe` took the ring and the opcode, then the request).
 pub fn tracepoint_takes(name: &str, params: &[&str]) -> bool {
-    let Ok(btf) = Btf::from_file(VMLINUX_BTF) else {
-        return false;
-    };
-    let proto = || -> Option<Vec<String>> {
-        // `btf_trace_<name>`: a typedef of a pointer to the probe's prototype, whose first
-        // parameter is the `void *` context.
-        let typedef = btf
-            .resolve_types_by_name(&format!("btf_trace_{name}"))
-            .ok()?
-            .into_iter()
-            .find(|t| matches!(t, Type::Typedef(_)))?;
-        let Type::Typedef(typedef) = typedef else {
+    // `btf_trace_<name>`: a typedef of a pointer to the probe's prototype, whose first
+    // parameter is the `void *` context.
+    prototype(&format!("btf_trace_{name}"), |btf, t| {
+        let Type::Typedef(typedef) = t else {
             return None;
         };
-        let Type::Ptr(ptr) = btf.resolve_chained_type(&typedef).ok()? else {
+        let Type::Ptr(ptr) = btf.resolve_chained_type(typedef).ok()? else {
             return None;
         };
-        let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).ok()? else {
-            return None;
-        };
-        proto
-            .parameters
-            .iter()
-            .skip(1)
-            .map(|p| c_type(&btf, btf.resolve_chained_type(p).ok()?))
-            .collect()
-    };
-    proto().is_some_and(|have| {
-        have.len() >= params.len() && params.iter().zip(&have).all(|(want, have)| want == have)
+        btf.resolve_chained_type(&ptr).ok()
     })
+    .is_some_and(|have| {
+        have.len() > params.len()
+            && params
+                .iter()
+                .zip(&have[1..])
+                .all(|(want, have)| want == have)
+    })
+}
+
+/// Whether kernel function `name` takes exactly the parameters `params` in the running
+/// kernel, spelt as for [`tracepoint_takes`]: an fexit program reads its result after them.
+pub fn function_takes(name: &str, params: &[&str]) -> bool {
+    prototype(name, |btf, t| match t {
+        Type::Func(func) => btf.resolve_chained_type(func).ok(),
+        _ => None,
+    })
+    .is_some_and(|have| have == params)
+}
+
+/// The parameter types, as C spells them, of the prototype that `to_proto` finds from a
+/// BTF type named `name` of the running kernel.
+fn prototype(name: &str, to_proto: impl Fn(&Btf, &Type) -> Option<Type>) -> Option<Vec<String>> {
+    let btf = Btf::from_file(VMLINUX_BTF).ok()?;
+    let Type::FuncProto(proto) = btf
+        .resolve_types_by_name(name)
+        .ok()?
+        .iter()
+        .find_map(|t| to_proto(&btf, t))?
+    else {
+        return None;
+    };
+    proto
+        .parameters
+        .iter()
+        .map(|p| c_type(&btf, btf.resolve_chained_type(p).ok()?))
+        .collect()
 }
 
 /// `ty` as C spells it, qualifiers left out; `None` for a kind a prototype check never
@@ -316,6 +333,32 @@ mod tests {
             &["struct pt_regs *", "long int"]
         ));
         assert!(!tracepoint_takes("no_such_tracepoint", &[]));
+    }
+
+    /// The running kernel's function prototypes, from its BTF: all parameters, exactly.
+    #[test]
+    fn what_a_function_takes() {
+        // do_filp_open(int dfd, struct filename *pathname, const struct open_flags *op)
+        let filp = ["int", "struct filename *", "struct open_flags *"];
+        assert!(function_takes("do_filp_open", &filp));
+        assert!(!function_takes("do_filp_open", &filp[..2]));
+        assert!(!function_takes(
+            "do_filp_open",
+            &[&filp[..], &["int"]].concat()
+        ));
+        assert!(!function_takes("no_such_function", &[]));
+        // Two prototypes over the kernels the agent supports: one of them is this kernel's.
+        let by_path = ["struct path *", "char *", "struct open_flags *"];
+        let by_dentry = [
+            "struct dentry *",
+            "struct vfsmount *",
+            "char *",
+            "struct open_flags *",
+        ];
+        assert!(
+            function_takes("do_file_open_root", &by_path)
+                != function_takes("do_file_open_root", &by_dentry)
+        );
     }
 
     /// Reads the real BTF of the kernel the tests run on.

@@ -113,7 +113,8 @@ fn run(action: &str, a: &[String]) -> i64 {
                 ))
             }
             "creat" => sys(libc::syscall(libc::SYS_creat, c(&a[0]).as_ptr(), 0o600)),
-            "open-by-handle" => open_by_handle(&a[0]),
+            "open-by-handle" => open_by_handle(&a[0], libc::O_RDONLY),
+            "open-path-by-handle" => open_by_handle(&a[0], libc::O_PATH),
             // open through the ia32 entry (`int 0x80`) with a 32-bit addressable path.
             "compat-open" => compat_open(&a[0]),
             "read-file" => {
@@ -340,7 +341,8 @@ fn atomic_rotate(dir: &str, name: &str) -> i64 {
     })
 }
 
-fn open_by_handle(path: &str) -> i64 {
+/// `name_to_handle_at` of `path`, then `open_by_handle_at` of the handle with `flags`.
+fn open_by_handle(path: &str, flags: libc::c_int) -> i64 {
     #[repr(C)]
     struct Handle {
         bytes: u32,
@@ -380,7 +382,7 @@ fn open_by_handle(path: &str) -> i64 {
             libc::SYS_open_by_handle_at,
             mount_fd,
             &mut h,
-            libc::O_RDONLY,
+            flags,
         ))
     }
 }
