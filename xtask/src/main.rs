@@ -85,8 +85,18 @@ fn main() -> Result<()> {
                 eprintln!("xtask: VM lane skipped (SENSOR_VM_LANE=0)");
                 return Ok(());
             }
-            eprintln!("xtask: VM lane (cargo xtask vm-test; SENSOR_VM_LANE=0 skips it)");
-            vm::run(&root, &vm::test_task_lane(), false)
+            eprintln!("xtask: VM lanes (cargo xtask vm-test; SENSOR_VM_LANE=0 skips them)");
+            // Every lane runs, whatever an earlier one found; then any failure fails the task.
+            let failed: Vec<String> = vm::test_task_lanes()
+                .iter()
+                .filter_map(|lane| vm::run(&root, lane, false).err())
+                .map(|e| format!("{e:#}"))
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!("{}", failed.join("; "))
+            }
         }
         Task::VmTest(args) => vm::run(&root, &args, true),
         Task::Bench => {

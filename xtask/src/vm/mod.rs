@@ -62,27 +62,33 @@ pub struct Args {
 pub const DEFAULT_MODES: &[&str] = &["auto", "tracepoint"];
 pub const DEFAULT_TESTS: &[&str] = &["kernel_events"];
 
-/// The VM lane that `cargo xtask test` runs after the host tests, in the same process: edit
-/// its kernels, modes or tests here. `SENSOR_VM_LANE=0` skips it for quick local runs; the
-/// default, and CI, run it.
-pub fn test_task_lane() -> Args {
-    Args {
-        kernels: vec!["5.10".into(), "6.1".into()],
-        modes: vec!["auto".into(), "tracepoint".into()],
-        tests: vec![
-            "kernel_events".into(),
-            "probe_modes".into(),
-            "tpm_device".into(),
-        ],
+/// The VM lanes that `cargo xtask test` runs after the host tests, in the same process, one
+/// after the other: edit their kernels, modes or tests here. `SENSOR_VM_LANE=0` skips them
+/// for quick local runs; the default, and CI, run them.
+pub fn test_task_lanes() -> Vec<Args> {
+    let lane = |kernels: &[&str], modes: &[&str], tests: &[&str]| Args {
+        kernels: kernels.iter().map(|s| s.to_string()).collect(),
+        modes: modes.iter().map(|s| s.to_string()).collect(),
+        tests: tests.iter().map(|s| s.to_string()).collect(),
         timeout: 1800,
         verbose: false,
         feature_probe: false,
         bench: false,
         icount: None,
-    }
+    };
+    vec![
+        lane(
+            &["5.10", "6.1"],
+            &["auto", "tracepoint"],
+            &["kernel_events", "probe_modes", "tpm_device"],
+        ),
+        // Kprobe mode, which auto takes on no kernel of the lane, for its own tests (the
+        // calls a kretprobe misses); 5.10 refuses it (docs/probes.md, "Known limits").
+        lane(&["6.1"], &["kprobe"], &["kernel_events"]),
+    ]
 }
 
-/// Whether `cargo xtask test` runs [`test_task_lane`] (unless `SENSOR_VM_LANE=0`).
+/// Whether `cargo xtask test` runs [`test_task_lanes`] (unless `SENSOR_VM_LANE=0`).
 pub fn test_task_lane_enabled() -> bool {
     std::env::var("SENSOR_VM_LANE").as_deref() != Ok("0")
 }
