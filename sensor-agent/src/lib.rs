@@ -5,6 +5,7 @@
 //! `pipeline::read` (ring buffer) → `pipeline::decode` → `pipeline::enrich`
 //! (with `attribution` and `watch`) → `pipeline::output`.
 
+mod allocator;
 pub mod attribution;
 pub mod commands;
 pub mod config;
