@@ -356,7 +356,14 @@ impl Impostor {
             .find(|p| Path::new(p).exists())
             .expect("coreutils sleep");
         let copy = dir.join("sensor-agent");
-        std::fs::copy(sleep, &copy).expect("copy sleep");
+        // `cp` writes the copy, not this process: a test thread forking while the copy's
+        // writable descriptor were open here would hold it, and exec would fail with ETXTBSY.
+        let cp = Command::new("cp")
+            .arg(sleep)
+            .arg(&copy)
+            .status()
+            .expect("run cp");
+        assert!(cp.success(), "cp {sleep}: {cp}");
         Impostor(
             Command::new(&copy)
                 .arg("600")
