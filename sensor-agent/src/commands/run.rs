@@ -230,16 +230,6 @@ async fn run_pipeline(config: Config, args: RunArgs) -> Result<(), Error> {
     });
     tokio::spawn(log_stats(counters.clone()));
 
-    // The agent's own start-up peak (parsing the kernel's BTF twice, the first /proc scan)
-    // went back to the system as it was freed (crate::allocator); the C libraries (SQLite,
-    // zstd) allocate from glibc's heap: hand back what they freed, so the resident size is
-    // the agent's working set, not its start-up peak.
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel, under each arena's
-    // lock, so it is safe beside the running threads and leaves live allocations alone.
-    unsafe {
-        libc::malloc_trim(0);
-    }
     fault::arm();
     tracing::info!(pid = std::process::id(), "sensor-agent ready");
     let failed = supervise(&mut stages, &mut stop, &counters).await;
