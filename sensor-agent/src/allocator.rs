@@ -66,6 +66,10 @@ mod tests {
         fn mi_options_print_out(out: mi_output_fun, arg: *mut c_void);
     }
 
+    /// mimalloc's output callback: appends each message to the `String` behind `arg`.
+    ///
+    /// # Safety
+    /// `msg` is NUL-terminated and `arg` points to a `String` no one else uses during the call.
     unsafe extern "C" fn append(msg: *const c_char, arg: *mut c_void) {
         // SAFETY: mimalloc passes a NUL-terminated message and the `arg` given below, a
         // `String` that outlives the call.
